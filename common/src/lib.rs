@@ -1,0 +1,17 @@
+//! The contract shared by the HotPlex edge proxy (`hotplex-proxy`) and the session
+//! workers (`hotplex-worker`).
+//!
+//! Nothing here depends on Pingora: the worker links this crate too. It holds
+//! - [`names`]: every Prometheus metric name, defined exactly once;
+//! - [`headers`]: the HTTP header, cookie and subprotocol names both sides speak;
+//! - [`session_id`]: the session-id format and its validation;
+//! - [`metrics`]: small helpers to build registries and render the text format;
+//! - [`logging`]: tracing setup (JSON or human-readable).
+
+pub mod headers;
+pub mod logging;
+pub mod metrics;
+pub mod names;
+pub mod session_id;
+
+pub use session_id::{SessionId, SessionIdError};

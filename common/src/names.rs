@@ -1,0 +1,107 @@
+//! Every Prometheus metric name of HotPlex, defined once.
+//!
+//! The shared family (`hotplex_*`, without a component prefix) is what the deployment
+//! guide's dashboards and alerts use; both binaries register it, and the
+//! [`COMPONENT_LABEL`] const label (`worker` or `proxy`) tells them apart. Proxy-only
+//! metrics live in the `hotplex_proxy_*` family, config-reload metrics in `hotplex_config_*`.
+//!
+//! Grafana dashboards and alert rules in `conf/` may only name metrics listed here;
+//! the end-to-end tests check that each one appears in a live `/metrics`.
+
+/// Const label on every metric, naming the binary that exports it.
+pub const COMPONENT_LABEL: &str = "component";
+/// [`COMPONENT_LABEL`] value of the session worker.
+pub const COMPONENT_WORKER: &str = "worker";
+/// [`COMPONENT_LABEL`] value of the edge proxy.
+pub const COMPONENT_PROXY: &str = "proxy";
+
+/// Shared family: sessions and turns (worker side; the proxy exports the request histogram).
+pub mod shared {
+    /// Gauge: sessions currently alive (child process running) on a worker.
+    pub const SESSIONS_ACTIVE: &str = "hotplex_sessions_active";
+    /// Counter: sessions ever created.
+    pub const SESSIONS_TOTAL: &str = "hotplex_sessions_total";
+    /// Counter: session-level errors (child crash, garbage output, timeouts, failed start),
+    /// label `reason`.
+    pub const SESSIONS_ERRORS: &str = "hotplex_sessions_errors";
+    /// Counter: tool invocations reported by agents (`tool_use` events), label `tool`.
+    pub const TOOLS_INVOKED: &str = "hotplex_tools_invoked";
+    /// Histogram, seconds: HTTP request duration (for streams: until the response head),
+    /// labels `route`, `method`, `status`.
+    pub const REQUEST_DURATION_SECONDS: &str = "hotplex_request_duration_seconds";
+}
+
+/// Worker-only metrics.
+pub mod worker {
+    /// Gauge: the configured `max_sessions` of the pool.
+    pub const SESSIONS_MAX: &str = "hotplex_worker_sessions_max";
+    /// Counter: turns (execute requests) run, label `outcome` (`completed`, `stopped`, `error`, `timeout`).
+    pub const TURNS_TOTAL: &str = "hotplex_worker_turns_total";
+    /// Histogram, seconds: duration of one turn, from prompt sent to completion.
+    pub const TURN_DURATION_SECONDS: &str = "hotplex_worker_turn_duration_seconds";
+    /// Counter: sessions closed, label `reason` (`deleted`, `idle`, `crashed`, `drain`, `shutdown`).
+    pub const SESSIONS_CLOSED: &str = "hotplex_worker_sessions_closed_total";
+    /// Counter: requests refused because the pool was full.
+    pub const POOL_REJECTIONS: &str = "hotplex_worker_pool_rejections_total";
+    /// Gauge: 1 while the worker drains (no new sessions), else 0.
+    pub const DRAINING: &str = "hotplex_worker_draining";
+    /// Gauge: open WebSocket connections.
+    pub const WEBSOCKETS_ACTIVE: &str = "hotplex_worker_websockets_active";
+    /// Counter: malformed client input (bad JSON frames, bad bodies), label `kind`.
+    pub const BAD_REQUESTS: &str = "hotplex_worker_bad_requests_total";
+}
+
+/// Proxy-only metrics (`hotplex_proxy_*`).
+pub mod proxy {
+    /// Counter: downstream requests answered, labels `route`, `status`.
+    pub const REQUESTS_TOTAL: &str = "hotplex_proxy_requests_total";
+    /// Histogram, seconds: time to connect to and get the response head from a worker, label `worker`.
+    pub const UPSTREAM_DURATION_SECONDS: &str = "hotplex_proxy_upstream_duration_seconds";
+    /// Counter: upstream failures, labels `worker`, `kind` (`connect`, `timeout`, `io`, `http`).
+    pub const UPSTREAM_ERRORS: &str = "hotplex_proxy_upstream_errors_total";
+    /// Gauge: sessions per worker as the proxy knows them (last health poll + own placements),
+    /// label `worker`.
+    pub const WORKER_SESSIONS: &str = "hotplex_proxy_worker_sessions";
+    /// Gauge: per-worker capacity (`max_sessions`), label `worker`.
+    pub const WORKER_CAPACITY: &str = "hotplex_proxy_worker_capacity";
+    /// Gauge: 1 if the worker is healthy (active checks pass and not ejected), label `worker`.
+    pub const WORKER_HEALTHY: &str = "hotplex_proxy_worker_healthy";
+    /// Gauge: 1 if the worker is draining (no new sessions), label `worker`.
+    pub const WORKER_DRAINING: &str = "hotplex_proxy_worker_draining";
+    /// Counter: passive ejections after connect errors or timeouts, label `worker`.
+    pub const WORKER_EJECTIONS: &str = "hotplex_proxy_worker_ejections_total";
+    /// Counter: new sessions placed, label `worker`.
+    pub const SESSIONS_PLACED: &str = "hotplex_proxy_sessions_placed_total";
+    /// Counter: routing decisions, labels `source` (`path`, `query`, `header`, `cookie`, `none`)
+    /// and `outcome` (`pinned`, `hashed`, `placed`, `gone`, `unavailable`, `no_capacity`, `invalid`).
+    pub const ROUTING_DECISIONS: &str = "hotplex_proxy_routing_decisions_total";
+    /// Gauge: WebSocket connections currently proxied.
+    pub const WEBSOCKETS_ACTIVE: &str = "hotplex_proxy_websockets_active";
+    /// Gauge: downstream connections/requests in flight.
+    pub const REQUESTS_IN_FLIGHT: &str = "hotplex_proxy_requests_in_flight";
+    /// Counter: requests rejected by the proxy itself, label `reason`
+    /// (`auth`, `rate_limit`, `bad_request`, `too_large`, `no_capacity`, ...).
+    pub const REJECTIONS: &str = "hotplex_proxy_rejections_total";
+    /// Counter: requests limited by a rate limit, labels `key`, `route`.
+    pub const RATE_LIMITED: &str = "hotplex_proxy_rate_limited_total";
+    /// Counter: completed TLS handshakes, label `version`.
+    pub const TLS_HANDSHAKES: &str = "hotplex_proxy_tls_handshakes_total";
+}
+
+/// Config reload metrics (proxy).
+pub mod config {
+    /// Counter: reload attempts, label `result` (`success`, `failure`).
+    pub const RELOADS_TOTAL: &str = "hotplex_config_reloads_total";
+    /// Gauge: Unix time of the last successful (re)load, seconds.
+    pub const LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
+        "hotplex_config_last_reload_success_timestamp_seconds";
+    /// Gauge set to 1, label `hash`: the SHA-256 (first 16 hex chars) of the active config.
+    pub const ACTIVE_HASH_INFO: &str = "hotplex_config_active_info";
+}
+
+/// Histogram buckets (seconds) for request and upstream latencies: 0.5 ms to 60 s, so both
+/// fast API calls and long agent turns land in a meaningful bucket.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];

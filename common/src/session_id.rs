@@ -1,0 +1,147 @@
+//! The session-id format.
+//!
+//! A session id is 1 to [`MAX_LEN`] bytes of `[A-Za-z0-9._~-]` (URL-safe, unreserved
+//! characters only), so it can appear unescaped in a path segment, a query value, a
+//! header and a cookie. Anything else, including control bytes and invalid UTF-8, is
+//! rejected before routing.
+//!
+//! Ids minted by a worker look like `<node-id>.<22 random base62 chars>`. Ids minted by
+//! the proxy for new sessions are signed affinity ids (`<worker-id>.<random>.<mac>`),
+//! which the worker accepts as they are.
+
+use std::fmt;
+
+use rand::Rng;
+
+/// Longest accepted session id, in bytes.
+pub const MAX_LEN: usize = 128;
+/// Number of random base62 characters in a minted id (~131 bits).
+pub const RANDOM_LEN: usize = 22;
+
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Why a string is not a valid session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionIdError {
+    #[error("session id is empty")]
+    Empty,
+    #[error("session id is longer than {MAX_LEN} bytes")]
+    TooLong,
+    #[error("session id contains a byte outside [A-Za-z0-9._~-] at offset {0}")]
+    BadByte(usize),
+}
+
+/// A validated session id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Validates raw bytes (from a path, query, header or cookie) as a session id.
+    pub fn parse_bytes(raw: &[u8]) -> Result<Self, SessionIdError> {
+        validate(raw)?;
+        // All bytes are ASCII after validation.
+        Ok(SessionId(raw.iter().map(|&b| b as char).collect()))
+    }
+
+    /// Validates a string as a session id.
+    pub fn parse(raw: &str) -> Result<Self, SessionIdError> {
+        Self::parse_bytes(raw.as_bytes())
+    }
+
+    /// Mints a fresh id `<prefix>.<random>`; `prefix` is sanitised to the id alphabet.
+    pub fn generate(prefix: &str) -> Self {
+        let mut s: String = prefix
+            .chars()
+            .filter(|c| is_id_byte(*c as u32))
+            .take(MAX_LEN - RANDOM_LEN - 1)
+            .collect();
+        if !s.is_empty() {
+            s.push('.');
+        }
+        s.push_str(&random_base62(RANDOM_LEN));
+        SessionId(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `len` random characters from the base62 alphabet (thread-local CSPRNG).
+pub fn random_base62(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)
+        .collect()
+}
+
+fn is_id_byte(b: u32) -> bool {
+    matches!(b, 0x30..=0x39 | 0x41..=0x5a | 0x61..=0x7a) || matches!(b, 0x2d | 0x2e | 0x5f | 0x7e)
+}
+
+/// Checks the format without allocating.
+pub fn validate(raw: &[u8]) -> Result<(), SessionIdError> {
+    if raw.is_empty() {
+        return Err(SessionIdError::Empty);
+    }
+    if raw.len() > MAX_LEN {
+        return Err(SessionIdError::TooLong);
+    }
+    match raw.iter().position(|&b| !is_id_byte(b as u32)) {
+        Some(i) => Err(SessionIdError::BadByte(i)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_alphabet() {
+        assert!(SessionId::parse("w1.AbC-09_~x").is_ok());
+        assert_eq!(SessionId::parse("a").map(|s| s.into_string()), Ok("a".into()));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(SessionId::parse(""), Err(SessionIdError::Empty));
+        assert_eq!(SessionId::parse(&"a".repeat(129)), Err(SessionIdError::TooLong));
+        assert_eq!(SessionId::parse("ab/c"), Err(SessionIdError::BadByte(2)));
+        assert_eq!(SessionId::parse("a b"), Err(SessionIdError::BadByte(1)));
+        assert_eq!(SessionId::parse_bytes(b"ok\x00"), Err(SessionIdError::BadByte(2)));
+        assert_eq!(SessionId::parse_bytes(b"\xff\xfe"), Err(SessionIdError::BadByte(0)));
+        assert_eq!(SessionId::parse("sess\u{e9}"), Err(SessionIdError::BadByte(4)));
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_unique() {
+        let a = SessionId::generate("node-1");
+        let b = SessionId::generate("node-1");
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("node-1."));
+        assert_eq!(a.as_str().len(), "node-1.".len() + RANDOM_LEN);
+        assert!(validate(a.as_str().as_bytes()).is_ok());
+        // Characters outside the alphabet are dropped from the prefix.
+        let c = SessionId::generate("my host/1");
+        assert!(c.as_str().starts_with("myhost1."));
+        assert_eq!(SessionId::generate("").as_str().len(), RANDOM_LEN);
+    }
+}

@@ -1,0 +1,29 @@
+# HotPlex Edge — the two commands: `make run` and `make test`.
+.PHONY: run test lint deps build fmt clean
+
+CARGO ?= cargo
+
+deps:
+	@bash scripts/install-deps.sh
+
+## make run: proxy on 127.0.0.1:8000 (admin 9900) in front of 3 workers on 8081-8083.
+run: deps
+	@bash scripts/run-local.sh
+
+## make test: every test of the workspace (unit + end-to-end on loopback).
+test: deps
+	HOTPLEX_E2E_QUIET=1 $(CARGO) test --workspace --all-targets --no-fail-fast
+
+## make lint: rustfmt and clippy, warnings are errors.
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build: deps
+	$(CARGO) build --workspace --release
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make run`: three HotPlex workers on 127.0.0.1:8081-8083 and the edge proxy in front of
+# them on 127.0.0.1:8000 (admin + /metrics on 127.0.0.1:9900), with the proxy's embedded
+# default config. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE="${PROFILE:-release}"
+BIN="target/${PROFILE}"
+cargo build --profile "$PROFILE" -p hotplex-worker -p hotplex-proxy
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping..."
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+for i in 1 2 3; do
+  "$BIN/hotplex-worker" --listen "127.0.0.1:808$i" --node-id "w$i" &
+  pids+=($!)
+done
+"$BIN/hotplex-proxy" &
+pids+=($!)
+
+# Wait for the proxy's admin listener.
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null http://127.0.0.1:9900/health/live 2>/dev/null && break
+  sleep 0.1
+done
+
+cat <<'HOWTO'
+
+HotPlex Edge is up:
+  proxy        http://127.0.0.1:8000
+  admin        http://127.0.0.1:9900   (/metrics, /admin/workers)
+  workers      http://127.0.0.1:8081 .. 8083   (each with /metrics)
+
+Try it:
+  # create a session (the proxy places it on the least-loaded worker)
+  SID=$(curl -s -X POST http://127.0.0.1:8000/sessions | sed 's/.*"session_id":"\([^"]*\)".*/\1/')
+  # one turn, streamed as Server-Sent Events (always the same worker: see X-Hotplex-Node)
+  curl -N -i -X POST http://127.0.0.1:8000/sessions/$SID/messages \
+       -H 'content-type: application/json' -d '{"prompt":"hello"}'
+  # WebSocket (any client, e.g. `websocat`):
+  #   websocat ws://127.0.0.1:8000/ws/v1/agent
+  #   {"type":"execute","request_id":1,"session_id":"demo-1","prompt":"hello"}
+  curl -s http://127.0.0.1:9900/admin/workers
+  curl -s http://127.0.0.1:9900/metrics | grep hotplex_
+
+Ctrl-C stops all.
+HOWTO
+
+wait -n "${pids[@]}" || true
+echo "a process exited; shutting down" >&2

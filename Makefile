@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean
+.PHONY: run test lint deps build fmt clean conf-check
 
 CARGO ?= cargo
 
@@ -27,3 +27,10 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## make conf-check: promtool validates the Prometheus config and alert rules and runs the rule unit tests.
+conf-check:
+	@bash scripts/install-deps.sh prometheus:promtool
+	promtool check config conf/prometheus/prometheus.yml
+	promtool check rules conf/prometheus/alerts.yml
+	promtool test rules conf/prometheus/alerts_test.yml

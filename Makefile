@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean conf-check
+.PHONY: run test lint deps build fmt clean conf-check k8s-check
 
 CARGO ?= cargo
 
@@ -34,3 +34,8 @@ conf-check:
 	promtool check config conf/prometheus/prometheus.yml
 	promtool check rules conf/prometheus/alerts.yml
 	promtool test rules conf/prometheus/alerts_test.yml
+
+## make k8s-check: validates conf/k8s against the Kubernetes schemas, offline (kubernetes-validate from PyPI).
+k8s-check:
+	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
+	kubernetes-validate --strict --quiet conf/k8s/*.yaml

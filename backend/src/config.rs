@@ -1,0 +1,391 @@
+//! Worker configuration: the YAML file types (strict: unknown keys are rejected) and the
+//! validated runtime type [`WorkerConfig`] the rest of the crate uses.
+//!
+//! Precedence: command-line flags > config file > the `DEFAULT_*` constants below.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hotplex_common::logging::LogFormat;
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default pool cap: sessions (child processes) alive at once.
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+/// Default idle timeout: a session with no turn for this long is closed by the reaper.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default execution timeout: the longest one turn may run before it is killed.
+pub const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Default startup timeout: how long a new agent process may take to report ready.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between two reaper scans for idle sessions.
+pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// Default grace period on SIGTERM / shutdown for running turns to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default limit on request bodies and WebSocket messages, bytes (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default `Retry-After` on a 503 (pool full / draining), seconds.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
+/// Default log level directive (when `RUST_LOG` is unset).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The config file, exactly as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listen address `host:port`. Default [`DEFAULT_LISTEN`]; `--listen` overrides.
+    pub listen: Option<SocketAddr>,
+    /// Node id reported in `X-Hotplex-Node`, used as the prefix of minted session ids.
+    /// Default: the host name; `--node-id` overrides.
+    pub node_id: Option<String>,
+    /// Sessions alive at once (count). Default [`DEFAULT_MAX_SESSIONS`].
+    pub max_sessions: Option<usize>,
+    /// Idle time after which a session is closed (humantime, e.g. `30m`). Default 30m.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Longest duration of one turn (humantime). Default 10m.
+    #[serde(default, with = "humantime_serde")]
+    pub execution_timeout: Option<Duration>,
+    /// Longest agent startup until ready (humantime). Default 10s.
+    #[serde(default, with = "humantime_serde")]
+    pub startup_timeout: Option<Duration>,
+    /// Interval of the idle reaper (humantime). Default 5s.
+    #[serde(default, with = "humantime_serde")]
+    pub reap_interval: Option<Duration>,
+    /// Grace period for running turns on shutdown (humantime). Default 30s.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+    /// Request body / WebSocket message limit, bytes. Default 1 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// `Retry-After` of 503 answers, seconds. Default 5.
+    pub retry_after_secs: Option<u64>,
+    /// Accepted API keys. Empty or absent: no authentication.
+    pub api_keys: Option<Vec<String>>,
+    /// Log format, `json` or `text`. Default `json`.
+    pub log_format: Option<LogFormat>,
+    /// Log level directive (`RUST_LOG` wins). Default `info`.
+    pub log_level: Option<String>,
+    /// The agent process started for each session.
+    pub agent: Option<AgentFileConfig>,
+}
+
+/// `agent:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFileConfig {
+    /// argv of the agent (program first). Default: `[<this executable>, "demo-agent"]`.
+    pub command: Option<Vec<String>>,
+    /// Extra environment variables for the agent. Default: none.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory of the agent. Default: the worker's.
+    pub cwd: Option<PathBuf>,
+    /// Wait for a `{"type":"ready"}` (or `system`) line before the session counts as
+    /// started (bounded by `startup_timeout`). Default: true.
+    pub wait_ready: Option<bool>,
+}
+
+/// How the agent process of a session is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// argv, never empty.
+    pub command: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Wait for a ready line at startup.
+    pub wait_ready: bool,
+}
+
+impl AgentConfig {
+    /// The built-in demo agent: this very executable with the `demo-agent` subcommand.
+    pub fn demo() -> Self {
+        let exe = std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "hotplex-worker".to_string());
+        Self::command(vec![exe, "demo-agent".to_string()])
+    }
+
+    /// An agent started with `argv` and otherwise default settings.
+    pub fn command(argv: Vec<String>) -> Self {
+        AgentConfig {
+            command: argv,
+            env: BTreeMap::new(),
+            cwd: None,
+            wait_ready: true,
+        }
+    }
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub listen: SocketAddr,
+    pub node_id: String,
+    pub max_sessions: usize,
+    pub idle_timeout: Duration,
+    pub execution_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub reap_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+    pub retry_after_secs: u64,
+    pub api_keys: Vec<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub agent: AgentConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            listen: default_listen(),
+            node_id: default_node_id(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            execution_timeout: DEFAULT_EXECUTION_TIMEOUT,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            reap_interval: DEFAULT_REAP_INTERVAL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
+            api_keys: Vec::new(),
+            log_format: LogFormat::Json,
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            agent: AgentConfig::demo(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// The host name, sanitised to the session-id alphabet (it prefixes minted ids).
+pub fn default_node_id() -> String {
+    let raw = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "worker".to_string()
+    } else {
+        clean
+    }
+}
+
+/// A config that cannot be used, with the file, the key and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl FileConfig {
+    /// Parses YAML text; `file` names the source in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // For an unknown key the path names its parent; add the key itself.
+            let key = match unknown_field(&inner) {
+                Some(k) if path == "." => k.to_string(),
+                Some(k) => format!("{path}.{k}"),
+                None => path,
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                key,
+                reason: inner,
+            }
+        })
+    }
+
+    /// Reads and parses a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Validates and fills defaults. `file` names the source in errors.
+    pub fn into_runtime(self, file: &str) -> Result<WorkerConfig, ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        let d = WorkerConfig::default();
+        let node_id = match self.node_id {
+            Some(n) => {
+                validate_node_id(&n).map_err(|r| invalid("node_id", &r))?;
+                n
+            }
+            None => d.node_id,
+        };
+        let max_sessions = self.max_sessions.unwrap_or(d.max_sessions);
+        if max_sessions == 0 {
+            return Err(invalid("max_sessions", "must be at least 1"));
+        }
+        let nonzero = |key: &str, v: Option<Duration>, def: Duration| match v {
+            Some(x) if x.is_zero() => Err(invalid(key, "must be greater than 0")),
+            Some(x) => Ok(x),
+            None => Ok(def),
+        };
+        let idle_timeout = nonzero("idle_timeout", self.idle_timeout, d.idle_timeout)?;
+        let execution_timeout =
+            nonzero("execution_timeout", self.execution_timeout, d.execution_timeout)?;
+        let startup_timeout = nonzero("startup_timeout", self.startup_timeout, d.startup_timeout)?;
+        let reap_interval = nonzero("reap_interval", self.reap_interval, d.reap_interval)?;
+        let shutdown_grace = self.shutdown_grace.unwrap_or(d.shutdown_grace);
+        let max_body_bytes = self.max_body_bytes.unwrap_or(d.max_body_bytes);
+        if max_body_bytes < 64 {
+            return Err(invalid("max_body_bytes", "must be at least 64"));
+        }
+        let api_keys = self.api_keys.unwrap_or_default();
+        if api_keys.iter().any(|k| k.is_empty()) {
+            return Err(invalid("api_keys", "keys must not be empty"));
+        }
+        let mut agent = d.agent;
+        if let Some(a) = self.agent {
+            if let Some(cmd) = a.command {
+                if cmd.is_empty() || cmd[0].is_empty() {
+                    return Err(invalid("agent.command", "must name a program"));
+                }
+                agent.command = cmd;
+            }
+            agent.env = a.env.unwrap_or_default();
+            agent.cwd = a.cwd;
+            agent.wait_ready = a.wait_ready.unwrap_or(true);
+        }
+        Ok(WorkerConfig {
+            listen: self.listen.unwrap_or(d.listen),
+            node_id,
+            max_sessions,
+            idle_timeout,
+            execution_timeout,
+            startup_timeout,
+            reap_interval,
+            shutdown_grace,
+            max_body_bytes,
+            retry_after_secs: self.retry_after_secs.unwrap_or(d.retry_after_secs),
+            api_keys,
+            log_format: self.log_format.unwrap_or_default(),
+            log_level: self.log_level.unwrap_or(d.log_level),
+            agent,
+        })
+    }
+}
+
+/// A node id must be a valid session-id prefix (it is not sanitised silently).
+pub fn validate_node_id(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.len() > 64 {
+        return Err("must be 1 to 64 bytes".into());
+    }
+    hotplex_common::session_id::validate(n.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn unknown_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = FileConfig::parse("", "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect("valid");
+        assert_eq!(c.max_sessions, DEFAULT_MAX_SESSIONS);
+        assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.api_keys.is_empty());
+        assert_eq!(c.agent.command.get(1).map(String::as_str), Some("demo-agent"));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let y = r#"
+listen: 0.0.0.0:9000
+node_id: node-7
+max_sessions: 5
+idle_timeout: 2m
+execution_timeout: 500ms
+startup_timeout: 3s
+reap_interval: 1s
+shutdown_grace: 0s
+max_body_bytes: 4096
+retry_after_secs: 2
+api_keys: [a, b]
+log_format: text
+log_level: debug
+agent:
+  command: [/bin/agent, --flag]
+  env: {A: "1"}
+  cwd: /tmp
+  wait_ready: false
+"#;
+        let c = FileConfig::parse(y, "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect("valid");
+        assert_eq!(c.node_id, "node-7");
+        assert_eq!(c.max_sessions, 5);
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.execution_timeout, Duration::from_millis(500));
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
+        assert_eq!(c.api_keys, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(c.agent.command, vec!["/bin/agent", "--flag"]);
+        assert!(!c.agent.wait_ready);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_key() {
+        let e = FileConfig::parse("max_sesions: 3\n", "w.yaml").expect_err("unknown key");
+        let s = e.to_string();
+        assert!(s.starts_with("w.yaml: key `max_sesions`: unknown field"), "{s}");
+        let e = FileConfig::parse("agent:\n  comand: [x]\n", "w.yaml").expect_err("unknown");
+        assert!(e.to_string().contains("key `agent.comand`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_key() {
+        let e = FileConfig::parse("idle_timeout: soon\n", "w.yaml").expect_err("bad duration");
+        assert!(e.to_string().contains("key `idle_timeout`"), "{e}");
+        let e = FileConfig::parse("max_sessions: 0\n", "f")
+            .and_then(|f| f.into_runtime("f"))
+            .expect_err("zero");
+        assert!(e.to_string().contains("max_sessions"), "{e}");
+        let e = FileConfig::parse("agent: {command: []}\n", "f")
+            .and_then(|f| f.into_runtime("f"))
+            .expect_err("empty argv");
+        assert!(e.to_string().contains("agent.command"), "{e}");
+        let e = FileConfig::parse("node_id: 'a b'\n", "f")
+            .and_then(|f| f.into_runtime("f"))
+            .expect_err("bad node id");
+        assert!(e.to_string().contains("node_id"), "{e}");
+    }
+}

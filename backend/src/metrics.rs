@@ -1,0 +1,317 @@
+//! The worker's Prometheus metrics, with handles resolved once at startup.
+//!
+//! Names come from [`hotplex_common::names`]; every metric carries `component="worker"`.
+
+use hotplex_common::metrics::{component_registry, render};
+use hotplex_common::names::{shared, worker, COMPONENT_WORKER, LATENCY_BUCKETS};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Why a session-level error happened (`reason` label of `hotplex_sessions_errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReason {
+    /// The agent process exited during a turn.
+    Crashed,
+    /// The agent wrote a line that is not a JSON object.
+    Garbage,
+    /// A turn ran past the execution timeout.
+    Timeout,
+    /// The agent could not be started or did not become ready in time.
+    StartFailed,
+    /// The agent reported an error for the turn.
+    Agent,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 5] = [
+        ErrorReason::Crashed,
+        ErrorReason::Garbage,
+        ErrorReason::Timeout,
+        ErrorReason::StartFailed,
+        ErrorReason::Agent,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::Crashed => "crashed",
+            ErrorReason::Garbage => "garbage",
+            ErrorReason::Timeout => "timeout",
+            ErrorReason::StartFailed => "start_failed",
+            ErrorReason::Agent => "agent_error",
+        }
+    }
+}
+
+/// Why a session was closed (`reason` label of the sessions-closed counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Deleted,
+    Idle,
+    Crashed,
+    Drain,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Deleted,
+        CloseReason::Idle,
+        CloseReason::Crashed,
+        CloseReason::Drain,
+        CloseReason::Shutdown,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Deleted => "deleted",
+            CloseReason::Idle => "idle",
+            CloseReason::Crashed => "crashed",
+            CloseReason::Drain => "drain",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// How a turn ended (`outcome` label of the turns counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnOutcome {
+    Completed,
+    Stopped,
+    Error,
+    Timeout,
+}
+
+impl TurnOutcome {
+    pub const ALL: [TurnOutcome; 4] = [
+        TurnOutcome::Completed,
+        TurnOutcome::Stopped,
+        TurnOutcome::Error,
+        TurnOutcome::Timeout,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnOutcome::Completed => "completed",
+            TurnOutcome::Stopped => "stopped",
+            TurnOutcome::Error => "error",
+            TurnOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Every metric of the worker.
+pub struct WorkerMetrics {
+    registry: Registry,
+    pub sessions_active: IntGauge,
+    pub sessions_total: IntCounter,
+    sessions_errors: IntCounterVec,
+    tools_invoked: IntCounterVec,
+    request_duration: HistogramVec,
+    pub sessions_max: IntGauge,
+    turns: IntCounterVec,
+    pub turn_duration: Histogram,
+    sessions_closed: IntCounterVec,
+    pub pool_rejections: IntCounter,
+    pub draining: IntGauge,
+    pub websockets_active: IntGauge,
+    bad_requests: IntCounterVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    // Registration only fails on a duplicate name; every name here is distinct.
+    if let Err(e) = r.register(Box::new(m.clone())) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    m
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
+        tracing::error!(error = %e, name, "bad metric definition");
+        IntCounterVec::new(Opts::new("hotplex_invalid", "invalid"), labels)
+            .expect("fallback metric is valid")
+    });
+    reg(r, m)
+}
+
+impl WorkerMetrics {
+    /// Creates and registers all metrics in a fresh `component="worker"` registry.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        let r = component_registry(COMPONENT_WORKER);
+        let gauge = |name: &str, help: &str| {
+            reg(&r, IntGauge::new(name, help).expect("valid gauge name"))
+        };
+        let counter = |name: &str, help: &str| {
+            reg(&r, IntCounter::new(name, help).expect("valid counter name"))
+        };
+        let m = WorkerMetrics {
+            sessions_active: gauge(shared::SESSIONS_ACTIVE, "Sessions currently alive."),
+            sessions_total: counter(shared::SESSIONS_TOTAL, "Sessions ever created."),
+            sessions_errors: counter_vec(
+                &r,
+                shared::SESSIONS_ERRORS,
+                "Session-level errors by reason.",
+                &["reason"],
+            ),
+            tools_invoked: counter_vec(
+                &r,
+                shared::TOOLS_INVOKED,
+                "Tool invocations reported by agents.",
+                &["tool"],
+            ),
+            request_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        shared::REQUEST_DURATION_SECONDS,
+                        "HTTP request duration until the response head, seconds.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["route", "method", "status"],
+                )
+                .expect("valid histogram"),
+            ),
+            sessions_max: gauge(worker::SESSIONS_MAX, "Configured max_sessions."),
+            turns: counter_vec(&r, worker::TURNS_TOTAL, "Turns run by outcome.", &["outcome"]),
+            turn_duration: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(worker::TURN_DURATION_SECONDS, "Turn duration, seconds.")
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid histogram"),
+            ),
+            sessions_closed: counter_vec(
+                &r,
+                worker::SESSIONS_CLOSED,
+                "Sessions closed by reason.",
+                &["reason"],
+            ),
+            pool_rejections: counter(
+                worker::POOL_REJECTIONS,
+                "Requests refused because the pool was full.",
+            ),
+            draining: gauge(worker::DRAINING, "1 while draining."),
+            websockets_active: gauge(worker::WEBSOCKETS_ACTIVE, "Open WebSocket connections."),
+            bad_requests: counter_vec(
+                &r,
+                worker::BAD_REQUESTS,
+                "Malformed client input by kind.",
+                &["kind"],
+            ),
+            registry: r,
+        };
+        // Pre-create the known label sets so they render (at 0) from the start.
+        for r in ErrorReason::ALL {
+            m.sessions_errors.with_label_values(&[r.as_str()]);
+        }
+        for r in CloseReason::ALL {
+            m.sessions_closed.with_label_values(&[r.as_str()]);
+        }
+        for o in TurnOutcome::ALL {
+            m.turns.with_label_values(&[o.as_str()]);
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of all metrics.
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn session_error(&self, reason: ErrorReason) {
+        self.sessions_errors
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    pub fn session_closed(&self, reason: CloseReason) {
+        self.sessions_closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    pub fn turn_finished(&self, outcome: TurnOutcome, secs: f64) {
+        self.turns.with_label_values(&[outcome.as_str()]).inc();
+        self.turn_duration.observe(secs);
+    }
+
+    /// Counts a tool use; the label is clamped to a sane tool name to bound cardinality.
+    pub fn tool_invoked(&self, tool: &str) {
+        let ok = !tool.is_empty()
+            && tool.len() <= 64
+            && tool
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        let label = if ok { tool } else { "other" };
+        self.tools_invoked.with_label_values(&[label]).inc();
+    }
+
+    pub fn bad_request(&self, kind: &str) {
+        self.bad_requests.with_label_values(&[kind]).inc();
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, secs: f64) {
+        let mut buf = itoa_buf(status);
+        self.request_duration
+            .with_label_values(&[route, method, status_str(&mut buf)])
+            .observe(secs);
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn itoa_buf(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + ((s / 10) % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+fn status_str(buf: &mut [u8; 3]) -> &str {
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_names_render() {
+        let m = WorkerMetrics::new();
+        m.sessions_total.inc();
+        m.tool_invoked("echo");
+        m.tool_invoked("bad label\n");
+        m.observe_request("/sessions", "POST", 201, 0.01);
+        m.bad_request("json");
+        let t = m.render();
+        for name in [
+            shared::SESSIONS_ACTIVE,
+            shared::SESSIONS_TOTAL,
+            shared::SESSIONS_ERRORS,
+            shared::TOOLS_INVOKED,
+            shared::REQUEST_DURATION_SECONDS,
+            worker::SESSIONS_MAX,
+            worker::TURNS_TOTAL,
+            worker::TURN_DURATION_SECONDS,
+            worker::SESSIONS_CLOSED,
+            worker::POOL_REJECTIONS,
+            worker::DRAINING,
+            worker::WEBSOCKETS_ACTIVE,
+            worker::BAD_REQUESTS,
+        ] {
+            assert!(t.contains(name), "{name} missing in\n{t}");
+        }
+        assert!(t.contains("hotplex_tools_invoked{component=\"worker\",tool=\"other\"} 1"));
+        assert!(t.contains("status=\"201\""), "{t}");
+    }
+}

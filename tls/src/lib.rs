@@ -1,0 +1,1 @@
+//! TLS for the HotPlex edge proxy (being built).

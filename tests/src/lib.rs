@@ -188,7 +188,10 @@ mod tests {
             metric_value(text, "hotplex_sessions_errors", &["reason=\"crash\""]),
             Some(2.0)
         );
-        assert_eq!(metric_value(text, "hotplex_sessions_active", &[]), Some(5.0));
+        assert_eq!(
+            metric_value(text, "hotplex_sessions_active", &[]),
+            Some(5.0)
+        );
         assert_eq!(metric_value(text, "hotplex_sessions", &[]), None);
         assert_eq!(
             metric_value(text, "hotplex_sessions_errors", &["reason=\"idle\""]),
@@ -203,9 +206,11 @@ mod tests {
         let pid = g.pid();
         drop(g);
         // Reaped: no /proc entry left (or a different process reused the pid, which is unlikely).
-        assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .map(|c| !c.starts_with("sleep"))
-                .unwrap_or(true));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .map(|c| !c.starts_with("sleep"))
+                    .unwrap_or(true)
+        );
     }
 }

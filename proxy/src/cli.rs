@@ -1,0 +1,74 @@
+//! Command line: `hotplex-proxy [--config FILE]` runs (embedded default without
+//! `--config`); `hotplex-proxy check FILE` validates like `nginx -t` (exit 0 and a summary,
+//! or exit 1 and `FILE: key.path: reason`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+/// HotPlex edge proxy.
+#[derive(Debug, Parser)]
+#[command(name = "hotplex-proxy", version, about)]
+pub struct Cli {
+    /// Config file (YAML). Without it the embedded default runs (3 local workers).
+    #[arg(long, short = 'c', env = "HOTPLEX_PROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file and exit (0: valid, 1: invalid).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Run the proxy (the default).
+    Run,
+}
+
+/// Exit code of an invalid config.
+pub const EXIT_INVALID_CONFIG: u8 = 1;
+/// Exit code of a startup failure (busy port...).
+pub const EXIT_STARTUP: u8 = 2;
+
+/// Entry point of both `hotplex-proxy` and the test launcher.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { file }) => match config::load(&file) {
+            Ok(c) => {
+                println!("{}", c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hotplex-proxy: invalid config: {e}");
+                ExitCode::from(EXIT_INVALID_CONFIG)
+            }
+        },
+        Some(Command::Run) | None => {
+            let loaded = match &cli.config {
+                Some(p) => config::load(p),
+                None => config::embedded_default(),
+            };
+            let cfg = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hotplex-proxy: invalid config: {e}");
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            };
+            match crate::server::run(cfg, cli.config.clone()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hotplex-proxy: {e}");
+                    ExitCode::from(EXIT_STARTUP)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The YAML file layer: serde types that mirror `conf/hotplex.yaml` one to one.
+//!
+//! Every struct rejects unknown keys (`deny_unknown_fields`) so a typo is an error, not a
+//! silently ignored setting. Durations are humantime strings (`500ms`, `2s`, `1h`).
+//! Defaults live in the `DEFAULT_*` constants of [`super`]; validation (ranges, uniqueness,
+//! address syntax) happens when converting to [`super::RuntimeConfig`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// Top level of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Proxy HTTP listener, `ip:port`. Default [`DEFAULT_LISTEN`].
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Worker threads of the proxy service. Default [`DEFAULT_THREADS`].
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Admin listener settings.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// The workers (HotPlex nodes). At least one.
+    #[serde(default)]
+    pub workers: Vec<WorkerFile>,
+    /// Session routing.
+    #[serde(default)]
+    pub routing: RoutingFile,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: HealthCheckFile,
+    /// Passive ejection after connect errors / timeouts.
+    #[serde(default)]
+    pub ejection: EjectionFile,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// Upstream connection pool.
+    #[serde(default)]
+    pub upstream: UpstreamFile,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+/// `admin:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Admin listener (`/metrics`, `/admin/workers`, `/health/live`). Default [`DEFAULT_ADMIN_LISTEN`].
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// One entry of `workers:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFile {
+    /// Stable id, `[a-z0-9-]`, unique. Part of every pinned session id: never reuse an id
+    /// for a different worker while its sessions may still be alive.
+    pub id: String,
+    /// `ip:port` of the worker's HTTP listener.
+    pub address: String,
+    /// Relative weight for hashing foreign keys. Default [`DEFAULT_WEIGHT`].
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Most sessions the proxy places on this worker. Default [`DEFAULT_CAPACITY`].
+    #[serde(default = "default_capacity")]
+    pub capacity: u64,
+}
+
+/// `routing:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingFile {
+    /// Where to look for the routing key, first hit wins. Default: path, query, header, cookie.
+    #[serde(default = "default_key_sources")]
+    pub key_sources: Vec<String>,
+    /// HMAC secrets: the first signs, all verify. Default: an insecure development secret.
+    #[serde(default = "default_secrets")]
+    pub affinity_secrets: Vec<String>,
+}
+
+impl Default for RoutingFile {
+    fn default() -> Self {
+        RoutingFile {
+            key_sources: default_key_sources(),
+            affinity_secrets: default_secrets(),
+        }
+    }
+}
+
+/// `health_check:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// Path probed with GET. Default [`DEFAULT_HEALTH_PATH`].
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes. Default [`DEFAULT_HEALTH_INTERVAL`].
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Timeout of one probe. Default [`DEFAULT_HEALTH_TIMEOUT`].
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed probes that mark a worker down. Default [`DEFAULT_HEALTH_FAILURES`].
+    #[serde(default = "default_failures")]
+    pub failures: usize,
+    /// Consecutive good probes that mark it up again. Default [`DEFAULT_HEALTH_SUCCESSES`].
+    #[serde(default = "default_successes")]
+    pub successes: usize,
+}
+
+impl Default for HealthCheckFile {
+    fn default() -> Self {
+        HealthCheckFile {
+            path: default_health_path(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            failures: DEFAULT_HEALTH_FAILURES,
+            successes: DEFAULT_HEALTH_SUCCESSES,
+        }
+    }
+}
+
+/// `ejection:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionFile {
+    /// First ejection period; doubled for each further ejection in a row. Default [`DEFAULT_EJECTION_BASE`].
+    #[serde(default = "default_ejection_base", with = "humantime_serde")]
+    pub base: Duration,
+    /// Cap of the ejection period. Default [`DEFAULT_EJECTION_MAX`].
+    #[serde(default = "default_ejection_max", with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for EjectionFile {
+    fn default() -> Self {
+        EjectionFile {
+            base: DEFAULT_EJECTION_BASE,
+            max: DEFAULT_EJECTION_MAX,
+        }
+    }
+}
+
+/// `timeouts:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// TCP connect to a worker. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    #[serde(default = "default_connect", with = "humantime_serde")]
+    pub connect: Duration,
+    /// Longest wait for a read from a worker (plain requests). Default [`DEFAULT_READ_TIMEOUT`].
+    #[serde(default = "default_read", with = "humantime_serde")]
+    pub read: Duration,
+    /// Longest wait for a write to a worker. Default [`DEFAULT_WRITE_TIMEOUT`].
+    #[serde(default = "default_write", with = "humantime_serde")]
+    pub write: Duration,
+    /// Idle limit of WebSocket and SSE streams (read timeout of upgraded/streaming requests).
+    /// Default [`DEFAULT_STREAM_IDLE_TIMEOUT`].
+    #[serde(default = "default_stream_idle", with = "humantime_serde")]
+    pub stream_idle: Duration,
+}
+
+impl Default for TimeoutsFile {
+    fn default() -> Self {
+        TimeoutsFile {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            read: DEFAULT_READ_TIMEOUT,
+            write: DEFAULT_WRITE_TIMEOUT,
+            stream_idle: DEFAULT_STREAM_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// `upstream:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Idle keep-alive connections kept to workers (all workers together). Default [`DEFAULT_KEEPALIVE_POOL_SIZE`].
+    #[serde(default = "default_pool")]
+    pub keepalive_pool_size: usize,
+    /// How long an idle pooled connection is kept. Default [`DEFAULT_KEEPALIVE_IDLE`].
+    #[serde(default = "default_keepalive_idle", with = "humantime_serde")]
+    pub keepalive_idle: Duration,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        UpstreamFile {
+            keepalive_pool_size: DEFAULT_KEEPALIVE_POOL_SIZE,
+            keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
+        }
+    }
+}
+
+/// `log:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `json` or `text`. Default `json`.
+    #[serde(default)]
+    pub format: hotplex_common::logging::LogFormat,
+    /// `EnvFilter` directive (`RUST_LOG` wins when set). Default [`DEFAULT_LOG_LEVEL`].
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        LogFile {
+            format: Default::default(),
+            level: default_level(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_threads() -> usize {
+    DEFAULT_THREADS
+}
+fn default_admin_listen() -> String {
+    DEFAULT_ADMIN_LISTEN.to_string()
+}
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+fn default_capacity() -> u64 {
+    DEFAULT_CAPACITY
+}
+fn default_key_sources() -> Vec<String> {
+    DEFAULT_KEY_SOURCES.iter().map(|s| s.to_string()).collect()
+}
+fn default_secrets() -> Vec<String> {
+    vec![DEFAULT_DEV_SECRET.to_string()]
+}
+fn default_health_path() -> String {
+    DEFAULT_HEALTH_PATH.to_string()
+}
+fn default_health_interval() -> Duration {
+    DEFAULT_HEALTH_INTERVAL
+}
+fn default_health_timeout() -> Duration {
+    DEFAULT_HEALTH_TIMEOUT
+}
+fn default_failures() -> usize {
+    DEFAULT_HEALTH_FAILURES
+}
+fn default_successes() -> usize {
+    DEFAULT_HEALTH_SUCCESSES
+}
+fn default_ejection_base() -> Duration {
+    DEFAULT_EJECTION_BASE
+}
+fn default_ejection_max() -> Duration {
+    DEFAULT_EJECTION_MAX
+}
+fn default_connect() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_read() -> Duration {
+    DEFAULT_READ_TIMEOUT
+}
+fn default_write() -> Duration {
+    DEFAULT_WRITE_TIMEOUT
+}
+fn default_stream_idle() -> Duration {
+    DEFAULT_STREAM_IDLE_TIMEOUT
+}
+fn default_pool() -> usize {
+    DEFAULT_KEEPALIVE_POOL_SIZE
+}
+fn default_keepalive_idle() -> Duration {
+    DEFAULT_KEEPALIVE_IDLE
+}
+fn default_level() -> String {
+    DEFAULT_LOG_LEVEL.to_string()
+}

@@ -1,0 +1,119 @@
+//! Proxy configuration, in two layers:
+//!
+//! 1. [`file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations);
+//! 2. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on.
+//!
+//! Every error names the file, the key path (`workers[2].address`) and the reason, so
+//! `hotplex-proxy check FILE` reads like `nginx -t`. The running config is held in an
+//! `ArcSwap` (see [`crate::upstream::Registry`]) and swapped by a hot reload
+//! ([`crate::reload`]: `SIGHUP` or `POST /admin/reload`).
+//!
+//! `conf/hotplex.yaml` is the fully commented reference; `conf/hotplex.default.yaml` is
+//! embedded in the binary ([`EMBEDDED_DEFAULT`]) and used when no `--config` is given.
+
+pub mod file;
+pub mod runtime;
+
+use std::time::Duration;
+
+pub use runtime::{KeySource, RuntimeConfig, WorkerSpec};
+
+/// Proxy listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+/// Admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
+/// Worker threads of the proxy service.
+pub const DEFAULT_THREADS: usize = 2;
+/// Worker weight for hashing.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Worker capacity (sessions).
+pub const DEFAULT_CAPACITY: u64 = 1000;
+/// Routing key sources, in order.
+pub const DEFAULT_KEY_SOURCES: &[&str] = &["path", "query", "header", "cookie"];
+/// Development HMAC secret. INSECURE: it is public; set your own in production.
+pub const DEFAULT_DEV_SECRET: &str = "hotplex-dev-insecure-secret-change-me";
+/// Shortest accepted affinity secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Health probe path.
+pub const DEFAULT_HEALTH_PATH: &str = hotplex_common::headers::HEALTH_READY_PATH;
+/// Time between health probes.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Timeout of one probe.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failed probes in a row to mark a worker down.
+pub const DEFAULT_HEALTH_FAILURES: usize = 2;
+/// Good probes in a row to mark it up.
+pub const DEFAULT_HEALTH_SUCCESSES: usize = 1;
+/// First passive-ejection period.
+pub const DEFAULT_EJECTION_BASE: Duration = Duration::from_secs(5);
+/// Longest passive-ejection period.
+pub const DEFAULT_EJECTION_MAX: Duration = Duration::from_secs(120);
+/// Upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upstream read timeout (plain requests).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upstream write timeout.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle timeout of WebSocket and SSE streams.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Upstream keep-alive pool size.
+pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 256;
+/// Idle time of a pooled upstream connection.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Log level directive.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The embedded default config (`conf/hotplex.default.yaml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../conf/hotplex.default.yaml");
+/// Name used for the embedded default in messages.
+pub const EMBEDDED_NAME: &str = "<embedded conf/hotplex.default.yaml>";
+
+/// A config error: which file, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    /// File path (or [`EMBEDDED_NAME`]).
+    pub file: String,
+    /// Key path such as `workers[2].address` (`.` for the whole document).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(file: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses and validates YAML text; `file` is only used in messages.
+pub fn parse(file: &str, text: &str) -> Result<RuntimeConfig, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let parsed: file::FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let mut reason = inner.to_string();
+        if let Some(loc) = inner.location() {
+            reason = format!("{reason} (line {}, column {})", loc.line(), loc.column());
+        }
+        ConfigError::new(file, key, reason)
+    })?;
+    RuntimeConfig::from_file(file, text, parsed)
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &std::path::Path) -> Result<RuntimeConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&name, ".", format!("cannot read file: {e}")))?;
+    parse(&name, &text)
+}
+
+/// The embedded default config.
+pub fn embedded_default() -> Result<RuntimeConfig, ConfigError> {
+    parse(EMBEDDED_NAME, EMBEDDED_DEFAULT)
+}

@@ -1,0 +1,483 @@
+//! The validated runtime config.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hotplex_common::logging::LogFormat;
+use sha2::{Digest, Sha256};
+
+use super::file::FileConfig;
+use super::{ConfigError, MIN_SECRET_LEN};
+
+/// Where a routing key may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// `/sessions/{id}` or `/sessions/{id}/...`.
+    Path,
+    /// Query parameter `session_id`.
+    Query,
+    /// Header `X-Hotplex-Session`.
+    Header,
+    /// Affinity cookie `hotplex_affinity`.
+    Cookie,
+}
+
+impl KeySource {
+    /// Label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Path => "path",
+            KeySource::Query => "query",
+            KeySource::Header => "header",
+            KeySource::Cookie => "cookie",
+        }
+    }
+
+    fn parse(s: &str) -> Option<KeySource> {
+        match s {
+            "path" => Some(KeySource::Path),
+            "query" => Some(KeySource::Query),
+            "header" => Some(KeySource::Header),
+            "cookie" => Some(KeySource::Cookie),
+            _ => None,
+        }
+    }
+}
+
+/// One worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    pub id: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub capacity: u64,
+}
+
+/// Health-check settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: usize,
+    pub successes: usize,
+}
+
+/// Passive-ejection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectionSettings {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub stream_idle: Duration,
+}
+
+/// The validated config the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// File it came from (for messages).
+    pub source: String,
+    /// First 16 hex chars of the SHA-256 of the config text.
+    pub hash: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub threads: usize,
+    pub workers: Vec<WorkerSpec>,
+    pub key_sources: Vec<KeySource>,
+    /// HMAC secrets; the first signs, all verify.
+    pub affinity_secrets: Vec<Vec<u8>>,
+    /// True when the public development secret is in use.
+    pub insecure_secret: bool,
+    pub health: HealthSettings,
+    pub ejection: EjectionSettings,
+    pub timeouts: Timeouts,
+    pub keepalive_pool_size: usize,
+    pub keepalive_idle: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Stable worker ids: 1 to 63 bytes of `[a-z0-9-]`.
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn addr(file: &str, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::new(
+            file,
+            key,
+            format!("{v:?} is not an ip:port address (host names are not resolved)"),
+        )
+    })
+}
+
+fn positive(file: &str, key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::new(file, key, "must be greater than 0"))
+    } else {
+        Ok(d)
+    }
+}
+
+impl RuntimeConfig {
+    /// Validates the file layer.
+    pub fn from_file(file: &str, text: &str, f: FileConfig) -> Result<RuntimeConfig, ConfigError> {
+        let listen = addr(file, "listen", &f.listen)?;
+        let admin_listen = addr(file, "admin.listen", &f.admin.listen)?;
+        if listen == admin_listen {
+            return Err(ConfigError::new(
+                file,
+                "admin.listen",
+                "must differ from listen",
+            ));
+        }
+        if f.threads == 0 || f.threads > 256 {
+            return Err(ConfigError::new(file, "threads", "must be 1..=256"));
+        }
+        if f.workers.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                "workers",
+                "at least one worker is required",
+            ));
+        }
+        let mut workers: Vec<WorkerSpec> = Vec::with_capacity(f.workers.len());
+        for (i, w) in f.workers.iter().enumerate() {
+            if !valid_worker_id(&w.id) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("workers[{i}].id"),
+                    format!("{:?} must be 1-63 characters of [a-z0-9-]", w.id),
+                ));
+            }
+            if let Some(j) = workers.iter().position(|o| o.id == w.id) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("workers[{i}].id"),
+                    format!("duplicate id {:?} (also workers[{j}])", w.id),
+                ));
+            }
+            let address = addr(file, &format!("workers[{i}].address"), &w.address)?;
+            if let Some(j) = workers.iter().position(|o| o.address == address) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("workers[{i}].address"),
+                    format!("duplicate address {address} (also workers[{j}])"),
+                ));
+            }
+            if w.weight == 0 || w.weight > 1000 {
+                return Err(ConfigError::new(
+                    file,
+                    format!("workers[{i}].weight"),
+                    "must be 1..=1000",
+                ));
+            }
+            if w.capacity == 0 {
+                return Err(ConfigError::new(
+                    file,
+                    format!("workers[{i}].capacity"),
+                    "must be at least 1",
+                ));
+            }
+            workers.push(WorkerSpec {
+                id: w.id.clone(),
+                address,
+                weight: w.weight,
+                capacity: w.capacity,
+            });
+        }
+
+        if f.routing.key_sources.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                "routing.key_sources",
+                "list at least one of path, query, header, cookie",
+            ));
+        }
+        let mut key_sources = Vec::new();
+        for (i, s) in f.routing.key_sources.iter().enumerate() {
+            let k = KeySource::parse(s).ok_or_else(|| {
+                ConfigError::new(
+                    file,
+                    format!("routing.key_sources[{i}]"),
+                    format!("unknown source {s:?} (expected path, query, header or cookie)"),
+                )
+            })?;
+            if key_sources.contains(&k) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("routing.key_sources[{i}]"),
+                    format!("{s:?} is listed twice"),
+                ));
+            }
+            key_sources.push(k);
+        }
+        if f.routing.affinity_secrets.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                "routing.affinity_secrets",
+                "at least one secret is required",
+            ));
+        }
+        for (i, s) in f.routing.affinity_secrets.iter().enumerate() {
+            if s.len() < MIN_SECRET_LEN {
+                return Err(ConfigError::new(
+                    file,
+                    format!("routing.affinity_secrets[{i}]"),
+                    format!("must be at least {MIN_SECRET_LEN} bytes"),
+                ));
+            }
+        }
+        let insecure_secret = f
+            .routing
+            .affinity_secrets
+            .iter()
+            .any(|s| s == super::DEFAULT_DEV_SECRET);
+
+        let h = &f.health_check;
+        if !h.path.starts_with('/') {
+            return Err(ConfigError::new(
+                file,
+                "health_check.path",
+                "must start with /",
+            ));
+        }
+        if h.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(ConfigError::new(
+                file,
+                "health_check.path",
+                "must not contain spaces or control characters",
+            ));
+        }
+        let interval = positive(file, "health_check.interval", h.interval)?;
+        let timeout = positive(file, "health_check.timeout", h.timeout)?;
+        if h.failures == 0 {
+            return Err(ConfigError::new(
+                file,
+                "health_check.failures",
+                "must be at least 1",
+            ));
+        }
+        if h.successes == 0 {
+            return Err(ConfigError::new(
+                file,
+                "health_check.successes",
+                "must be at least 1",
+            ));
+        }
+        let base = positive(file, "ejection.base", f.ejection.base)?;
+        if f.ejection.max < base {
+            return Err(ConfigError::new(
+                file,
+                "ejection.max",
+                "must be at least ejection.base",
+            ));
+        }
+        let t = &f.timeouts;
+        let timeouts = Timeouts {
+            connect: positive(file, "timeouts.connect", t.connect)?,
+            read: positive(file, "timeouts.read", t.read)?,
+            write: positive(file, "timeouts.write", t.write)?,
+            stream_idle: positive(file, "timeouts.stream_idle", t.stream_idle)?,
+        };
+        if tracing_level_invalid(&f.log.level) {
+            return Err(ConfigError::new(
+                file,
+                "log.level",
+                format!("{:?} is not a valid level/filter directive", f.log.level),
+            ));
+        }
+
+        let digest = Sha256::digest(text.as_bytes());
+        Ok(RuntimeConfig {
+            source: file.to_string(),
+            hash: hex::encode(&digest[..8]),
+            listen,
+            admin_listen,
+            threads: f.threads,
+            workers,
+            key_sources,
+            affinity_secrets: f
+                .routing
+                .affinity_secrets
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            insecure_secret,
+            health: super::runtime::HealthSettings {
+                path: h.path.clone(),
+                interval,
+                timeout,
+                failures: h.failures,
+                successes: h.successes,
+            },
+            ejection: EjectionSettings {
+                base,
+                max: f.ejection.max,
+            },
+            timeouts,
+            keepalive_pool_size: f.upstream.keepalive_pool_size,
+            keepalive_idle: f.upstream.keepalive_idle,
+            log_format: f.log.format,
+            log_level: f.log.level.clone(),
+        })
+    }
+
+    /// One-paragraph summary for `check`.
+    pub fn summary(&self) -> String {
+        let workers: Vec<String> = self
+            .workers
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}={} (weight {}, capacity {})",
+                    w.id, w.address, w.weight, w.capacity
+                )
+            })
+            .collect();
+        let sources: Vec<&str> = self.key_sources.iter().map(|k| k.as_str()).collect();
+        format!(
+            "config {} is valid (hash {})\n  listen {}, admin {}\n  workers: {}\n  key sources: {}\n  affinity secrets: {}{}",
+            self.source,
+            self.hash,
+            self.listen,
+            self.admin_listen,
+            workers.join(", "),
+            sources.join(", "),
+            self.affinity_secrets.len(),
+            if self.insecure_secret {
+                " (WARNING: the public development secret is in use)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Position of a worker id in the config.
+    pub fn worker(&self, id: &str) -> Option<&WorkerSpec> {
+        self.workers.iter().find(|w| w.id == id)
+    }
+}
+
+/// Rough check of an `EnvFilter`-style directive (`info`, `warn,hotplex_proxy=debug`).
+fn tracing_level_invalid(s: &str) -> bool {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    s.trim().is_empty()
+        || s.split(',').any(|d| {
+            let lvl = d
+                .rsplit('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            !LEVELS.contains(&lvl.as_str())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{embedded_default, parse};
+    use super::*;
+
+    const MIN: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = embedded_default().expect("default parses");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9900");
+        let ids: Vec<&str> = c.workers.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["w1", "w2", "w3"]);
+        assert_eq!(c.workers[2].address.to_string(), "127.0.0.1:8083");
+        assert!(c.insecure_secret);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("t.yaml", MIN).expect("valid");
+        assert_eq!(c.workers[0].weight, 1);
+        assert_eq!(c.workers[0].capacity, 1000);
+        assert_eq!(
+            c.key_sources,
+            [
+                KeySource::Path,
+                KeySource::Query,
+                KeySource::Header,
+                KeySource::Cookie
+            ]
+        );
+        assert_eq!(c.health.path, "/health/ready");
+        assert_eq!(c.timeouts.stream_idle, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let text = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n  - id: w2\n    address: 127.0.0.1:8082\n  - id: w3\n    address: nope\n";
+        let e = parse("conf/x.yaml", text).expect_err("bad address");
+        assert_eq!(e.file, "conf/x.yaml");
+        assert_eq!(e.key, "workers[2].address");
+        assert!(
+            e.to_string()
+                .starts_with("conf/x.yaml: workers[2].address: "),
+            "{e}"
+        );
+
+        let e = parse("f", "workers:\n  - id: w1\n    adress: 1.2.3.4:5\n").expect_err("typo");
+        assert!(e.key.starts_with("workers[0]"), "{e}");
+        assert!(e.reason.contains("adress"), "{e}");
+
+        let e = parse("f", &format!("{MIN}health_check:\n  interval: soon\n")).expect_err("dur");
+        assert_eq!(e.key, "health_check.interval", "{e}");
+
+        let e = parse("f", &format!("{MIN}bogus: 1\n")).expect_err("unknown");
+        assert!(e.reason.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn validation_rules() {
+        let dup = "workers:\n  - id: w1\n    address: 127.0.0.1:1\n  - id: w1\n    address: 127.0.0.1:2\n";
+        assert_eq!(parse("f", dup).expect_err("dup").key, "workers[1].id");
+        let bad_id = "workers:\n  - id: W_1\n    address: 127.0.0.1:1\n";
+        assert_eq!(parse("f", bad_id).expect_err("id").key, "workers[0].id");
+        assert_eq!(
+            parse("f", "listen: 1.2.3.4:5\n").expect_err("none").key,
+            "workers"
+        );
+        let e = parse(
+            "f",
+            &format!("{MIN}routing:\n  key_sources: [path, body]\n"),
+        )
+        .expect_err("source");
+        assert_eq!(e.key, "routing.key_sources[1]");
+        let e = parse(
+            "f",
+            &format!("{MIN}routing:\n  affinity_secrets: [short]\n"),
+        )
+        .expect_err("secret");
+        assert_eq!(e.key, "routing.affinity_secrets[0]");
+        let e = parse("f", &format!("{MIN}ejection:\n  base: 10s\n  max: 1s\n")).expect_err("ej");
+        assert_eq!(e.key, "ejection.max");
+        let e = parse("f", &format!("{MIN}log:\n  level: loud\n")).expect_err("lvl");
+        assert_eq!(e.key, "log.level");
+        let e = parse("f", &format!("{MIN}workers_x: 1\n")).expect_err("unknown");
+        assert!(e.reason.contains("workers_x"));
+        let ok = parse(
+            "f",
+            &format!("{MIN}log:\n  level: warn,hotplex_proxy=debug\n  format: text\n"),
+        )
+        .expect("ok");
+        assert_eq!(ok.log_format, LogFormat::Text);
+    }
+}

@@ -1,0 +1,85 @@
+//! The JSON error answers the proxy writes itself (never pingora's default HTML body).
+//!
+//! | status | `error` | when |
+//! |---|---|---|
+//! | 400 | `invalid_session_id` | the routing key has bytes outside `[A-Za-z0-9._~-]` or is over 128 bytes |
+//! | 410 | `session_worker_gone` | a signed session id names a worker no longer in the config |
+//! | 503 | `worker_unavailable` (+ `Retry-After`) | the session's worker is down, ejected or refuses connections |
+//! | 503 | `no_capacity` (+ `Retry-After`) | a new session and no worker has room (or none is up) |
+//! | 502 | `bad_gateway` | the worker broke the exchange |
+//! | 504 | `upstream_timeout` | the worker did not answer in `timeouts.read` |
+
+use serde_json::{json, Value};
+
+use crate::routing::RouteError;
+
+/// Seconds in `Retry-After` of a `no_capacity` answer.
+pub const NO_CAPACITY_RETRY_AFTER_SECS: u64 = 2;
+/// Default seconds in `Retry-After` of a `worker_unavailable` answer.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// A proxy-generated error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorAnswer {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<u64>,
+    /// `reason` label of `hotplex_proxy_rejections_total`.
+    pub reason: &'static str,
+}
+
+/// The answer for a routing failure.
+pub fn route_error(e: &RouteError) -> ErrorAnswer {
+    match e {
+        RouteError::Invalid { source, error } => ErrorAnswer {
+            status: 400,
+            body: json!({"error": "invalid_session_id", "source": source.as_str(), "message": error.to_string()}),
+            retry_after: None,
+            reason: "bad_request",
+        },
+        RouteError::Gone {
+            session, worker, ..
+        } => ErrorAnswer {
+            status: 410,
+            body: json!({"error": "session_worker_gone", "session_id": session, "worker": worker}),
+            retry_after: None,
+            reason: "worker_gone",
+        },
+        RouteError::Unavailable {
+            session, worker, ..
+        } => worker_unavailable(session.as_deref(), worker),
+        RouteError::NoCapacity => ErrorAnswer {
+            status: 503,
+            body: json!({"error": "no_capacity", "message": "no worker has room for a new session"}),
+            retry_after: Some(NO_CAPACITY_RETRY_AFTER_SECS),
+            reason: "no_capacity",
+        },
+    }
+}
+
+/// 503 `worker_unavailable`.
+pub fn worker_unavailable(session: Option<&str>, worker: &str) -> ErrorAnswer {
+    ErrorAnswer {
+        status: 503,
+        body: json!({"error": "worker_unavailable", "session_id": session, "worker": worker}),
+        retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECS),
+        reason: "worker_unavailable",
+    }
+}
+
+/// Any other status.
+pub fn generic(status: u16) -> ErrorAnswer {
+    let error = match status {
+        400 => "bad_request",
+        502 => "bad_gateway",
+        504 => "upstream_timeout",
+        500 => "internal",
+        _ => "error",
+    };
+    ErrorAnswer {
+        status,
+        body: json!({"error": error}),
+        retry_after: None,
+        reason: error,
+    }
+}

@@ -1,0 +1,207 @@
+//! `ProxyMetrics`: every metric the proxy exports, registered once in a registry carrying
+//! `component="proxy"`. Names come from `hotplex_common::names`.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hotplex_common::names::{self, config as cfgn, proxy as n, shared};
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry as PromRegistry,
+};
+
+use crate::upstream::{Registry, Worker};
+
+/// The proxy's metrics.
+pub struct ProxyMetrics {
+    pub registry: PromRegistry,
+    pub request_duration: HistogramVec,
+    pub requests_total: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub worker_sessions: IntGaugeVec,
+    pub worker_capacity: IntGaugeVec,
+    pub worker_healthy: IntGaugeVec,
+    pub worker_draining: IntGaugeVec,
+    pub worker_ejections: IntCounterVec,
+    pub sessions_placed: IntCounterVec,
+    pub routing_decisions: IntCounterVec,
+    pub websockets_active: IntGauge,
+    pub requests_in_flight: IntGauge,
+    pub rejections: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_last_success: Gauge,
+    pub config_active: GaugeVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &PromRegistry, m: T) -> T {
+    if let Err(e) = r.register(Box::new(m.clone())) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    m
+}
+
+fn counter(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    reg(r, m)
+}
+
+fn gauge(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    reg(r, m)
+}
+
+fn histogram(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(names::LATENCY_BUCKETS.to_vec());
+    let m = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    reg(r, m)
+}
+
+impl ProxyMetrics {
+    /// Builds and registers everything. Panics only on a programming error (bad constant name).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ProxyMetrics {
+        let r = hotplex_common::metrics::component_registry(names::COMPONENT_PROXY);
+        let websockets_active = IntGauge::new(
+            n::WEBSOCKETS_ACTIVE,
+            "WebSocket connections currently proxied",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let requests_in_flight =
+            IntGauge::new(n::REQUESTS_IN_FLIGHT, "Downstream requests in flight")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let config_last_success = Gauge::new(
+            cfgn::LAST_RELOAD_SUCCESS_TIMESTAMP,
+            "Unix time of the last successful config (re)load",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let config_active = GaugeVec::new(
+            Opts::new(cfgn::ACTIVE_HASH_INFO, "Active config, label hash"),
+            &["hash"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = ProxyMetrics {
+            request_duration: histogram(
+                &r,
+                shared::REQUEST_DURATION_SECONDS,
+                "HTTP request duration (streams: until the response head)",
+                &["route", "method", "status"],
+            ),
+            requests_total: counter(
+                &r,
+                n::REQUESTS_TOTAL,
+                "Downstream requests answered",
+                &["route", "status"],
+            ),
+            upstream_duration: histogram(
+                &r,
+                n::UPSTREAM_DURATION_SECONDS,
+                "Time to connect to a worker and get the response head",
+                &["worker"],
+            ),
+            upstream_errors: counter(
+                &r,
+                n::UPSTREAM_ERRORS,
+                "Upstream failures",
+                &["worker", "kind"],
+            ),
+            worker_sessions: gauge(
+                &r,
+                n::WORKER_SESSIONS,
+                "Sessions per worker as the proxy knows them",
+                &["worker"],
+            ),
+            worker_capacity: gauge(&r, n::WORKER_CAPACITY, "Per-worker capacity", &["worker"]),
+            worker_healthy: gauge(
+                &r,
+                n::WORKER_HEALTHY,
+                "1 if the worker is healthy and not ejected",
+                &["worker"],
+            ),
+            worker_draining: gauge(
+                &r,
+                n::WORKER_DRAINING,
+                "1 if the worker is draining",
+                &["worker"],
+            ),
+            worker_ejections: counter(&r, n::WORKER_EJECTIONS, "Passive ejections", &["worker"]),
+            sessions_placed: counter(&r, n::SESSIONS_PLACED, "New sessions placed", &["worker"]),
+            routing_decisions: counter(
+                &r,
+                n::ROUTING_DECISIONS,
+                "Routing decisions",
+                &["source", "outcome"],
+            ),
+            rejections: counter(
+                &r,
+                n::REJECTIONS,
+                "Requests rejected by the proxy itself",
+                &["reason"],
+            ),
+            config_reloads: counter(
+                &r,
+                cfgn::RELOADS_TOTAL,
+                "Config reload attempts",
+                &["result"],
+            ),
+            websockets_active: reg(&r, websockets_active),
+            requests_in_flight: reg(&r, requests_in_flight),
+            config_last_success: reg(&r, config_last_success),
+            config_active: reg(&r, config_active),
+            registry: r,
+        };
+        for result in ["success", "failure"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// Records a successful (initial) config load.
+    pub fn config_loaded(&self, hash: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.config_last_success.set(now);
+        self.config_active.reset();
+        self.config_active.with_label_values(&[hash]).set(1.0);
+    }
+
+    /// Sets the per-worker gauges from the registry.
+    pub fn refresh_worker_gauges(&self, reg: &Registry) {
+        let now = Instant::now();
+        for w in &reg.workers().list {
+            let s = w.snapshot();
+            let id = w.spec.id.as_str();
+            let up = s.healthy && s.ejected_until.is_none_or(|t| t <= now);
+            self.worker_sessions
+                .with_label_values(&[id])
+                .set(Worker::sessions_of(&s) as i64);
+            self.worker_capacity
+                .with_label_values(&[id])
+                .set(w.capacity_of(&s) as i64);
+            self.worker_healthy
+                .with_label_values(&[id])
+                .set(i64::from(up));
+            self.worker_draining
+                .with_label_values(&[id])
+                .set(i64::from(s.draining));
+        }
+    }
+
+    /// Drops every per-worker series (after a reload removed workers); the next refresh
+    /// re-creates those of the configured workers.
+    pub fn forget_workers(&self) {
+        self.worker_sessions.reset();
+        self.worker_capacity.reset();
+        self.worker_healthy.reset();
+        self.worker_draining.reset();
+    }
+
+    /// Renders the text exposition (refreshing worker gauges first).
+    pub fn render(&self, reg: &Registry) -> String {
+        self.refresh_worker_gauges(reg);
+        hotplex_common::metrics::render(&self.registry)
+    }
+}

@@ -1,0 +1,569 @@
+//! The Pingora `ProxyHttp` implementation.
+//!
+//! Per request: `request_filter` routes (see [`crate::routing`]) or answers itself (400 /
+//! 410 / 503 JSON); `upstream_peer` builds the peer with the configured timeouts (the long
+//! `stream_idle` read/write timeout for WebSocket upgrades and SSE turns, so pingora's
+//! defaults never cut a quiet stream); `upstream_request_filter` sets `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `Forwarded`, `X-Request-Id` and, for a new session, the minted
+//! `X-Hotplex-Session`; `response_filter` adds `X-Hotplex-Worker`, `X-Request-Id` and the
+//! affinity cookie. Hop-by-hop headers are stripped by pingora's standard upstream request
+//! policy (WebSocket upgrades are forwarded normalized). Bodies are streamed chunk by chunk:
+//! no caching or compression module is enabled, so SSE events are not buffered.
+//!
+//! Failures: a connect error or timeout ejects the worker (passive ejection,
+//! `base * 2^n` capped). A *new* session whose worker fails to connect is re-placed on
+//! another worker (up to [`MAX_PLACEMENT_TRIES`]); a pinned or hashed session is never
+//! rerouted and gets 503 `worker_unavailable`. `fail_to_proxy` writes JSON errors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hotplex_common::headers as h;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::errors::{self, ErrorAnswer};
+use crate::metrics::ProxyMetrics;
+use crate::routing::key::KeyInput;
+use crate::routing::{self, affinity, Outcome, Route, RouteError};
+use crate::upstream::Registry;
+
+/// Workers tried for one new session before giving up.
+pub const MAX_PLACEMENT_TRIES: usize = 3;
+
+/// The proxy.
+pub struct HotplexProxy {
+    registry: Arc<Registry>,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl HotplexProxy {
+    pub fn new(registry: Arc<Registry>, metrics: Arc<ProxyMetrics>) -> HotplexProxy {
+        HotplexProxy { registry, metrics }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    request_id: String,
+    route_label: &'static str,
+    create: bool,
+    delete: bool,
+    websocket: bool,
+    stream: bool,
+    route: Option<Route>,
+    /// Routing failure to answer (also on a failed re-placement).
+    route_error: Option<RouteError>,
+    /// Workers that failed to connect (new sessions only).
+    excluded: Vec<String>,
+    reroute: bool,
+    upstream_start: Option<Instant>,
+    head_elapsed: Option<Duration>,
+    ws_counted: bool,
+    /// Status of an answer written by the proxy itself.
+    own_status: u16,
+    in_flight: bool,
+}
+
+fn route_label(method: &http::Method, path: &str) -> &'static str {
+    if path == h::WS_AGENT_PATH {
+        "websocket"
+    } else if path == "/sessions" || path == "/sessions/" {
+        if method == http::Method::POST {
+            "create_session"
+        } else {
+            "list_sessions"
+        }
+    } else if let Some(rest) = path.strip_prefix("/sessions/") {
+        if rest.contains('/') {
+            "messages"
+        } else {
+            "session"
+        }
+    } else if path.starts_with("/health/") {
+        "health"
+    } else {
+        "other"
+    }
+}
+
+fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+fn error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => "timeout",
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::SocketError => "connect",
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => "io",
+        _ => "http",
+    }
+}
+
+impl HotplexProxy {
+    fn eject(&self, ctx: &Ctx, why: &str) {
+        let Some(route) = ctx.route.as_ref() else {
+            return;
+        };
+        let cfg = self.registry.config();
+        if let Some(period) = route.worker.eject(&cfg.ejection, Instant::now()) {
+            self.metrics
+                .worker_ejections
+                .with_label_values(&[&route.worker.spec.id])
+                .inc();
+            tracing::warn!(worker = %route.worker.spec.id, period_ms = period.as_millis() as u64, reason = why, "worker ejected");
+        }
+    }
+
+    /// Writes a JSON error answer. `close`: the connection will not be reused (answers from
+    /// `fail_to_proxy`), so say `Connection: close` rather than let a client reuse it.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, a: &ErrorAnswer, close: bool) {
+        ctx.own_status = a.status;
+        self.metrics.rejections.with_label_values(&[a.reason]).inc();
+        if session.response_written().is_some() {
+            return;
+        }
+        let body = Bytes::from(serde_json::to_vec(&a.body).unwrap_or_default());
+        let Ok(mut resp) = ResponseHeader::build(a.status, Some(4)) else {
+            return;
+        };
+        let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        let _ = resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str());
+        if let Some(s) = a.retry_after {
+            let _ = resp.insert_header(h::RETRY_AFTER, s.to_string());
+        }
+        if close || !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+            tracing::debug!(error = %e, "failed to write error head");
+            return;
+        }
+        if let Err(e) = session.write_response_body(Some(body), true).await {
+            tracing::debug!(error = %e, "failed to write error body");
+        }
+    }
+
+    fn decide(&self, session: &Session, ctx: &Ctx) -> Result<Route, RouteError> {
+        let req = session.req_header();
+        let cookies: Vec<&[u8]> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let input = routing::Request {
+            keys: KeyInput {
+                path: req.uri.path().as_bytes(),
+                query: req.uri.query().map(str::as_bytes),
+                header: req.headers.get(h::X_HOTPLEX_SESSION).map(|v| v.as_bytes()),
+                cookies: &cookies,
+            },
+            create: ctx.create,
+        };
+        routing::route(&self.registry, &input, &ctx.excluded)
+    }
+
+    fn count_decision(&self, r: &std::result::Result<Route, RouteError>) {
+        let (source, outcome) = match r {
+            Ok(route) => (
+                route.source.map_or("none", |s| s.as_str()),
+                route.outcome.as_str(),
+            ),
+            Err(e) => e.labels(),
+        };
+        self.metrics
+            .routing_decisions
+            .with_label_values(&[source, outcome])
+            .inc();
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HotplexProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            route_label: "other",
+            create: false,
+            delete: false,
+            websocket: false,
+            stream: false,
+            route: None,
+            route_error: None,
+            excluded: Vec::new(),
+            reroute: false,
+            upstream_start: None,
+            head_elapsed: None,
+            ws_counted: false,
+            own_status: 0,
+            in_flight: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.metrics.requests_in_flight.inc();
+        ctx.in_flight = true;
+        {
+            let req = session.req_header();
+            ctx.request_id = req
+                .headers
+                .get(h::X_REQUEST_ID)
+                .map(|v| v.as_bytes())
+                .filter(|v| valid_request_id(v))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let path = req.uri.path();
+            ctx.route_label = route_label(&req.method, path);
+            ctx.create =
+                req.method == http::Method::POST && (path == "/sessions" || path == "/sessions/");
+            ctx.delete = req.method == http::Method::DELETE && ctx.route_label == "session";
+            let sse_accept = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            ctx.websocket = session.is_upgrade_req();
+            ctx.stream = ctx.websocket || sse_accept || ctx.route_label == "messages";
+        }
+        if ctx.stream {
+            // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
+            // WebSocket (client silent) or a long request (pingora issue 255).
+            let idle = self.registry.config().timeouts.stream_idle;
+            session.set_read_timeout(Some(idle));
+            session.set_write_timeout(Some(idle));
+        }
+        let decision = self.decide(session, ctx);
+        self.count_decision(&decision);
+        match decision {
+            Ok(route) => {
+                ctx.route = Some(route);
+                Ok(false)
+            }
+            Err(e) => {
+                let answer = errors::route_error(&e);
+                self.answer(session, ctx, &answer, false).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if ctx.reroute {
+            ctx.reroute = false;
+            let decision = self.decide(_session, ctx);
+            self.count_decision(&decision);
+            match decision {
+                Ok(r) => ctx.route = Some(r),
+                Err(e) => {
+                    ctx.route_error = Some(e);
+                    return Error::e_explain(ErrorType::HTTPStatus(503), "re-placement failed");
+                }
+            }
+        }
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route");
+        };
+        let cfg = self.registry.config();
+        let t = &cfg.timeouts;
+        let mut peer = HttpPeer::new(route.worker.spec.address, false, String::new());
+        peer.options.connection_timeout = Some(t.connect);
+        if ctx.stream {
+            peer.options.read_timeout = Some(t.stream_idle);
+            peer.options.write_timeout = Some(t.stream_idle);
+        } else {
+            peer.options.read_timeout = Some(t.read);
+            peer.options.write_timeout = Some(t.write);
+        }
+        peer.options.idle_timeout = Some(cfg.keepalive_idle);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let xff = match req
+                .headers
+                .get(h::X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            req.insert_header(h::X_FORWARDED_FOR, xff)?;
+            let node = if ip.is_ipv6() {
+                format!("\"[{ip}]\"")
+            } else {
+                ip.to_string()
+            };
+            let fwd = format!("for={node};proto=http");
+            let fwd = match req.headers.get(h::FORWARDED).and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {fwd}"),
+                _ => fwd,
+            };
+            req.insert_header(h::FORWARDED, fwd)?;
+        }
+        if req.headers.get(h::X_FORWARDED_PROTO).is_none() {
+            req.insert_header(h::X_FORWARDED_PROTO, "http")?;
+        }
+        req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(id) = ctx.route.as_ref().and_then(|r| r.minted.as_ref()) {
+            req.insert_header(h::X_HOTPLEX_SESSION, id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.head_elapsed = Some(ctx.start.elapsed());
+        if let Some(route) = ctx.route.as_ref() {
+            if let Some(t) = ctx.upstream_start {
+                self.metrics
+                    .upstream_duration
+                    .with_label_values(&[&route.worker.spec.id])
+                    .observe(t.elapsed().as_secs_f64());
+            }
+            resp.insert_header(h::X_HOTPLEX_WORKER, route.worker.spec.id.as_str())?;
+            if let Some(c) = route.cookie.as_ref() {
+                resp.append_header(http::header::SET_COOKIE, affinity::set_cookie_header(c))?;
+            }
+        }
+        resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
+        if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted
+        {
+            ctx.ws_counted = true;
+            self.metrics.websockets_active.inc();
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(route) = ctx.route.as_ref() else {
+            return e;
+        };
+        let worker = route.worker.spec.id.clone();
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[&worker, error_kind(&e)])
+            .inc();
+        self.eject(ctx, "connect failure");
+        let placed = route.outcome == Outcome::Placed;
+        if placed && ctx.excluded.len() + 1 < MAX_PLACEMENT_TRIES {
+            if route.counted {
+                route.worker.release();
+            }
+            ctx.excluded.push(worker);
+            ctx.reroute = true;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if *e.esource() == ErrorSource::Upstream {
+            if let Some(route) = ctx.route.as_ref() {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[&route.worker.spec.id, error_kind(&e)])
+                    .inc();
+            }
+        }
+        if client_reused && !session.as_ref().retry_buffer_truncated() {
+            // A pooled connection the worker had already closed: retry on a fresh one
+            // (same worker: upstream_peer routes the same way).
+            e.retry.decide_reuse(true);
+        } else {
+            e.set_retry(false);
+            if *e.esource() == ErrorSource::Upstream
+                && !ctx.stream
+                && matches!(
+                    e.etype(),
+                    ErrorType::ReadTimedout
+                        | ErrorType::WriteTimedout
+                        | ErrorType::ConnectionClosed
+                )
+                && ctx.head_elapsed.is_none()
+            {
+                self.eject(ctx, "timeout or reset before the response head");
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let answer = if let Some(re) = ctx.route_error.take() {
+            Some(errors::route_error(&re))
+        } else {
+            match (e.esource(), e.etype()) {
+                (_, ErrorType::HTTPStatus(code)) => Some(errors::generic(*code)),
+                (ErrorSource::Upstream, etype) => {
+                    let route = ctx.route.as_ref();
+                    match (route, error_kind(e)) {
+                        (Some(r), "connect") | (Some(r), "io") | (Some(r), "timeout")
+                            if ctx.head_elapsed.is_none()
+                                && !matches!(etype, ErrorType::ReadTimedout) =>
+                        {
+                            let key = r.key.as_ref().map(|k| k.as_str());
+                            let mut a = errors::worker_unavailable(key, &r.worker.spec.id);
+                            if let Some(until) = r.worker.snapshot().ejected_until {
+                                let secs = until
+                                    .saturating_duration_since(Instant::now())
+                                    .as_secs_f64();
+                                a.retry_after = Some(secs.ceil().max(1.0) as u64);
+                            }
+                            Some(a)
+                        }
+                        (_, _) if matches!(etype, ErrorType::ReadTimedout) => {
+                            Some(errors::generic(504))
+                        }
+                        _ => Some(errors::generic(502)),
+                    }
+                }
+                (ErrorSource::Downstream, ErrorType::ReadError)
+                | (ErrorSource::Downstream, ErrorType::WriteError)
+                | (ErrorSource::Downstream, ErrorType::ConnectionClosed) => None,
+                (ErrorSource::Downstream, _) => Some(errors::generic(400)),
+                _ => Some(errors::generic(500)),
+            }
+        };
+        let code = match answer {
+            Some(a) => {
+                self.answer(session, ctx, &a, true).await;
+                a.status
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.in_flight {
+            self.metrics.requests_in_flight.dec();
+        }
+        if ctx.ws_counted {
+            self.metrics.websockets_active.dec();
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.own_status);
+        let status_s = status.to_string();
+        let method = session.req_header().method.as_str().to_string();
+        self.metrics
+            .requests_total
+            .with_label_values(&[ctx.route_label, &status_s])
+            .inc();
+        let elapsed = ctx.head_elapsed.unwrap_or_else(|| ctx.start.elapsed());
+        self.metrics
+            .request_duration
+            .with_label_values(&[ctx.route_label, &method, &status_s])
+            .observe(elapsed.as_secs_f64());
+        let ok = (200..300).contains(&status);
+        if let Some(route) = ctx.route.as_ref() {
+            if route.counted {
+                if ok {
+                    self.metrics
+                        .sessions_placed
+                        .with_label_values(&[&route.worker.spec.id])
+                        .inc();
+                } else {
+                    route.worker.release();
+                }
+            }
+            if ctx.delete && ok {
+                route.worker.release();
+            }
+        }
+        let route = ctx.route.as_ref();
+        tracing::info!(
+            target: "access",
+            method = %method,
+            path = %session.req_header().uri.path(),
+            status,
+            latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
+            bytes = session.body_bytes_sent(),
+            worker = route.map_or("", |r| r.worker.spec.id.as_str()),
+            key_source = route.and_then(|r| r.source).map_or("none", |s| s.as_str()),
+            outcome = route.map_or("", |r| r.outcome.as_str()),
+            request_id = %ctx.request_id,
+            error = e.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels() {
+        use http::Method;
+        assert_eq!(route_label(&Method::POST, "/sessions"), "create_session");
+        assert_eq!(route_label(&Method::GET, "/sessions"), "list_sessions");
+        assert_eq!(route_label(&Method::GET, "/sessions/x"), "session");
+        assert_eq!(
+            route_label(&Method::POST, "/sessions/x/messages"),
+            "messages"
+        );
+        assert_eq!(route_label(&Method::GET, "/ws/v1/agent"), "websocket");
+        assert_eq!(route_label(&Method::GET, "/nope"), "other");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(b"abc-123"));
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(&[b'a'; 129]));
+    }
+}

@@ -1,0 +1,385 @@
+//! Session routing: which worker serves a request.
+//!
+//! 1. [`key`]: find the routing key (path, query, header, cookie: configurable order).
+//! 2. A key that is a token signed by us ([`affinity`]) is *pinned*: it goes to the worker
+//!    it names, whatever the hash says, so adding workers moves no session. If that worker
+//!    is no longer configured: 410 `session_worker_gone`; configured but down, ejected or
+//!    unreachable: 503 `worker_unavailable` + `Retry-After`. A pinned session is never
+//!    rerouted. (An affinity *cookie* naming a removed worker is only a hint: the request
+//!    is placed as new and gets a fresh cookie.)
+//! 3. Any other valid key is *foreign* (client-chosen ids, worker-minted ids, forgeries):
+//!    weighted rendezvous hashing ([`hrw`]) over all configured workers by id. Deterministic
+//!    across proxies; ~1/N of foreign keys move on scale-out (the documented limit).
+//! 4. No key: a new session, placed load-aware ([`placement`]); `POST /sessions` gets a
+//!    minted pinned id (sent to the worker in `X-Hotplex-Session`), and every keyless
+//!    response sets the signed affinity cookie. No worker with room: 503 `no_capacity`.
+
+pub mod affinity;
+pub mod hrw;
+pub mod key;
+pub mod placement;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hotplex_common::{SessionId, SessionIdError};
+
+use crate::config::KeySource;
+use crate::upstream::{Registry, Worker};
+use affinity::TokenKind;
+use key::KeyInput;
+use placement::Candidate;
+
+/// How the worker was chosen (metric label `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pinned,
+    Hashed,
+    Placed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pinned => "pinned",
+            Outcome::Hashed => "hashed",
+            Outcome::Placed => "placed",
+        }
+    }
+}
+
+/// A routing decision.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub worker: Arc<Worker>,
+    pub outcome: Outcome,
+    /// Where the key came from (`None`: keyless).
+    pub source: Option<KeySource>,
+    /// The key, if any.
+    pub key: Option<SessionId>,
+    /// Session id minted for a `POST /sessions` (sent as `X-Hotplex-Session`).
+    pub minted: Option<SessionId>,
+    /// Affinity cookie value to set on the response.
+    pub cookie: Option<String>,
+    /// The route counted a new session on the worker (undo if the create fails).
+    pub counted: bool,
+}
+
+/// Why no worker was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    Invalid {
+        source: KeySource,
+        error: SessionIdError,
+    },
+    Gone {
+        session: String,
+        worker: String,
+        source: KeySource,
+    },
+    Unavailable {
+        session: Option<String>,
+        worker: String,
+        source: Option<KeySource>,
+    },
+    NoCapacity,
+}
+
+impl RouteError {
+    /// Metric labels `(source, outcome)`.
+    pub fn labels(&self) -> (&'static str, &'static str) {
+        match self {
+            RouteError::Invalid { source, .. } => (source.as_str(), "invalid"),
+            RouteError::Gone { source, .. } => (source.as_str(), "gone"),
+            RouteError::Unavailable { source, .. } => {
+                (source.map_or("none", |s| s.as_str()), "unavailable")
+            }
+            RouteError::NoCapacity => ("none", "no_capacity"),
+        }
+    }
+}
+
+/// The request as routing sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub keys: KeyInput<'a>,
+    /// `POST /sessions`: a session is being created.
+    pub create: bool,
+}
+
+/// Decides the worker. `exclude`: worker ids that already failed to connect for this
+/// request (placement retries only).
+pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Route, RouteError> {
+    let config = reg.config();
+    let workers = reg.workers();
+    let now = Instant::now();
+    let found = key::extract(&config.key_sources, &req.keys).map_err(|e| RouteError::Invalid {
+        source: e.source,
+        error: e.error,
+    })?;
+    let Some(found) = found else {
+        return place(reg, req, exclude, now);
+    };
+    let signer = reg.signer();
+    if let Some(pinned) = signer.verify(found.key.as_str()) {
+        let session = (pinned.kind == TokenKind::Session).then(|| found.key.to_string());
+        let Some(worker) = workers.get(pinned.worker) else {
+            return match session {
+                Some(session) => Err(RouteError::Gone {
+                    session,
+                    worker: pinned.worker.to_string(),
+                    source: found.source,
+                }),
+                // A cookie naming a removed worker: place anew.
+                None => place(reg, req, exclude, now),
+            };
+        };
+        if !worker.available(now) {
+            return Err(RouteError::Unavailable {
+                session,
+                worker: worker.spec.id.clone(),
+                source: Some(found.source),
+            });
+        }
+        let minted = (req.create && pinned.kind == TokenKind::Cookie)
+            .then(|| signer.mint_session(&worker.spec.id));
+        if req.create {
+            worker.add_session();
+        }
+        return Ok(Route {
+            worker: worker.clone(),
+            outcome: Outcome::Pinned,
+            source: Some(found.source),
+            key: Some(found.key),
+            minted,
+            cookie: None,
+            counted: req.create,
+        });
+    }
+    // Foreign key: rendezvous over every configured worker.
+    let i = hrw::pick(
+        workers
+            .list
+            .iter()
+            .map(|w| (w.spec.id.as_str(), w.spec.weight)),
+        found.key.as_str().as_bytes(),
+    )
+    .ok_or(RouteError::NoCapacity)?;
+    let worker = workers.list[i].clone();
+    if !worker.available(now) {
+        return Err(RouteError::Unavailable {
+            session: Some(found.key.to_string()),
+            worker: worker.spec.id.clone(),
+            source: Some(found.source),
+        });
+    }
+    if req.create {
+        worker.add_session();
+    }
+    Ok(Route {
+        worker,
+        outcome: Outcome::Hashed,
+        source: Some(found.source),
+        key: Some(found.key),
+        minted: None,
+        cookie: None,
+        counted: req.create,
+    })
+}
+
+fn place(
+    reg: &Registry,
+    req: &Request<'_>,
+    exclude: &[String],
+    now: Instant,
+) -> Result<Route, RouteError> {
+    let workers = reg.workers();
+    let signer = reg.signer();
+    let snaps: Vec<(&Arc<Worker>, crate::upstream::WorkerState)> = workers
+        .list
+        .iter()
+        .filter(|w| !exclude.contains(&w.spec.id))
+        .map(|w| (w, w.snapshot()))
+        .collect();
+    let placeable: Vec<usize> = (0..snaps.len())
+        .filter(|&i| snaps[i].0.placeable_of(&snaps[i].1, now))
+        .collect();
+    let cands: Vec<Candidate<'_>> = placeable
+        .iter()
+        .map(|&i| {
+            let (w, s) = &snaps[i];
+            Candidate {
+                id: &w.spec.id,
+                sessions: Worker::sessions_of(s),
+                capacity: w.capacity_of(s),
+            }
+        })
+        .collect();
+    let tiebreak = hotplex_common::session_id::random_base62(12);
+    let mut chosen = None;
+    for ci in placement::rank(&cands, tiebreak.as_bytes()) {
+        let w = snaps[placeable[ci]].0;
+        // Only creates reserve; other keyless requests (WebSocket, lists) just go there.
+        if !req.create || w.try_reserve(now) {
+            chosen = Some(w.clone());
+            break;
+        }
+    }
+    let worker = chosen.ok_or(RouteError::NoCapacity)?;
+    Ok(Route {
+        minted: req.create.then(|| signer.mint_session(&worker.spec.id)),
+        cookie: Some(signer.cookie_value(&worker.spec.id)),
+        worker,
+        outcome: Outcome::Placed,
+        source: None,
+        key: None,
+        counted: req.create,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::upstream::ReadyReport;
+
+    fn registry(workers: &[&str]) -> Registry {
+        let mut y = String::from("workers:\n");
+        for (i, w) in workers.iter().enumerate() {
+            y.push_str(&format!(
+                "  - id: {w}\n    address: 127.0.0.1:{}\n    capacity: 100\n",
+                9000 + i
+            ));
+        }
+        Registry::new(parse("t", &y).expect("valid"))
+    }
+
+    fn req<'a>(path: &'a [u8], header: Option<&'a [u8]>, create: bool) -> Request<'a> {
+        Request {
+            keys: KeyInput {
+                path,
+                header,
+                ..Default::default()
+            },
+            create,
+        }
+    }
+
+    #[test]
+    fn create_mints_a_pinned_id_that_routes_back() {
+        let reg = registry(&["w1", "w2", "w3"]);
+        let r = route(&reg, &req(b"/sessions", None, true), &[]).expect("placed");
+        assert_eq!(r.outcome, Outcome::Placed);
+        let id = r.minted.expect("minted");
+        assert!(id.as_str().starts_with(&format!("{}.", r.worker.spec.id)));
+        assert!(r.cookie.is_some());
+        let path = format!("/sessions/{id}/messages");
+        for _ in 0..20 {
+            let again = route(&reg, &req(path.as_bytes(), None, false), &[]).expect("pinned");
+            assert_eq!(again.outcome, Outcome::Pinned);
+            assert_eq!(again.worker.spec.id, r.worker.spec.id);
+        }
+    }
+
+    #[test]
+    fn pinned_ids_survive_adding_workers_and_fail_cleanly() {
+        let reg = registry(&["w1", "w2"]);
+        let ids: Vec<(String, String)> = (0..50)
+            .map(|_| {
+                let r = route(&reg, &req(b"/sessions", None, true), &[]).expect("placed");
+                (r.minted.expect("id").to_string(), r.worker.spec.id.clone())
+            })
+            .collect();
+        let bigger = registry(&["w1", "w2", "w3", "w4"]);
+        for (id, w) in &ids {
+            let p = format!("/sessions/{id}");
+            let r = route(&bigger, &req(p.as_bytes(), None, false), &[]).expect("routes");
+            assert_eq!(&r.worker.spec.id, w);
+        }
+        let smaller = registry(&["w2"]);
+        let (id, _) = ids.iter().find(|(_, w)| w == "w1").expect("some on w1");
+        let p = format!("/sessions/{id}");
+        assert!(matches!(
+            route(&smaller, &req(p.as_bytes(), None, false), &[]),
+            Err(RouteError::Gone { .. })
+        ));
+        let now = Instant::now();
+        reg.workers()
+            .get("w1")
+            .expect("w1")
+            .eject(&reg.config().ejection, now);
+        assert!(matches!(
+            route(&reg, &req(p.as_bytes(), None, false), &[]),
+            Err(RouteError::Unavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn cookie_pins_and_mints_for_its_worker() {
+        let reg = registry(&["w1", "w2", "w3"]);
+        let cookie = reg.signer().cookie_value("w2");
+        let header = format!("hotplex_affinity={cookie}");
+        let cookies: [&[u8]; 1] = [header.as_bytes()];
+        let r = Request {
+            keys: KeyInput {
+                path: b"/sessions",
+                cookies: &cookies,
+                ..Default::default()
+            },
+            create: true,
+        };
+        for _ in 0..10 {
+            let got = route(&reg, &r, &[]).expect("pinned");
+            assert_eq!(got.outcome, Outcome::Pinned);
+            assert_eq!(got.worker.spec.id, "w2");
+            let minted = got.minted.expect("create mints");
+            assert_eq!(
+                reg.signer().verify(minted.as_str()).map(|p| p.worker),
+                Some("w2")
+            );
+        }
+        // A cookie naming a removed worker is only a hint: placed anew.
+        let smaller = registry(&["w1", "w3"]);
+        let got = route(&smaller, &r, &[]);
+        // (same default secret: the cookie verifies, its worker is just not configured)
+        assert_eq!(got.expect("placed").outcome, Outcome::Placed);
+    }
+
+    #[test]
+    fn foreign_keys_hash_and_invalid_keys_fail() {
+        let reg = registry(&["w1", "w2", "w3"]);
+        let a = route(&reg, &req(b"/x", Some(b"client-chosen-1"), false), &[]).expect("hashed");
+        assert_eq!(a.outcome, Outcome::Hashed);
+        let b = route(&reg, &req(b"/x", Some(b"client-chosen-1"), false), &[]).expect("hashed");
+        assert_eq!(a.worker.spec.id, b.worker.spec.id);
+        assert!(matches!(
+            route(&reg, &req(b"/x", Some(b"bad id"), false), &[]),
+            Err(RouteError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn placement_skips_draining_and_full_and_reports_no_capacity() {
+        let reg = registry(&["w1", "w2"]);
+        let ws = reg.workers();
+        let report = |n, draining| ReadyReport {
+            sessions_active: n,
+            max_sessions: Some(100),
+            draining,
+            full: false,
+        };
+        ws.get("w1").expect("w1").observe_ready(report(0, true));
+        for _ in 0..10 {
+            let r = route(&reg, &req(b"/sessions", None, true), &[]).expect("placed");
+            assert_eq!(r.worker.spec.id, "w2");
+        }
+        ws.get("w2").expect("w2").observe_ready(report(100, false));
+        assert_eq!(
+            route(&reg, &req(b"/sessions", None, true), &[]).err(),
+            Some(RouteError::NoCapacity)
+        );
+        ws.get("w1").expect("w1").observe_ready(report(0, false));
+        let r = route(&reg, &req(b"/sessions", None, true), &["w1".to_string()]);
+        assert_eq!(r.err(), Some(RouteError::NoCapacity), "w1 excluded");
+    }
+}

@@ -1,0 +1,112 @@
+//! Assembles and runs the pingora server: the proxy service, the health-check background
+//! service (pingora-load-balancing over [`ConfigDiscovery`] + [`ReadyCheck`]) and the admin
+//! service, and the SIGHUP reload service.
+
+use std::sync::Arc;
+
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backends, LoadBalancer};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::admin::{self, AdminService};
+use crate::config::RuntimeConfig;
+use crate::metrics::ProxyMetrics;
+use crate::proxy::HotplexProxy;
+use crate::reload::{Reloader, SighupService};
+use crate::upstream::discovery::ConfigDiscovery;
+use crate::upstream::health::ReadyCheck;
+use crate::upstream::Registry;
+
+/// Seconds pingora waits after SIGTERM before stopping its runtimes.
+pub const GRACE_PERIOD_SECS: u64 = 1;
+/// Seconds allowed for the runtimes to stop.
+pub const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+/// Errors at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the proxy until a shutdown signal; returns only on a startup error.
+pub fn run(cfg: RuntimeConfig, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
+    hotplex_common::logging::init(cfg.log_format, &cfg.log_level);
+    if cfg.insecure_secret {
+        tracing::warn!(
+            "the public development affinity secret is in use: set routing.affinity_secrets"
+        );
+    }
+    // Fail early and clearly on busy ports.
+    let admin_listener =
+        std::net::TcpListener::bind(cfg.admin_listen).map_err(|source| StartError::Bind {
+            what: "admin.listen",
+            addr: cfg.admin_listen,
+            source,
+        })?;
+    drop(
+        std::net::TcpListener::bind(cfg.listen).map_err(|source| StartError::Bind {
+            what: "listen",
+            addr: cfg.listen,
+            source,
+        })?,
+    );
+
+    let metrics = Arc::new(ProxyMetrics::new());
+    metrics.config_loaded(&cfg.hash);
+    let registry = Arc::new(Registry::new(cfg.clone()));
+
+    let pid = std::process::id();
+    let conf = ServerConf {
+        threads: cfg.threads,
+        upstream_keepalive_pool_size: cfg.keepalive_pool_size,
+        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECS),
+        pid_file: std::env::temp_dir()
+            .join(format!("hotplex-proxy-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: std::env::temp_dir()
+            .join(format!("hotplex-proxy-{pid}.sock"))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        HotplexProxy::new(registry.clone(), metrics.clone()),
+        "hotplex proxy",
+    );
+    proxy.add_tcp(&cfg.listen.to_string());
+
+    let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
+    backends.set_health_check(ReadyCheck::new(registry.clone(), metrics.clone()));
+    let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(backends);
+    lb.health_check_frequency = Some(cfg.health.interval);
+    lb.update_frequency = Some(cfg.health.interval);
+    lb.parallel_health_check = true;
+    let health = background_service("health check", lb);
+
+    let reloader = Arc::new(Reloader::new(path, registry.clone(), metrics.clone()));
+    let sighup = background_service("sighup reload", SighupService(reloader.clone()));
+    let admin = background_service(
+        "admin",
+        AdminService::new(admin_listener, admin::router(registry, metrics, reloader)),
+    );
+
+    server.add_service(proxy);
+    server.add_service(health);
+    server.add_service(admin);
+    server.add_service(sighup);
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, workers = cfg.workers.len(), config = %cfg.source, hash = %cfg.hash, "hotplex-proxy starting");
+    server.run_forever()
+}

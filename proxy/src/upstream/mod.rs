@@ -1,0 +1,8 @@
+//! Workers: the live registry ([`registry`]), pingora service discovery over the
+//! arc-swapped config ([`discovery`]) and the `/health/ready` health check ([`health`]).
+
+pub mod discovery;
+pub mod health;
+pub mod registry;
+
+pub use registry::{ReadyReport, Registry, Worker, WorkerSet, WorkerState};

@@ -1,0 +1,319 @@
+//! The live state of the proxy: the arc-swapped config, the signer, and per-worker state
+//! (health, fill, draining, passive ejection).
+//!
+//! Worker state is keyed by the stable worker id. [`Registry::set_config`] rebuilds the
+//! worker set and carries the state of ids that remain over, which is all a later hot
+//! reload needs.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::runtime::EjectionSettings;
+use crate::config::{RuntimeConfig, WorkerSpec};
+use crate::routing::affinity::Signer;
+
+/// What the last readiness probe reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyReport {
+    /// `sessions_active` of the body.
+    pub sessions_active: u64,
+    /// `max_sessions` of the body, when present.
+    pub max_sessions: Option<u64>,
+    /// Status 503 `draining`.
+    pub draining: bool,
+    /// Status 503 `full`.
+    pub full: bool,
+}
+
+/// Mutable per-worker state.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerState {
+    /// Active health (pingora's thresholds applied). Starts `true`, like pingora.
+    pub healthy: bool,
+    pub draining: bool,
+    pub full: bool,
+    /// Sessions at the last probe.
+    pub reported_sessions: u64,
+    /// `max_sessions` at the last probe.
+    pub worker_max: Option<u64>,
+    /// Placements minus deletions since the last probe.
+    pub pending: i64,
+    /// Passively ejected until then.
+    pub ejected_until: Option<Instant>,
+    /// Ejections since the last good probe (the backoff exponent).
+    pub ejections_in_row: u32,
+    /// A probe has answered at least once.
+    pub probed: bool,
+}
+
+/// One configured worker and its state.
+#[derive(Debug)]
+pub struct Worker {
+    pub spec: WorkerSpec,
+    state: Mutex<WorkerState>,
+}
+
+impl Worker {
+    fn new(spec: WorkerSpec, state: WorkerState) -> Worker {
+        Worker {
+            spec,
+            state: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WorkerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the state.
+    pub fn snapshot(&self) -> WorkerState {
+        self.lock().clone()
+    }
+
+    /// `min(config capacity, worker max_sessions)`.
+    pub fn capacity_of(&self, s: &WorkerState) -> u64 {
+        s.worker_max
+            .map_or(self.spec.capacity, |m| m.min(self.spec.capacity))
+    }
+
+    /// Estimated sessions (last probe + own placements − deletions).
+    pub fn sessions_of(s: &WorkerState) -> u64 {
+        (s.reported_sessions as i64 + s.pending).max(0) as u64
+    }
+
+    /// Healthy and not ejected: may receive requests.
+    pub fn available(&self, now: Instant) -> bool {
+        let s = self.lock();
+        s.healthy && !ejected(&s, now)
+    }
+
+    /// Available, not draining, not full, below capacity: may receive new sessions.
+    pub fn placeable_of(&self, s: &WorkerState, now: Instant) -> bool {
+        s.healthy
+            && !ejected(s, now)
+            && !s.draining
+            && !s.full
+            && Self::sessions_of(s) < self.capacity_of(s)
+    }
+
+    /// Reserves room for a new session if placeable.
+    pub fn try_reserve(&self, now: Instant) -> bool {
+        let mut s = self.lock();
+        if self.placeable_of(&s, now) {
+            s.pending += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a session created without a capacity check (cookie / foreign key creates).
+    pub fn add_session(&self) {
+        self.lock().pending += 1;
+    }
+
+    /// A session ended (DELETE) or a reserved create failed.
+    pub fn release(&self) {
+        let mut s = self.lock();
+        if Self::sessions_of(&s) > 0 {
+            s.pending -= 1;
+        }
+        // A freed slot: the last probe's "full" is stale (capacity still bounds placement).
+        s.full = false;
+    }
+
+    /// A probe answered: take its numbers, clear any passive ejection.
+    pub fn observe_ready(&self, r: ReadyReport) {
+        let mut s = self.lock();
+        s.reported_sessions = r.sessions_active;
+        s.worker_max = r.max_sessions;
+        s.draining = r.draining;
+        s.full = r.full;
+        s.pending = 0;
+        s.ejected_until = None;
+        s.ejections_in_row = 0;
+        s.probed = true;
+    }
+
+    /// Health flipped (after pingora's thresholds).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.lock().healthy = healthy;
+    }
+
+    /// Passive ejection for `base * 2^n` (capped). Returns the period, or `None` when the
+    /// worker is already ejected (one outage counts once).
+    pub fn eject(&self, e: &EjectionSettings, now: Instant) -> Option<Duration> {
+        let mut s = self.lock();
+        if ejected(&s, now) {
+            return None;
+        }
+        let factor = 1u32
+            .checked_shl(s.ejections_in_row.min(20))
+            .unwrap_or(u32::MAX);
+        let period = e.base.saturating_mul(factor).min(e.max);
+        s.ejections_in_row = s.ejections_in_row.saturating_add(1);
+        s.ejected_until = Some(now + period);
+        Some(period)
+    }
+}
+
+fn ejected(s: &WorkerState, now: Instant) -> bool {
+    s.ejected_until.is_some_and(|t| t > now)
+}
+
+/// The configured workers, in config order.
+#[derive(Debug, Default)]
+pub struct WorkerSet {
+    pub list: Vec<Arc<Worker>>,
+}
+
+impl WorkerSet {
+    /// Worker by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Worker>> {
+        self.list.iter().find(|w| w.spec.id == id)
+    }
+}
+
+/// Config + signer + workers, each behind an `ArcSwap`.
+pub struct Registry {
+    config: ArcSwap<RuntimeConfig>,
+    signer: ArcSwap<Signer>,
+    workers: ArcSwap<WorkerSet>,
+}
+
+impl Registry {
+    pub fn new(config: RuntimeConfig) -> Registry {
+        let reg = Registry {
+            signer: ArcSwap::from_pointee(Signer::new(config.affinity_secrets.clone())),
+            workers: ArcSwap::from_pointee(WorkerSet::default()),
+            config: ArcSwap::from_pointee(config.clone()),
+        };
+        reg.set_config(config);
+        reg
+    }
+
+    /// Installs a config; state of workers whose id remains is kept.
+    pub fn set_config(&self, config: RuntimeConfig) {
+        let old = self.workers.load();
+        let list = config
+            .workers
+            .iter()
+            .map(|spec| {
+                let state = old
+                    .get(&spec.id)
+                    .filter(|w| w.spec.address == spec.address)
+                    .map_or(
+                        WorkerState {
+                            healthy: true,
+                            ..Default::default()
+                        },
+                        |w| w.snapshot(),
+                    );
+                Arc::new(Worker::new(spec.clone(), state))
+            })
+            .collect();
+        self.signer
+            .store(Arc::new(Signer::new(config.affinity_secrets.clone())));
+        self.workers.store(Arc::new(WorkerSet { list }));
+        self.config.store(Arc::new(config));
+    }
+
+    pub fn config(&self) -> Arc<RuntimeConfig> {
+        self.config.load_full()
+    }
+
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer.load_full()
+    }
+
+    pub fn workers(&self) -> Arc<WorkerSet> {
+        self.workers.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(cap: u64) -> Worker {
+        Worker::new(
+            WorkerSpec {
+                id: "w1".into(),
+                address: "127.0.0.1:1".parse().expect("addr"),
+                weight: 1,
+                capacity: cap,
+            },
+            WorkerState {
+                healthy: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn reserve_respects_capacity_and_probe_resets() {
+        let w = worker(2);
+        let now = Instant::now();
+        assert!(w.try_reserve(now));
+        assert!(w.try_reserve(now));
+        assert!(!w.try_reserve(now));
+        w.release();
+        assert!(w.try_reserve(now));
+        w.observe_ready(ReadyReport {
+            sessions_active: 0,
+            max_sessions: Some(1),
+            draining: false,
+            full: false,
+        });
+        assert!(w.try_reserve(now), "probe reset the estimate");
+        assert!(
+            !w.try_reserve(now),
+            "worker max_sessions=1 caps the capacity"
+        );
+        w.observe_ready(ReadyReport {
+            sessions_active: 0,
+            max_sessions: Some(10),
+            draining: true,
+            full: false,
+        });
+        assert!(!w.try_reserve(now), "draining");
+        assert!(
+            w.available(now),
+            "draining workers still serve their sessions"
+        );
+    }
+
+    #[test]
+    fn ejection_backs_off_and_probe_clears() {
+        let w = worker(10);
+        let e = EjectionSettings {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        };
+        let t0 = Instant::now();
+        assert_eq!(w.eject(&e, t0), Some(Duration::from_secs(1)));
+        assert_eq!(w.eject(&e, t0), None, "already ejected");
+        assert!(!w.available(t0));
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(w.available(t1), "period over");
+        assert_eq!(w.eject(&e, t1), Some(Duration::from_secs(2)));
+        let t2 = t1 + Duration::from_secs(3);
+        assert_eq!(w.eject(&e, t2), Some(Duration::from_secs(4)));
+        let t3 = t2 + Duration::from_secs(5);
+        assert_eq!(w.eject(&e, t3), Some(Duration::from_secs(5)), "capped");
+        w.observe_ready(ReadyReport {
+            sessions_active: 0,
+            max_sessions: None,
+            draining: false,
+            full: false,
+        });
+        assert!(w.available(t3), "good probe clears the ejection");
+        assert_eq!(
+            w.eject(&e, t3),
+            Some(Duration::from_secs(1)),
+            "backoff reset"
+        );
+    }
+}

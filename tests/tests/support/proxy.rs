@@ -1,0 +1,290 @@
+//! Helpers of the proxy end-to-end tests: real `e2e-worker` and `e2e-proxy` child
+//! processes on loopback ports, killed on drop. Included by each `proxy_*.rs` test file
+//! with `#[path = "support/proxy.rs"] mod proxy_support;`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hotplex_e2e::{free_addr, wait_until_http_ok, ChildGuard};
+use serde_json::Value;
+
+pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_e2e-worker");
+pub const PROXY_BIN: &str = env!("CARGO_BIN_EXE_e2e-proxy");
+/// Upper bound for any single wait.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Worker options.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOpts {
+    pub max_sessions: usize,
+    /// `sleep 3600` as the agent (cheap, for 1000-session tests) instead of the demo agent.
+    pub light: bool,
+}
+
+impl Default for WorkerOpts {
+    fn default() -> Self {
+        WorkerOpts {
+            max_sessions: 100,
+            light: false,
+        }
+    }
+}
+
+/// A worker child process.
+pub struct TestWorker {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub guard: ChildGuard,
+    pub opts: WorkerOpts,
+    _dir: tempfile::TempDir,
+}
+
+impl TestWorker {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn worker_yaml(o: &WorkerOpts) -> String {
+    let mut y = format!(
+        "max_sessions: {}\nidle_timeout: 1h\nexecution_timeout: 60s\nretry_after_secs: 1\n",
+        o.max_sessions
+    );
+    if o.light {
+        y.push_str("agent:\n  command: [\"sleep\", \"3600\"]\n  wait_ready: false\n");
+    }
+    y
+}
+
+/// Spawns a worker on `addr` (a free port when `None`) and waits until it is live.
+pub async fn spawn_worker_at(id: &str, addr: Option<SocketAddr>, opts: WorkerOpts) -> TestWorker {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("worker.yaml");
+    std::fs::write(&cfg, worker_yaml(&opts)).expect("write worker config");
+    let addr = addr.unwrap_or_else(free_addr);
+    let mut cmd = Command::new(WORKER_BIN);
+    cmd.arg("--listen")
+        .arg(addr.to_string())
+        .arg("--node-id")
+        .arg(id)
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn");
+    let guard = ChildGuard::spawn(&format!("worker {id}"), &mut cmd);
+    wait_until_http_ok(&format!("http://{addr}/health/live"), WAIT).await;
+    TestWorker {
+        id: id.to_string(),
+        addr,
+        guard,
+        opts,
+        _dir: dir,
+    }
+}
+
+/// Spawns `n` workers `w1..wn`.
+pub async fn spawn_workers(n: usize, opts: WorkerOpts) -> Vec<TestWorker> {
+    let mut v = Vec::new();
+    for i in 1..=n {
+        v.push(spawn_worker_at(&format!("w{i}"), None, opts).await);
+    }
+    v
+}
+
+/// The proxy YAML for `workers` plus `extra` top-level sections (fast health checks).
+pub fn proxy_yaml(workers: &[(&str, SocketAddr)], extra: &str) -> String {
+    let mut y = String::from("workers:\n");
+    for (id, addr) in workers {
+        y.push_str(&format!("  - id: {id}\n    address: \"{addr}\"\n"));
+    }
+    if !extra.contains("health_check:") {
+        y.push_str(
+            "health_check:\n  interval: 200ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
+        );
+    }
+    if !extra.contains("ejection:") {
+        y.push_str("ejection:\n  base: 1s\n  max: 4s\n");
+    }
+    if !extra.contains("timeouts:") {
+        y.push_str("timeouts:\n  connect: 500ms\n  read: 10s\n  write: 10s\n");
+    }
+    if !extra.contains("routing:") {
+        y.push_str("routing:\n  affinity_secrets: [\"e2e-test-secret-0123456789\"]\n");
+    }
+    y.push_str(extra);
+    y
+}
+
+pub fn worker_list(ws: &[TestWorker]) -> Vec<(&str, SocketAddr)> {
+    ws.iter().map(|w| (w.id.as_str(), w.addr)).collect()
+}
+
+/// A proxy child process.
+pub struct TestProxy {
+    pub guard: ChildGuard,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestProxy {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+    pub fn admin_base(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+}
+
+/// Starts the proxy with `yaml` (listen/admin on free ports unless `at` is given) and waits
+/// until both listeners answer and every worker has been probed.
+pub async fn spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) -> TestProxy {
+    let (listen, admin) = at.unwrap_or_else(|| (free_addr(), free_addr()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("proxy.yaml");
+    let full = format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}");
+    std::fs::write(&config_path, full).expect("write proxy config");
+    let mut cmd = Command::new(PROXY_BIN);
+    cmd.arg("--config").arg(&config_path).env(
+        "RUST_LOG",
+        std::env::var("HOTPLEX_E2E_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    let guard = ChildGuard::spawn("proxy", &mut cmd);
+    let p = TestProxy {
+        guard,
+        listen,
+        admin,
+        config_path,
+        _dir: dir,
+    };
+    wait_until_http_ok(&format!("{}/health/live", p.admin_base()), WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "proxy listener {listen} never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Wait for one probe round (fill numbers known).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p
+}
+
+pub async fn spawn_proxy(yaml: &str) -> TestProxy {
+    spawn_proxy_at(yaml, None).await
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client")
+}
+
+/// A response, reduced.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub node: Option<String>,
+    pub worker: Option<String>,
+    pub request_id: Option<String>,
+    pub retry_after: Option<String>,
+    pub set_cookie: Option<String>,
+    pub body: Value,
+    pub elapsed: Duration,
+}
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+pub async fn read(r: reqwest::Response, start: Instant) -> Resp {
+    let status = r.status().as_u16();
+    let node = header(&r, "x-hotplex-node");
+    let worker = header(&r, "x-hotplex-worker");
+    let request_id = header(&r, "x-request-id");
+    let retry_after = header(&r, "retry-after");
+    let set_cookie = header(&r, "set-cookie");
+    let text = r.text().await.unwrap_or_default();
+    Resp {
+        status,
+        node,
+        worker,
+        request_id,
+        retry_after,
+        set_cookie,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        elapsed: start.elapsed(),
+    }
+}
+
+pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
+    let start = Instant::now();
+    let r = rb.send().await.expect("request");
+    read(r, start).await
+}
+
+/// `POST /sessions` through `base`; panics unless 201. Returns (session id, node).
+pub async fn create(c: &reqwest::Client, base: &str) -> (String, String) {
+    let r = send(c.post(format!("{base}/sessions"))).await;
+    assert_eq!(r.status, 201, "create: {r:?}");
+    let id = r.body["session_id"]
+        .as_str()
+        .expect("session_id")
+        .to_string();
+    (id, r.node.expect("x-hotplex-node"))
+}
+
+/// `GET /sessions/{id}` through `base`.
+pub async fn get_session(c: &reqwest::Client, base: &str, id: &str) -> Resp {
+    send(c.get(format!("{base}/sessions/{id}"))).await
+}
+
+/// `GET /admin/workers`.
+pub async fn admin_workers(c: &reqwest::Client, p: &TestProxy) -> Value {
+    send(c.get(format!("{}/admin/workers", p.admin_base())))
+        .await
+        .body
+}
+
+/// The `/admin/workers` entry of `id`.
+pub async fn admin_worker(c: &reqwest::Client, p: &TestProxy, id: &str) -> Value {
+    let all = admin_workers(c, p).await;
+    all["workers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|w| w["id"] == id).cloned())
+        .unwrap_or(Value::Null)
+}
+
+pub async fn metrics(c: &reqwest::Client, p: &TestProxy) -> String {
+    c.get(format!("{}/metrics", p.admin_base()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Runs `hotplex-proxy check FILE`; returns (exit code, stdout, stderr).
+pub fn check(file: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(PROXY_BIN)
+        .arg("check")
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -252,8 +252,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["not json", "[1,2]", r#"{"text":"no type"}"#, r#"{"type":3}"#] {
-            assert!(matches!(parse_line(bad), Err(AgentError::Garbage(_))), "{bad}");
+        for bad in [
+            "not json",
+            "[1,2]",
+            r#"{"text":"no type"}"#,
+            r#"{"type":3}"#,
+        ] {
+            assert!(
+                matches!(parse_line(bad), Err(AgentError::Garbage(_))),
+                "{bad}"
+            );
         }
     }
 

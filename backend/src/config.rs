@@ -202,14 +202,9 @@ impl FileConfig {
         }
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+            // The path names the offending key (for an unknown key, that key itself).
+            let key = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // For an unknown key the path names its parent; add the key itself.
-            let key = match unknown_field(&inner) {
-                Some(k) if path == "." => k.to_string(),
-                Some(k) => format!("{path}.{k}"),
-                None => path,
-            };
             ConfigError::Invalid {
                 file: file.to_string(),
                 key,
@@ -253,8 +248,11 @@ impl FileConfig {
             None => Ok(def),
         };
         let idle_timeout = nonzero("idle_timeout", self.idle_timeout, d.idle_timeout)?;
-        let execution_timeout =
-            nonzero("execution_timeout", self.execution_timeout, d.execution_timeout)?;
+        let execution_timeout = nonzero(
+            "execution_timeout",
+            self.execution_timeout,
+            d.execution_timeout,
+        )?;
         let startup_timeout = nonzero("startup_timeout", self.startup_timeout, d.startup_timeout)?;
         let reap_interval = nonzero("reap_interval", self.reap_interval, d.reap_interval)?;
         let shutdown_grace = self.shutdown_grace.unwrap_or(d.shutdown_grace);
@@ -305,11 +303,6 @@ pub fn validate_node_id(n: &str) -> Result<(), String> {
     hotplex_common::session_id::validate(n.as_bytes()).map_err(|e| e.to_string())
 }
 
-fn unknown_field(msg: &str) -> Option<&str> {
-    let rest = msg.strip_prefix("unknown field `")?;
-    rest.split('`').next()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,7 +316,10 @@ mod tests {
         assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.api_keys.is_empty());
-        assert_eq!(c.agent.command.get(1).map(String::as_str), Some("demo-agent"));
+        assert_eq!(
+            c.agent.command.get(1).map(String::as_str),
+            Some("demo-agent")
+        );
     }
 
     #[test]
@@ -363,10 +359,30 @@ agent:
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../conf/worker.example.yaml");
+        let c = FileConfig::parse(text, "worker.example.yaml")
+            .and_then(|f| f.into_runtime("worker.example.yaml"))
+            .expect("the example config is valid");
+        assert_eq!(c.max_sessions, DEFAULT_MAX_SESSIONS);
+        assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(c.execution_timeout, DEFAULT_EXECUTION_TIMEOUT);
+        assert_eq!(c.startup_timeout, DEFAULT_STARTUP_TIMEOUT);
+        assert_eq!(c.reap_interval, DEFAULT_REAP_INTERVAL);
+        assert_eq!(c.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.retry_after_secs, DEFAULT_RETRY_AFTER_SECS);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
     fn unknown_keys_name_file_and_key() {
         let e = FileConfig::parse("max_sesions: 3\n", "w.yaml").expect_err("unknown key");
         let s = e.to_string();
-        assert!(s.starts_with("w.yaml: key `max_sesions`: unknown field"), "{s}");
+        assert!(
+            s.starts_with("w.yaml: key `max_sesions`: unknown field"),
+            "{s}"
+        );
         let e = FileConfig::parse("agent:\n  comand: [x]\n", "w.yaml").expect_err("unknown");
         assert!(e.to_string().contains("key `agent.comand`"), "{e}");
     }

@@ -1,1 +1,122 @@
-//! placeholder, replaced by the worker implementation
+//! HotPlex session worker: one long-lived agent process per session, kept hot between
+//! turns, behind a HotPlex v0 WebSocket API and an HTTP + SSE API.
+//!
+//! Modules: [`cli`] (flags, `main`), [`config`] (YAML file + validated runtime config),
+//! [`pool`] (bounded session pool, reaper, drain), [`session`] (a session and its turns),
+//! [`agent`] (the child process and its JSON-lines protocol), [`demo_agent`] (the built-in
+//! agent), [`api`] (HTTP routes and middleware), [`ws`], [`sse`], [`auth`], [`error`],
+//! [`metrics`], [`profiling`].
+
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo_agent;
+pub mod error;
+pub mod metrics;
+pub mod pool;
+pub mod profiling;
+pub mod session;
+pub mod sse;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{AgentConfig, WorkerConfig};
+pub use metrics::WorkerMetrics;
+pub use pool::Pool;
+
+/// How long [`Server::shutdown`] waits for open HTTP connections after the pool closed.
+const HTTP_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running worker (see [`serve`]).
+pub struct Server {
+    addr: SocketAddr,
+    pool: Arc<Pool>,
+    metrics: Arc<WorkerMetrics>,
+    shutdown_tx: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    reaper: JoinHandle<()>,
+}
+
+/// Serves the worker on `listener` (bind `127.0.0.1:0` in tests) until
+/// [`Server::shutdown`].
+pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<Server> {
+    let addr = listener.local_addr()?;
+    let node_header = HeaderValue::from_str(&cfg.node_id).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("node id: {e}"))
+    })?;
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(WorkerMetrics::new());
+    let pool = Pool::new(cfg.clone(), metrics.clone());
+    let reaper = pool.spawn_reaper();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = api::AppState {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        cfg,
+        node_header,
+        shutdown: shutdown_rx.clone(),
+    };
+    let app = api::router(state);
+    let mut stop = shutdown_rx;
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "worker listening");
+    Ok(Server {
+        addr,
+        pool,
+        metrics,
+        shutdown_tx,
+        http,
+        reaper,
+    })
+}
+
+impl Server {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    pub fn metrics(&self) -> &Arc<WorkerMetrics> {
+        &self.metrics
+    }
+
+    /// Graceful stop: drain, let running turns finish (up to the configured grace
+    /// period), kill every agent, close the listener and open connections.
+    pub async fn shutdown(self) {
+        let grace = self.pool.config().shutdown_grace;
+        self.pool.shutdown(grace).await;
+        let _ = self.shutdown_tx.send(true);
+        let mut http = self.http;
+        match tokio::time::timeout(HTTP_CLOSE_TIMEOUT, &mut http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
+            Err(_) => {
+                tracing::warn!("open connections did not close in time");
+                http.abort();
+            }
+        }
+        self.reaper.abort();
+        tracing::info!("worker stopped");
+    }
+}

@@ -97,6 +97,13 @@ impl TurnOutcome {
     }
 }
 
+/// `kind` labels of the bad-requests counter: malformed JSON body, body over the limit,
+/// malformed WebSocket frame, malformed session id.
+pub const BAD_REQUEST_KINDS: [&str; 4] = ["json", "too_large", "ws_frame", "session_id"];
+
+/// `tool` label for tool names that are not a plain identifier (bounds cardinality).
+pub const OTHER_TOOL: &str = "other";
+
 /// Every metric of the worker.
 pub struct WorkerMetrics {
     registry: Registry,
@@ -137,9 +144,8 @@ impl WorkerMetrics {
     #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let r = component_registry(COMPONENT_WORKER);
-        let gauge = |name: &str, help: &str| {
-            reg(&r, IntGauge::new(name, help).expect("valid gauge name"))
-        };
+        let gauge =
+            |name: &str, help: &str| reg(&r, IntGauge::new(name, help).expect("valid gauge name"));
         let counter = |name: &str, help: &str| {
             reg(&r, IntCounter::new(name, help).expect("valid counter name"))
         };
@@ -171,7 +177,12 @@ impl WorkerMetrics {
                 .expect("valid histogram"),
             ),
             sessions_max: gauge(worker::SESSIONS_MAX, "Configured max_sessions."),
-            turns: counter_vec(&r, worker::TURNS_TOTAL, "Turns run by outcome.", &["outcome"]),
+            turns: counter_vec(
+                &r,
+                worker::TURNS_TOTAL,
+                "Turns run by outcome.",
+                &["outcome"],
+            ),
             turn_duration: reg(
                 &r,
                 Histogram::with_opts(
@@ -210,6 +221,10 @@ impl WorkerMetrics {
         for o in TurnOutcome::ALL {
             m.turns.with_label_values(&[o.as_str()]);
         }
+        for k in BAD_REQUEST_KINDS {
+            m.bad_requests.with_label_values(&[k]);
+        }
+        m.tools_invoked.with_label_values(&[OTHER_TOOL]);
         m
     }
 
@@ -246,7 +261,7 @@ impl WorkerMetrics {
             && tool
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-        let label = if ok { tool } else { "other" };
+        let label = if ok { tool } else { OTHER_TOOL };
         self.tools_invoked.with_label_values(&[label]).inc();
     }
 
@@ -311,7 +326,7 @@ mod tests {
         ] {
             assert!(t.contains(name), "{name} missing in\n{t}");
         }
-        assert!(t.contains("hotplex_tools_invoked{component=\"worker\",tool=\"other\"} 1"));
+        assert!(t.contains("tool=\"other\",component=\"worker\"} 1"), "{t}");
         assert!(t.contains("status=\"201\""), "{t}");
     }
 }

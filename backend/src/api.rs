@@ -1,0 +1,260 @@
+//! HTTP routes: sessions, health, metrics, admin, profiling; and the middleware that
+//! authenticates, stamps `X-Hotplex-Node` and records request durations.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hotplex_common::headers::{
+    HEALTH_LIVE_PATH, HEALTH_READY_PATH, METRICS_PATH, WS_AGENT_PATH, X_HOTPLEX_NODE,
+    X_HOTPLEX_SESSION,
+};
+use hotplex_common::metrics::TEXT_CONTENT_TYPE;
+use hotplex_common::SessionId;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::WorkerConfig;
+use crate::error::ApiError;
+use crate::metrics::{CloseReason, WorkerMetrics};
+use crate::pool::Pool;
+use crate::session::Session;
+use crate::{auth, profiling, sse, ws};
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<WorkerMetrics>,
+    pub cfg: Arc<WorkerConfig>,
+    pub node_header: HeaderValue,
+    /// Flips to true when the server shuts down (WebSocket connections close).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(HEALTH_LIVE_PATH, get(live))
+        .route(HEALTH_READY_PATH, get(ready))
+        .route(METRICS_PATH, get(metrics))
+        .route("/debug/pprof/heap", get(pprof_heap))
+        .route("/admin/drain", post(drain))
+        .route("/sessions", get(list_sessions).post(create_session))
+        .route("/sessions/{id}", get(get_session).delete(delete_session))
+        .route("/sessions/{id}/messages", post(sse::post_message))
+        .route(WS_AGENT_PATH, get(ws::upgrade))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), around))
+        .with_state(state)
+}
+
+/// Auth, `X-Hotplex-Node`, request-duration histogram.
+async fn around(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let mut resp = if auth::is_public_path(req.uri().path()) {
+        next.run(req).await
+    } else {
+        match auth::check(&st.cfg.api_keys, req.headers()) {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        }
+    };
+    resp.headers_mut()
+        .insert(X_HOTPLEX_NODE, st.node_header.clone());
+    st.metrics.observe_request(
+        &route,
+        &method,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn live(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({"status":"live","node_id":st.cfg.node_id}))
+}
+
+/// `{"status":"ready"|"draining"|"full","node_id","sessions_active","max_sessions"}`;
+/// the proxy parses this for load-aware placement.
+async fn ready(State(st): State<AppState>) -> Response {
+    let status = st.pool.readiness();
+    let body = json!({
+        "status": status,
+        "node_id": st.cfg.node_id,
+        "sessions_active": st.pool.len(),
+        "max_sessions": st.cfg.max_sessions,
+    });
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn pprof_heap() -> Response {
+    match profiling::heap_profile().await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"heap.pb.gz\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e @ profiling::ProfileError::Dump(_)) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "profile_failed",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "profiling_disabled",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+async fn drain(State(st): State<AppState>) -> Response {
+    let started = st.pool.start_drain();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "draining",
+            "already_draining": !started,
+            "sessions_active": st.pool.len(),
+            "turns_running": st.pool.turns_running(),
+        })),
+    )
+        .into_response()
+}
+
+async fn list_sessions(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let sessions: Vec<_> = st
+        .pool
+        .list()
+        .iter()
+        .map(|s| s.snapshot(&st.cfg.node_id))
+        .collect();
+    Json(json!({"node_id": st.cfg.node_id, "stats": st.pool.stats(), "sessions": sessions}))
+}
+
+async fn create_session(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let id = match headers.get(X_HOTPLEX_SESSION) {
+        None => None,
+        Some(v) => match SessionId::parse_bytes(v.as_bytes()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                st.metrics.bad_request("session_id");
+                return ApiError::bad_request("invalid_session_id", e.to_string()).into_response();
+            }
+        },
+    };
+    match st.pool.create(id).await {
+        Ok(s) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/sessions/{}", s.id))],
+            Json(json!({"session_id": s.id, "node_id": st.cfg.node_id})),
+        )
+            .into_response(),
+        Err(e) => ApiError::from_pool(e, st.cfg.retry_after_secs).into_response(),
+    }
+}
+
+/// Resolves a path id to a live session (400 for a malformed id, 404 for an unknown one).
+pub fn lookup(st: &AppState, raw: &str) -> Result<Arc<Session>, ApiError> {
+    let id = SessionId::parse(raw).map_err(|e| {
+        st.metrics.bad_request("session_id");
+        ApiError::bad_request("invalid_session_id", e.to_string()).with("session_id", raw)
+    })?;
+    st.pool
+        .get(&id)
+        .ok_or_else(|| ApiError::session_not_found(raw))
+}
+
+async fn get_session(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match lookup(&st, &id) {
+        Ok(s) => Json(s.snapshot(&st.cfg.node_id)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_session(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let s = match lookup(&st, &id) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if st.pool.close(&s.id, CloseReason::Deleted).await {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::session_not_found(&id).into_response()
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes: 413 when larger, 400 when malformed.
+pub async fn read_json<T: DeserializeOwned>(st: &AppState, body: Body) -> Result<T, ApiError> {
+    let limit = st.cfg.max_body_bytes;
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        st.metrics.bad_request("too_large");
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
+        .with("limit_bytes", limit)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        st.metrics.bad_request("json");
+        ApiError::bad_request("invalid_json", e.to_string())
+    })
+}
+
+/// Body of `POST /sessions/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    pub prompt: String,
+    #[serde(default)]
+    pub request_id: Option<u64>,
+}

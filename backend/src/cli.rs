@@ -1,0 +1,167 @@
+//! Command line: `hotplex-worker [--listen ADDR] [--config FILE] [--node-id ID]` and
+//! `hotplex-worker demo-agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hotplex_common::logging::{self, LogFormat};
+
+use crate::config::{validate_node_id, FileConfig, WorkerConfig};
+
+/// HotPlex session worker.
+#[derive(Debug, Parser)]
+#[command(name = "hotplex-worker", version, about)]
+pub struct Cli {
+    /// Listen address [default: 127.0.0.1:8080, or `listen` from the config file].
+    #[arg(long, env = "HOTPLEX_WORKER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// YAML config file (unknown keys are rejected).
+    #[arg(long, env = "HOTPLEX_WORKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node id, sent as `X-Hotplex-Node` on every response [default: the host name].
+    #[arg(long, env = "HOTPLEX_WORKER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Log format, `json` or `text` [default: json].
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the built-in demo agent on stdin/stdout (what each session starts by default).
+    DemoAgent,
+    /// Validate the config (flags + file) and print the effective values.
+    CheckConfig,
+}
+
+impl Cli {
+    /// The effective configuration: flags over file over defaults.
+    pub fn worker_config(&self) -> Result<WorkerConfig, String> {
+        let (file, name) = match &self.config {
+            Some(p) => (
+                FileConfig::load(p).map_err(|e| e.to_string())?,
+                p.display().to_string(),
+            ),
+            None => (FileConfig::default(), "<defaults>".to_string()),
+        };
+        let mut cfg = file.into_runtime(&name).map_err(|e| e.to_string())?;
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(n) = &self.node_id {
+            validate_node_id(n).map_err(|e| format!("--node-id: {e}"))?;
+            cfg.node_id = n.clone();
+        }
+        if let Some(f) = self.log_format {
+            cfg.log_format = f;
+        }
+        Ok(cfg)
+    }
+}
+
+/// The whole program; both `hotplex-worker` and the e2e launcher call this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::DemoAgent)) {
+        return ExitCode::from(crate::demo_agent::run().clamp(0, 255) as u8);
+    }
+    let cfg = match cli.worker_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hotplex-worker: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        println!("{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    logging::init(cfg.log_format, &cfg.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hotplex-worker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            eprintln!("hotplex-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds, serves, and on SIGTERM/SIGINT drains and exits.
+pub async fn run(cfg: WorkerConfig) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", cfg.listen)))?;
+    let node = cfg.node_id.clone();
+    let server = crate::serve(cfg, listener).await?;
+    tracing::info!(addr = %server.local_addr(), node_id = %node, version = env!("CARGO_PKG_VERSION"), "hotplex-worker started");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("w.yaml");
+        std::fs::write(
+            &p,
+            "listen: 127.0.0.1:9999\nnode_id: from-file\nmax_sessions: 3\n",
+        )
+        .expect("write");
+        let cli = Cli::try_parse_from([
+            "hotplex-worker",
+            "--config",
+            p.to_str().expect("utf8"),
+            "--node-id",
+            "from-flag",
+        ])
+        .expect("parse");
+        let c = cli.worker_config().expect("valid");
+        assert_eq!(c.node_id, "from-flag");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.max_sessions, 3);
+        let cli = Cli::try_parse_from(["hotplex-worker", "--node-id", "bad id"]).expect("parse");
+        assert!(cli.worker_config().is_err());
+    }
+
+    #[test]
+    fn unknown_key_error_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("w.yaml");
+        std::fs::write(&p, "bogus: 1\n").expect("write");
+        let cli = Cli::try_parse_from(["x", "--config", p.to_str().expect("utf8")]).expect("parse");
+        let e = cli.worker_config().expect_err("invalid");
+        assert!(e.contains("w.yaml") && e.contains("bogus"), "{e}");
+    }
+}

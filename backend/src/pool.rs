@@ -1,0 +1,394 @@
+//! The session pool: a bounded map of sessions, each with one hot agent process.
+//!
+//! Capacity is a semaphore of `max_sessions` permits: a slot is reserved atomically
+//! *before* an agent is spawned and released only after that agent is killed and
+//! reaped, so the pool never runs more than `max_sessions` agents.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hotplex_common::SessionId;
+use serde_json::{json, Value};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::agent::AgentProcess;
+use crate::config::WorkerConfig;
+use crate::metrics::{CloseReason, ErrorReason, WorkerMetrics};
+use crate::session::Session;
+
+/// Why a session could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the session pool is full ({0} sessions)")]
+    Full(usize),
+    #[error("the worker is draining and accepts no new sessions")]
+    Draining,
+    #[error("session {0} already exists")]
+    Exists(String),
+    #[error("the agent could not be started: {0}")]
+    StartFailed(String),
+}
+
+/// The session pool.
+pub struct Pool {
+    cfg: Arc<WorkerConfig>,
+    metrics: Arc<WorkerMetrics>,
+    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    slots: Arc<Semaphore>,
+    draining: AtomicBool,
+    turns_running: AtomicUsize,
+    turns_idle: Notify,
+    request_ids: AtomicU64,
+    started: Instant,
+}
+
+impl Pool {
+    pub fn new(cfg: Arc<WorkerConfig>, metrics: Arc<WorkerMetrics>) -> Arc<Self> {
+        metrics.sessions_max.set(cfg.max_sessions as i64);
+        Arc::new(Pool {
+            slots: Arc::new(Semaphore::new(cfg.max_sessions)),
+            cfg,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            turns_running: AtomicUsize::new(0),
+            turns_idle: Notify::new(),
+            request_ids: AtomicU64::new(1),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
+        // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_active(&self, n: usize) {
+        self.metrics.sessions_active.set(n as i64);
+    }
+
+    /// Number of sessions (starting, idle or running).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
+    /// A fresh request id for callers that did not supply one (SSE turns).
+    pub fn next_request_id(&self) -> u64 {
+        self.request_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
+        self.map().get(id).cloned()
+    }
+
+    /// All sessions, sorted by id.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        let mut v: Vec<_> = self.map().values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Creates a session (minting an id when `id` is `None`) and starts its agent.
+    pub async fn create(
+        self: &Arc<Self>,
+        id: Option<SessionId>,
+    ) -> Result<Arc<Session>, PoolError> {
+        if self.is_draining() {
+            self.metrics.pool_rejections.inc();
+            return Err(PoolError::Draining);
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.pool_rejections.inc();
+            return Err(PoolError::Full(self.cfg.max_sessions));
+        };
+        let id = id.unwrap_or_else(|| SessionId::generate(&self.cfg.node_id));
+        let session = Arc::new(Session::new(id.clone(), permit));
+        // Hold the agent lock while starting so a concurrent turn waits for the start.
+        let mut guard = session.agent.clone().lock_owned().await;
+        {
+            let mut map = self.map();
+            if map.contains_key(&id) {
+                return Err(PoolError::Exists(id.into_string()));
+            }
+            map.insert(id.clone(), session.clone());
+            self.update_active(map.len());
+        }
+        let cfg = &self.cfg;
+        match AgentProcess::spawn(&cfg.agent, id.as_str(), cfg.startup_timeout).await {
+            Ok(agent) => {
+                session.mark_started(agent.pid());
+                *guard = Some(agent);
+                drop(guard);
+                self.metrics.sessions_total.inc();
+                tracing::debug!(session = %id, "session created");
+                Ok(session)
+            }
+            Err(e) => {
+                drop(guard);
+                tracing::warn!(session = %id, error = %e, "agent start failed");
+                self.metrics.session_error(ErrorReason::StartFailed);
+                {
+                    let mut map = self.map();
+                    map.remove(&id);
+                    self.update_active(map.len());
+                }
+                session.release_slot();
+                Err(PoolError::StartFailed(e.to_string()))
+            }
+        }
+    }
+
+    /// The session `id`, created if it does not exist (WebSocket `execute`).
+    pub async fn get_or_create(self: &Arc<Self>, id: SessionId) -> Result<Arc<Session>, PoolError> {
+        if let Some(s) = self.get(&id) {
+            return Ok(s);
+        }
+        match self.create(Some(id.clone())).await {
+            Err(PoolError::Exists(_)) => self
+                .get(&id)
+                .ok_or_else(|| PoolError::StartFailed("session vanished".into())),
+            other => other,
+        }
+    }
+
+    /// Closes a session: interrupts its turn, kills its process group, reaps the agent,
+    /// frees its slot. Returns false if it did not exist.
+    pub async fn close(&self, id: &SessionId, reason: CloseReason) -> bool {
+        let session = {
+            let mut map = self.map();
+            let s = map.remove(id);
+            self.update_active(map.len());
+            s
+        };
+        let Some(session) = session else { return false };
+        session.begin_close();
+        let mut guard = session.agent.clone().lock_owned().await;
+        if let Some(mut agent) = guard.take() {
+            agent.close().await;
+        }
+        drop(guard);
+        session.release_slot();
+        self.metrics.session_closed(reason);
+        tracing::debug!(session = %id, reason = reason.as_str(), "session closed");
+        true
+    }
+
+    /// Closes every session in parallel.
+    pub async fn close_all(&self, reason: CloseReason) {
+        let ids: Vec<SessionId> = self.map().keys().cloned().collect();
+        let closes = ids.iter().map(|id| self.close(id, reason));
+        futures_util::future::join_all(closes).await;
+    }
+
+    /// One reaper pass: closes sessions idle longer than the idle timeout.
+    pub async fn reap_idle(&self) -> usize {
+        let idle = self.cfg.idle_timeout;
+        let victims: Vec<SessionId> = self
+            .map()
+            .values()
+            .filter(|s| !s.is_running() && s.status() == "idle" && s.idle_for() >= idle)
+            .map(|s| s.id.clone())
+            .collect();
+        let reason = if self.is_draining() {
+            CloseReason::Drain
+        } else {
+            CloseReason::Idle
+        };
+        let mut n = 0;
+        for id in victims {
+            if self.close(&id, reason).await {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Runs the reaper until the pool is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let every = self.cfg.reap_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                let n = pool.reap_idle().await;
+                if n > 0 {
+                    tracing::info!(closed = n, "reaped idle sessions");
+                }
+            }
+        })
+    }
+
+    /// Stops accepting new sessions (existing ones keep serving turns).
+    pub fn start_drain(&self) -> bool {
+        let was = self.draining.swap(true, Ordering::AcqRel);
+        self.metrics.draining.set(1);
+        if !was {
+            tracing::info!(sessions = self.len(), "draining: no new sessions");
+        }
+        !was
+    }
+
+    pub(crate) fn turn_started(&self) {
+        self.turns_running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn turn_finished(&self) {
+        if self.turns_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.turns_idle.notify_waiters();
+        }
+    }
+
+    pub fn turns_running(&self) -> usize {
+        self.turns_running.load(Ordering::Acquire)
+    }
+
+    /// Waits until no turn runs, at most `grace`. Returns whether all turns finished.
+    pub async fn wait_turns(&self, grace: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.turns_idle.notified();
+                if self.turns_running() == 0 {
+                    return;
+                }
+                // Re-check periodically as well, in case a notification raced.
+                let _ = tokio::time::timeout(Duration::from_millis(100), idle).await;
+            }
+        };
+        tokio::time::timeout(grace, wait).await.is_ok()
+    }
+
+    /// Drain, let running turns finish (up to `grace`), then close every session.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.start_drain();
+        if !self.wait_turns(grace).await {
+            tracing::warn!(
+                running = self.turns_running(),
+                "grace period over, killing running turns"
+            );
+        }
+        self.close_all(CloseReason::Shutdown).await;
+    }
+
+    /// Readiness: `ready`, `draining` or `full`.
+    pub fn readiness(&self) -> &'static str {
+        if self.is_draining() {
+            "draining"
+        } else if self.is_full() {
+            "full"
+        } else {
+            "ready"
+        }
+    }
+
+    /// Pool statistics (WebSocket `stats`, `GET /sessions`).
+    pub fn stats(&self) -> Value {
+        json!({
+            "node_id": self.cfg.node_id,
+            "sessions_active": self.len(),
+            "max_sessions": self.cfg.max_sessions,
+            "turns_running": self.turns_running(),
+            "sessions_total": self.metrics.sessions_total.get(),
+            "draining": self.is_draining(),
+            "status": self.readiness(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentConfig;
+    use crate::session::{Turn, TurnEvent};
+
+    fn shell_agent() -> AgentConfig {
+        let script = r#"echo '{"type":"ready"}'; while read -r l; do echo '{"type":"tool_use","tool":"sh"}'; echo '{"type":"result"}'; done"#;
+        AgentConfig::command(vec!["sh".into(), "-c".into(), script.into()])
+    }
+
+    fn pool(max: usize) -> Arc<Pool> {
+        let cfg = WorkerConfig {
+            max_sessions: max,
+            node_id: "t".into(),
+            idle_timeout: Duration::from_millis(50),
+            agent: shell_agent(),
+            ..WorkerConfig::default()
+        };
+        Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()))
+    }
+
+    #[tokio::test]
+    async fn cap_is_enforced_and_slots_are_freed() {
+        let p = pool(2);
+        let a = p.create(None).await.expect("a");
+        let _b = p.create(None).await.expect("b");
+        assert!(matches!(p.create(None).await, Err(PoolError::Full(2))));
+        assert_eq!(p.readiness(), "full");
+        assert!(p.close(&a.id, CloseReason::Deleted).await);
+        assert!(!p.close(&a.id, CloseReason::Deleted).await);
+        p.create(None).await.expect("slot freed");
+        assert_eq!(p.metrics().sessions_active.get(), 2);
+        p.close_all(CloseReason::Shutdown).await;
+        assert!(p.is_empty());
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_and_drain() {
+        let p = pool(5);
+        let id = SessionId::parse("dup-1").expect("id");
+        p.create(Some(id.clone())).await.expect("first");
+        assert!(matches!(
+            p.create(Some(id.clone())).await,
+            Err(PoolError::Exists(_))
+        ));
+        assert_eq!(p.len(), 1);
+        assert!(p.start_drain());
+        assert!(matches!(p.create(None).await, Err(PoolError::Draining)));
+        assert_eq!(p.readiness(), "draining");
+        p.shutdown(Duration::from_millis(100)).await;
+        assert!(p.is_empty());
+    }
+
+    #[tokio::test]
+    async fn turn_runs_and_idle_sessions_are_reaped() {
+        let p = pool(5);
+        let s = p.create(None).await.expect("create");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<TurnEvent>(16);
+        let turn = Turn::begin(&p, &s).expect("begin");
+        assert!(Turn::begin(&p, &s).is_err(), "one turn at a time");
+        turn.run("hi".into(), tx).await;
+        let mut events = vec![];
+        while let Some(e) = rx.recv().await {
+            events.push(e.event);
+        }
+        assert_eq!(events, ["tool_use", "completed"]);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(p.reap_idle().await, 1);
+        assert!(p.is_empty());
+    }
+}

@@ -36,6 +36,16 @@ pub enum Command {
     DemoAgent,
     /// Validate the config (flags + file) and print the effective values.
     CheckConfig,
+    /// Ask a running worker to drain (`POST /admin/drain`), e.g. from a Kubernetes
+    /// preStop hook. Exits 0 when the worker accepted.
+    Drain {
+        /// Base URL of the worker.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// API key, when the worker requires one.
+        #[arg(long, env = "HOTPLEX_API_KEY")]
+        api_key: Option<String>,
+    },
 }
 
 impl Cli {
@@ -68,6 +78,26 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::DemoAgent)) {
         return ExitCode::from(crate::demo_agent::run().clamp(0, 255) as u8);
+    }
+    if let Some(Command::Drain { url, api_key }) = &cli.command {
+        return match crate::drain_client::drain(
+            url,
+            api_key.as_deref(),
+            crate::drain_client::DEFAULT_TIMEOUT,
+        ) {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                eprintln!("hotplex-worker drain: {url} answered {status}: {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("hotplex-worker drain: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let cfg = match cli.worker_config() {
         Ok(c) => c,

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo_agent;
+pub mod drain_client;
 pub mod error;
 pub mod metrics;
 pub mod pool;

@@ -169,3 +169,41 @@ async fn sigterm_kills_turns_that_outlive_the_grace_period() {
     assert!(sent.elapsed() < Duration::from_secs(5));
     assert!(!process_alive(agents[0].0), "agent killed");
 }
+
+/// `hotplex-worker drain --url ...` (the Kubernetes preStop hook) drains a running worker:
+/// exit 0, readiness turns 503 draining, new sessions are refused; a worker that is not
+/// there makes it exit non-zero.
+#[tokio::test]
+async fn drain_subcommand_drains_a_running_worker() {
+    let w = spawn_worker("max_sessions: 10\n", "prestop-node").await;
+    let c = client();
+    let out = tokio::process::Command::new(WORKER_BIN)
+        .args(["drain", "--url", &w.base])
+        .output()
+        .await
+        .expect("run drain");
+    assert!(out.status.success(), "{out:?}");
+    let body: Value = serde_json::from_slice(&out.stdout).expect("json body");
+    assert_eq!(body["status"], "draining");
+    let r = c
+        .get(format!("{}/health/ready", w.base))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(r.status(), 503);
+    let r = c
+        .post(format!("{}/sessions", w.base))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 503);
+
+    let dead = format!("http://{}", hotplex_e2e::free_addr());
+    let out = tokio::process::Command::new(WORKER_BIN)
+        .args(["drain", "--url", &dead])
+        .output()
+        .await
+        .expect("run drain");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drain"));
+}

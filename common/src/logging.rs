@@ -20,7 +20,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "json" => Ok(LogFormat::Json),
             "text" => Ok(LogFormat::Text),
-            other => Err(format!("unknown log format {other:?} (expected json or text)")),
+            other => Err(format!(
+                "unknown log format {other:?} (expected json or text)"
+            )),
         }
     }
 }

@@ -117,18 +117,33 @@ mod tests {
     #[test]
     fn accepts_the_alphabet() {
         assert!(SessionId::parse("w1.AbC-09_~x").is_ok());
-        assert_eq!(SessionId::parse("a").map(|s| s.into_string()), Ok("a".into()));
+        assert_eq!(
+            SessionId::parse("a").map(|s| s.into_string()),
+            Ok("a".into())
+        );
     }
 
     #[test]
     fn rejects_bad_input() {
         assert_eq!(SessionId::parse(""), Err(SessionIdError::Empty));
-        assert_eq!(SessionId::parse(&"a".repeat(129)), Err(SessionIdError::TooLong));
+        assert_eq!(
+            SessionId::parse(&"a".repeat(129)),
+            Err(SessionIdError::TooLong)
+        );
         assert_eq!(SessionId::parse("ab/c"), Err(SessionIdError::BadByte(2)));
         assert_eq!(SessionId::parse("a b"), Err(SessionIdError::BadByte(1)));
-        assert_eq!(SessionId::parse_bytes(b"ok\x00"), Err(SessionIdError::BadByte(2)));
-        assert_eq!(SessionId::parse_bytes(b"\xff\xfe"), Err(SessionIdError::BadByte(0)));
-        assert_eq!(SessionId::parse("sess\u{e9}"), Err(SessionIdError::BadByte(4)));
+        assert_eq!(
+            SessionId::parse_bytes(b"ok\x00"),
+            Err(SessionIdError::BadByte(2))
+        );
+        assert_eq!(
+            SessionId::parse_bytes(b"\xff\xfe"),
+            Err(SessionIdError::BadByte(0))
+        );
+        assert_eq!(
+            SessionId::parse("sess\u{e9}"),
+            Err(SessionIdError::BadByte(4))
+        );
     }
 
     #[test]

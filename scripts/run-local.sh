@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 PROFILE="${PROFILE:-release}"
 BIN="target/${PROFILE}"
+[ "$PROFILE" = "dev" ] && BIN="target/debug"
 cargo build --profile "$PROFILE" -p hotplex-worker -p hotplex-proxy
 
 pids=()
@@ -28,10 +29,15 @@ done
 pids+=($!)
 
 # Wait for the proxy's admin listener.
+up=0
 for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null http://127.0.0.1:9900/health/live 2>/dev/null && break
+  if curl -fsS -o /dev/null http://127.0.0.1:9900/health/live 2>/dev/null; then up=1; break; fi
   sleep 0.1
 done
+if [ "$up" -ne 1 ]; then
+  echo "the proxy did not come up on 127.0.0.1:9900 (see the log above)" >&2
+  exit 1
+fi
 
 cat <<'HOWTO'
 

@@ -11,7 +11,8 @@ run: deps
 	@bash scripts/run-local.sh
 
 ## make test: every test of the workspace (unit + end-to-end on loopback).
-test: deps
+test:
+	@bash scripts/install-deps.sh redis-server:redis-server
 	HOTPLEX_E2E_QUIET=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## make lint: rustfmt and clippy, warnings are errors.

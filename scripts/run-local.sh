@@ -43,6 +43,7 @@ cat <<'HOWTO'
 
 HotPlex Edge is up:
   proxy        http://127.0.0.1:8000
+  proxy TLS    https://127.0.0.1:8443  (HTTP/1.1 + h2, self-signed dev certificate: -k)
   admin        http://127.0.0.1:9900   (/metrics, /admin/workers)
   workers      http://127.0.0.1:8081 .. 8083   (each with /metrics)
 
@@ -55,6 +56,8 @@ Try it:
   # WebSocket (any client, e.g. `websocat`):
   #   websocat ws://127.0.0.1:8000/ws/v1/agent
   #   {"type":"execute","request_id":1,"session_id":"demo-1","prompt":"hello"}
+  # the same over TLS + HTTP/2 (dev certificate, hence -k)
+  curl -k --http2 -si https://127.0.0.1:8443/sessions/$SID
   curl -s http://127.0.0.1:9900/admin/workers
   curl -s http://127.0.0.1:9900/metrics | grep hotplex_
 

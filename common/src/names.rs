@@ -84,8 +84,23 @@ pub mod proxy {
     pub const REJECTIONS: &str = "hotplex_proxy_rejections_total";
     /// Counter: requests limited by a rate limit, labels `key`, `route`.
     pub const RATE_LIMITED: &str = "hotplex_proxy_rate_limited_total";
+    /// Counter: authentication failures at the proxy, label `reason`
+    /// (`missing_key`, `invalid_key`, `forbidden_route`).
+    pub const AUTH_FAILURES: &str = "hotplex_proxy_auth_failures_total";
+    /// Gauge: 1 while the shared rate-limit store (Redis) answers, 0 when it does not
+    /// (also 1 when no store is configured).
+    pub const RATELIMIT_STORE_UP: &str = "hotplex_proxy_ratelimit_store_up";
+    /// Counter: rate-limit checks the store could not answer, label `outcome`
+    /// (`fail_open`: admitted, `fail_closed`: refused with 503).
+    pub const RATELIMIT_STORE_FAILURES: &str = "hotplex_proxy_ratelimit_store_failures_total";
     /// Counter: completed TLS handshakes, label `version`.
     pub const TLS_HANDSHAKES: &str = "hotplex_proxy_tls_handshakes_total";
+    /// Counter: TLS certificate reloads (config reload or file change), label `result`
+    /// (`success`, `failure`).
+    pub const TLS_CERT_RELOADS: &str = "hotplex_proxy_tls_cert_reloads_total";
+    /// Gauge: `notAfter` of each served certificate as a Unix time, label `name` (the
+    /// config label, e.g. `tls.certificates[0]`, or `dev`).
+    pub const TLS_CERT_EXPIRY: &str = "hotplex_proxy_tls_cert_expiry_timestamp_seconds";
 }
 
 /// Config reload metrics (proxy).

@@ -3,8 +3,15 @@
 //! - `GET /admin/workers`: JSON list of workers: `id`, `address`, `weight`, `healthy`,
 //!   `ejected`, `ejected_until` (Unix ms, `null` when not ejected), `draining`, `full`,
 //!   `sessions`, `capacity`, `available`, `placeable`, plus the active `config_hash`;
+//!   `state` (`active`, `draining`, `removing`), `drain_requested`, `removing_until` (Unix ms);
+//! - `GET /admin/config`: `hash`, `source`, `loaded_at` (Unix s) of the active config;
 //! - `POST /admin/reload`: reload the config file (see [`crate::reload`]);
+//! - `POST /admin/workers/{id}/drain`, `POST /admin/workers/{id}/resume`: operator drain;
 //! - `GET /health/live`: 200 while the process runs.
+//!
+//! `/admin/*` needs `Authorization: Bearer <token>` (one of `admin.tokens`) when tokens are
+//! configured, else `401 {"error":"unauthorized"}`; without tokens it is open (allowed on a
+//! loopback `admin.listen` only). `/metrics` and `/health/live` are always open.
 //!
 //! An axum server run as a pingora background service on a listener bound before start
 //! (so a busy port fails at startup, not later).
@@ -13,9 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use axum::extract::State;
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pingora::server::ShutdownWatch;
@@ -39,28 +47,102 @@ pub fn router(
     metrics: Arc<ProxyMetrics>,
     reloader: Arc<Reloader>,
 ) -> Router {
+    let state = AdminState {
+        registry,
+        metrics,
+        reloader,
+    };
+    let protected = Router::new()
+        .route("/admin/workers", get(workers_handler))
+        .route("/admin/config", get(config_handler))
+        .route("/admin/reload", post(reload_handler))
+        .route("/admin/workers/{id}/drain", post(drain_handler))
+        .route("/admin/workers/{id}/resume", post(resume_handler))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(hotplex_common::headers::METRICS_PATH, get(metrics_handler))
-        .route("/admin/workers", get(workers_handler))
-        .route("/admin/reload", post(reload_handler))
         .route(hotplex_common::headers::HEALTH_LIVE_PATH, get(live))
-        .with_state(AdminState {
-            registry,
-            metrics,
-            reloader,
-        })
+        .merge(protected)
+        .with_state(state)
+}
+
+async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let cfg = s.registry.config();
+    if cfg.admin_tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if crate::config::tokens::token_ok(&cfg.admin_tokens, t.as_bytes()) => {
+            next.run(req).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "unauthorized", "message": "a valid Authorization: Bearer token is required"})),
+        )
+            .into_response(),
+    }
+}
+
+fn config_json(s: &AdminState) -> Value {
+    let cfg = s.registry.config();
+    json!({
+        "hash": cfg.hash,
+        "source": cfg.source,
+        "loaded_at": s.metrics.config_last_success.get(),
+    })
+}
+
+async fn config_handler(State(s): State<AdminState>) -> Json<Value> {
+    Json(config_json(&s))
+}
+
+fn set_drain(s: &AdminState, id: &str, on: bool) -> (StatusCode, Json<Value>) {
+    if !s.registry.set_drain(id, on) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown_worker", "worker": id})),
+        );
+    }
+    tracing::info!(worker = id, drain = on, "operator drain changed");
+    s.metrics.refresh_worker_gauges(&s.registry);
+    let w = workers_json(&s.registry)["workers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|w| w["id"] == id).cloned())
+        .unwrap_or(Value::Null);
+    (StatusCode::OK, Json(w))
+}
+
+async fn drain_handler(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    set_drain(&s, &id, true)
+}
+
+async fn resume_handler(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    set_drain(&s, &id, false)
 }
 
 async fn reload_handler(State(s): State<AdminState>) -> impl IntoResponse {
     match s.reloader.reload().await {
         Ok(hash) => (
             StatusCode::OK,
-            Json(json!({"status": "reloaded", "config_hash": hash})),
+            Json(json!({"status": "reloaded", "config_hash": hash, "config": config_json(&s)})),
         ),
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(
-                json!({"error": "invalid_config", "file": e.file, "key": e.key, "reason": e.reason, "message": e.to_string()}),
+                json!({"error": "invalid_config", "file": e.file, "key": e.key, "reason": e.reason, "message": e.to_string(), "config_hash": s.registry.config().hash}),
             ),
         ),
     }
@@ -84,10 +166,9 @@ async fn live() -> Json<Value> {
 pub fn workers_json(registry: &Registry) -> Value {
     let now = Instant::now();
     let wall = SystemTime::now();
-    let list: Vec<Value> = registry
-        .workers()
-        .list
-        .iter()
+    let workers = registry.workers();
+    let list: Vec<Value> = workers
+        .live()
         .map(|w| {
             let s = w.snapshot();
             let ejected_until = s.ejected_until.filter(|t| *t > now).map(|t| {
@@ -103,7 +184,15 @@ pub fn workers_json(registry: &Registry) -> Value {
                 "healthy": s.healthy,
                 "ejected": ejected_until.is_some(),
                 "ejected_until": ejected_until,
-                "draining": s.draining,
+                "draining": w.draining_of(&s),
+                "state": w.lifecycle_of(&s).as_str(),
+                "drain_requested": s.drain_requested || w.spec.drain,
+                "removing_until": w.removing_until.map(|t| {
+                    (wall + t.saturating_duration_since(now))
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0)
+                }),
                 "full": s.full,
                 "sessions": Worker::sessions_of(&s),
                 "capacity": w.capacity_of(&s),
@@ -119,18 +208,54 @@ async fn workers_handler(State(s): State<AdminState>) -> Json<Value> {
     Json(workers_json(&s.registry))
 }
 
+/// How long an upgrading process waits for the old one to release the admin port.
+pub const ADMIN_REBIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Background service serving the admin router.
 pub struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
+    addr: std::net::SocketAddr,
     router: Router,
 }
 
 impl AdminService {
     /// `listener` must be bound already.
     pub fn new(listener: std::net::TcpListener, router: Router) -> AdminService {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         AdminService {
             listener: Mutex::new(Some(listener)),
+            addr,
             router,
+        }
+    }
+
+    /// `listener`: bound already, or `None` (graceful upgrade) to bind `addr` once the old
+    /// process has released it.
+    pub fn new_or_deferred(
+        listener: Option<std::net::TcpListener>,
+        addr: std::net::SocketAddr,
+        router: Router,
+    ) -> AdminService {
+        AdminService {
+            listener: Mutex::new(listener),
+            addr,
+            router,
+        }
+    }
+}
+
+async fn bind_when_free(addr: std::net::SocketAddr) -> Option<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + ADMIN_REBIND_TIMEOUT;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Some(l),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::error!(error = %e, %addr, "admin listener never became free");
+                return None;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
 }
@@ -143,17 +268,26 @@ impl BackgroundService for AdminService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let Some(std_listener) = std_listener else {
-            return;
-        };
-        let listener = match std_listener
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "admin listener unusable");
-                return;
+        let listener = match std_listener {
+            Some(l) => match l
+                .set_nonblocking(true)
+                .and_then(|_| tokio::net::TcpListener::from_std(l))
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin listener unusable");
+                    return;
+                }
+            },
+            None => {
+                let mut sd = shutdown.clone();
+                tokio::select! {
+                    l = bind_when_free(self.addr) => match l {
+                        Some(l) => l,
+                        None => return,
+                    },
+                    _ = sd.changed() => return,
+                }
             }
         };
         let serve = axum::serve(listener, self.router.clone()).with_graceful_shutdown(async move {

@@ -1,6 +1,7 @@
 //! Command line: `hotplex-proxy [--config FILE]` runs (embedded default without
 //! `--config`); `hotplex-proxy check FILE` validates like `nginx -t` (exit 0 and a summary,
-//! or exit 1 and `FILE: key.path: reason`).
+//! or exit 1 and `FILE: key.path: reason`). `--upgrade` starts a new binary that takes the
+//! listening sockets over from the running one (pingora graceful upgrade).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,10 @@ pub struct Cli {
     /// Config file (YAML). Without it the embedded default runs (3 local workers).
     #[arg(long, short = 'c', env = "HOTPLEX_PROXY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Graceful upgrade: take the listening sockets over from the running proxy (same
+    /// config, same `upgrade.sock`); then send SIGQUIT to the old process.
+    #[arg(long, short = 'u')]
+    pub upgrade: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -62,7 +67,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_INVALID_CONFIG);
                 }
             };
-            match crate::server::run(cfg, cli.config.clone()) {
+            match crate::server::run(cfg, cli.config.clone(), cli.upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hotplex-proxy: {e}");

@@ -3,6 +3,8 @@
 //! | status | `error` | when |
 //! |---|---|---|
 //! | 400 | `invalid_session_id` | the routing key has bytes outside `[A-Za-z0-9._~-]` or is over 128 bytes |
+//! | 414 | `uri_too_long` | request target over `proxy::MAX_URI_BYTES` (8 KiB), answered before routing |
+//! | 431 | `headers_too_large` | header names + values over `proxy::MAX_HEADER_BYTES` (32 KiB) |
 //! | 410 | `session_worker_gone` | a signed session id names a worker no longer in the config |
 //! | 503 | `worker_unavailable` (+ `Retry-After`) | the session's worker is down, ejected or refuses connections |
 //! | 503 | `no_capacity` (+ `Retry-After`) | a new session and no worker has room (or none is up) |

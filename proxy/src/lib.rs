@@ -11,7 +11,9 @@
 //! - [`reload`]: hot reload of the config file (`SIGHUP`, `POST /admin/reload`);
 //! - [`metrics`]: the typed `ProxyMetrics`;
 //! - [`errors`]: the JSON error answers;
-//! - [`server`]: assembles the pingora server.
+//! - [`server`]: assembles the pingora server;
+//! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
+//! - [`tls`]: TLS termination, HTTP/2, HSTS, HTTPS redirect, certificate reload.
 //!
 //! Routing in one paragraph: a request's key comes from the path, query, header or cookie
 //! (configurable order). A key signed by this deployment names its worker and always goes
@@ -21,12 +23,18 @@
 //! gets a signed id, and the response sets a signed affinity cookie.
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod limit_store;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod security;
 pub mod server;
+pub mod tls;
+pub mod upgrade;
 pub mod upstream;

@@ -28,6 +28,14 @@ pub struct ProxyMetrics {
     pub websockets_active: IntGauge,
     pub requests_in_flight: IntGauge,
     pub rejections: IntCounterVec,
+    /// `hotplex_proxy_auth_failures_total{reason}` (see [`crate::security`]).
+    pub auth_failures: IntCounterVec,
+    /// `hotplex_proxy_rate_limited_total{key,route}`.
+    pub rate_limited: IntCounterVec,
+    /// `hotplex_proxy_ratelimit_store_up` (see [`crate::limit_store`]).
+    pub ratelimit_store_up: IntGauge,
+    /// `hotplex_proxy_ratelimit_store_failures_total{outcome}`.
+    pub ratelimit_store_failures: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_success: Gauge,
     pub config_active: GaugeVec,
@@ -139,6 +147,26 @@ impl ProxyMetrics {
                 "Requests rejected by the proxy itself",
                 &["reason"],
             ),
+            auth_failures: counter(&r, n::AUTH_FAILURES, "Authentication failures", &["reason"]),
+            rate_limited: counter(
+                &r,
+                n::RATE_LIMITED,
+                "Requests refused by a rate limit",
+                &["key", "route"],
+            ),
+            ratelimit_store_failures: counter(
+                &r,
+                n::RATELIMIT_STORE_FAILURES,
+                "Rate-limit store failures",
+                &["outcome"],
+            ),
+            ratelimit_store_up: {
+                let help = "1 while the rate-limit store answers (or none is configured)";
+                let g =
+                    IntGauge::new(n::RATELIMIT_STORE_UP, help).unwrap_or_else(|e| panic!("{e}"));
+                g.set(1);
+                reg(&r, g)
+            },
             config_reloads: counter(
                 &r,
                 cfgn::RELOADS_TOTAL,
@@ -171,7 +199,7 @@ impl ProxyMetrics {
     /// Sets the per-worker gauges from the registry.
     pub fn refresh_worker_gauges(&self, reg: &Registry) {
         let now = Instant::now();
-        for w in &reg.workers().list {
+        for w in reg.workers().live() {
             let s = w.snapshot();
             let id = w.spec.id.as_str();
             let up = s.healthy && s.ejected_until.is_none_or(|t| t <= now);
@@ -186,7 +214,7 @@ impl ProxyMetrics {
                 .set(i64::from(up));
             self.worker_draining
                 .with_label_values(&[id])
-                .set(i64::from(s.draining));
+                .set(i64::from(w.draining_of(&s)));
         }
     }
 
@@ -201,6 +229,8 @@ impl ProxyMetrics {
 
     /// Renders the text exposition (refreshing worker gauges first).
     pub fn render(&self, reg: &Registry) -> String {
+        // Reset first: workers whose removal grace ended lose their series.
+        self.forget_workers();
         self.refresh_worker_gauges(reg);
         hotplex_common::metrics::render(&self.registry)
     }

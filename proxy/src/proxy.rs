@@ -39,11 +39,17 @@ pub const MAX_PLACEMENT_TRIES: usize = 3;
 pub struct HotplexProxy {
     registry: Arc<Registry>,
     metrics: Arc<ProxyMetrics>,
+    security: crate::security::Security,
 }
 
 impl HotplexProxy {
     pub fn new(registry: Arc<Registry>, metrics: Arc<ProxyMetrics>) -> HotplexProxy {
-        HotplexProxy { registry, metrics }
+        let security = crate::security::Security::new();
+        HotplexProxy {
+            registry,
+            metrics,
+            security,
+        }
     }
 }
 
@@ -68,6 +74,8 @@ pub struct Ctx {
     /// Status of an answer written by the proxy itself.
     own_status: u16,
     in_flight: bool,
+    /// Auth/limit state (tenant, client IP, RateLimit headers, WebSocket slot).
+    security: crate::security::ReqState,
 }
 
 fn route_label(method: &http::Method, path: &str) -> &'static str {
@@ -90,6 +98,34 @@ fn route_label(method: &http::Method, path: &str) -> &'static str {
     } else {
         "other"
     }
+}
+
+/// Largest request target forwarded (bytes); longer: 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest total of header names + values forwarded (bytes); larger: 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// 414 / 431 for a request head too large to forward.
+fn oversized_head(req: &RequestHeader) -> Option<ErrorAnswer> {
+    let (status, error) = if req.raw_path().len() > MAX_URI_BYTES {
+        (414, "uri_too_long")
+    } else if req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum::<usize>()
+        > MAX_HEADER_BYTES
+    {
+        (431, "headers_too_large")
+    } else {
+        return None;
+    };
+    Some(ErrorAnswer {
+        status,
+        body: serde_json::json!({ "error": error }),
+        retry_after: None,
+        reason: "bad_request",
+    })
 }
 
 fn valid_request_id(v: &[u8]) -> bool {
@@ -215,6 +251,7 @@ impl ProxyHttp for HotplexProxy {
             ws_counted: false,
             own_status: 0,
             in_flight: false,
+            security: Default::default(),
         }
     }
 
@@ -243,6 +280,22 @@ impl ProxyHttp for HotplexProxy {
                 .is_some_and(|v| v.contains("text/event-stream"));
             ctx.websocket = session.is_upgrade_req();
             ctx.stream = ctx.websocket || sse_accept || ctx.route_label == "messages";
+        }
+        if let Some(answer) = oversized_head(session.req_header()) {
+            // Answered here: forwarded, a worker rejecting a huge head would look like a
+            // failing worker (reset -> 503 + ejection) to the proxy.
+            self.answer(session, ctx, &answer, true).await;
+            return Ok(true);
+        }
+        let cfg = self.registry.config();
+        let (route, create, ws) = (ctx.route_label, ctx.create, ctx.websocket);
+        let st = &mut ctx.security;
+        let admitted = (self.security).admit(session, &cfg, &self.metrics, route, create, ws, st);
+        if let Err(r) = admitted.await {
+            ctx.own_status = r.status;
+            self.metrics.rejections.with_label_values(&[r.reason]).inc();
+            crate::security::respond(session, &r, &ctx.request_id).await;
+            return Ok(true);
         }
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
@@ -284,7 +337,8 @@ impl ProxyHttp for HotplexProxy {
         };
         let cfg = self.registry.config();
         let t = &cfg.timeouts;
-        let mut peer = HttpPeer::new(route.worker.spec.address, false, String::new());
+        let mut peer =
+            crate::tls::worker_peer(cfg.upstream_tls.as_ref(), route.worker.spec.address);
         peer.options.connection_timeout = Some(t.connect);
         if ctx.stream {
             peer.options.read_timeout = Some(t.stream_idle);
@@ -323,7 +377,7 @@ impl ProxyHttp for HotplexProxy {
             } else {
                 ip.to_string()
             };
-            let fwd = format!("for={node};proto=http");
+            let fwd = format!("for={node};proto={}", crate::tls::scheme(session));
             let fwd = match req.headers.get(h::FORWARDED).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.trim().is_empty() => format!("{prev}, {fwd}"),
                 _ => fwd,
@@ -331,7 +385,7 @@ impl ProxyHttp for HotplexProxy {
             req.insert_header(h::FORWARDED, fwd)?;
         }
         if req.headers.get(h::X_FORWARDED_PROTO).is_none() {
-            req.insert_header(h::X_FORWARDED_PROTO, "http")?;
+            req.insert_header(h::X_FORWARDED_PROTO, crate::tls::scheme(session))?;
         }
         req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(id) = ctx.route.as_ref().and_then(|r| r.minted.as_ref()) {
@@ -347,6 +401,10 @@ impl ProxyHttp for HotplexProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.head_elapsed = Some(ctx.start.elapsed());
+        if crate::upgrade::leaving() {
+            // Upgrade/stop in progress: move keep-alive clients to the new process.
+            _session.set_keepalive(None);
+        }
         if let Some(route) = ctx.route.as_ref() {
             if let Some(t) = ctx.upstream_start {
                 self.metrics
@@ -360,6 +418,8 @@ impl ProxyHttp for HotplexProxy {
             }
         }
         resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
+        crate::tls::on_response(_session, resp, &self.registry.config())?;
+        crate::security::on_response(resp, &ctx.security)?;
         if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted
         {
             ctx.ws_counted = true;
@@ -536,6 +596,7 @@ impl ProxyHttp for HotplexProxy {
             key_source = route.and_then(|r| r.source).map_or("none", |s| s.as_str()),
             outcome = route.map_or("", |r| r.outcome.as_str()),
             request_id = %ctx.request_id,
+            tenant = ctx.security.tenant_label(),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
     }

@@ -1,4 +1,7 @@
-//! Hot reload of the config file: `SIGHUP` or `POST /admin/reload` on the admin listener.
+//! Hot reload of the config file. Three triggers, one path ([`Reloader::reload_from`]):
+//! `SIGHUP`, a change of the file's content ([`WatchService`], notify on the parent
+//! directory, debounced [`WATCH_DEBOUNCE`], ignored when the content hash is unchanged) and
+//! `POST /admin/reload` on the admin listener.
 //!
 //! The file is parsed and validated like at startup; on any error the running config stays
 //! and the error (file, key path, reason) is logged, returned and counted
@@ -10,7 +13,8 @@
 //!
 //! Not reloadable (pingora cannot add listeners or change its runtime after start,
 //! issue 690): `listen`, `admin.listen`, `threads`, `upstream.keepalive_pool_size` and the
-//! probe `health_check.interval`. A reload that changes them is rejected: restart instead.
+//! probe `health_check.interval`, and the `upgrade:` section. A reload that changes them is
+//! rejected: do a graceful upgrade (`--upgrade`, see the README) instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,12 +27,26 @@ use crate::config::{self, ConfigError, RuntimeConfig};
 use crate::metrics::ProxyMetrics;
 use crate::upstream::Registry;
 
+/// Debounce of file-change events.
+pub const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A component with reloadable state (certificates, auth keys, rate limits...).
+/// `check` runs on the validated new config before anything changes (an error rejects the
+/// reload); `apply` runs right after the swap.
+pub trait ReloadHook: Send + Sync {
+    fn check(&self, old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError>;
+    fn apply(&self, new: &RuntimeConfig);
+}
+
 /// Reloads the running config from its file.
 pub struct Reloader {
     path: Option<PathBuf>,
     registry: Arc<Registry>,
     metrics: Arc<ProxyMetrics>,
     lock: tokio::sync::Mutex<()>,
+    hooks: std::sync::RwLock<Vec<Arc<dyn ReloadHook>>>,
+    /// Content hash of the last file read by a reload (the watcher skips it).
+    last_attempt: std::sync::Mutex<String>,
 }
 
 fn unchanged<T: PartialEq + std::fmt::Debug>(
@@ -65,6 +83,19 @@ pub fn check_reloadable(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), 
         "health_check.interval",
         old.health.interval,
         new.health.interval,
+    )?;
+    unchanged(f, "upgrade.sock", &old.upgrade_sock, &new.upgrade_sock)?;
+    unchanged(
+        f,
+        "upgrade.grace_period",
+        old.upgrade_grace,
+        new.upgrade_grace,
+    )?;
+    unchanged(
+        f,
+        "upgrade.shutdown_timeout",
+        old.shutdown_timeout,
+        new.shutdown_timeout,
     )
 }
 
@@ -80,11 +111,31 @@ impl Reloader {
             registry,
             metrics,
             lock: tokio::sync::Mutex::new(()),
+            hooks: std::sync::RwLock::new(Vec::new()),
+            last_attempt: std::sync::Mutex::new(String::new()),
         }
     }
 
-    /// Reloads; returns the new config hash.
+    /// Registers a hook run on every reload.
+    pub fn add_hook(&self, hook: Arc<dyn ReloadHook>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+    }
+
+    /// The config file (`None`: embedded default).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// Reloads (admin API); returns the new config hash.
     pub async fn reload(&self) -> Result<String, ConfigError> {
+        self.reload_from("admin").await
+    }
+
+    /// Reloads; `trigger` (`sighup`, `watch`, `admin`) is only logged.
+    pub async fn reload_from(&self, trigger: &str) -> Result<String, ConfigError> {
         let _one_at_a_time = self.lock.lock().await;
         let result = self.try_reload();
         match &result {
@@ -96,14 +147,14 @@ impl Reloader {
                 self.metrics.config_loaded(hash);
                 self.metrics.forget_workers();
                 self.metrics.refresh_worker_gauges(&self.registry);
-                tracing::info!(hash = %hash, "config reloaded");
+                tracing::info!(hash = %hash, trigger, "config reloaded");
             }
             Err(e) => {
                 self.metrics
                     .config_reloads
                     .with_label_values(&["failure"])
                     .inc();
-                tracing::error!(error = %e, "config reload failed; keeping the running config");
+                tracing::error!(error = %e, trigger, "config reload failed; keeping the running config");
             }
         }
         result
@@ -117,10 +168,23 @@ impl Reloader {
                 "running the embedded default: start with --config FILE to reload",
             ));
         };
+        if let Ok(bytes) = std::fs::read(path) {
+            *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&bytes);
+        }
         let new = config::load(path)?;
         check_reloadable(&self.registry.config(), &new)?;
+        let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for h in &hooks {
+            h.check(&self.registry.config(), &new)?;
+        }
+        // Last check: swaps the certificates on success (rejects the reload if they are bad).
+        crate::tls::on_config_reload(&self.registry.config(), &new)?;
         let hash = new.hash.clone();
         self.registry.set_config(new);
+        let active = self.registry.config();
+        for h in &hooks {
+            h.apply(&active);
+        }
         Ok(hash)
     }
 }
@@ -143,7 +207,81 @@ impl BackgroundService for SighupService {
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading the config");
-                    let _ = self.0.reload().await;
+                    let _ = self.0.reload_from("sighup").await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// First 16 hex characters of the SHA-256 of `bytes` (the config hash).
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// Background service reloading when the config file's content changes (notify on the
+/// parent directory, so editors that replace the file by rename are seen too).
+pub struct WatchService(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for WatchService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use notify::Watcher;
+        let Some(path) = self.0.path().map(|p| p.to_path_buf()) else {
+            return;
+        };
+        let file_name = path.file_name().map(|n| n.to_os_string());
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let handler = move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                if ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == file_name.as_deref())
+                {
+                    let _ = tx.send(());
+                }
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the config file");
+                return;
+            }
+        };
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot watch the config directory");
+            return;
+        }
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    if ev.is_none() {
+                        return;
+                    }
+                    // Debounce: wait for quiet, swallowing the burst.
+                    loop {
+                        match tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {
+                            Ok(Some(())) => continue,
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
+                    let Ok(bytes) = std::fs::read(&path) else { continue };
+                    let h = content_hash(&bytes);
+                    let last = self.0.last_attempt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if h == self.0.registry.config().hash || h == last {
+                        continue;
+                    }
+                    tracing::info!(file = %path.display(), "config file changed: reloading");
+                    let _ = self.0.reload_from("watch").await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -14,15 +14,10 @@ use crate::admin::{self, AdminService};
 use crate::config::RuntimeConfig;
 use crate::metrics::ProxyMetrics;
 use crate::proxy::HotplexProxy;
-use crate::reload::{Reloader, SighupService};
+use crate::reload::{Reloader, SighupService, WatchService};
 use crate::upstream::discovery::ConfigDiscovery;
 use crate::upstream::health::ReadyCheck;
 use crate::upstream::Registry;
-
-/// Seconds pingora waits after SIGTERM before stopping its runtimes.
-pub const GRACE_PERIOD_SECS: u64 = 1;
-/// Seconds allowed for the runtimes to stop.
-pub const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 /// Errors at startup.
 #[derive(Debug, thiserror::Error)]
@@ -33,30 +28,46 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsStartError),
 }
 
-/// Runs the proxy until a shutdown signal; returns only on a startup error.
-pub fn run(cfg: RuntimeConfig, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
+/// Runs the proxy until a shutdown signal; returns only on a startup error. `upgrade`: take
+/// the listening sockets over from the running process (pingora graceful upgrade); the admin
+/// listener is then bound as soon as the old process releases it.
+pub fn run(
+    cfg: RuntimeConfig,
+    path: Option<std::path::PathBuf>,
+    upgrade: bool,
+) -> Result<(), StartError> {
     hotplex_common::logging::init(cfg.log_format, &cfg.log_level);
     if cfg.insecure_secret {
         tracing::warn!(
             "the public development affinity secret is in use: set routing.affinity_secrets"
         );
     }
-    // Fail early and clearly on busy ports.
-    let admin_listener =
-        std::net::TcpListener::bind(cfg.admin_listen).map_err(|source| StartError::Bind {
-            what: "admin.listen",
-            addr: cfg.admin_listen,
-            source,
-        })?;
-    drop(
-        std::net::TcpListener::bind(cfg.listen).map_err(|source| StartError::Bind {
-            what: "listen",
-            addr: cfg.listen,
-            source,
-        })?,
-    );
+    if cfg.admin_tokens.is_empty() {
+        tracing::warn!(admin = %cfg.admin_listen, "no admin.tokens: /admin/* is open to anyone who can reach the (loopback) admin listener");
+    }
+    // Fail early and clearly on busy ports (when upgrading, the old process holds them).
+    let admin_listener = if upgrade {
+        None
+    } else {
+        let l =
+            std::net::TcpListener::bind(cfg.admin_listen).map_err(|source| StartError::Bind {
+                what: "admin.listen",
+                addr: cfg.admin_listen,
+                source,
+            })?;
+        drop(
+            std::net::TcpListener::bind(cfg.listen).map_err(|source| StartError::Bind {
+                what: "listen",
+                addr: cfg.listen,
+                source,
+            })?,
+        );
+        Some(l)
+    };
 
     let metrics = Arc::new(ProxyMetrics::new());
     metrics.config_loaded(&cfg.hash);
@@ -66,19 +77,20 @@ pub fn run(cfg: RuntimeConfig, path: Option<std::path::PathBuf>) -> Result<(), S
     let conf = ServerConf {
         threads: cfg.threads,
         upstream_keepalive_pool_size: cfg.keepalive_pool_size,
-        grace_period_seconds: Some(GRACE_PERIOD_SECS),
-        graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECS),
+        grace_period_seconds: Some(cfg.upgrade_grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),
         pid_file: std::env::temp_dir()
             .join(format!("hotplex-proxy-{pid}.pid"))
             .display()
             .to_string(),
-        upgrade_sock: std::env::temp_dir()
-            .join(format!("hotplex-proxy-{pid}.sock"))
-            .display()
-            .to_string(),
+        upgrade_sock: cfg.upgrade_sock.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -87,6 +99,7 @@ pub fn run(cfg: RuntimeConfig, path: Option<std::path::PathBuf>) -> Result<(), S
         "hotplex proxy",
     );
     proxy.add_tcp(&cfg.listen.to_string());
+    let https_redirect = crate::tls::setup(&cfg, &mut proxy, &metrics)?;
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
     backends.set_health_check(ReadyCheck::new(registry.clone(), metrics.clone()));
@@ -98,15 +111,28 @@ pub fn run(cfg: RuntimeConfig, path: Option<std::path::PathBuf>) -> Result<(), S
 
     let reloader = Arc::new(Reloader::new(path, registry.clone(), metrics.clone()));
     let sighup = background_service("sighup reload", SighupService(reloader.clone()));
+    let watch = background_service("config file watch", WatchService(reloader.clone()));
     let admin = background_service(
         "admin",
-        AdminService::new(admin_listener, admin::router(registry, metrics, reloader)),
+        AdminService::new_or_deferred(
+            admin_listener,
+            cfg.admin_listen,
+            admin::router(registry, metrics, reloader),
+        ),
     );
 
     server.add_service(proxy);
     server.add_service(health);
     server.add_service(admin);
     server.add_service(sighup);
+    server.add_service(watch);
+    server.add_service(background_service(
+        "upgrade watch",
+        crate::upgrade::LeavingService,
+    ));
+    if let Some(r) = https_redirect {
+        server.add_service(r);
+    }
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, workers = cfg.workers.len(), config = %cfg.source, hash = %cfg.hash, "hotplex-proxy starting");
     server.run_forever()
 }

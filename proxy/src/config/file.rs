@@ -27,6 +27,13 @@ pub struct FileConfig {
     /// The workers (HotPlex nodes). At least one.
     #[serde(default)]
     pub workers: Vec<WorkerFile>,
+    /// How long a worker removed from the config keeps serving its existing sessions
+    /// (draining, state `removing`) before it is gone (410). Default [`DEFAULT_WORKERS_REMOVAL_GRACE`].
+    #[serde(default = "default_removal_grace", with = "humantime_serde")]
+    pub workers_removal_grace: Duration,
+    /// Graceful binary upgrade (`--upgrade`).
+    #[serde(default)]
+    pub upgrade: UpgradeFile,
     /// Session routing.
     #[serde(default)]
     pub routing: RoutingFile,
@@ -45,6 +52,18 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
+    /// TLS termination (HTTPS + HTTP/2 listener). Absent: no TLS listener.
+    #[serde(default)]
+    pub tls: Option<hotplex_tls::TlsFile>,
+    /// TLS to the workers. Absent or `enabled: false`: plain HTTP.
+    #[serde(default)]
+    pub upstream_tls: Option<hotplex_tls::UpstreamTlsFile>,
+    /// API-key authentication (see [`super::security`]).
+    #[serde(default)]
+    pub auth: super::security::AuthFile,
+    /// Rate, concurrency and size limits (see [`super::security`]).
+    #[serde(default)]
+    pub limits: super::security::LimitsFile,
 }
 
 /// `admin:` section.
@@ -54,12 +73,21 @@ pub struct AdminFile {
     /// Admin listener (`/metrics`, `/admin/workers`, `/health/live`). Default [`DEFAULT_ADMIN_LISTEN`].
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Bearer tokens accepted on `/admin/*`: plain text or `sha256:<64 hex>`. Default none
+    /// (then `/admin/*` is open, and only allowed on a loopback `admin.listen`).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// File with more tokens, one per line (same syntax; `#` comments). Default none.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
         AdminFile {
             listen: default_admin_listen(),
+            tokens: Vec::new(),
+            token_file: None,
         }
     }
 }
@@ -79,6 +107,36 @@ pub struct WorkerFile {
     /// Most sessions the proxy places on this worker. Default [`DEFAULT_CAPACITY`].
     #[serde(default = "default_capacity")]
     pub capacity: u64,
+    /// Draining: no new sessions, existing ones keep working. Default `false`.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// `upgrade:` section: pingora's graceful upgrade (listening sockets handed over).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeFile {
+    /// Unix socket the listening sockets are handed over on. Both the old and the new
+    /// process must use the same path. Default: `$TMPDIR/hotplex-proxy-<listen port>.sock`.
+    #[serde(default)]
+    pub sock: Option<String>,
+    /// After SIGQUIT/SIGTERM, how long the old process keeps serving (open WebSockets and
+    /// SSE streams included) before it stops its runtimes. Default [`DEFAULT_UPGRADE_GRACE_PERIOD`].
+    #[serde(default = "default_upgrade_grace", with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Time allowed for the runtimes to stop after the grace period. Default [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for UpgradeFile {
+    fn default() -> Self {
+        UpgradeFile {
+            sock: None,
+            grace_period: DEFAULT_UPGRADE_GRACE_PERIOD,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
 }
 
 /// `routing:` section.
@@ -287,6 +345,15 @@ fn default_pool() -> usize {
 }
 fn default_keepalive_idle() -> Duration {
     DEFAULT_KEEPALIVE_IDLE
+}
+fn default_removal_grace() -> Duration {
+    DEFAULT_WORKERS_REMOVAL_GRACE
+}
+fn default_upgrade_grace() -> Duration {
+    DEFAULT_UPGRADE_GRACE_PERIOD
+}
+fn default_shutdown_timeout() -> Duration {
+    DEFAULT_SHUTDOWN_TIMEOUT
 }
 fn default_level() -> String {
     DEFAULT_LOG_LEVEL.to_string()

@@ -13,6 +13,8 @@
 
 pub mod file;
 pub mod runtime;
+pub mod security;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -60,6 +62,12 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 256;
 /// Idle time of a pooled upstream connection.
 pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long a worker removed from the config keeps serving its existing sessions.
+pub const DEFAULT_WORKERS_REMOVAL_GRACE: Duration = Duration::from_secs(600);
+/// After SIGQUIT/SIGTERM, how long the old process keeps serving.
+pub const DEFAULT_UPGRADE_GRACE_PERIOD: Duration = Duration::from_secs(1);
+/// Time allowed for the runtimes to stop after the grace period.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log level directive.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 

@@ -51,6 +51,8 @@ pub struct WorkerSpec {
     pub address: SocketAddr,
     pub weight: u32,
     pub capacity: u64,
+    /// `workers[].drain`: no new sessions.
+    pub drain: bool,
 }
 
 /// Health-check settings.
@@ -102,6 +104,24 @@ pub struct RuntimeConfig {
     pub keepalive_idle: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// SHA-256 digests of the admin bearer tokens (empty: admin API open, loopback only).
+    pub admin_tokens: Vec<[u8; 32]>,
+    /// Grace of a worker removed from the config.
+    pub workers_removal_grace: Duration,
+    /// `upgrade.sock`: the graceful-upgrade socket path.
+    pub upgrade_sock: String,
+    /// `upgrade.grace_period`.
+    pub upgrade_grace: Duration,
+    /// `upgrade.shutdown_timeout`.
+    pub shutdown_timeout: Duration,
+    /// Validated `tls:` section (see [`crate::tls`]).
+    pub tls: Option<hotplex_tls::TlsConfig>,
+    /// TLS to the workers (`upstream_tls:` enabled), see [`crate::tls::worker_peer`].
+    pub upstream_tls: Option<crate::tls::WorkerTls>,
+    /// Validated `auth:` (see [`crate::security`]).
+    pub auth: super::security::AuthSettings,
+    /// Validated `limits:` (see [`crate::security`]).
+    pub limits: super::security::LimitSettings,
 }
 
 /// Stable worker ids: 1 to 63 bytes of `[a-z0-9-]`.
@@ -196,6 +216,7 @@ impl RuntimeConfig {
                 address,
                 weight: w.weight,
                 capacity: w.capacity,
+                drain: w.drain,
             });
         }
 
@@ -332,6 +353,24 @@ impl RuntimeConfig {
             keepalive_idle: f.upstream.keepalive_idle,
             log_format: f.log.format,
             log_level: f.log.level.clone(),
+            admin_tokens: super::tokens::admin_tokens(file, &f.admin, admin_listen)?,
+            workers_removal_grace: f.workers_removal_grace,
+            upgrade_sock: f.upgrade.sock.clone().unwrap_or_else(|| {
+                std::env::temp_dir()
+                    .join(format!("hotplex-proxy-{}.sock", listen.port()))
+                    .display()
+                    .to_string()
+            }),
+            upgrade_grace: positive(file, "upgrade.grace_period", f.upgrade.grace_period)?,
+            shutdown_timeout: positive(
+                file,
+                "upgrade.shutdown_timeout",
+                f.upgrade.shutdown_timeout,
+            )?,
+            tls: crate::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?,
+            upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
+            auth: super::security::auth(file, &f.auth)?,
+            limits: super::security::limits(file, &f.limits)?,
         })
     }
 

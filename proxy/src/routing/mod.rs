@@ -157,15 +157,15 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
         });
     }
     // Foreign key: rendezvous over every configured worker.
+    let configured: Vec<&Arc<Worker>> = workers.configured().collect();
     let i = hrw::pick(
-        workers
-            .list
+        configured
             .iter()
             .map(|w| (w.spec.id.as_str(), w.spec.weight)),
         found.key.as_str().as_bytes(),
     )
     .ok_or(RouteError::NoCapacity)?;
-    let worker = workers.list[i].clone();
+    let worker = configured[i].clone();
     if !worker.available(now) {
         return Err(RouteError::Unavailable {
             session: Some(found.key.to_string()),
@@ -196,8 +196,7 @@ fn place(
     let workers = reg.workers();
     let signer = reg.signer();
     let snaps: Vec<(&Arc<Worker>, crate::upstream::WorkerState)> = workers
-        .list
-        .iter()
+        .live()
         .filter(|w| !exclude.contains(&w.spec.id))
         .map(|w| (w, w.snapshot()))
         .collect();

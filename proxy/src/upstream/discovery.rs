@@ -30,10 +30,10 @@ impl ConfigDiscovery {
 /// Backends for the current config.
 pub fn backends(registry: &Registry) -> BTreeSet<Backend> {
     registry
-        .config()
-        .workers
-        .iter()
+        .workers()
+        .live()
         .map(|w| {
+            let w = &w.spec;
             let mut b = Backend {
                 addr: PSocketAddr::Inet(w.address),
                 weight: w.weight as usize,

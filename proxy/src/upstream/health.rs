@@ -53,7 +53,14 @@ impl HealthCheck for ReadyCheck {
         let Some(addr) = target.addr.as_inet().copied() else {
             return Error::e_explain(ErrorType::InternalError, "not an inet address");
         };
-        match probe(addr, &cfg.health.path, cfg.health.timeout).await {
+        match probe(
+            addr,
+            &cfg.health.path,
+            cfg.health.timeout,
+            cfg.upstream_tls.as_ref(),
+        )
+        .await
+        {
             Ok(report) => {
                 if let Some(w) = self.registry.workers().get(&id) {
                     w.observe_ready(report);
@@ -95,11 +102,14 @@ impl HealthCheck for ReadyCheck {
 }
 
 /// One probe: GET `path`, parse the readiness report.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<ReadyReport, String> {
+pub async fn probe(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::WorkerTls>,
+) -> Result<ReadyReport, String> {
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let mut s = crate::tls::connect_worker(addr, tls).await?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hotplex-proxy-health\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         );

@@ -2,9 +2,12 @@
 //! (health, fill, draining, passive ejection).
 //!
 //! Worker state is keyed by the stable worker id. [`Registry::set_config`] rebuilds the
-//! worker set and carries the state of ids that remain over, which is all a later hot
-//! reload needs.
+//! worker set and carries the state of ids that remain over. A worker removed from the
+//! config stays in the set as `removing` (draining: pinned sessions still reach it, nothing
+//! new) until `workers_removal_grace` ends; then it is gone (410). Operator drains
+//! (`POST /admin/workers/{id}/drain`) are kept by id across reloads.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,8 @@ pub struct WorkerState {
     pub ejections_in_row: u32,
     /// A probe has answered at least once.
     pub probed: bool,
+    /// Drained by the operator (admin API).
+    pub drain_requested: bool,
 }
 
 /// One configured worker and its state.
@@ -53,6 +58,28 @@ pub struct WorkerState {
 pub struct Worker {
     pub spec: WorkerSpec,
     state: Mutex<WorkerState>,
+    /// Removed from the config: serves its sessions until then.
+    pub removing_until: Option<Instant>,
+}
+
+/// Lifecycle state shown by `/admin/workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Active,
+    /// Config `drain`, admin drain or the worker's own `503 draining`.
+    Draining,
+    /// Removed from the config, within its grace.
+    Removing,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Draining => "draining",
+            Lifecycle::Removing => "removing",
+        }
+    }
 }
 
 impl Worker {
@@ -60,7 +87,34 @@ impl Worker {
         Worker {
             spec,
             state: Mutex::new(state),
+            removing_until: None,
         }
+    }
+
+    /// Removed and its grace is over.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.removing_until.is_some_and(|t| t <= now)
+    }
+
+    /// Draining for any reason (probe, config, operator, removal).
+    pub fn draining_of(&self, s: &WorkerState) -> bool {
+        s.draining || s.drain_requested || self.spec.drain || self.removing_until.is_some()
+    }
+
+    /// The lifecycle state.
+    pub fn lifecycle_of(&self, s: &WorkerState) -> Lifecycle {
+        if self.removing_until.is_some() {
+            Lifecycle::Removing
+        } else if self.draining_of(s) {
+            Lifecycle::Draining
+        } else {
+            Lifecycle::Active
+        }
+    }
+
+    /// Sets the operator drain flag.
+    pub fn set_drain_requested(&self, on: bool) {
+        self.lock().drain_requested = on;
     }
 
     fn lock(&self) -> MutexGuard<'_, WorkerState> {
@@ -93,7 +147,7 @@ impl Worker {
     pub fn placeable_of(&self, s: &WorkerState, now: Instant) -> bool {
         s.healthy
             && !ejected(s, now)
-            && !s.draining
+            && !self.draining_of(s)
             && !s.full
             && Self::sessions_of(s) < self.capacity_of(s)
     }
@@ -170,9 +224,23 @@ pub struct WorkerSet {
 }
 
 impl WorkerSet {
-    /// Worker by id.
+    /// Worker by id (configured, or removing within its grace).
     pub fn get(&self, id: &str) -> Option<&Arc<Worker>> {
-        self.list.iter().find(|w| w.spec.id == id)
+        let now = Instant::now();
+        self.list
+            .iter()
+            .find(|w| w.spec.id == id && !w.expired(now))
+    }
+
+    /// The configured workers (not removing): the hashing set.
+    pub fn configured(&self) -> impl Iterator<Item = &Arc<Worker>> {
+        self.list.iter().filter(|w| w.removing_until.is_none())
+    }
+
+    /// Configured workers and removing ones within their grace.
+    pub fn live(&self) -> impl Iterator<Item = &Arc<Worker>> {
+        let now = Instant::now();
+        self.list.iter().filter(move |w| !w.expired(now))
     }
 }
 
@@ -181,6 +249,8 @@ pub struct Registry {
     config: ArcSwap<RuntimeConfig>,
     signer: ArcSwap<Signer>,
     workers: ArcSwap<WorkerSet>,
+    /// Ids drained by the operator (kept across reloads).
+    drained: Mutex<BTreeSet<String>>,
 }
 
 impl Registry {
@@ -189,19 +259,27 @@ impl Registry {
             signer: ArcSwap::from_pointee(Signer::new(config.affinity_secrets.clone())),
             workers: ArcSwap::from_pointee(WorkerSet::default()),
             config: ArcSwap::from_pointee(config.clone()),
+            drained: Mutex::new(BTreeSet::new()),
         };
         reg.set_config(config);
         reg
     }
 
-    /// Installs a config; state of workers whose id remains is kept.
+    fn drained(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.drained.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Installs a config; state of workers whose id remains is kept; removed workers enter
+    /// `removing` for `workers_removal_grace` (zero: gone at once).
     pub fn set_config(&self, config: RuntimeConfig) {
         let old = self.workers.load();
-        let list = config
+        let drained = self.drained().clone();
+        let now = Instant::now();
+        let mut list: Vec<Arc<Worker>> = config
             .workers
             .iter()
             .map(|spec| {
-                let state = old
+                let mut state = old
                     .get(&spec.id)
                     .filter(|w| w.spec.address == spec.address)
                     .map_or(
@@ -211,9 +289,23 @@ impl Registry {
                         },
                         |w| w.snapshot(),
                     );
+                state.drain_requested = drained.contains(&spec.id);
                 Arc::new(Worker::new(spec.clone(), state))
             })
             .collect();
+        for w in old.live() {
+            if config.workers.iter().any(|s| s.id == w.spec.id) {
+                continue;
+            }
+            // A later reload can shorten the grace (0s: gone now), never extend it.
+            let fresh = now + config.workers_removal_grace;
+            let until = w.removing_until.map_or(fresh, |t| t.min(fresh));
+            if until > now {
+                let mut gone = Worker::new(w.spec.clone(), w.snapshot());
+                gone.removing_until = Some(until);
+                list.push(Arc::new(gone));
+            }
+        }
         self.signer
             .store(Arc::new(Signer::new(config.affinity_secrets.clone())));
         self.workers.store(Arc::new(WorkerSet { list }));
@@ -231,6 +323,25 @@ impl Registry {
     pub fn workers(&self) -> Arc<WorkerSet> {
         self.workers.load_full()
     }
+
+    /// Operator drain (`on`) or resume of a live worker; `false` if there is no such worker.
+    /// Kept by id across reloads.
+    pub fn set_drain(&self, id: &str, on: bool) -> bool {
+        let workers = self.workers();
+        let Some(w) = workers.get(id) else {
+            return false;
+        };
+        {
+            let mut d = self.drained();
+            if on {
+                d.insert(id.to_string());
+            } else {
+                d.remove(id);
+            }
+        }
+        w.set_drain_requested(on);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +355,7 @@ mod tests {
                 address: "127.0.0.1:1".parse().expect("addr"),
                 weight: 1,
                 capacity: cap,
+                drain: false,
             },
             WorkerState {
                 healthy: true,
@@ -315,5 +427,38 @@ mod tests {
             Some(Duration::from_secs(1)),
             "backoff reset"
         );
+    }
+
+    #[test]
+    fn removal_grace_and_operator_drain_survive_reloads() {
+        let two = "workers:\n  - id: w1\n    address: 127.0.0.1:1\n  - id: w2\n    address: 127.0.0.1:2\n";
+        let one = "workers:\n  - id: w1\n    address: 127.0.0.1:1\n";
+        let cfg = |t: &str| crate::config::parse("t", t).expect("valid");
+        let reg = Registry::new(cfg(two));
+        assert!(reg.set_drain("w1", true));
+        assert!(!reg.set_drain("nope", true));
+        reg.set_config(cfg(&format!("{one}workers_removal_grace: 1h\n")));
+        let ws = reg.workers();
+        let w2 = ws.get("w2").expect("removing worker still routable");
+        assert_eq!(w2.lifecycle_of(&w2.snapshot()), Lifecycle::Removing);
+        assert!(!w2.placeable_of(&w2.snapshot(), Instant::now()));
+        assert_eq!(ws.configured().count(), 1, "not hashed to");
+        let w1 = ws.get("w1").expect("w1");
+        assert_eq!(
+            w1.lifecycle_of(&w1.snapshot()),
+            Lifecycle::Draining,
+            "drain kept"
+        );
+        // A second reload keeps the original deadline; a shorter grace (0s) ends it now.
+        let until = w2.removing_until;
+        reg.set_config(cfg(&format!("{one}workers_removal_grace: 1h\n")));
+        assert_eq!(reg.workers().get("w2").expect("w2").removing_until, until);
+        reg.set_config(cfg(&format!("{one}workers_removal_grace: 0s\n")));
+        reg.set_config(cfg(one));
+        assert!(reg.workers().get("w2").is_none());
+        assert!(reg.set_drain("w1", false));
+        let ws = reg.workers();
+        let w1 = ws.get("w1").expect("w1");
+        assert_eq!(w1.lifecycle_of(&w1.snapshot()), Lifecycle::Active);
     }
 }

@@ -1,0 +1,496 @@
+//! Edge security: API-key authentication, rate limits, concurrency and body-size limits.
+//!
+//! Called from `request_filter` ([`Security::admit`]) before routing, with the live config
+//! (so `auth:` and `limits:` are hot-reloadable). Rejections are JSON answers:
+//!
+//! | status | `error` | when |
+//! |---|---|---|
+//! | 401 | `unauthorized` (+ `WWW-Authenticate`) | auth on, no key or an unknown key |
+//! | 403 | `forbidden` | the key may not use this route (`auth.keys[].routes`) |
+//! | 413 | `payload_too_large` | `Content-Length` over `limits.max_body_bytes` |
+//! | 429 | `rate_limited` (+ `Retry-After`, `RateLimit-*`) | a token bucket is empty |
+//! | 429 | `too_many_websockets` (+ `Retry-After`) | `limits.max_websockets_per_key` reached |
+//!
+//! The key is read from `X-API-Key`, `Authorization: Bearer <key>` or the WebSocket
+//! subprotocol `hotplex-api-<key>`; only its SHA-256 is compared (constant time), and it is
+//! never logged. The client IP is the peer address, or, when the peer is in
+//! `limits.trusted_proxies`, the right-most untrusted `X-Forwarded-For` entry.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hotplex_common::headers as h;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::audit::{self, Actor};
+use crate::config::security::{hash_key, Cidr, LimitSettings, RateFile};
+use crate::config::RuntimeConfig;
+use crate::limit_store::{RedisStore, StoreError};
+use crate::limits::{Buckets, CounterGuard, Counters, Decision};
+use crate::metrics::ProxyMetrics;
+
+/// `RateLimit-Limit` header.
+pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
+/// `RateLimit-Remaining` header.
+pub const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
+/// `RateLimit-Reset` header.
+pub const RATELIMIT_RESET: &str = "ratelimit-reset";
+
+/// Security state shared by all requests (bucket state survives reloads).
+#[derive(Default)]
+pub struct Security {
+    buckets: Buckets,
+    websockets: Arc<Counters>,
+    store: RedisStore,
+    /// (config hash, limits as text) last seen, to audit limit changes.
+    seen: Mutex<(String, String)>,
+}
+
+/// Per-request security state (in the proxy CTX).
+#[derive(Default)]
+pub struct ReqState {
+    /// API-key name (tenant), when a valid key was presented.
+    pub tenant: Option<String>,
+    /// Client IP (after trusted-proxy resolution).
+    pub client_ip: Option<IpAddr>,
+    /// Tightest bucket decision, for the `RateLimit-*` response headers.
+    pub ratelimit: Option<Decision>,
+    _ws: Option<CounterGuard>,
+}
+
+impl ReqState {
+    /// Tenant name or `-`.
+    pub fn tenant_label(&self) -> &str {
+        self.tenant.as_deref().unwrap_or("-")
+    }
+}
+
+/// A refusal, written by [`respond`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub status: u16,
+    /// `reason` label of `hotplex_proxy_rejections_total`.
+    pub reason: &'static str,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The client IP: `peer`, or the right-most `X-Forwarded-For` entry that is not a trusted
+/// proxy when `peer` itself is trusted.
+pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let Some(xff) = xff else {
+        return peer;
+    };
+    let mut client = peer;
+    for part in xff.rsplit(',') {
+        let Ok(ip) = part.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// The presented API key: `X-API-Key`, `Authorization: Bearer`, or the WebSocket subprotocol.
+pub fn presented_key(req: &pingora::http::RequestHeader) -> Option<&str> {
+    let hv = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(k) = hv(h::X_API_KEY).map(str::trim).filter(|k| !k.is_empty()) {
+        return Some(k);
+    }
+    if let Some(a) = hv("authorization") {
+        let a = a.trim();
+        if a.len() > 7 && a[..7].eq_ignore_ascii_case("bearer ") {
+            let k = a[7..].trim();
+            if !k.is_empty() {
+                return Some(k);
+            }
+        }
+    }
+    hv("sec-websocket-protocol").and_then(h::api_key_from_ws_protocols)
+}
+
+fn limited(d: &Decision, which: &str) -> Rejection {
+    Rejection {
+        status: 429,
+        reason: "rate_limit",
+        body: json!({"error": "rate_limited", "limit": which, "retry_after": d.retry_after_secs}),
+        headers: ratelimit_headers(d, true),
+    }
+}
+
+fn ratelimit_headers(d: &Decision, retry: bool) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        (RATELIMIT_LIMIT, d.limit.to_string()),
+        (RATELIMIT_REMAINING, d.remaining.to_string()),
+        (RATELIMIT_RESET, d.reset_secs.to_string()),
+    ];
+    if retry {
+        v.push((h::RETRY_AFTER, d.retry_after_secs.to_string()));
+    }
+    v
+}
+
+impl Security {
+    pub fn new() -> Security {
+        Security::default()
+    }
+
+    fn audit_limit_changes(&self, cfg: &RuntimeConfig) {
+        let Ok(mut seen) = self.seen.try_lock() else {
+            return;
+        };
+        if seen.0 == cfg.hash {
+            return;
+        }
+        let now = format!("{:?}", cfg.limits);
+        if !seen.0.is_empty() && seen.1 != now {
+            audit::record(
+                Actor::named("config"),
+                "limits.change",
+                "success",
+                &format!("config {}: limits now {now}", cfg.hash),
+            );
+        }
+        *seen = (cfg.hash.clone(), now);
+    }
+
+    fn store_state(&self, metrics: &ProxyMetrics, up: bool, err: Option<&StoreError>, open: bool) {
+        if i64::from(up) == metrics.ratelimit_store_up.get() {
+            return;
+        }
+        metrics.ratelimit_store_up.set(i64::from(up));
+        if up {
+            tracing::info!("rate-limit store is reachable again");
+        } else {
+            let mode = if open {
+                "open (admitting)"
+            } else {
+                "closed (503)"
+            };
+            let error = err.map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(%error, "rate-limit store unreachable: failing {mode}");
+        }
+    }
+
+    async fn bucket(
+        &self,
+        l: &LimitSettings,
+        metrics: &ProxyMetrics,
+        key: &str,
+        r: &RateFile,
+        which: &str,
+        st: &mut ReqState,
+    ) -> Result<(), Rejection> {
+        let d = match &l.store {
+            None => self.buckets.check(key, r, l.max_tracked_keys),
+            Some(s) => match self.store.check(s, key, r).await {
+                Ok(d) => {
+                    self.store_state(metrics, true, None, s.fail_open);
+                    d
+                }
+                Err(e) => {
+                    self.store_state(metrics, false, Some(&e), s.fail_open);
+                    let outcome = if s.fail_open {
+                        "fail_open"
+                    } else {
+                        "fail_closed"
+                    };
+                    metrics
+                        .ratelimit_store_failures
+                        .with_label_values(&[outcome])
+                        .inc();
+                    if s.fail_open {
+                        return Ok(());
+                    }
+                    return Err(Rejection {
+                        status: 503,
+                        reason: "rate_limit_store",
+                        body: json!({"error": "rate_limit_unavailable", "limit": which}),
+                        headers: vec![(h::RETRY_AFTER, "1".into())],
+                    });
+                }
+            },
+        };
+        if !d.allowed {
+            return Err(limited(&d, which));
+        }
+        if st.ratelimit.is_none_or(|o| d.remaining < o.remaining) {
+            st.ratelimit = Some(d);
+        }
+        Ok(())
+    }
+
+    /// Authenticates and applies the limits. `Err`: answer with [`respond`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit(
+        &self,
+        session: &Session,
+        cfg: &RuntimeConfig,
+        metrics: &ProxyMetrics,
+        route: &'static str,
+        create: bool,
+        websocket: bool,
+        st: &mut ReqState,
+    ) -> Result<(), Rejection> {
+        self.audit_limit_changes(cfg);
+        let req = session.req_header();
+        let l = &cfg.limits;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let ip = peer.map(|p| {
+            let xff = req
+                .headers
+                .get(h::X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok());
+            client_ip(p, xff, &l.trusted_proxies)
+        });
+        st.client_ip = ip;
+
+        // Authentication.
+        let a = &cfg.auth;
+        let path = req.uri.path();
+        let public = a.public_paths.iter().any(|p| path.starts_with(p.as_str()));
+        let key = presented_key(req).and_then(|k| {
+            let hsh = hash_key(k);
+            a.keys.iter().find(|c| bool::from(c.hash.ct_eq(&hsh)))
+        });
+        if let Some(k) = key {
+            st.tenant = Some(k.name.clone());
+        }
+        if a.enabled && !public {
+            let fail = match key {
+                None if presented_key(req).is_none() => Some(("missing_key", 401)),
+                None => Some(("invalid_key", 401)),
+                Some(k)
+                    if k.routes
+                        .as_ref()
+                        .is_some_and(|r| !r.iter().any(|x| x == route)) =>
+                {
+                    Some(("forbidden_route", 403))
+                }
+                Some(_) => None,
+            };
+            if let Some((why, status)) = fail {
+                metrics.auth_failures.with_label_values(&[why]).inc();
+                audit::record(
+                    Actor {
+                        name: st.tenant_label(),
+                        ip,
+                    },
+                    "auth",
+                    "denied",
+                    &format!("{why}: {} {path}", req.method),
+                );
+                return Err(if status == 401 {
+                    Rejection {
+                        status,
+                        reason: "auth",
+                        body: json!({"error": "unauthorized", "reason": why,
+                            "message": "a valid API key is required (X-API-Key, Authorization: Bearer, or WebSocket subprotocol hotplex-api-<key>)"}),
+                        headers: vec![("www-authenticate", "Bearer realm=\"hotplex\"".into())],
+                    }
+                } else {
+                    Rejection {
+                        status,
+                        reason: "auth",
+                        body: json!({"error": "forbidden", "reason": why, "route": route}),
+                        headers: vec![],
+                    }
+                });
+            }
+        }
+
+        // Body size.
+        if l.max_body_bytes > 0 {
+            let len = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if len.is_some_and(|n| n > l.max_body_bytes) {
+                return Err(Rejection {
+                    status: 413,
+                    reason: "too_large",
+                    body: json!({"error": "payload_too_large", "max_body_bytes": l.max_body_bytes}),
+                    headers: vec![],
+                });
+            }
+        }
+
+        // Rate limits.
+        let ip_s = ip.map(|i| i.to_string()).unwrap_or_default();
+        let ident = match &st.tenant {
+            Some(t) => format!("k:{t}"),
+            None => format!("ip:{ip_s}"),
+        };
+        let m = metrics;
+        let res: Result<(), Rejection> = async {
+            if let Some(r) = &l.per_ip {
+                self.bucket(l, m, &format!("ip|{ip_s}"), r, "per_ip", st)
+                    .await?;
+            }
+            if let Some(r) = &l.per_key {
+                self.bucket(l, m, &format!("key|{ident}"), r, "per_key", st)
+                    .await?;
+            }
+            if let Some(r) = l.routes.get(route) {
+                let k = format!("route|{route}|{ident}");
+                self.bucket(l, m, &k, r, "route", st).await?;
+            }
+            if create {
+                if let Some(n) = l.new_sessions_per_minute {
+                    let r = RateFile {
+                        rate: f64::from(n) / 60.0,
+                        burst: n,
+                    };
+                    let k = format!("new|{ident}");
+                    self.bucket(l, m, &k, &r, "new_sessions", st).await?;
+                }
+            }
+            if websocket {
+                if let Some(max) = l.max_websockets_per_key {
+                    match self.websockets.acquire(&ident, max) {
+                        Some(g) => st._ws = Some(g),
+                        None => {
+                            return Err(Rejection {
+                                status: 429,
+                                reason: "rate_limit",
+                                body: json!({"error": "too_many_websockets", "max": max}),
+                                headers: vec![(h::RETRY_AFTER, "1".into())],
+                            })
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if res.as_ref().is_err_and(|r| r.status == 429) {
+            metrics
+                .rate_limited
+                .with_label_values(&[st.tenant_label(), route])
+                .inc();
+        }
+        res
+    }
+}
+
+/// Adds the `RateLimit-*` headers of the tightest bucket to a proxied response.
+pub fn on_response(resp: &mut ResponseHeader, st: &ReqState) -> pingora::Result<()> {
+    if let Some(d) = &st.ratelimit {
+        for (n, v) in ratelimit_headers(d, false) {
+            resp.insert_header(n, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a rejection (JSON body, `Connection: close` if a request body is pending).
+pub async fn respond(session: &mut Session, r: &Rejection, request_id: &str) {
+    if session.response_written().is_some() {
+        return;
+    }
+    let body = Bytes::from(serde_json::to_vec(&r.body).unwrap_or_default());
+    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4 + r.headers.len())) else {
+        return;
+    };
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(h::X_REQUEST_ID, request_id);
+    for (n, v) in &r.headers {
+        let _ = resp.insert_header(*n, v.as_str());
+    }
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+        tracing::debug!(error = %e, "failed to write rejection head");
+        return;
+    }
+    if let Err(e) = session.write_response_body(Some(body), true).await {
+        tracing::debug!(error = %e, "failed to write rejection body");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_from_trusted_chain() {
+        let trusted = vec![
+            Cidr::parse("10.0.0.0/8").expect("cidr"),
+            Cidr::parse("127.0.0.1").expect("cidr"),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // Untrusted peer: XFF ignored.
+        assert_eq!(
+            client_ip(ip("1.2.3.4"), Some("9.9.9.9"), &trusted),
+            ip("1.2.3.4")
+        );
+        // Trusted peer: right-most untrusted entry.
+        assert_eq!(
+            client_ip(
+                ip("127.0.0.1"),
+                Some("6.6.6.6, 9.9.9.9, 10.1.1.1"),
+                &trusted
+            ),
+            ip("9.9.9.9")
+        );
+        // Garbage stops the walk.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), Some("junk"), &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(client_ip(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn keys_are_read_from_three_places() {
+        let mut r = pingora::http::RequestHeader::build("GET", b"/x", None).expect("req");
+        assert_eq!(presented_key(&r), None);
+        r.insert_header("sec-websocket-protocol", "hotplex, hotplex-api-ws1")
+            .expect("h");
+        assert_eq!(presented_key(&r), Some("ws1"));
+        r.insert_header("authorization", "Bearer b1").expect("h");
+        assert_eq!(presented_key(&r), Some("b1"));
+        r.insert_header("x-api-key", "k1").expect("h");
+        assert_eq!(presented_key(&r), Some("k1"));
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let d = Decision {
+            allowed: false,
+            limit: 10,
+            remaining: 0,
+            reset_secs: 2,
+            retry_after_secs: 1,
+        };
+        let r = limited(&d, "per_key");
+        assert_eq!(r.status, 429);
+        assert_eq!(
+            r.headers,
+            vec![
+                (RATELIMIT_LIMIT, "10".to_string()),
+                (RATELIMIT_REMAINING, "0".to_string()),
+                (RATELIMIT_RESET, "2".to_string()),
+                (h::RETRY_AFTER, "1".to_string()),
+            ]
+        );
+        assert_eq!(r.body["error"], "rate_limited");
+    }
+}

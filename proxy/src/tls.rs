@@ -1,0 +1,540 @@
+//! TLS termination and HTTP/2 at the edge, wiring `hotplex-tls` into the proxy.
+//!
+//! - [`validate`]: the `tls:` config section (key paths `tls.*`);
+//! - [`setup`]: at startup, the TLS listener on the proxy service (SNI certificate store,
+//!   hardened OpenSSL settings, ALPN `h2`/`http/1.1`, h2 limits), the certificate file
+//!   watcher and the optional plain-HTTP → HTTPS redirect service;
+//! - [`on_config_reload`]: called by [`crate::reload`] before a new config is swapped in:
+//!   refuses changes pingora cannot apply live (listeners, issue 690; acceptor settings)
+//!   and reloads the certificates, rejecting the whole reload if they are bad;
+//! - [`on_response`] / [`scheme`]: HSTS on TLS responses, `X-Forwarded-Proto`.
+//!
+//! The certificate store lives in a process-wide [`OnceLock`] (one pingora server per
+//! process), so the reload path needs no extra plumbing.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use hotplex_common::names::proxy as n;
+use hotplex_tls::{CertStore, CertWatcher, ReloadReport, SniResolver, StoreError, TlsConfig};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::protocols::ALPN;
+use pingora::proxy::{HttpProxy, Session};
+use pingora::services::background::{background_service, GenBackgroundService};
+use pingora::services::listening::Service;
+use prometheus::{GaugeVec, IntCounterVec, Opts};
+
+use crate::admin::AdminService;
+use crate::config::{ConfigError, RuntimeConfig};
+use crate::metrics::ProxyMetrics;
+use crate::proxy::HotplexProxy;
+
+/// Validates the `tls:` section; `taken` are the other listen addresses.
+pub fn validate(
+    file: &str,
+    tls: Option<&hotplex_tls::TlsFile>,
+    taken: &[SocketAddr],
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let Some(t) = tls else {
+        return Ok(None);
+    };
+    let c = t
+        .validate()
+        .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
+    if taken.contains(&c.listen) {
+        return Err(ConfigError::new(
+            file,
+            "tls.listen",
+            "must differ from listen and admin.listen",
+        ));
+    }
+    if let Some(r) = c.redirect_http {
+        if taken.contains(&r) {
+            return Err(ConfigError::new(
+                file,
+                "tls.redirect_http",
+                "must differ from listen and admin.listen",
+            ));
+        }
+    }
+    Ok(Some(c))
+}
+
+/// TLS metrics, registered in the proxy's registry.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    pub handshakes: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub expiry: GaugeVec,
+}
+
+impl TlsMetrics {
+    fn new(m: &ProxyMetrics) -> TlsMetrics {
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            if let Err(e) = m.registry.register(c) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+        };
+        let handshakes = IntCounterVec::new(
+            Opts::new(n::TLS_HANDSHAKES, "Completed downstream TLS handshakes."),
+            &["version"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        let reloads = IntCounterVec::new(
+            Opts::new(n::TLS_CERT_RELOADS, "TLS certificate reloads."),
+            &["result"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        let expiry = GaugeVec::new(
+            Opts::new(
+                n::TLS_CERT_EXPIRY,
+                "notAfter of each served certificate, Unix seconds.",
+            ),
+            &["name"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        reg(Box::new(handshakes.clone()));
+        reg(Box::new(reloads.clone()));
+        reg(Box::new(expiry.clone()));
+        for r in ["success", "failure"] {
+            reloads.with_label_values(&[r]);
+        }
+        TlsMetrics {
+            handshakes,
+            reloads,
+            expiry,
+        }
+    }
+
+    fn set_expiry(&self, store: &CertStore) {
+        self.expiry.reset();
+        for c in store.current().summary().certs {
+            self.expiry
+                .with_label_values(&[&c.label])
+                .set(c.not_after_unix as f64);
+        }
+    }
+
+    fn reloaded(&self, store: &CertStore, r: &Result<ReloadReport, StoreError>) {
+        let result = if r.is_ok() { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+        if r.is_ok() {
+            self.set_expiry(store);
+        }
+    }
+}
+
+/// The running TLS state.
+pub struct TlsState {
+    pub store: Arc<CertStore>,
+    pub metrics: TlsMetrics,
+    watcher: Mutex<Option<CertWatcher>>,
+}
+
+static STATE: OnceLock<Arc<TlsState>> = OnceLock::new();
+
+/// The TLS state, when a TLS listener runs in this process.
+pub fn state() -> Option<&'static Arc<TlsState>> {
+    STATE.get()
+}
+
+impl TlsState {
+    /// (Re)creates the file watcher for the store's current files (none for the dev cert).
+    fn rewatch(self: &Arc<Self>, cfg: &TlsConfig) {
+        let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        *w = None; // stop the old watcher first
+        if !cfg.watch || self.store.watched_files().is_empty() {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        match hotplex_tls::watch_store(self.store.clone(), cfg.watch_debounce, move |r| {
+            if let Some(s) = me.upgrade() {
+                s.metrics.reloaded(&s.store, r);
+            }
+        }) {
+            Ok(watcher) => *w = Some(watcher),
+            Err(e) => tracing::error!(
+                "cannot watch TLS certificate files ({e}); reload with SIGHUP or POST /admin/reload"
+            ),
+        }
+    }
+}
+
+/// Counts handshakes around the SNI resolver.
+struct CountingAccept {
+    inner: SniResolver,
+    handshakes: IntCounterVec,
+}
+
+#[async_trait]
+impl TlsAccept for CountingAccept {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) -> () {
+        self.inner.certificate_callback(ssl).await
+    }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.handshakes
+            .with_label_values(&[ssl.version_str()])
+            .inc();
+        None
+    }
+}
+
+/// Startup error of the TLS pieces.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsStartError {
+    #[error("tls: certificates: {0}")]
+    Store(#[from] StoreError),
+    #[error("tls: {0}")]
+    Settings(#[from] hotplex_tls::SettingsError),
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Adds the TLS listener to `proxy` (when `cfg.tls` is set) and returns the redirect
+/// service to add to the server, if `tls.redirect_http` is set.
+pub fn setup(
+    cfg: &RuntimeConfig,
+    proxy: &mut Service<HttpProxy<HotplexProxy>>,
+    metrics: &ProxyMetrics,
+) -> Result<Option<GenBackgroundService<AdminService>>, TlsStartError> {
+    let Some(tls) = cfg.tls.as_ref() else {
+        return Ok(None);
+    };
+    let bind = |what, addr| {
+        std::net::TcpListener::bind(addr).map_err(|source| TlsStartError::Bind {
+            what,
+            addr,
+            source,
+        })
+    };
+    drop(bind("tls.listen", tls.listen)?);
+    let redirect = match tls.redirect_http {
+        Some(addr) => Some(bind("tls.redirect_http", addr)?),
+        None => None,
+    };
+    // No certificates: CertStore generates the dev certificate and logs a loud WARN.
+    let store = CertStore::from_config(tls)?;
+    let tm = TlsMetrics::new(metrics);
+    tm.set_expiry(&store);
+    let mut settings = TlsSettings::with_callbacks(Box::new(CountingAccept {
+        inner: SniResolver::new(store.clone()),
+        handshakes: tm.handshakes.clone(),
+    }))
+    .map_err(|e| hotplex_tls::SettingsError {
+        what: "acceptor",
+        reason: e.to_string(),
+    })?;
+    hotplex_tls::harden(&mut settings, tls)?;
+    if tls.h2 {
+        settings.enable_h2();
+    } else {
+        settings.set_alpn(ALPN::H1);
+    }
+    proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+    if let Some(app) = proxy.app_logic_mut() {
+        app.h2_options = Some(tls.h2_options());
+    }
+    let state = Arc::new(TlsState {
+        store,
+        metrics: tm,
+        watcher: Mutex::new(None),
+    });
+    state.rewatch(tls);
+    if STATE.set(state).is_err() {
+        tracing::warn!("TLS state already initialised in this process");
+    }
+    tracing::info!(listen = %tls.listen, h2 = tls.h2, redirect_http = ?tls.redirect_http, "TLS listener configured");
+    Ok(redirect.map(|l| {
+        background_service(
+            "https redirect",
+            AdminService::new(l, redirect_router(tls.listen.port())),
+        )
+    }))
+}
+
+/// Router answering every request with a 301 to `https://host[:port]/path`.
+pub fn redirect_router(tls_port: u16) -> axum::Router {
+    axum::Router::new()
+        .fallback(redirect_handler)
+        .with_state(tls_port)
+}
+
+async fn redirect_handler(
+    State(port): State<u16>,
+    headers: http::HeaderMap,
+    uri: http::Uri,
+) -> Response {
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(uri.host())
+        .unwrap_or("");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match hotplex_tls::https_redirect_location(host, path, port) {
+        Some(loc) => (
+            http::StatusCode::MOVED_PERMANENTLY,
+            [
+                (http::header::LOCATION, loc),
+                (http::header::CONNECTION, "close".to_string()),
+            ],
+        )
+            .into_response(),
+        None => (http::StatusCode::BAD_REQUEST, "missing or invalid Host\n").into_response(),
+    }
+}
+
+fn tls_immutable(t: &TlsConfig) -> TlsConfig {
+    let mut t = t.clone();
+    t.certificates.clear();
+    t.default_certificate = 0;
+    t.hsts = None;
+    t.watch = false;
+    t.watch_debounce = std::time::Duration::ZERO;
+    t
+}
+
+/// Checks the TLS part of a reload and reloads the certificates (before the new config is
+/// swapped in). On error nothing changed: the old certificates keep serving.
+pub fn on_config_reload(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError> {
+    let f = new.source.as_str();
+    let restart = |key: &str, why: String| {
+        Err(ConfigError::new(
+            f,
+            key,
+            format!("{why}: cannot change without a restart (pingora issue 690)"),
+        ))
+    };
+    let (o, n) = match (old.tls.as_ref(), new.tls.as_ref()) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => return restart("tls", "adding the TLS listener".into()),
+        (Some(_), None) => return restart("tls", "removing the TLS listener".into()),
+        (Some(o), Some(n)) => (o, n),
+    };
+    if o.listen != n.listen {
+        return restart("tls.listen", format!("from {} to {}", o.listen, n.listen));
+    }
+    if o.redirect_http != n.redirect_http {
+        return restart(
+            "tls.redirect_http",
+            format!("from {:?} to {:?}", o.redirect_http, n.redirect_http),
+        );
+    }
+    if tls_immutable(o) != tls_immutable(n) {
+        return restart(
+            "tls",
+            "min_version, ciphers, ciphersuites, h2, h2 limits and session settings".into(),
+        );
+    }
+    let Some(state) = state() else {
+        return Ok(());
+    };
+    let r = state.store.reload_with(n);
+    state.metrics.reloaded(&state.store, &r);
+    if let Err(e) = r {
+        return Err(ConfigError::new(
+            f,
+            "tls.certificates",
+            format!("{e}; keeping the running certificates"),
+        ));
+    }
+    if o.certificates != n.certificates
+        || o.watch != n.watch
+        || o.watch_debounce != n.watch_debounce
+    {
+        state.rewatch(n);
+    }
+    Ok(())
+}
+
+/// True when the downstream connection of `session` is TLS.
+pub fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// `https` or `http`, for `X-Forwarded-Proto` / `Forwarded: proto=`.
+pub fn scheme(session: &Session) -> &'static str {
+    if is_tls(session) {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Response hook: `Strict-Transport-Security` on responses served over TLS.
+pub fn on_response(
+    session: &Session,
+    resp: &mut pingora::http::ResponseHeader,
+    cfg: &RuntimeConfig,
+) -> pingora::Result<()> {
+    if let Some(h) = cfg.tls.as_ref().and_then(|t| t.hsts.as_ref()) {
+        if is_tls(session) {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.header_value())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(tls: &str) -> Result<RuntimeConfig, ConfigError> {
+        crate::config::parse(
+            "t.yaml",
+            &format!("workers:\n  - id: w1\n    address: 127.0.0.1:1\n{tls}"),
+        )
+    }
+
+    #[test]
+    fn tls_section_is_validated_with_key_paths() {
+        let c = cfg("tls:\n  listen: 127.0.0.1:8443\n").expect("valid");
+        assert_eq!(
+            c.tls.as_ref().map(|t| t.listen.to_string()).as_deref(),
+            Some("127.0.0.1:8443")
+        );
+        let e = cfg("tls:\n  min_version: \"1.1\"\n").expect_err("tls 1.1");
+        assert_eq!(e.key, "tls.min_version");
+        let e = cfg("tls:\n  listen: 127.0.0.1:8000\n").expect_err("same as listen");
+        assert_eq!(e.key, "tls.listen");
+        let e = cfg("tls:\n  bogus: 1\n").expect_err("unknown key");
+        assert!(e.key.starts_with("tls"), "{e}");
+        assert!(cfg("").expect("no tls").tls.is_none());
+    }
+
+    #[test]
+    fn reload_refuses_listener_and_acceptor_changes() {
+        let a = cfg("tls:\n  listen: 127.0.0.1:8443\n").expect("a");
+        let b = cfg("tls:\n  listen: 127.0.0.1:8444\n").expect("b");
+        let c = cfg("tls:\n  listen: 127.0.0.1:8443\n  min_version: \"1.3\"\n").expect("c");
+        let d = cfg("tls:\n  listen: 127.0.0.1:8443\n  hsts: {}\n").expect("d");
+        let none = cfg("").expect("none");
+        let e = on_config_reload(&a, &b).expect_err("listen");
+        assert_eq!(e.key, "tls.listen");
+        assert!(e.reason.contains("restart"), "{e}");
+        assert_eq!(on_config_reload(&a, &c).expect_err("acceptor").key, "tls");
+        assert_eq!(on_config_reload(&a, &none).expect_err("removed").key, "tls");
+        // HSTS is live (no TLS state in unit tests: certificates untouched).
+        on_config_reload(&a, &d).expect("hsts change is reloadable");
+    }
+
+    #[test]
+    fn upstream_tls_peer() {
+        let plain = cfg("upstream_tls:\n  enabled: false\n").expect("valid");
+        assert!(plain.upstream_tls.is_none());
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        assert!(worker_peer(None, addr).scheme.to_string().contains("HTTP"));
+        let t = cfg("upstream_tls:\n  enabled: true\n  sni: Workers.Internal\n").expect("valid");
+        let p = worker_peer(t.upstream_tls.as_ref(), addr);
+        assert!(p.is_tls());
+        assert_eq!(p.sni, "workers.internal");
+        assert!(p.options.verify_cert && p.options.verify_hostname);
+        let e = cfg("upstream_tls:\n  enabled: true\n  ca_file: /nonexistent/ca.pem\n")
+            .expect_err("missing CA");
+        assert_eq!(e.key, "upstream_tls.ca_file");
+    }
+
+    #[tokio::test]
+    async fn redirect_answers_301_to_https() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("example.com:8080"),
+        );
+        let uri: http::Uri = "/a/b?x=1".parse().expect("uri");
+        let r = redirect_handler(State(8443), h, uri).await;
+        assert_eq!(r.status(), 301);
+        assert_eq!(
+            r.headers()[http::header::LOCATION],
+            "https://example.com:8443/a/b?x=1"
+        );
+        let r = redirect_handler(
+            State(8443),
+            http::HeaderMap::new(),
+            "/".parse().expect("uri"),
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+    }
+}
+
+/// TLS to the workers (`upstream_tls:`), with the CA loaded once per (re)load.
+#[derive(Debug, Clone)]
+pub struct WorkerTls {
+    pub cfg: hotplex_tls::UpstreamTls,
+    pub ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
+}
+
+/// Validates `upstream_tls:`; `None` when absent or `enabled: false`.
+pub fn validate_upstream(
+    file: &str,
+    u: Option<&hotplex_tls::UpstreamTlsFile>,
+) -> Result<Option<WorkerTls>, ConfigError> {
+    let Some(u) = u else {
+        return Ok(None);
+    };
+    let cfg = u
+        .validate()
+        .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let ca = cfg
+        .load_ca()
+        .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
+    Ok(Some(WorkerTls { cfg, ca }))
+}
+
+/// The peer for a worker: plain HTTP, or TLS per `upstream_tls` (SNI, CA, verification).
+pub fn worker_peer(
+    tls: Option<&WorkerTls>,
+    addr: SocketAddr,
+) -> pingora::upstreams::peer::HttpPeer {
+    let Some(t) = tls else {
+        return pingora::upstreams::peer::HttpPeer::new(addr, false, String::new());
+    };
+    let sni = t.cfg.sni.clone().unwrap_or_default();
+    let mut peer = pingora::upstreams::peer::HttpPeer::new(addr, true, sni.clone());
+    peer.options.verify_cert = t.cfg.verify;
+    peer.options.verify_hostname = t.cfg.verify && !sni.is_empty();
+    peer.options.ca = t.ca.clone();
+    peer
+}
+
+/// A byte stream to a worker (plain TCP or TLS).
+pub trait WorkerIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> WorkerIo for T {}
+
+/// Connects to a worker for a health probe, over TLS when `upstream_tls` is on.
+pub async fn connect_worker(
+    addr: SocketAddr,
+    tls: Option<&WorkerTls>,
+) -> Result<Box<dyn WorkerIo>, String> {
+    if tls.is_none() {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        return Ok(Box::new(s));
+    }
+    static CONNECTOR: OnceLock<pingora::connectors::TransportConnector> = OnceLock::new();
+    let c = CONNECTOR.get_or_init(|| pingora::connectors::TransportConnector::new(None));
+    let peer = worker_peer(tls, addr);
+    let s = c
+        .new_stream(&peer)
+        .await
+        .map_err(|e| format!("TLS connect: {e}"))?;
+    Ok(Box::new(s))
+}

@@ -81,12 +81,24 @@ async fn require_token(State(s): State<AdminState>, req: Request, next: Next) ->
         Some(t) if crate::config::tokens::token_ok(&cfg.admin_tokens, t.as_bytes()) => {
             next.run(req).await
         }
-        _ => (
+        _ => {
+            crate::audit::record(
+                crate::audit::Actor::named("admin"),
+                &format!("admin {} {}", req.method(), req.uri().path()),
+                "denied",
+                if presented.is_some() {
+                    "invalid token"
+                } else {
+                    "missing token"
+                },
+            );
+            (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
             Json(json!({"error": "unauthorized", "message": "a valid Authorization: Bearer token is required"})),
         )
-            .into_response(),
+            .into_response()
+        }
     }
 }
 
@@ -111,6 +123,12 @@ fn set_drain(s: &AdminState, id: &str, on: bool) -> (StatusCode, Json<Value>) {
         );
     }
     tracing::info!(worker = id, drain = on, "operator drain changed");
+    crate::audit::record(
+        crate::audit::Actor::named("admin"),
+        if on { "admin.drain" } else { "admin.resume" },
+        "success",
+        &format!("worker={id}"),
+    );
     s.metrics.refresh_worker_gauges(&s.registry);
     let w = workers_json(&s.registry)["workers"]
         .as_array()

@@ -148,6 +148,12 @@ impl Reloader {
                 self.metrics.forget_workers();
                 self.metrics.refresh_worker_gauges(&self.registry);
                 tracing::info!(hash = %hash, trigger, "config reloaded");
+                crate::audit::record(
+                    crate::audit::Actor::named(trigger),
+                    "config.reload",
+                    "success",
+                    &format!("hash={hash}"),
+                );
             }
             Err(e) => {
                 self.metrics
@@ -155,6 +161,12 @@ impl Reloader {
                     .with_label_values(&["failure"])
                     .inc();
                 tracing::error!(error = %e, trigger, "config reload failed; keeping the running config");
+                crate::audit::record(
+                    crate::audit::Actor::named(trigger),
+                    "config.reload",
+                    "failure",
+                    &e.to_string(),
+                );
             }
         }
         result

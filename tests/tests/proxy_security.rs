@@ -344,6 +344,18 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
         assert!(Instant::now() < deadline, "no limits.change audit line");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Config reloads are audited too: who (the trigger), what, the outcome and the hash.
+    let reloads: Vec<serde_json::Value> = p
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "audit" && v["action"] == "config.reload")
+        .collect();
+    assert!(reloads.len() >= 2, "reload audit lines: {reloads:?}");
+    assert!(reloads
+        .iter()
+        .all(|v| v["outcome"] == "success"
+            && v["detail"].as_str().unwrap_or("").starts_with("hash=")));
 }
 
 /// Offers ~2x the configured rate for 4 s from one client: the admitted count must be

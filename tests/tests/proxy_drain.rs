@@ -10,11 +10,9 @@ mod proxy_support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use hotplex_e2e::metric_value;
 use proxy_support::*;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 fn write_cfg(p: &TestProxy, yaml: &str) {
     let full = format!(
@@ -114,31 +112,6 @@ async fn admin_drain_survives_reload_and_resumes() {
     assert_eq!(create(&c, &p.base()).await.1, "w1");
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_turn(ws: &mut Ws, rid: u64, session: &str) -> String {
-    let frame = json!({"type":"execute","request_id":rid,"session_id":session,"prompt":"hi"});
-    ws.send(Message::text(frame.to_string()))
-        .await
-        .expect("send");
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("frame timeout")
-            .expect("stream open")
-            .expect("frame");
-        let Ok(text) = msg.to_text() else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            continue;
-        };
-        let ev = v["event"].as_str().unwrap_or("").to_string();
-        if ["completed", "error", "stopped"].contains(&ev.as_str()) {
-            return ev;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_worker_drains_for_its_grace_then_is_gone() {
     let workers = spawn_workers(3, WorkerOpts::default()).await;
@@ -161,7 +134,10 @@ async fn removed_worker_drains_for_its_grace_then_is_gone() {
             .and_then(|v| v.to_str().ok()),
         Some("w3")
     );
-    assert_eq!(ws_turn(&mut ws, 1, id3).await, "completed");
+    assert_eq!(
+        terminal_event(&ws_execute(&mut ws, 1, id3, "hi").await.expect("ws turn")),
+        "completed"
+    );
 
     let grace = Duration::from_secs(4);
     write_cfg(
@@ -197,7 +173,7 @@ async fn removed_worker_drains_for_its_grace_then_is_gone() {
         );
     }
     assert_eq!(
-        ws_turn(&mut ws, 2, id3).await,
+        terminal_event(&ws_execute(&mut ws, 2, id3, "hi").await.expect("ws turn")),
         "completed",
         "the open WebSocket keeps working"
     );

@@ -122,14 +122,12 @@ mod soak {
     //! the proxy: 0 failed requests, 0 dropped WebSockets, every session on its worker.
 
     use super::proxy_support::*;
-    use futures_util::{SinkExt, StreamExt};
     use hotplex_e2e::metric_value;
     use hotplex_e2e::sse::Reader;
-    use serde_json::{json, Value};
+    use serde_json::json;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
-    use tokio_tungstenite::tungstenite::Message;
 
     type Ws = tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -156,25 +154,10 @@ mod soak {
     }
 
     async fn ws_turn(ws: &mut Ws, rid: u64, session: &str) -> Result<(), String> {
-        let frame = json!({"type":"execute","request_id":rid,"session_id":session,"prompt":"hi"});
-        ws.send(Message::text(frame.to_string()))
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        loop {
-            let msg = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .map_err(|_| "frame timeout".to_string())?
-                .ok_or("closed")?
-                .map_err(|e| format!("frame: {e}"))?;
-            let Ok(text) = msg.to_text() else { continue };
-            let Ok(v) = serde_json::from_str::<Value>(text) else {
-                continue;
-            };
-            match v["event"].as_str().unwrap_or("") {
-                "completed" => return Ok(()),
-                "error" | "stopped" => return Err(format!("turn ended: {v}")),
-                _ => {}
-            }
+        let frames = ws_execute(ws, rid, session, "hi").await?;
+        match terminal_event(&frames).as_str() {
+            "completed" => Ok(()),
+            _ => Err(format!("turn ended: {:?}", frames.last())),
         }
     }
 

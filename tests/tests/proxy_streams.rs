@@ -6,13 +6,11 @@ mod proxy_support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use hotplex_e2e::metric_value;
 use hotplex_e2e::sse::Reader;
 use proxy_support::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Plain requests time out after 1 s; streams use `stream_idle`. The quiet periods below
 /// (1.5 s) would cut the streams if the plain timeouts applied to them.
@@ -57,32 +55,6 @@ mod http_parts {
     }
 }
 
-/// One execute turn; returns the frames up to the terminal one.
-async fn ws_turn(ws: &mut Ws, rid: u64, session: &str, prompt: &str) -> Vec<Value> {
-    let frame = json!({"type":"execute","request_id":rid,"session_id":session,"prompt":prompt});
-    ws.send(Message::text(frame.to_string()))
-        .await
-        .expect("send");
-    let mut frames = Vec::new();
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("frame timeout")
-            .expect("stream open")
-            .expect("frame");
-        let Ok(text) = msg.to_text() else { continue };
-        if text.is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(text).expect("json frame");
-        let ev = v["event"].as_str().unwrap_or("").to_string();
-        frames.push(v);
-        if ["completed", "error", "stopped"].contains(&ev.as_str()) {
-            return frames;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_through_the_proxy() {
     let workers = spawn_workers(3, WorkerOpts::default()).await;
@@ -106,7 +78,9 @@ async fn websocket_through_the_proxy() {
     assert_eq!(active, Some(1.0));
 
     for turn in 1..=3u64 {
-        let frames = ws_turn(&mut ws, turn, "ws-session-1", &format!("hello {turn}")).await;
+        let frames = ws_execute(&mut ws, turn, "ws-session-1", &format!("hello {turn}"))
+            .await
+            .expect("ws turn");
         let last = frames.last().expect("frames");
         assert_eq!(last["event"], "completed", "{frames:?}");
         let answer = frames
@@ -118,7 +92,9 @@ async fn websocket_through_the_proxy() {
     }
     // Quiet for longer than the plain read timeout (1 s), then another turn.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let frames = ws_turn(&mut ws, 4, "ws-session-1", "still there").await;
+    let frames = ws_execute(&mut ws, 4, "ws-session-1", "still there")
+        .await
+        .expect("ws turn");
     assert_eq!(frames.last().expect("f")["event"], "completed");
     ws.close(None).await.ok();
     drop(ws);
@@ -139,7 +115,9 @@ async fn websocket_through_the_proxy() {
             Some(worker.as_str()),
             "cookie reconnect"
         );
-        let frames = ws_turn(&mut ws, 9, "ws-session-1", "again").await;
+        let frames = ws_execute(&mut ws, 9, "ws-session-1", "again")
+            .await
+            .expect("ws turn");
         assert_eq!(frames.last().expect("f")["event"], "completed");
         ws.close(None).await.ok();
     }
@@ -149,7 +127,9 @@ async fn websocket_through_the_proxy() {
     let (mut ws, head) = ws_connect(&url, None).await;
     let hashed = head.worker.expect("worker");
     assert!(head.set_cookie.is_none(), "keyed: no cookie");
-    let frames = ws_turn(&mut ws, 1, "ws-hashed-7", "hi").await;
+    let frames = ws_execute(&mut ws, 1, "ws-hashed-7", "hi")
+        .await
+        .expect("ws turn");
     assert_eq!(frames.last().expect("f")["event"], "completed");
     drop(ws);
     let (_ws, head) = ws_connect(&url, None).await;

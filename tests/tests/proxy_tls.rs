@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use hotplex_e2e::sse::Reader;
 use hotplex_e2e::{eventually, free_addr, metric_value};
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
@@ -19,7 +18,6 @@ use proxy_support::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -186,31 +184,6 @@ async fn wss_connect(tls: SocketAddr, ca: &str) -> (Wss, Option<String>) {
     (ws, worker)
 }
 
-async fn ws_turn(ws: &mut Wss, rid: u64, session: &str) -> Vec<Value> {
-    let frame = json!({"type":"execute","request_id":rid,"session_id":session,"prompt":"hi"});
-    ws.send(Message::text(frame.to_string()))
-        .await
-        .expect("send");
-    let mut frames = Vec::new();
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("frame timeout")
-            .expect("open")
-            .expect("frame");
-        let Ok(text) = msg.to_text() else { continue };
-        if text.is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(text).expect("json");
-        let ev = v["event"].as_str().unwrap_or("").to_string();
-        frames.push(v);
-        if ["completed", "error", "stopped"].contains(&ev.as_str()) {
-            return frames;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -323,7 +296,9 @@ async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
     let (mut ws, worker) = wss_connect(tls, &ca.pem()).await;
     assert!(worker.is_some(), "x-hotplex-worker on the 101");
     for rid in 1..=2 {
-        let frames = ws_turn(&mut ws, rid, "wss-session-1").await;
+        let frames = ws_execute(&mut ws, rid, "wss-session-1", "hi")
+            .await
+            .expect("wss turn");
         assert_eq!(
             frames.last().expect("f")["event"],
             "completed",

@@ -288,3 +288,56 @@ pub fn check(file: &std::path::Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One WebSocket `execute` turn over any stream (plain or TLS): sends the frame and reads
+/// until the terminal event (`completed`, `error`, `stopped`). Returns every JSON frame of
+/// the turn, the terminal one last, or a description of what went wrong (timeout after
+/// [`WAIT`], closed stream, transport error).
+pub async fn ws_execute<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    rid: u64,
+    session: &str,
+    prompt: &str,
+) -> Result<Vec<Value>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let frame =
+        serde_json::json!({"type":"execute","request_id":rid,"session_id":session,"prompt":prompt});
+    ws.send(Message::text(frame.to_string()))
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut frames = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .map_err(|_| "frame timeout".to_string())?
+            .ok_or("stream closed")?
+            .map_err(|e| format!("frame: {e}"))?;
+        let Ok(text) = msg.to_text() else { continue };
+        if text.is_empty() {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| format!("non-JSON frame {text:?}: {e}"))?;
+        let terminal = matches!(
+            v["event"].as_str().unwrap_or(""),
+            "completed" | "error" | "stopped"
+        );
+        frames.push(v);
+        if terminal {
+            return Ok(frames);
+        }
+    }
+}
+
+/// The `event` of the last frame of a turn (`completed`, `error`, `stopped`).
+pub fn terminal_event(frames: &[Value]) -> String {
+    frames
+        .last()
+        .and_then(|v| v["event"].as_str())
+        .unwrap_or("")
+        .to_string()
+}

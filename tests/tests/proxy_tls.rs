@@ -554,3 +554,116 @@ async fn upstream_tls_to_workers_is_verified() {
     let ws = admin_worker(&c, &bad, "w1").await;
     assert_eq!(ws["healthy"], false, "{ws}");
 }
+
+/// Reads HTTP/2 frames from `s` until the server's (non-ACK) SETTINGS frame; returns its
+/// parameters as (identifier, value) pairs.
+fn read_server_settings(s: &mut impl std::io::Read) -> Vec<(u16, u32)> {
+    for _ in 0..16 {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).expect("frame header");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).expect("frame payload");
+        if kind == 0x4 && flags & 0x1 == 0 {
+            return payload
+                .chunks_exact(6)
+                .map(|c| {
+                    (
+                        u16::from_be_bytes([c[0], c[1]]),
+                        u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                    )
+                })
+                .collect();
+        }
+    }
+    panic!("no SETTINGS frame from the server");
+}
+
+/// HTTP/2 limits from the config reach the wire (SETTINGS_MAX_CONCURRENT_STREAMS,
+/// SETTINGS_MAX_HEADER_LIST_SIZE), a client multiplexing more requests than the stream
+/// limit on one connection gets every answer, and an oversized header list is refused
+/// without harming the connection's other requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_limits_are_advertised_and_enforced() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["a.test"]);
+    let (cert, key) = leaf.write(dir.path(), "a");
+    let tls = free_addr();
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let _p = spawn_proxy(&proxy_yaml(
+        &worker_list(&workers),
+        &tls_yaml(
+            tls,
+            &[("a.test", &cert, &key)],
+            "  h2_max_concurrent_streams: 7\n  max_header_list_size: 4096\n",
+        ),
+    ))
+    .await;
+    wait_tls(&ca, tls).await;
+
+    // The server's SETTINGS, read off a raw h2 connection (ALPN h2).
+    let ca_pem = ca.pem();
+    let settings = tokio::task::spawn_blocking(move || {
+        let mut b = SslConnector::builder(SslMethod::tls()).expect("builder");
+        b.cert_store_mut()
+            .add_cert(X509::from_pem(ca_pem.as_bytes()).expect("ca"))
+            .expect("add ca");
+        b.set_alpn_protos(b"\x02h2").expect("alpn");
+        let tcp = std::net::TcpStream::connect(tls).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut s = b.build().connect("a.test", tcp).expect("handshake");
+        assert_eq!(s.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .expect("preface");
+        read_server_settings(&mut s)
+    })
+    .await
+    .expect("settings task");
+    assert!(
+        settings.contains(&(0x3, 7)),
+        "MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
+    assert!(
+        settings.contains(&(0x6, 4096)),
+        "MAX_HEADER_LIST_SIZE: {settings:?}"
+    );
+
+    // 40 concurrent requests on one h2 connection (limit 7 streams): all answered.
+    let h2 = https_client(&ca, tls, false);
+    let url = format!("https://a.test:{}/health/live", tls.port());
+    let r = h2.get(&url).send().await.expect("first request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let results = futures_util::future::join_all((0..40).map(|_| h2.get(&url).send())).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().map(|r| r.status().is_success()).unwrap_or(false))
+        .count();
+    assert_eq!(
+        ok, 40,
+        "multiplexed past the stream limit: {ok}/40 answered"
+    );
+
+    // A header list over 4096 bytes is refused (stream reset or 4xx), never proxied...
+    let big = "x".repeat(8192);
+    let r = h2.get(&url).header("x-big", &big).send().await;
+    let oversized = match &r {
+        Ok(r) => {
+            assert!(
+                r.status().is_client_error(),
+                "oversized headers: {}",
+                r.status()
+            );
+            r.status().to_string()
+        }
+        Err(e) => format!("refused ({e})"),
+    };
+    // ...and the client's next request still works.
+    let r = h2.get(&url).send().await.expect("after oversized headers");
+    assert!(r.status().is_success());
+    eprintln!(
+        "h2 limits: settings {settings:?}, 40/40 multiplexed, oversized headers -> {oversized}"
+    );
+}

@@ -127,7 +127,7 @@ async fn removed_worker_drains_for_its_grace_then_is_gone() {
     // An open WebSocket on w3 (pinned by its session id in the query).
     let (id3, _) = &on_w3[0];
     let url = format!("ws://{}/ws/v1/agent?session_id={id3}", p.listen);
-    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let (mut ws, resp, _) = ws_connect_checked(&url, &[]).await;
     assert_eq!(
         resp.headers()
             .get("x-hotplex-worker")

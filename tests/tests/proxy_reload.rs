@@ -203,7 +203,7 @@ mod soak {
         // WebSockets pinned to the first sessions, one turn after another.
         for (k, (id, node)) in sessions.iter().take(WEBSOCKETS).cloned().enumerate() {
             let url = format!("ws://{}/ws/v1/agent?session_id={id}", p.listen);
-            let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.expect("ws");
+            let (mut ws, resp, _) = ws_connect_checked(&url, &[]).await;
             let w = resp
                 .headers()
                 .get("x-hotplex-worker")

@@ -10,7 +10,6 @@ use hotplex_e2e::metric_value;
 use hotplex_e2e::sse::Reader;
 use proxy_support::*;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Plain requests time out after 1 s; streams use `stream_idle`. The quiet periods below
 /// (1.5 s) would cut the streams if the plain timeouts applied to them.
@@ -21,15 +20,8 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_connect(url: &str, cookie: Option<&str>) -> (Ws, http_parts::Head) {
-    let mut req = url.into_client_request().expect("request");
-    if let Some(c) = cookie {
-        req.headers_mut()
-            .insert("cookie", c.parse().expect("cookie"));
-    }
-    let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("connect timeout")
-        .expect("websocket handshake");
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let (ws, resp, _) = ws_connect_checked(url, &headers).await;
     let h = |n: &str| {
         resp.headers()
             .get(n)

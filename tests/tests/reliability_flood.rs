@@ -231,10 +231,7 @@ async fn websocket_frame_flood_keeps_proxy_responsive() {
         })
     };
     let url = format!("ws://{}/ws/v1/agent", p.listen);
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("ws connect in time")
-        .expect("ws connect");
+    let (ws, _, _) = ws_connect_checked(&url, &[]).await;
     let (mut tx, mut rx) = ws.split();
     const FRAMES: u64 = 10_000;
     let reader = tokio::spawn(async move {

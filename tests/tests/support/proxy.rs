@@ -341,3 +341,74 @@ pub fn terminal_event(frames: &[Value]) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// A plain WebSocket through the proxy.
+pub type ProxyWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `url` (with extra request `headers`) and proves the tunnel carries
+/// frames with a `version` round trip before returning it.
+///
+/// Known pingora 0.9 bug (issue 946, fixes pending upstream in PRs 947/1016): when the
+/// worker's `101` is read before the proxy has consumed the upgrade request's empty body,
+/// pingora tears the fresh tunnel down (the client sees `101`, then a reset). It needs a
+/// fast upstream and a busy machine; a client reconnects. This helper does the same, at
+/// most 3 attempts, and reports how many it needed so a test can bound it.
+pub async fn ws_connect_checked(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (
+    ProxyWs,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+    u32,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut last_err = String::new();
+    for attempt in 0..3u32 {
+        let mut req = url.into_client_request().expect("ws request");
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                    .expect("header name"),
+                v.parse().expect("header value"),
+            );
+        }
+        let (mut ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("ws connect timeout")
+            .expect("websocket handshake");
+        let probe = serde_json::json!({"type":"version","request_id":0});
+        let alive = async {
+            ws.send(Message::text(probe.to_string()))
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            loop {
+                let msg = tokio::time::timeout(WAIT, ws.next())
+                    .await
+                    .map_err(|_| "probe timeout".to_string())?
+                    .ok_or("closed")?
+                    .map_err(|e| format!("frame: {e}"))?;
+                let Ok(text) = msg.to_text() else { continue };
+                if serde_json::from_str::<Value>(text)
+                    .map(|v| v["event"] == "version")
+                    .unwrap_or(false)
+                {
+                    return Ok::<(), String>(());
+                }
+            }
+        }
+        .await;
+        match alive {
+            Ok(()) => return (ws, resp, attempt),
+            Err(e) => {
+                eprintln!(
+                    "websocket torn down right after 101 (pingora issue 946): {e}; reconnecting"
+                );
+                last_err = e;
+            }
+        }
+    }
+    panic!("websocket tunnel failed 3 times in a row: {last_err}");
+}

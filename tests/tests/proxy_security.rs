@@ -527,17 +527,16 @@ async fn trusted_xff_new_sessions_and_websockets_per_key() {
     assert_eq!(r.status, 201, "other tenant unaffected: {r:?}");
 
     let proto_a = format!("hotplex, hotplex-api-{KEY_A}");
-    let w1 = ws_open(p.listen, Some(&proto_a)).await;
-    let w2 = ws_open(p.listen, Some(&proto_a)).await;
-    assert_eq!(ws_status(&w1), 101);
-    assert_eq!(ws_status(&w2), 101);
+    // Two tunnels proven alive (a version round trip) hold the key's two slots.
+    let url = format!("ws://{}/ws/v1/agent", p.listen);
+    let (mut w1, r1, _) = ws_connect_checked(&url, &[("sec-websocket-protocol", &proto_a)]).await;
+    let (_w2, r2, _) = ws_connect_checked(&url, &[("sec-websocket-protocol", &proto_a)]).await;
+    assert_eq!((r1.status().as_u16(), r2.status().as_u16()), (101, 101));
     let w3 = ws_open(p.listen, Some(&proto_a)).await;
     assert_eq!(ws_status(&w3), 429);
     let wb = ws_open(p.listen, Some(&format!("hotplex, hotplex-api-{KEY_B}"))).await;
     assert_eq!(ws_status(&wb), 101, "other tenant unaffected");
-    if let Ok((mut ws, _)) = w1 {
-        let _ = ws.close(None).await;
-    }
+    let _ = w1.close(None).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let w = ws_open(p.listen, Some(&proto_a)).await;

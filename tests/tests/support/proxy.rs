@@ -407,6 +407,8 @@ pub async fn ws_connect_checked(
                     "websocket torn down right after 101 (pingora issue 946): {e}; reconnecting"
                 );
                 last_err = e;
+                // Let the proxy finish the torn request (and release any per-key slot).
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }

@@ -309,21 +309,7 @@ mod tests {
         m.observe_request("/sessions", "POST", 201, 0.01);
         m.bad_request("json");
         let t = m.render();
-        for name in [
-            shared::SESSIONS_ACTIVE,
-            shared::SESSIONS_TOTAL,
-            shared::SESSIONS_ERRORS,
-            shared::TOOLS_INVOKED,
-            shared::REQUEST_DURATION_SECONDS,
-            worker::SESSIONS_MAX,
-            worker::TURNS_TOTAL,
-            worker::TURN_DURATION_SECONDS,
-            worker::SESSIONS_CLOSED,
-            worker::POOL_REJECTIONS,
-            worker::DRAINING,
-            worker::WEBSOCKETS_ACTIVE,
-            worker::BAD_REQUESTS,
-        ] {
+        for name in hotplex_common::names::WORKER_EXPORTED {
             assert!(t.contains(name), "{name} missing in\n{t}");
         }
         assert!(t.contains("tool=\"other\",component=\"worker\"} 1"), "{t}");

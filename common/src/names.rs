@@ -51,6 +51,24 @@ pub mod worker {
     pub const BAD_REQUESTS: &str = "hotplex_worker_bad_requests_total";
 }
 
+/// Every metric family the worker exports (the shared family plus [`worker`]): what a
+/// worker's `/metrics` must show, checked by its unit and end-to-end tests.
+pub const WORKER_EXPORTED: &[&str] = &[
+    shared::SESSIONS_ACTIVE,
+    shared::SESSIONS_TOTAL,
+    shared::SESSIONS_ERRORS,
+    shared::TOOLS_INVOKED,
+    shared::REQUEST_DURATION_SECONDS,
+    worker::SESSIONS_MAX,
+    worker::TURNS_TOTAL,
+    worker::TURN_DURATION_SECONDS,
+    worker::SESSIONS_CLOSED,
+    worker::POOL_REJECTIONS,
+    worker::DRAINING,
+    worker::WEBSOCKETS_ACTIVE,
+    worker::BAD_REQUESTS,
+];
+
 /// Proxy-only metrics (`hotplex_proxy_*`).
 pub mod proxy {
     /// Counter: downstream requests answered, labels `route`, `status`.

@@ -26,21 +26,7 @@ async fn every_metric_is_exported_and_moves_with_real_events() {
         .expect("live");
     assert_eq!(r.status(), 200);
     let text = metrics_text(&c, &base).await;
-    for name in [
-        shared::SESSIONS_ACTIVE,
-        shared::SESSIONS_TOTAL,
-        shared::SESSIONS_ERRORS,
-        shared::TOOLS_INVOKED,
-        shared::REQUEST_DURATION_SECONDS,
-        worker::SESSIONS_MAX,
-        worker::TURNS_TOTAL,
-        worker::TURN_DURATION_SECONDS,
-        worker::SESSIONS_CLOSED,
-        worker::POOL_REJECTIONS,
-        worker::DRAINING,
-        worker::WEBSOCKETS_ACTIVE,
-        worker::BAD_REQUESTS,
-    ] {
+    for name in hotplex_common::names::WORKER_EXPORTED {
         assert!(
             text.contains(&format!("# TYPE {name} ")),
             "{name} missing:\n{text}"

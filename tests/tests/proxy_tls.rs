@@ -184,6 +184,44 @@ async fn wss_connect(tls: SocketAddr, ca: &str) -> (Wss, Option<String>) {
     (ws, worker)
 }
 
+/// One worker behind a proxy whose TLS listener serves one certificate for `a.test`,
+/// signed by `ca`; `tls_extra` is appended to the `tls:` section. Waits for the listener.
+struct OneCert {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    leaf: Leaf,
+    cert: PathBuf,
+    key: PathBuf,
+    tls: SocketAddr,
+    workers: Vec<TestWorker>,
+    proxy: TestProxy,
+}
+
+async fn one_cert_proxy(tls_extra: &str) -> OneCert {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["a.test"]);
+    let (cert, key) = leaf.write(dir.path(), "a");
+    let tls = free_addr();
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let proxy = spawn_proxy(&proxy_yaml(
+        &worker_list(&workers),
+        &tls_yaml(tls, &[("a.test", &cert, &key)], tls_extra),
+    ))
+    .await;
+    wait_tls(&ca, tls).await;
+    OneCert {
+        dir,
+        ca,
+        leaf,
+        cert,
+        key,
+        tls,
+        workers,
+        proxy,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -344,18 +382,16 @@ async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_keeps_connections_and_rejects_bad_certs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new();
-    let first = ca.leaf(&["a.test"]);
-    let (cert, key) = first.write(dir.path(), "a");
-    let tls = free_addr();
-    let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let p = spawn_proxy(&proxy_yaml(
-        &worker_list(&workers),
-        &tls_yaml(tls, &[("a.test", &cert, &key)], ""),
-    ))
-    .await;
-    wait_tls(&ca, tls).await;
+    let OneCert {
+        dir,
+        ca,
+        leaf: first,
+        cert,
+        key,
+        tls,
+        workers: _workers,
+        proxy: p,
+    } = one_cert_proxy("").await;
     let url = format!("https://a.test:{}/health/ready", tls.port());
     let served = |c: reqwest::Client| {
         let url = url.clone();
@@ -462,20 +498,12 @@ async fn certificate_rotation_keeps_connections_and_rejects_bad_certs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_stream_in_flight_finishes_on_graceful_stop() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new();
-    let leaf = ca.leaf(&["a.test"]);
-    let (cert, key) = leaf.write(dir.path(), "a");
-    let tls = free_addr();
-    let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let mut p = spawn_proxy(&proxy_yaml(
-        &worker_list(&workers),
-        &tls_yaml(tls, &[("a.test", &cert, &key)], ""),
-    ))
-    .await;
-    wait_tls(&ca, tls).await;
+    // Keep the fixture bound: its worker must outlive the test.
+    let f = one_cert_proxy("").await;
+    let (ca, tls) = (&f.ca, f.tls);
+    let mut p = f.proxy;
     let port = tls.port();
-    let h2 = https_client(&ca, tls, false);
+    let h2 = https_client(ca, tls, false);
     let r = h2
         .post(format!("https://a.test:{port}/sessions"))
         .send()
@@ -587,22 +615,8 @@ fn read_server_settings(s: &mut impl std::io::Read) -> Vec<(u16, u32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_limits_are_advertised_and_enforced() {
     use std::io::Write;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new();
-    let leaf = ca.leaf(&["a.test"]);
-    let (cert, key) = leaf.write(dir.path(), "a");
-    let tls = free_addr();
-    let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let _p = spawn_proxy(&proxy_yaml(
-        &worker_list(&workers),
-        &tls_yaml(
-            tls,
-            &[("a.test", &cert, &key)],
-            "  h2_max_concurrent_streams: 7\n  max_header_list_size: 4096\n",
-        ),
-    ))
-    .await;
-    wait_tls(&ca, tls).await;
+    let f = one_cert_proxy("  h2_max_concurrent_streams: 7\n  max_header_list_size: 4096\n").await;
+    let (ca, tls) = (&f.ca, f.tls);
 
     // The server's SETTINGS, read off a raw h2 connection (ALPN h2).
     let ca_pem = ca.pem();
@@ -632,7 +646,7 @@ async fn h2_limits_are_advertised_and_enforced() {
     );
 
     // 40 concurrent requests on one h2 connection (limit 7 streams): all answered.
-    let h2 = https_client(&ca, tls, false);
+    let h2 = https_client(ca, tls, false);
     let url = format!("https://a.test:{}/health/live", tls.port());
     let r = h2.get(&url).send().await.expect("first request");
     assert_eq!(r.version(), reqwest::Version::HTTP_2);

@@ -16,11 +16,13 @@ use hotplex_common::headers::{
     X_HOTPLEX_SESSION,
 };
 use hotplex_common::metrics::TEXT_CONTENT_TYPE;
+use hotplex_common::telemetry::{self, SPAN_TARGET};
 use hotplex_common::SessionId;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::error::ApiError;
@@ -58,7 +60,41 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Auth, `X-Hotplex-Node`, request-duration histogram.
+/// The session id in a `/sessions/{id}[/...]` path.
+fn path_session(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/sessions/")?;
+    let id = rest.split('/').next().unwrap_or_default();
+    (!id.is_empty()).then_some(id)
+}
+
+/// The server span of one request: its parent is the caller's `traceparent` (the proxy's
+/// upstream span), if any. Probes, metrics scrapes and profiles are not traced.
+fn request_span(st: &AppState, req: &Request, method: &str, route: &str) -> tracing::Span {
+    let path = req.uri().path();
+    if auth::is_public_path(path) || path.starts_with("/debug/") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "worker.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        session.id = tracing::field::Empty,
+        node.id = %st.cfg.node_id,
+    );
+    if let Some(id) = path_session(req.uri().path()) {
+        span.record("session.id", id);
+    }
+    telemetry::set_parent(&span, telemetry::extract(req.headers()));
+    span
+}
+
+/// Auth, `X-Hotplex-Node`, request-duration histogram, the request's trace span.
 async fn around(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_string();
@@ -67,14 +103,20 @@ async fn around(State(st): State<AppState>, req: Request, next: Next) -> Respons
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    let span = request_span(&st, &req, &method, &route);
     let mut resp = if auth::is_public_path(req.uri().path()) {
-        next.run(req).await
+        next.run(req).instrument(span.clone()).await
     } else {
         match auth::check(&st.cfg.api_keys, req.headers()) {
-            Ok(()) => next.run(req).await,
+            Ok(()) => next.run(req).instrument(span.clone()).await,
             Err(e) => e.into_response(),
         }
     };
+    let status = resp.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        telemetry::set_error(&span, status.to_string());
+    }
     resp.headers_mut()
         .insert(X_HOTPLEX_NODE, st.node_header.clone());
     st.metrics.observe_request(
@@ -192,12 +234,15 @@ async fn create_session(State(st): State<AppState>, headers: HeaderMap) -> Respo
         },
     };
     match st.pool.create(id).await {
-        Ok(s) => (
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/sessions/{}", s.id))],
-            Json(json!({"session_id": s.id, "node_id": st.cfg.node_id})),
-        )
-            .into_response(),
+        Ok(s) => {
+            tracing::Span::current().record("session.id", s.id.as_str());
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("/sessions/{}", s.id))],
+                Json(json!({"session_id": s.id, "node_id": st.cfg.node_id})),
+            )
+                .into_response()
+        }
         Err(e) => ApiError::from_pool(e, st.cfg.retry_after_secs).into_response(),
     }
 }

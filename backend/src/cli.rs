@@ -110,7 +110,19 @@ pub fn main() -> ExitCode {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
     }
-    logging::init(cfg.log_format, &cfg.log_level);
+    let telemetry = match cfg.telemetry.clone().with_process_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("hotplex-worker: invalid environment: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = logging::LogOptions {
+        telemetry: Some(telemetry),
+        static_fields: vec![("node_id", cfg.node_id.clone())],
+    };
+    // A failed exporter is logged; the worker runs without traces.
+    let _ = logging::init_with(cfg.log_format, &cfg.log_level, opts);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,7 +133,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    let result = rt.block_on(run(cfg));
+    // Export the spans still queued (the last turns) before exiting.
+    hotplex_common::telemetry::shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hotplex_common::logging::LogFormat;
+use hotplex_common::telemetry::{TelemetryFile, TelemetrySettings};
 use serde::Deserialize;
 
 /// Default listen address.
@@ -31,6 +32,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 /// Default log level directive (when `RUST_LOG` is unset).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default `service.name` of the worker's trace spans.
+pub const DEFAULT_SERVICE_NAME: &str = "hotplex-worker";
 
 /// The config file, exactly as written. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +73,9 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// The agent process started for each session.
     pub agent: Option<AgentFileConfig>,
+    /// OpenTelemetry traces (OTLP/HTTP); absent or without `endpoint`: off. See
+    /// `hotplex_common::telemetry` for the keys and their defaults.
+    pub telemetry: Option<TelemetryFile>,
 }
 
 /// `agent:` section of the config file.
@@ -137,6 +143,8 @@ pub struct WorkerConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub agent: AgentConfig,
+    /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
+    pub telemetry: TelemetrySettings,
 }
 
 impl Default for WorkerConfig {
@@ -156,6 +164,7 @@ impl Default for WorkerConfig {
             log_format: LogFormat::Json,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             agent: AgentConfig::demo(),
+            telemetry: TelemetrySettings::off(DEFAULT_SERVICE_NAME),
         }
     }
 }
@@ -276,6 +285,15 @@ impl FileConfig {
             agent.cwd = a.cwd;
             agent.wait_ready = a.wait_ready.unwrap_or(true);
         }
+        let telemetry = self
+            .telemetry
+            .unwrap_or_default()
+            .validate("telemetry", DEFAULT_SERVICE_NAME)
+            .map_err(|e| ConfigError::Invalid {
+                file: file.to_string(),
+                key: e.key,
+                reason: e.reason,
+            })?;
         Ok(WorkerConfig {
             listen: self.listen.unwrap_or(d.listen),
             node_id,
@@ -291,6 +309,7 @@ impl FileConfig {
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level.unwrap_or(d.log_level),
             agent,
+            telemetry,
         })
     }
 }
@@ -385,6 +404,30 @@ agent:
         );
         let e = FileConfig::parse("agent:\n  comand: [x]\n", "w.yaml").expect_err("unknown");
         assert!(e.to_string().contains("key `agent.comand`"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_section() {
+        let y = "telemetry:\n  endpoint: http://127.0.0.1:4318\n  sampling_ratio: 0.5\n  batch_delay: 200ms\n";
+        let c = FileConfig::parse(y, "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect("valid");
+        assert_eq!(
+            c.telemetry.traces_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(c.telemetry.service_name, DEFAULT_SERVICE_NAME);
+        assert_eq!(c.telemetry.sampling_ratio, 0.5);
+        assert_eq!(c.telemetry.batch_delay, Duration::from_millis(200));
+        let e = FileConfig::parse("telemetry:\n  sampling_ratio: 2\n", "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect_err("ratio");
+        assert!(
+            e.to_string().contains("key `telemetry.sampling_ratio`"),
+            "{e}"
+        );
+        let e = FileConfig::parse("telemetry:\n  endpont: x\n", "w.yaml").expect_err("typo");
+        assert!(e.to_string().contains("telemetry.endpont"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,9 @@ use hotplex_common::SessionId;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch, OwnedMutexGuard, OwnedSemaphorePermit};
 
+use hotplex_common::telemetry::{self, SPAN_TARGET};
+use tracing::Instrument;
+
 use crate::agent::{AgentError, AgentLine, AgentProcess};
 use crate::metrics::{CloseReason, ErrorReason, TurnOutcome};
 use crate::pool::Pool;
@@ -186,7 +189,27 @@ impl Turn {
 
     /// Runs the turn, sending its events to `tx` (send failures, e.g. a client that
     /// went away, do not stop the turn). The last event is terminal.
-    pub async fn run(mut self, prompt: String, tx: mpsc::Sender<TurnEvent>) {
+    ///
+    /// The turn runs in a `session.turn` span created here, a child of the caller's
+    /// current span (the request or WebSocket connection), with one `tool.use` child per
+    /// tool the agent uses.
+    pub fn run(
+        self,
+        prompt: String,
+        tx: mpsc::Sender<TurnEvent>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "session.turn",
+            session.id = %self.session.id.as_str(),
+            node.id = %self.pool.config().node_id,
+            turn.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        self.run_in_span(prompt, tx).instrument(span)
+    }
+
+    async fn run_in_span(mut self, prompt: String, tx: mpsc::Sender<TurnEvent>) {
         let s = self.session.clone();
         let pool = self.pool.clone();
         let m = pool.metrics();
@@ -199,6 +222,8 @@ impl Turn {
         let n = s.turns.fetch_add(1, Ordering::Relaxed) + 1;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + pool.config().execution_timeout;
+        // Open `tool.use` spans (tool_use seen, tool_result not yet), by tool-use id.
+        let mut tools: Vec<(Option<String>, tracing::Span)> = Vec::new();
 
         let event = |event: &'static str, mut data: Map<String, Value>| {
             data.insert("session_id".into(), Value::from(sid.as_str()));
@@ -245,12 +270,16 @@ impl Turn {
                         line = agent.next_line() => match line {
                             Ok(AgentLine { kind, mut fields }) => match kind.as_str() {
                                 "thinking" | "tool_result" | "answer" => {
+                                    if kind == "tool_result" {
+                                        end_tool_span(&mut tools, &fields);
+                                    }
                                     let _ = tx.send(event(event_name(&kind), fields)).await;
                                 }
                                 "tool_use" => {
                                     let tool = fields.get("tool").or_else(|| fields.get("name"))
                                         .and_then(Value::as_str).unwrap_or("unknown");
                                     m.tool_invoked(tool);
+                                    tools.push(tool_span(&sid, &pool.config().node_id, tool, &fields));
                                     let _ = tx.send(event("tool_use", fields)).await;
                                 }
                                 "result" => {
@@ -279,6 +308,8 @@ impl Turn {
             },
         };
 
+        // Tools without a result end with the turn.
+        drop(tools);
         let closing = s.closing.load(Ordering::Acquire);
         let mut close_session = false;
         let outcome = match end {
@@ -327,6 +358,17 @@ impl Turn {
             }
         }
         m.turn_finished(outcome, started.elapsed().as_secs_f64());
+        let span = tracing::Span::current();
+        span.record("turn.outcome", outcome_label(&end));
+        tracing::info!(
+            turn = n,
+            outcome = outcome_label(&end),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "turn finished"
+        );
+        if !matches!(end, End::Completed | End::Stopped) {
+            telemetry::set_error(&span, outcome_label(&end));
+        }
         s.touch();
         s.running.store(false, Ordering::Release);
         drop(self.guard);
@@ -335,6 +377,58 @@ impl Turn {
             pool.close(&s.id, CloseReason::Crashed).await;
         }
         let _ = tx.send(terminal).await;
+    }
+}
+
+/// The id a tool use / tool result carries (`id` or `tool_use_id`).
+fn tool_use_id(fields: &Map<String, Value>) -> Option<String> {
+    fields
+        .get("id")
+        .or_else(|| fields.get("tool_use_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// A `tool.use` span, child of the current (turn) span.
+fn tool_span(
+    sid: &str,
+    node: &str,
+    tool: &str,
+    fields: &Map<String, Value>,
+) -> (Option<String>, tracing::Span) {
+    let id = tool_use_id(fields);
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "tool.use",
+        otel.name = %format!("tool {tool}"),
+        tool.name = %tool,
+        tool.id = id.as_deref().unwrap_or(""),
+        session.id = %sid,
+        node.id = %node,
+    );
+    (id, span)
+}
+
+/// Ends the `tool.use` span a tool result answers (by id; else the oldest open one).
+fn end_tool_span(tools: &mut Vec<(Option<String>, tracing::Span)>, fields: &Map<String, Value>) {
+    let id = tool_use_id(fields);
+    let pos = tools
+        .iter()
+        .position(|(t, _)| id.is_some() && *t == id)
+        .or(if tools.is_empty() { None } else { Some(0) });
+    if let Some(p) = pos {
+        drop(tools.remove(p));
+    }
+}
+
+fn outcome_label(end: &End) -> &'static str {
+    match end {
+        End::Completed => "completed",
+        End::AgentError => "agent_error",
+        End::Stopped => "stopped",
+        End::Timeout => "timeout",
+        End::Garbage => "garbage",
+        End::Crashed => "crashed",
     }
 }
 

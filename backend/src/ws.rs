@@ -43,10 +43,12 @@ pub struct ClientFrame {
 
 pub async fn upgrade(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let limit = st.cfg.max_body_bytes;
+    // The connection (and the turns it starts) stay in the upgrade request's span.
+    let span = tracing::Span::current();
     ws.protocols([WS_PROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| connection(st, socket))
+        .on_upgrade(move |socket| tracing::Instrument::instrument(connection(st, socket), span))
 }
 
 fn error_frame(request_id: u64, code: &str, message: &str, session_id: Option<&str>) -> Value {

@@ -6,12 +6,14 @@
 //! - [`headers`]: the HTTP header, cookie and subprotocol names both sides speak;
 //! - [`session_id`]: the session-id format and its validation;
 //! - [`metrics`]: small helpers to build registries and render the text format;
-//! - [`logging`]: tracing setup (JSON or human-readable).
+//! - [`logging`]: tracing setup (JSON or human-readable);
+//! - [`telemetry`]: OpenTelemetry traces (OTLP export, `traceparent` propagation).
 
 pub mod headers;
 pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod session_id;
+pub mod telemetry;
 
 pub use session_id::{SessionId, SessionIdError};

@@ -1,7 +1,29 @@
 //! Logging setup shared by both binaries: `tracing` with JSON lines (default) or a
-//! human-readable format. The level comes from `RUST_LOG` when set, else from the caller.
+//! human-readable format, plus the OpenTelemetry layer when traces are on (see
+//! [`crate::telemetry`]). The level comes from `RUST_LOG` when set, else from the caller.
+//!
+//! A JSON line is one object: `timestamp` (RFC 3339, UTC), `level`, `target`, `message`,
+//! the event's fields (top level), and from the enclosing spans: `span` (innermost span
+//! name), `session_id` and `node_id` (span fields `session_id`/`session.id`,
+//! `node_id`/`node.id`), `trace_id` and `span_id` (hex, when the span is exported). Fields
+//! given to [`LogOptions::static_fields`] (e.g. the worker's `node_id`) are added to every
+//! line that has no such field.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
+
+use crate::telemetry::{self, TelemetrySettings, SPAN_TARGET};
 
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -27,21 +49,354 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Options of [`init_with`].
+#[derive(Debug, Default, Clone)]
+pub struct LogOptions {
+    /// Traces: exported when it has an endpoint.
+    pub telemetry: Option<TelemetrySettings>,
+    /// Fields added to every JSON line lacking them, e.g. `("node_id", "w1")`.
+    pub static_fields: Vec<(&'static str, String)>,
+}
+
 /// Installs the global subscriber. `default_level` is an `EnvFilter` directive such as
 /// `info` or `hotplex_proxy=debug,info`, used when `RUST_LOG` is unset. Logs go to stderr.
 /// Calling it twice is harmless (the second call is ignored).
 pub fn init(format: LogFormat, default_level: &str) {
+    let _ = init_with(format, default_level, LogOptions::default());
+}
+
+/// Like [`init`], with traces and static fields. Fails only when the exporter cannot
+/// start (the log is installed anyway, without traces).
+pub fn init_with(
+    format: LogFormat,
+    default_level: &str,
+    opts: LogOptions,
+) -> Result<(), telemetry::StartError> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+    // HotPlex spans are always enabled (for trace export and the span fields of log
+    // lines), whatever the log level; they produce no output of their own.
+    let filter = match format!("{SPAN_TARGET}=info").parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
     };
+    type Base = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
+    let mut otel: Option<telemetry::OtelLayer<Base>> = None;
+    let mut result = Ok(());
+    if let Some(t) = opts.telemetry.as_ref() {
+        match telemetry::start::<Base>(t) {
+            Ok(l) => otel = l,
+            Err(e) => result = Err(e),
+        }
+    }
+    let base = tracing_subscriber::registry().with(filter).with(otel);
+    // The output layer is outermost: JsonLayer needs `on_register_dispatch`, which
+    // `Option`/`Vec` layers do not forward.
+    let _ = match format {
+        LogFormat::Json => base.with(JsonLayer::new(opts.static_fields)).try_init(),
+        LogFormat::Text => base
+            .with(fmt::layer().with_writer(std::io::stderr).with_filter(
+                tracing_subscriber::filter::filter_fn(|m| {
+                    m.target() != SPAN_TARGET || !m.is_span()
+                }),
+            ))
+            .try_init(),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "traces are off: the exporter did not start");
+    }
+    result
+}
+
+/// Span fields copied onto the log lines of events inside the span.
+#[derive(Debug, Default, Clone)]
+struct SpanLogFields {
+    session_id: Option<String>,
+    node_id: Option<String>,
+}
+
+impl SpanLogFields {
+    fn is_empty(&self) -> bool {
+        self.session_id.is_none() && self.node_id.is_none()
+    }
+}
+
+impl Visit for SpanLogFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "session_id" | "session.id" if !value.is_empty() => {
+                self.session_id = Some(value.to_string())
+            }
+            "node_id" | "node.id" if !value.is_empty() => self.node_id = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if matches!(
+            field.name(),
+            "session_id" | "session.id" | "node_id" | "node.id"
+        ) {
+            let mut s = String::new();
+            let _ = write!(s, "{value:?}");
+            let s = s.trim_matches('"').to_string();
+            self.record_str(field, &s);
+        }
+    }
+}
+
+/// Keys that spans or static fields may also provide: an event field wins.
+const RESERVED: [&str; 5] = ["session_id", "node_id", "span", "trace_id", "span_id"];
+
+/// Writes `,"key":<value>` pairs straight into the line buffer (no map, few allocations:
+/// the access log runs once per request).
+struct JsonFields<'a> {
+    buf: &'a mut Vec<u8>,
+    /// Reserved keys the event itself set.
+    seen: [bool; RESERVED.len()],
+}
+
+impl JsonFields<'_> {
+    fn key(&mut self, name: &str) {
+        if let Some(i) = RESERVED.iter().position(|r| *r == name) {
+            self.seen[i] = true;
+        }
+        self.buf.push(b',');
+        let _ = serde_json::to_writer(&mut *self.buf, name);
+        self.buf.push(b':');
+    }
+
+    fn value<T: serde::Serialize + ?Sized>(&mut self, name: &str, v: &T) {
+        self.key(name);
+        if serde_json::to_writer(&mut *self.buf, v).is_err() {
+            self.buf.extend_from_slice(b"null");
+        }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        RESERVED
+            .iter()
+            .position(|r| *r == key)
+            .is_some_and(|i| self.seen[i])
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        self.value(f.name(), &v);
+    }
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        self.value(f.name(), &v);
+    }
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        self.value(f.name(), &v);
+    }
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        self.value(f.name(), &v);
+    }
+    fn record_str(&mut self, f: &Field, v: &str) {
+        self.value(f.name(), v);
+    }
+    fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
+        self.value(f.name(), &v.to_string());
+    }
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        let mut s = String::new();
+        let _ = write!(s, "{v:?}");
+        self.value(f.name(), &s);
+    }
+}
+
+/// The JSON-lines layer (stderr).
+pub struct JsonLayer {
+    static_fields: Vec<(&'static str, String)>,
+    dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
+}
+
+impl JsonLayer {
+    fn new(static_fields: Vec<(&'static str, String)>) -> JsonLayer {
+        JsonLayer {
+            static_fields,
+            dispatch: OnceLock::new(),
+        }
+    }
+
+    /// Writes the line of `event` into `buf` (without the trailing newline).
+    fn write_line<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buf: &mut Vec<u8>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let meta = event.metadata();
+        let mut ts = String::with_capacity(32);
+        let _ = fmt::time::SystemTime.format_time(&mut Writer::new(&mut ts));
+        buf.extend_from_slice(b"{\"timestamp\":");
+        let _ = serde_json::to_writer(&mut *buf, &ts);
+        buf.extend_from_slice(b",\"level\":\"");
+        buf.extend_from_slice(meta.level().as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"target\":");
+        let _ = serde_json::to_writer(&mut *buf, meta.target());
+        let mut f = JsonFields {
+            buf,
+            seen: [false; RESERVED.len()],
+        };
+        event.record(&mut f);
+        let mut leaf: Option<Id> = None;
+        let (mut session, mut node) = (None, None);
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if leaf.is_none() {
+                    leaf = Some(span.id());
+                    if !f.has("span") {
+                        f.value("span", span.name());
+                    }
+                }
+                if let Some(l) = span.extensions().get::<SpanLogFields>() {
+                    session = session.or_else(|| l.session_id.clone());
+                    node = node.or_else(|| l.node_id.clone());
+                }
+            }
+        }
+        if let (Some(v), false) = (session, f.has("session_id")) {
+            f.value("session_id", &v);
+        }
+        if let (Some(v), false) = (node, f.has("node_id")) {
+            f.value("node_id", &v);
+        }
+        if let (Some(id), true) = (leaf, telemetry::enabled()) {
+            if let Some(d) = self.dispatch.get().and_then(|w| w.upgrade()) {
+                if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, &d) {
+                    use opentelemetry::trace::TraceContextExt;
+                    let span = cx.span();
+                    let sc = span.span_context();
+                    if sc.is_valid() && !f.has("trace_id") {
+                        f.value("trace_id", &sc.trace_id().to_string());
+                        f.value("span_id", &sc.span_id().to_string());
+                    }
+                }
+            }
+        }
+        for (k, v) in &self.static_fields {
+            if !f.has(k) {
+                f.value(k, v.as_str());
+            }
+        }
+        f.buf.push(b'}');
+    }
+}
+
+impl<S> Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut f = SpanLogFields::default();
+        attrs.record(&mut f);
+        if !f.is_empty() {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(f);
+            }
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(f) = ext.get_mut::<SpanLogFields>() {
+            values.record(f);
+            return;
+        }
+        let mut f = SpanLogFields::default();
+        values.record(&mut f);
+        if !f.is_empty() {
+            ext.insert(f);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut buf = Vec::with_capacity(512);
+        self.write_line(event, &ctx, &mut buf);
+        buf.push(b'\n');
+        let _ = std::io::stderr().lock().write_all(&buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::sync::{Arc, Mutex};
+
+    /// A JSON layer writing into a buffer instead of stderr.
+    struct Capture {
+        inner: JsonLayer,
+        out: Arc<Mutex<Vec<Value>>>,
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+        fn on_new_span(&self, a: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            self.inner.on_new_span(a, id, ctx)
+        }
+        fn on_record(&self, id: &Id, v: &Record<'_>, ctx: Context<'_, S>) {
+            self.inner.on_record(id, v, ctx)
+        }
+        fn on_event(&self, e: &Event<'_>, ctx: Context<'_, S>) {
+            let mut buf = Vec::new();
+            self.inner.write_line(e, &ctx, &mut buf);
+            let line: Value = serde_json::from_slice(&buf).expect("a JSON line");
+            self.out.lock().expect("lock").push(line);
+        }
+    }
+
+    #[test]
+    fn lines_carry_span_fields_and_static_fields() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let layer = Capture {
+            inner: JsonLayer::new(vec![("node_id", "static-node".into())]),
+            out: out.clone(),
+        };
+        let sub = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(answer = 42, "outside");
+            let span = tracing::info_span!(
+                target: SPAN_TARGET,
+                "turn",
+                session.id = "s-1",
+                node.id = tracing::field::Empty
+            );
+            span.record("node.id", "w7");
+            let _g = span.enter();
+            tracing::warn!(
+                kind = "x",
+                ok = true,
+                ratio = 0.5,
+                quote = "a\"b\n",
+                "inside"
+            );
+            tracing::info!(session_id = "explicit", "event field wins");
+        });
+        let lines = out.lock().expect("lock").clone();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1]["ratio"], 0.5);
+        assert_eq!(lines[1]["quote"], "a\"b\n");
+        assert_eq!(lines[2]["session_id"], "explicit");
+        assert_eq!(lines[2]["node_id"], "w7");
+        assert_eq!(lines[0]["message"], "outside");
+        assert_eq!(lines[0]["answer"], 42);
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["node_id"], "static-node");
+        assert!(lines[0].get("session_id").is_none());
+        assert!(lines[0]["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(lines[1]["session_id"], "s-1");
+        assert_eq!(lines[1]["node_id"], "w7", "span field wins over static");
+        assert_eq!(lines[1]["span"], "turn");
+        assert_eq!(lines[1]["ok"], true);
+        // Traces are off in unit tests: no ids.
+        assert!(lines[1].get("trace_id").is_none());
+    }
 }

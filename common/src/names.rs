@@ -119,7 +119,37 @@ pub mod proxy {
     /// Gauge: `notAfter` of each served certificate as a Unix time, label `name` (the
     /// config label, e.g. `tls.certificates[0]`, or `dev`).
     pub const TLS_CERT_EXPIRY: &str = "hotplex_proxy_tls_cert_expiry_timestamp_seconds";
+    // -- Connection limits and slowloris protection (issue #5; proxy::conn_guard) --
+    /// Gauge: open downstream connections, all listeners (counted once the TLS handshake,
+    /// if any, is done).
+    pub const CONNECTIONS_ACTIVE: &str = "hotplex_proxy_connections_active";
+    /// Counter: connections refused on arrival, label `reason` (`max_connections`,
+    /// `max_connections_per_ip`).
+    pub const CONNECTIONS_REFUSED: &str = "hotplex_proxy_connections_refused_total";
+    /// Counter: connections closed because a request head was not complete within
+    /// `limits.header_read_timeout` (slowloris).
+    pub const HEADER_READ_TIMEOUTS: &str = "hotplex_proxy_header_read_timeouts_total";
 }
+
+// --- DNS worker discovery (issue #8) -------------------------------------------------
+/// DNS worker discovery metrics (proxy; `discovery.dns` in the config).
+pub mod discovery {
+    /// Counter: DNS resolution rounds, label `result` (`success`; `failure`: the name server
+    /// did not answer or answered an error; `empty`: no record / NXDOMAIN). On `failure` and
+    /// `empty` the last good worker set is kept.
+    pub const RESOLUTIONS: &str = "hotplex_proxy_discovery_resolutions_total";
+    /// Gauge: workers currently known from DNS (identified by their `node_id`).
+    pub const WORKERS: &str = "hotplex_proxy_discovery_workers";
+    /// Gauge: 1 while the last resolution failed and the last good set is kept, else 0.
+    pub const STALE: &str = "hotplex_proxy_discovery_stale";
+    /// Gauge: Unix time of the last successful resolution, seconds.
+    pub const LAST_SUCCESS_TIMESTAMP: &str =
+        "hotplex_proxy_discovery_last_success_timestamp_seconds";
+    /// Counter: discovered addresses whose worker id could not be established, label
+    /// `reason` (`unreachable`, `invalid_id`, `duplicate_id`).
+    pub const IDENTIFY_FAILURES: &str = "hotplex_proxy_discovery_identify_failures_total";
+}
+// --- end DNS worker discovery ----------------------------------------------------------
 
 /// Config reload metrics (proxy).
 pub mod config {

@@ -1,4 +1,16 @@
-//! Test launcher of `hotplex-proxy` (identical to the real binary): see [`hotplex_proxy::cli`].
+//! Test launcher of `hotplex-proxy` (identical to the real binary, jemalloc and heap
+//! profiling included): see [`hotplex_proxy::cli`].
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+// jemalloc reads this symbol at startup to enable heap profiling (`/debug/pprof/heap`).
+// Defining it needs `#[export_name]`, which the `unsafe_code` lint flags; this is the
+// only place the crate allows it (with the worker launcher's).
+#[allow(unsafe_code, non_upper_case_globals)]
+#[export_name = "malloc_conf"]
+pub static malloc_conf: &[u8] = hotplex_proxy::profiling::MALLOC_CONF;
+
 fn main() -> std::process::ExitCode {
     hotplex_proxy::cli::main()
 }

@@ -6,6 +6,7 @@
 //! | status | `error` | when |
 //! |---|---|---|
 //! | 401 | `unauthorized` (+ `WWW-Authenticate`) | auth on, no key or an unknown key |
+//! | 401 | `unauthorized`, reason `jwt_*` | auth on, a bearer JWT refused by [`crate::jwt`] |
 //! | 403 | `forbidden` | the key may not use this route (`auth.keys[].routes`) |
 //! | 413 | `payload_too_large` | `Content-Length` over `limits.max_body_bytes` |
 //! | 429 | `rate_limited` (+ `Retry-After`, `RateLimit-*`) | a token bucket is empty |
@@ -13,7 +14,8 @@
 //!
 //! The key is read from `X-API-Key`, `Authorization: Bearer <key>` or the WebSocket
 //! subprotocol `hotplex-api-<key>`; only its SHA-256 is compared (constant time), and it is
-//! never logged. The client IP is the peer address, or, when the peer is in
+//! never logged. A bearer token that is no API key is validated as a JWT when `auth.jwt`
+//! is configured; its tenant claim then names the tenant. The client IP is the peer address, or, when the peer is in
 //! `limits.trusted_proxies`, the right-most untrusted `X-Forwarded-For` entry.
 
 use std::net::IpAddr;
@@ -108,16 +110,22 @@ pub fn presented_key(req: &pingora::http::RequestHeader) -> Option<&str> {
     if let Some(k) = hv(h::X_API_KEY).map(str::trim).filter(|k| !k.is_empty()) {
         return Some(k);
     }
-    if let Some(a) = hv("authorization") {
-        let a = a.trim();
-        if a.len() > 7 && a[..7].eq_ignore_ascii_case("bearer ") {
-            let k = a[7..].trim();
-            if !k.is_empty() {
-                return Some(k);
-            }
-        }
+    if let Some(k) = bearer_token(req) {
+        return Some(k);
     }
     hv("sec-websocket-protocol").and_then(h::api_key_from_ws_protocols)
+}
+
+/// The `Authorization: Bearer <token>` credential (API key or JWT).
+pub fn bearer_token(req: &pingora::http::RequestHeader) -> Option<&str> {
+    let a = req.headers.get("authorization")?.to_str().ok()?.trim();
+    if a.len() > 7 && a.is_char_boundary(7) && a[..7].eq_ignore_ascii_case("bearer ") {
+        let k = a[7..].trim();
+        if !k.is_empty() {
+            return Some(k);
+        }
+    }
+    None
 }
 
 fn limited(d: &Decision, which: &str) -> Rejection {
@@ -267,21 +275,30 @@ impl Security {
             let hsh = hash_key(k);
             a.keys.iter().find(|c| bool::from(c.hash.ct_eq(&hsh)))
         });
+        // A bearer token that is not an API key: a JWT when `auth.jwt` is configured.
+        let jwt = match (key, &a.jwt, bearer_token(req)) {
+            (None, Some(j), Some(t)) if crate::jwt::looks_like_jwt(t) => Some(j.verify(t)),
+            _ => None,
+        };
+        let routes = match (key, &jwt) {
+            (Some(k), _) => k.routes.as_deref(),
+            (None, Some(Ok(id))) => id.routes.as_deref(),
+            _ => None,
+        };
         if let Some(k) = key {
             st.tenant = Some(k.name.clone());
+        } else if let Some(Ok(id)) = &jwt {
+            st.tenant = Some(id.tenant.clone());
         }
         if a.enabled && !public {
-            let fail = match key {
-                None if presented_key(req).is_none() => Some(("missing_key", 401)),
-                None => Some(("invalid_key", 401)),
-                Some(k)
-                    if k.routes
-                        .as_ref()
-                        .is_some_and(|r| !r.iter().any(|x| x == route)) =>
-                {
+            let fail = match (key, &jwt) {
+                (None, Some(Err(e))) => Some((e.reason(), 401)),
+                (None, None) if presented_key(req).is_none() => Some(("missing_key", 401)),
+                (None, None) => Some(("invalid_key", 401)),
+                _ if routes.is_some_and(|r| !r.iter().any(|x| x == route)) => {
                     Some(("forbidden_route", 403))
                 }
-                Some(_) => None,
+                _ => None,
             };
             if let Some((why, status)) = fail {
                 metrics.auth_failures.with_label_values(&[why]).inc();
@@ -295,12 +312,22 @@ impl Security {
                     &format!("{why}: {} {path}", req.method),
                 );
                 return Err(if status == 401 {
+                    let (message, challenge) = if why.starts_with("jwt_") {
+                        (
+                            "the bearer token (JWT) was refused",
+                            format!("Bearer realm=\"hotplex\", error=\"invalid_token\", error_description=\"{why}\""),
+                        )
+                    } else {
+                        (
+                            "a valid API key is required (X-API-Key, Authorization: Bearer, or WebSocket subprotocol hotplex-api-<key>)",
+                            "Bearer realm=\"hotplex\"".to_string(),
+                        )
+                    };
                     Rejection {
                         status,
                         reason: "auth",
-                        body: json!({"error": "unauthorized", "reason": why,
-                            "message": "a valid API key is required (X-API-Key, Authorization: Bearer, or WebSocket subprotocol hotplex-api-<key>)"}),
-                        headers: vec![("www-authenticate", "Bearer realm=\"hotplex\"".into())],
+                        body: json!({"error": "unauthorized", "reason": why, "message": message}),
+                        headers: vec![("www-authenticate", challenge)],
                     }
                 } else {
                     Rejection {

@@ -30,6 +30,9 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsStartError),
+    /// An invalid `OTEL_*` environment variable.
+    #[error("invalid environment: {0}")]
+    Telemetry(#[from] hotplex_common::telemetry::SettingError),
 }
 
 /// Runs the proxy until a shutdown signal; returns only on a startup error. `upgrade`: take
@@ -40,7 +43,12 @@ pub fn run(
     path: Option<std::path::PathBuf>,
     upgrade: bool,
 ) -> Result<(), StartError> {
-    hotplex_common::logging::init(cfg.log_format, &cfg.log_level);
+    let log_opts = hotplex_common::logging::LogOptions {
+        telemetry: Some(cfg.telemetry.clone().with_process_env()?),
+        static_fields: Vec::new(),
+    };
+    // A failed exporter is logged; the proxy runs without traces.
+    let _ = hotplex_common::logging::init_with(cfg.log_format, &cfg.log_level, log_opts);
     if cfg.insecure_secret {
         tracing::warn!(
             "the public development affinity secret is in use: set routing.affinity_secrets"
@@ -93,11 +101,14 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // pingora's HTTP proxy app behind connection limits and the request-head deadline
+    // (limits.max_connections*, limits.header_read_timeout: see crate::conn_guard).
+    let http = pingora::proxy::http_proxy(
         &server.configuration,
         HotplexProxy::new(registry.clone(), metrics.clone()),
-        "hotplex proxy",
     );
+    let guarded = crate::conn_guard::GuardedApp::new(http, registry.clone(), &metrics);
+    let mut proxy = pingora::services::listening::Service::new("hotplex proxy".into(), guarded);
     proxy.add_tcp(&cfg.listen.to_string());
     let https_redirect = crate::tls::setup(&cfg, &mut proxy, &metrics)?;
 
@@ -108,8 +119,16 @@ pub fn run(
     lb.update_frequency = Some(cfg.health.interval);
     lb.parallel_health_check = true;
     let health = background_service("health check", lb);
+    let dns_discovery = background_service(
+        "dns discovery",
+        crate::upstream::dns::DnsDiscoveryService::new(
+            registry.clone(),
+            crate::upstream::dns::DiscoveryMetrics::new(&metrics.registry),
+        ),
+    );
 
     let reloader = Arc::new(Reloader::new(path, registry.clone(), metrics.clone()));
+    reloader.add_hook(Arc::new(crate::telemetry::TelemetryReloadHook));
     let sighup = background_service("sighup reload", SighupService(reloader.clone()));
     let watch = background_service("config file watch", WatchService(reloader.clone()));
     let admin = background_service(
@@ -123,6 +142,7 @@ pub fn run(
 
     server.add_service(proxy);
     server.add_service(health);
+    server.add_service(dns_discovery);
     server.add_service(admin);
     server.add_service(sighup);
     server.add_service(watch);
@@ -134,5 +154,8 @@ pub fn run(
         server.add_service(r);
     }
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, workers = cfg.workers.len(), config = %cfg.source, hash = %cfg.hash, "hotplex-proxy starting");
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // Export the last spans before exiting (run_forever would exit without it).
+    hotplex_common::telemetry::shutdown();
+    std::process::exit(0)
 }

@@ -25,7 +25,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::ALPN;
-use pingora::proxy::{HttpProxy, Session};
+use pingora::proxy::Session;
 use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
 use prometheus::{GaugeVec, IntCounterVec, Opts};
@@ -33,7 +33,6 @@ use prometheus::{GaugeVec, IntCounterVec, Opts};
 use crate::admin::AdminService;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::metrics::ProxyMetrics;
-use crate::proxy::HotplexProxy;
 
 /// Validates the `tls:` section; `taken` are the other listen addresses.
 pub fn validate(
@@ -208,7 +207,7 @@ pub enum TlsStartError {
 /// service to add to the server, if `tls.redirect_http` is set.
 pub fn setup(
     cfg: &RuntimeConfig,
-    proxy: &mut Service<HttpProxy<HotplexProxy>>,
+    proxy: &mut Service<crate::conn_guard::GuardedProxy>,
     metrics: &ProxyMetrics,
 ) -> Result<Option<GenBackgroundService<AdminService>>, TlsStartError> {
     let Some(tls) = cfg.tls.as_ref() else {
@@ -245,7 +244,7 @@ pub fn setup(
         settings.set_alpn(ALPN::H1);
     }
     proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
-    if let Some(app) = proxy.app_logic_mut() {
+    if let Some(app) = proxy.app_logic_mut().and_then(|a| a.inner_mut()) {
         app.h2_options = Some(tls.h2_options());
     }
     let state = Arc::new(TlsState {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hotplex_e2e::{free_addr, metric_value, wait_until_http_ok};
+use hotplex_e2e::{free_addr, metric_value, wait_until_http_ok, ChildGuard};
 use proxy_support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -30,20 +30,9 @@ fn sha(k: &str) -> String {
     )
 }
 
-/// A child killed on drop, spawned directly (not through `ChildGuard`, whose
-/// `HOTPLEX_E2E_QUIET` handling would discard the captured log).
-struct OwnChild(std::process::Child);
-
-impl Drop for OwnChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A proxy with extra environment and its stderr (logs) captured in a file.
 struct LoggedProxy {
-    _guard: OwnChild,
+    _guard: ChildGuard,
     listen: SocketAddr,
     admin: SocketAddr,
     config_path: PathBuf,
@@ -88,7 +77,7 @@ async fn spawn_logged(yaml_for: impl Fn(&std::path::Path) -> String) -> LoggedPr
         .env(KEY_B_ENV, KEY_B)
         .stdin(std::process::Stdio::null())
         .stderr(log);
-    let guard = OwnChild(cmd.spawn().expect("spawn proxy"));
+    let guard = ChildGuard::spawn_with_output("proxy", &mut cmd);
     let p = LoggedProxy {
         _guard: guard,
         listen,

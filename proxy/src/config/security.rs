@@ -32,6 +32,10 @@ pub struct AuthFile {
     /// The API keys.
     #[serde(default)]
     pub keys: Vec<ApiKeyFile>,
+    /// JWT validation of `Authorization: Bearer` tokens that are not API keys
+    /// (see [`crate::jwt`]). Absent: no JWT accepted.
+    #[serde(default)]
+    pub jwt: Option<crate::jwt::JwtFile>,
 }
 
 impl Default for AuthFile {
@@ -40,6 +44,7 @@ impl Default for AuthFile {
             enabled: DEFAULT_AUTH_ENABLED,
             public_paths: default_public_paths(),
             keys: Vec::new(),
+            jwt: None,
         }
     }
 }
@@ -113,6 +118,34 @@ pub struct LimitsFile {
     /// Absent: per-process buckets.
     #[serde(default)]
     pub store: Option<StoreFile>,
+    /// Open downstream connections (HTTP/1, HTTP/2, TLS; all listeners) at once; more are
+    /// refused. 0: no limit. Default [`DEFAULT_MAX_CONNECTIONS`].
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Open connections per client IP (the TCP peer; peers in `trusted_proxies` are
+    /// exempt). Absent: no limit (the default).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u32>,
+    /// Time allowed to receive a complete HTTP/1 request head: from the connection's start
+    /// for its first request, from the first byte for later keep-alive requests. Not applied
+    /// to bodies, WebSocket tunnels, SSE responses or HTTP/2. 0s: off.
+    /// Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: std::time::Duration,
+}
+
+/// Open downstream connections allowed at once (0: no limit).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Time allowed for a complete HTTP/1 request head (slowloris protection).
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest accepted `limits.header_read_timeout`.
+pub const MAX_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_header_read_timeout() -> std::time::Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
 }
 
 /// Store failure behaviour.
@@ -168,6 +201,9 @@ impl Default for LimitsFile {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -214,6 +250,8 @@ pub struct AuthSettings {
     pub enabled: bool,
     pub public_paths: Vec<String>,
     pub keys: Vec<ApiKey>,
+    /// Validated `auth.jwt` (keys read at load).
+    pub jwt: Option<std::sync::Arc<crate::jwt::JwtSettings>>,
 }
 
 /// A CIDR block.
@@ -275,6 +313,11 @@ pub struct LimitSettings {
     pub max_body_bytes: u64,
     pub max_tracked_keys: usize,
     pub store: Option<StoreSettings>,
+    /// 0: no limit.
+    pub max_connections: u32,
+    pub max_connections_per_ip: Option<u32>,
+    /// Zero: off.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for LimitSettings {
@@ -289,6 +332,9 @@ impl Default for LimitSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -399,11 +445,15 @@ pub fn auth(file: &str, a: &AuthFile) -> Result<AuthSettings, ConfigError> {
             routes: k.routes.clone(),
         });
     }
-    if a.enabled && keys.is_empty() {
+    let jwt = match &a.jwt {
+        Some(j) => Some(std::sync::Arc::new(crate::jwt::settings(file, j)?)),
+        None => None,
+    };
+    if a.enabled && keys.is_empty() && jwt.is_none() {
         return Err(ConfigError::new(
             file,
             "auth.keys",
-            "auth.enabled is true but no key is configured",
+            "auth.enabled is true but no key (nor auth.jwt) is configured",
         ));
     }
     for (i, p) in a.public_paths.iter().enumerate() {
@@ -419,6 +469,7 @@ pub fn auth(file: &str, a: &AuthFile) -> Result<AuthSettings, ConfigError> {
         enabled: a.enabled,
         public_paths: a.public_paths.clone(),
         keys,
+        jwt,
     })
 }
 
@@ -493,6 +544,23 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
             "must be at least 1 (omit for no limit)",
         ));
     }
+    if l.max_connections_per_ip == Some(0) {
+        return Err(ConfigError::new(
+            file,
+            "limits.max_connections_per_ip",
+            "must be at least 1 (omit for no limit)",
+        ));
+    }
+    if l.header_read_timeout > MAX_HEADER_READ_TIMEOUT {
+        return Err(ConfigError::new(
+            file,
+            "limits.header_read_timeout",
+            format!(
+                "must be at most {}s (0s: off)",
+                MAX_HEADER_READ_TIMEOUT.as_secs()
+            ),
+        ));
+    }
     if l.max_tracked_keys < 16 {
         return Err(ConfigError::new(
             file,
@@ -543,6 +611,9 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
         max_websockets_per_key: l.max_websockets_per_key,
         max_body_bytes: l.max_body_bytes,
         max_tracked_keys: l.max_tracked_keys,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        header_read_timeout: l.header_read_timeout,
     })
 }
 
@@ -613,6 +684,7 @@ mod tests {
             enabled: true,
             public_paths: vec![],
             keys: vec![],
+            jwt: None,
         };
         assert_eq!(auth("f", &a).expect_err("no keys").key, "auth.keys");
         let a = AuthFile {
@@ -625,6 +697,7 @@ mod tests {
                 file: None,
                 routes: None,
             }],
+            jwt: None,
         };
         assert_eq!(
             auth("f", &a).expect_err("bad hash").key,
@@ -646,5 +719,34 @@ mod tests {
             limits("f", &l).expect_err("cidr").key,
             "limits.trusted_proxies[0]"
         );
+    }
+
+    #[test]
+    fn connection_limits_validation_and_defaults() {
+        let d = limits("f", &LimitsFile::default()).expect("defaults");
+        assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(d.max_connections_per_ip, None);
+        assert_eq!(d.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        let l = LimitsFile {
+            max_connections_per_ip: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            limits("f", &l).expect_err("per ip 0").key,
+            "limits.max_connections_per_ip"
+        );
+        let l = LimitsFile {
+            header_read_timeout: std::time::Duration::from_secs(7200),
+            ..Default::default()
+        };
+        assert_eq!(
+            limits("f", &l).expect_err("too long").key,
+            "limits.header_read_timeout"
+        );
+        let y = "max_connections: 0\nmax_connections_per_ip: 20\nheader_read_timeout: 0s\n";
+        let f: LimitsFile = serde_yaml::from_str(y).expect("yaml");
+        let l = limits("f", &f).expect("valid");
+        assert_eq!((l.max_connections, l.max_connections_per_ip), (0, Some(20)));
+        assert!(l.header_read_timeout.is_zero());
     }
 }

@@ -233,8 +233,17 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..8])
 }
 
+/// A Kubernetes ConfigMap/Secret volume update: the kubelet's atomic writer swaps the
+/// `..data` symlink (the config file itself, a symlink through it, sees no event).
+fn kubernetes_swap(p: &std::path::Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("..data"))
+}
+
 /// Background service reloading when the config file's content changes (notify on the
-/// parent directory, so editors that replace the file by rename are seen too).
+/// parent directory, so editors that replace the file by rename are seen too, and so are
+/// Kubernetes ConfigMap updates, see [`kubernetes_swap`]).
 pub struct WatchService(pub Arc<Reloader>);
 
 #[async_trait]
@@ -255,7 +264,7 @@ impl BackgroundService for WatchService {
                 if ev
                     .paths
                     .iter()
-                    .any(|p| p.file_name() == file_name.as_deref())
+                    .any(|p| p.file_name() == file_name.as_deref() || kubernetes_swap(p))
                 {
                     let _ = tx.send(());
                 }

@@ -108,6 +108,16 @@ pub async fn probe(
     timeout: Duration,
     tls: Option<&crate::tls::WorkerTls>,
 ) -> Result<ReadyReport, String> {
+    parse_response(&fetch(addr, path, timeout, tls).await?)
+}
+
+/// GET `path` (`Connection: close`, bounded read); the raw response.
+pub async fn fetch(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::WorkerTls>,
+) -> Result<Vec<u8>, String> {
     let fut = async {
         let mut s = crate::tls::connect_worker(addr, tls).await?;
         let req = format!(
@@ -131,7 +141,7 @@ pub async fn probe(
                 break;
             }
         }
-        parse_response(&buf)
+        Ok(buf)
     };
     tokio::time::timeout(timeout, fut)
         .await
@@ -182,6 +192,26 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 
 /// Parses a raw HTTP response into a readiness report.
 pub fn parse_response(buf: &[u8]) -> Result<ReadyReport, String> {
+    let (status, json) = parse_json(buf)?;
+    let state = json.get("status").and_then(|v| v.as_str()).unwrap_or("");
+    let report = ReadyReport {
+        sessions_active: json
+            .get("sessions_active")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0),
+        max_sessions: json.get("max_sessions").and_then(|v| v.as_u64()),
+        draining: state == "draining",
+        full: state == "full",
+    };
+    match status {
+        200 => Ok(report),
+        503 if report.draining || report.full => Ok(report),
+        other => Err(format!("status {other} ({state:?})")),
+    }
+}
+
+/// Parses a raw HTTP response with a JSON body: (status, body).
+pub fn parse_json(buf: &[u8]) -> Result<(u16, serde_json::Value), String> {
     let (head, body) = split_head(buf).ok_or("incomplete response head")?;
     let head = String::from_utf8_lossy(head);
     let status: u16 = head
@@ -200,21 +230,7 @@ pub fn parse_response(buf: &[u8]) -> Result<ReadyReport, String> {
     };
     let json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("status {status}: bad JSON body: {e}"))?;
-    let state = json.get("status").and_then(|v| v.as_str()).unwrap_or("");
-    let report = ReadyReport {
-        sessions_active: json
-            .get("sessions_active")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0),
-        max_sessions: json.get("max_sessions").and_then(|v| v.as_u64()),
-        draining: state == "draining",
-        full: state == "full",
-    };
-    match status {
-        200 => Ok(report),
-        503 if report.draining || report.full => Ok(report),
-        other => Err(format!("status {other} ({state:?})")),
-    }
+    Ok((status, json))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Workers: the live registry ([`registry`]), pingora service discovery over the
-//! arc-swapped config ([`discovery`]) and the `/health/ready` health check ([`health`]).
+//! arc-swapped config ([`discovery`]), DNS worker discovery ([`dns`]) and the
+//! `/health/ready` health check ([`health`]).
 
 pub mod discovery;
+pub mod dns;
 pub mod health;
 pub mod registry;
 

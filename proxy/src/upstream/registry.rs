@@ -6,6 +6,10 @@
 //! config stays in the set as `removing` (draining: pinned sessions still reach it, nothing
 //! new) until `workers_removal_grace` ends; then it is gone (410). Operator drains
 //! (`POST /admin/workers/{id}/drain`) are kept by id across reloads.
+//!
+//! The worker set is the static `workers:` of the config plus the workers found by DNS
+//! discovery ([`Registry::set_discovered`], see [`super::dns`]); both go through the same
+//! rebuild, so a worker that leaves DNS is removed exactly like one deleted from the config.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,6 +64,8 @@ pub struct Worker {
     state: Mutex<WorkerState>,
     /// Removed from the config: serves its sessions until then.
     pub removing_until: Option<Instant>,
+    /// Found by DNS discovery (not in `workers:`).
+    pub discovered: bool,
 }
 
 /// Lifecycle state shown by `/admin/workers`.
@@ -88,6 +94,7 @@ impl Worker {
             spec,
             state: Mutex::new(state),
             removing_until: None,
+            discovered: false,
         }
     }
 
@@ -213,6 +220,10 @@ impl Worker {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn ejected(s: &WorkerState, now: Instant) -> bool {
     s.ejected_until.is_some_and(|t| t > now)
 }
@@ -251,6 +262,10 @@ pub struct Registry {
     workers: ArcSwap<WorkerSet>,
     /// Ids drained by the operator (kept across reloads).
     drained: Mutex<BTreeSet<String>>,
+    /// The last worker set found by DNS discovery.
+    discovered: Mutex<Vec<WorkerSpec>>,
+    /// Serialises worker-set rebuilds (config reloads and discovery rounds).
+    rebuild: Mutex<()>,
 }
 
 impl Registry {
@@ -260,6 +275,8 @@ impl Registry {
             workers: ArcSwap::from_pointee(WorkerSet::default()),
             config: ArcSwap::from_pointee(config.clone()),
             drained: Mutex::new(BTreeSet::new()),
+            discovered: Mutex::new(Vec::new()),
+            rebuild: Mutex::new(()),
         };
         reg.set_config(config);
         reg
@@ -272,13 +289,65 @@ impl Registry {
     /// Installs a config; state of workers whose id remains is kept; removed workers enter
     /// `removing` for `workers_removal_grace` (zero: gone at once).
     pub fn set_config(&self, config: RuntimeConfig) {
+        let _one = lock(&self.rebuild);
+        let discovered = lock(&self.discovered).clone();
+        self.install_workers(&config, &discovered);
+        self.signer
+            .store(Arc::new(Signer::new(config.affinity_secrets.clone())));
+        self.config.store(Arc::new(config));
+    }
+
+    /// Installs the worker set found by DNS discovery (ignored while the config has no
+    /// `discovery:`). Workers that left it are removed like workers deleted from the
+    /// config (`removing` for `workers_removal_grace`). Returns `false` when nothing changed.
+    pub fn set_discovered(&self, specs: Vec<WorkerSpec>) -> bool {
+        let _one = lock(&self.rebuild);
+        {
+            let mut d = lock(&self.discovered);
+            if *d == specs {
+                return false;
+            }
+            *d = specs.clone();
+        }
+        self.install_workers(&self.config(), &specs);
+        true
+    }
+
+    /// The last worker set found by DNS discovery.
+    pub fn discovered(&self) -> Vec<WorkerSpec> {
+        lock(&self.discovered).clone()
+    }
+
+    /// Static workers, then discovered ones (when discovery is configured) whose id and
+    /// address are not taken by a static worker. `bool`: discovered.
+    fn effective(config: &RuntimeConfig, discovered: &[WorkerSpec]) -> Vec<(WorkerSpec, bool)> {
+        let mut out: Vec<(WorkerSpec, bool)> =
+            config.workers.iter().map(|s| (s.clone(), false)).collect();
+        if config.discovery.is_none() {
+            return out;
+        }
+        for d in discovered {
+            if let Some(s) = config
+                .workers
+                .iter()
+                .find(|s| s.id == d.id || s.address == d.address)
+            {
+                tracing::warn!(worker = %d.id, address = %d.address, conflicts_with = %s.id, "discovered worker ignored: its id or address is a static worker's");
+                continue;
+            }
+            out.push((d.clone(), true));
+        }
+        out
+    }
+
+    fn install_workers(&self, config: &RuntimeConfig, discovered: &[WorkerSpec]) {
+        let specs = Self::effective(config, discovered);
         let old = self.workers.load();
         let drained = self.drained().clone();
         let now = Instant::now();
-        let mut list: Vec<Arc<Worker>> = config
-            .workers
+        let mut list: Vec<Arc<Worker>> = specs
             .iter()
-            .map(|spec| {
+            .map(|(spec, found)| {
                 let mut state = old
                     .get(&spec.id)
                     .filter(|w| w.spec.address == spec.address)
@@ -290,11 +359,13 @@ impl Registry {
                         |w| w.snapshot(),
                     );
                 state.drain_requested = drained.contains(&spec.id);
-                Arc::new(Worker::new(spec.clone(), state))
+                let mut w = Worker::new(spec.clone(), state);
+                w.discovered = *found;
+                Arc::new(w)
             })
             .collect();
         for w in old.live() {
-            if config.workers.iter().any(|s| s.id == w.spec.id) {
+            if specs.iter().any(|(s, _)| s.id == w.spec.id) {
                 continue;
             }
             // A later reload can shorten the grace (0s: gone now), never extend it.
@@ -303,13 +374,11 @@ impl Registry {
             if until > now {
                 let mut gone = Worker::new(w.spec.clone(), w.snapshot());
                 gone.removing_until = Some(until);
+                gone.discovered = w.discovered;
                 list.push(Arc::new(gone));
             }
         }
-        self.signer
-            .store(Arc::new(Signer::new(config.affinity_secrets.clone())));
         self.workers.store(Arc::new(WorkerSet { list }));
-        self.config.store(Arc::new(config));
     }
 
     pub fn config(&self) -> Arc<RuntimeConfig> {
@@ -460,5 +529,65 @@ mod tests {
         let ws = reg.workers();
         let w1 = ws.get("w1").expect("w1");
         assert_eq!(w1.lifecycle_of(&w1.snapshot()), Lifecycle::Active);
+    }
+
+    fn spec(id: &str, port: u16) -> WorkerSpec {
+        WorkerSpec {
+            id: id.into(),
+            address: format!("127.0.0.2:{port}").parse().expect("addr"),
+            weight: 1,
+            capacity: 10,
+            drain: false,
+        }
+    }
+
+    #[test]
+    fn discovered_workers_join_and_leave_through_the_removal_path() {
+        let dns = "discovery:\n  dns:\n    name: w.test.\n    port: 1\nworkers_removal_grace: 1h\n";
+        let cfg = |t: &str| crate::config::parse("t", t).expect("valid");
+        let reg = Registry::new(cfg(&format!(
+            "{dns}workers:\n  - id: s1\n    address: 127.0.0.1:1\n"
+        )));
+        assert!(reg.set_discovered(vec![spec("d1", 1), spec("d2", 2)]));
+        assert!(
+            !reg.set_discovered(vec![spec("d1", 1), spec("d2", 2)]),
+            "unchanged"
+        );
+        let ws = reg.workers();
+        assert_eq!(ws.configured().count(), 3);
+        assert!(ws.get("d1").expect("d1").discovered);
+        assert!(!ws.get("s1").expect("s1").discovered);
+        // State carries over a rebuild; a worker leaving DNS is `removing`, still routable.
+        ws.get("d1").expect("d1").add_session();
+        assert!(reg.set_discovered(vec![spec("d1", 1)]));
+        let ws = reg.workers();
+        assert_eq!(
+            Worker::sessions_of(&ws.get("d1").expect("d1").snapshot()),
+            1
+        );
+        let d2 = ws.get("d2").expect("removing d2 still routable");
+        assert_eq!(d2.lifecycle_of(&d2.snapshot()), Lifecycle::Removing);
+        assert!(d2.discovered);
+        assert_eq!(ws.configured().count(), 2);
+        // A reload keeps the discovered set; a static id or address wins over DNS.
+        reg.set_config(cfg(&format!(
+            "{dns}workers:\n  - id: s1\n    address: 127.0.0.1:1\n  - id: d1\n    address: 127.0.0.1:9\n"
+        )));
+        let ws = reg.workers();
+        let d1 = ws.get("d1").expect("d1");
+        assert!(!d1.discovered, "the static d1 wins");
+        assert_eq!(d1.spec.address.to_string(), "127.0.0.1:9");
+        assert!(ws.get("d2").is_some(), "still within its grace");
+        // Coming back to DNS ends the removal.
+        assert!(reg.set_discovered(vec![spec("d1", 1), spec("d2", 2)]));
+        let ws = reg.workers();
+        let d2 = ws.get("d2").expect("d2");
+        assert_eq!(d2.lifecycle_of(&d2.snapshot()), Lifecycle::Active);
+        // Removing `discovery:` by a reload removes every discovered worker (grace 0: now).
+        reg.set_config(cfg(
+            "workers:\n  - id: s1\n    address: 127.0.0.1:1\nworkers_removal_grace: 0s\n",
+        ));
+        let ids: Vec<String> = reg.workers().live().map(|w| w.spec.id.clone()).collect();
+        assert_eq!(ids, ["s1"]);
     }
 }

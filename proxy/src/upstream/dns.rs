@@ -1,0 +1,670 @@
+//! DNS worker discovery (`discovery.dns`): the workers of a headless Service (or any DNS
+//! name), re-resolved every `interval`, fed into the same worker set as `workers:`.
+//!
+//! One round:
+//! 1. resolve `name`: A + AAAA (every address gets `port`), or SRV (each record's target,
+//!    resolved from the additional section or by its own A/AAAA query, with the record's
+//!    port);
+//! 2. identify every address: `GET identity_path` answers the worker's `node_id`, which is
+//!    its worker id (what signed session ids name). Identity, not DNS order, names a worker,
+//!    so proxies that see the records in different orders agree on every route;
+//! 3. hand the set to [`Registry::set_discovered`]: new workers get new sessions only,
+//!    known ids keep their state, and a worker gone from DNS is removed exactly like one
+//!    deleted from `workers:` (draining for `workers_removal_grace`, then 410).
+//!
+//! A failed resolution (no answer, timeout, SERVFAIL) or an empty one (NXDOMAIN, no
+//! records) changes nothing: the last good set is kept, `hotplex_proxy_discovery_stale` is
+//! 1 and a WARN is logged once per outage. An address that stops answering its identity
+//! probe keeps the id it had (the health check takes it out of service); an address never
+//! identified is not used. Every `discovery` key is reloadable: each round reads the live
+//! config, and removing the section removes the discovered workers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+use hotplex_common::names::discovery as n;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
+
+use super::Registry;
+use crate::config::discovery::{DnsDiscovery, DnsRecord};
+use crate::config::runtime::valid_worker_id;
+use crate::config::{RuntimeConfig, WorkerSpec};
+
+/// How often the loop looks at the config while discovery is off, and how quickly a
+/// reload interrupts the wait between two rounds.
+const CONFIG_POLL: Duration = Duration::from_millis(250);
+/// Responses kept by the resolver between rounds (cleared before each round anyway).
+const RESOLVER_CACHE: u64 = 64;
+
+/// The discovery metrics (registered in the proxy's registry).
+pub struct DiscoveryMetrics {
+    pub resolutions: IntCounterVec,
+    pub workers: IntGauge,
+    pub stale: IntGauge,
+    pub last_success: Gauge,
+    pub identify_failures: IntCounterVec,
+}
+
+impl DiscoveryMetrics {
+    /// Builds and registers the metrics in `r`. Panics only on a bad constant name.
+    pub fn new(r: &PromRegistry) -> DiscoveryMetrics {
+        fn register<T: prometheus::core::Collector + Clone + 'static>(r: &PromRegistry, m: T) -> T {
+            if let Err(e) = r.register(Box::new(m.clone())) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+            m
+        }
+        let counter = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label])
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
+        let m = DiscoveryMetrics {
+            resolutions: register(
+                r,
+                counter(n::RESOLUTIONS, "DNS discovery rounds by result", "result"),
+            ),
+            workers: register(
+                r,
+                IntGauge::new(n::WORKERS, "Workers currently known from DNS")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            stale: register(
+                r,
+                IntGauge::new(
+                    n::STALE,
+                    "1 while DNS discovery fails and the last good worker set is kept",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            last_success: register(
+                r,
+                Gauge::new(
+                    n::LAST_SUCCESS_TIMESTAMP,
+                    "Unix time of the last successful DNS discovery round",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            identify_failures: register(
+                r,
+                counter(
+                    n::IDENTIFY_FAILURES,
+                    "Discovered addresses without a usable worker id",
+                    "reason",
+                ),
+            ),
+        };
+        for result in ["success", "failure", "empty"] {
+            m.resolutions.with_label_values(&[result]);
+        }
+        m
+    }
+}
+
+/// Why a resolution gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// No answer, a timeout, an error response code.
+    Failure(String),
+    /// NXDOMAIN or no records of the type.
+    Empty,
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Failure(e) => f.write_str(e),
+            ResolveError::Empty => f.write_str("no records (NXDOMAIN or empty answer)"),
+        }
+    }
+}
+
+fn classify(e: NetError) -> ResolveError {
+    if e.is_no_records_found() || e.is_nx_domain() {
+        ResolveError::Empty
+    } else {
+        ResolveError::Failure(e.to_string())
+    }
+}
+
+/// A resolver for one `discovery.dns` setting.
+pub struct DnsResolver {
+    settings: DnsDiscovery,
+    name: Name,
+    resolver: TokioResolver,
+}
+
+impl DnsResolver {
+    /// Builds the resolver: the configured name server (UDP, TCP fallback), or the system
+    /// configuration (`/etc/resolv.conf`).
+    pub fn new(d: &DnsDiscovery) -> Result<DnsResolver, String> {
+        let name = Name::from_ascii(&d.name).map_err(|e| format!("name {:?}: {e}", d.name))?;
+        let (config, mut opts) = match d.resolver {
+            Some(addr) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+                let mut opts = ResolverOpts::default();
+                opts.use_hosts_file = ResolveHosts::Never;
+                (ResolverConfig::from_parts(None, vec![], vec![server]), opts)
+            }
+            None => hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?,
+        };
+        opts.timeout = d.timeout;
+        opts.cache_size = RESOLVER_CACHE;
+        let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(|e| format!("cannot build the resolver: {e}"))?;
+        Ok(DnsResolver {
+            settings: d.clone(),
+            name,
+            resolver,
+        })
+    }
+
+    /// The settings it was built for.
+    pub fn settings(&self) -> &DnsDiscovery {
+        &self.settings
+    }
+
+    /// Resolves the worker addresses (sorted, no duplicates, never empty on `Ok`).
+    pub async fn resolve(&self) -> Result<Vec<SocketAddr>, ResolveError> {
+        self.resolver.clear_cache();
+        let mut out = match self.settings.record {
+            DnsRecord::A => {
+                let port = self.settings.port.unwrap_or(0);
+                self.ips(&self.name)
+                    .await?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect()
+            }
+            DnsRecord::Srv => self.srv().await?,
+        };
+        out.sort();
+        out.dedup();
+        if out.is_empty() {
+            return Err(ResolveError::Empty);
+        }
+        Ok(out)
+    }
+
+    /// A + AAAA of `name`. One family empty is fine; an error of either is a failure.
+    async fn ips(&self, name: &Name) -> Result<Vec<IpAddr>, ResolveError> {
+        let (a, aaaa) = tokio::join!(
+            self.resolver.lookup(name.clone(), RecordType::A),
+            self.resolver.lookup(name.clone(), RecordType::AAAA)
+        );
+        let mut ips = Vec::new();
+        for r in [a, aaaa] {
+            match r.map_err(classify) {
+                Ok(l) => ips.extend(addresses(l.answers(), None)),
+                Err(ResolveError::Empty) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ips)
+    }
+
+    /// SRV records: (target, port), targets resolved from the additional section first.
+    async fn srv(&self) -> Result<Vec<SocketAddr>, ResolveError> {
+        let lookup = self
+            .resolver
+            .lookup(self.name.clone(), RecordType::SRV)
+            .await
+            .map_err(classify)?;
+        let mut out = Vec::new();
+        for (target, port) in srv_targets(lookup.answers()) {
+            let mut ips = addresses(lookup.additionals(), Some(&target));
+            if ips.is_empty() {
+                ips = self.ips(&target).await?;
+            }
+            out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
+        }
+        Ok(out)
+    }
+}
+
+/// A/AAAA addresses among `records` (of `owner` only, when given).
+pub fn addresses(records: &[Record], owner: Option<&Name>) -> Vec<IpAddr> {
+    records
+        .iter()
+        .filter(|r| owner.is_none_or(|o| r.name.eq_ignore_root(o)))
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (target, port) of the SRV records; a `.` target ("no service") is skipped.
+pub fn srv_targets(records: &[Record]) -> Vec<(Name, u16)> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) if !s.target.is_root() && s.port != 0 => Some((s.target.clone(), s.port)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why an address got no worker id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentifyError {
+    /// No (parsable) answer.
+    Unreachable(String),
+    /// `node_id` missing or not a valid worker id (`[a-z0-9-]`, 1-63).
+    InvalidId(String),
+}
+
+/// Asks `addr` for its `node_id`.
+pub async fn identify(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::WorkerTls>,
+) -> Result<String, IdentifyError> {
+    let raw = super::health::fetch(addr, path, timeout, tls)
+        .await
+        .map_err(IdentifyError::Unreachable)?;
+    let (_, json) = super::health::parse_json(&raw).map_err(IdentifyError::Unreachable)?;
+    match json.get("node_id").and_then(|v| v.as_str()) {
+        Some(id) if valid_worker_id(id) => Ok(id.to_string()),
+        Some(id) => Err(IdentifyError::InvalidId(format!(
+            "node_id {id:?} is not a worker id (1-63 characters of [a-z0-9-])"
+        ))),
+        None => Err(IdentifyError::InvalidId("no node_id in the answer".into())),
+    }
+}
+
+/// A discovered address left out of the set, and why (`reason` is the metric label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub addr: SocketAddr,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Builds the worker set from the identity answers. `previous`: address → id of the last
+/// set (an address that does not answer now keeps its id). One address per id: the one
+/// that had it before, else the lowest. Sorted by id.
+pub fn assemble(
+    answers: Vec<(SocketAddr, Result<String, IdentifyError>)>,
+    previous: &HashMap<SocketAddr, String>,
+    d: &DnsDiscovery,
+) -> (Vec<WorkerSpec>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    let mut by_id: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for (addr, answer) in answers {
+        let id = match answer {
+            Ok(id) => id,
+            Err(IdentifyError::Unreachable(e)) => match previous.get(&addr) {
+                Some(id) => id.clone(),
+                None => {
+                    skipped.push(Skipped {
+                        addr,
+                        reason: "unreachable",
+                        detail: e,
+                    });
+                    continue;
+                }
+            },
+            Err(IdentifyError::InvalidId(e)) => {
+                skipped.push(Skipped {
+                    addr,
+                    reason: "invalid_id",
+                    detail: e,
+                });
+                continue;
+            }
+        };
+        by_id.entry(id).or_default().push(addr);
+    }
+    let mut specs = Vec::with_capacity(by_id.len());
+    for (id, mut addrs) in by_id {
+        addrs.sort();
+        let keep = addrs
+            .iter()
+            .position(|a| previous.get(a) == Some(&id))
+            .unwrap_or(0);
+        let address = addrs.remove(keep);
+        for other in addrs {
+            skipped.push(Skipped {
+                addr: other,
+                reason: "duplicate_id",
+                detail: format!("worker id {id:?} is already served by {address}"),
+            });
+        }
+        specs.push(WorkerSpec {
+            id,
+            address,
+            weight: d.weight,
+            capacity: d.capacity,
+            drain: false,
+        });
+    }
+    (specs, skipped)
+}
+
+/// State kept by the loop between rounds.
+#[derive(Default)]
+struct LoopState {
+    resolver: Option<DnsResolver>,
+    /// Address → id of the current set.
+    ids: HashMap<SocketAddr, String>,
+    /// The last round failed (WARN logged once per outage).
+    stale: bool,
+    /// Skipped addresses already logged at WARN (logged again at DEBUG only).
+    warned: HashSet<(SocketAddr, &'static str)>,
+}
+
+/// The background service running the discovery loop.
+pub struct DnsDiscoveryService {
+    registry: Arc<Registry>,
+    metrics: DiscoveryMetrics,
+}
+
+impl DnsDiscoveryService {
+    pub fn new(registry: Arc<Registry>, metrics: DiscoveryMetrics) -> DnsDiscoveryService {
+        DnsDiscoveryService { registry, metrics }
+    }
+
+    fn failed(&self, st: &mut LoopState, result: &str, detail: &str) {
+        self.metrics.resolutions.with_label_values(&[result]).inc();
+        self.metrics.stale.set(1);
+        let kept = self.registry.discovered().len();
+        if st.stale {
+            tracing::debug!(result, error = %detail, kept, "DNS discovery still failing");
+        } else {
+            tracing::warn!(result, error = %detail, kept, "DNS discovery failed: keeping the last good worker set");
+        }
+        st.stale = true;
+    }
+
+    async fn round(&self, cfg: &Arc<RuntimeConfig>, d: &DnsDiscovery, st: &mut LoopState) {
+        if st.resolver.as_ref().map(|r| r.settings()) != Some(d) {
+            match DnsResolver::new(d) {
+                Ok(r) => st.resolver = Some(r),
+                Err(e) => return self.failed(st, "failure", &e),
+            }
+        }
+        let Some(resolver) = st.resolver.as_ref() else {
+            return;
+        };
+        let addrs = match resolver.resolve().await {
+            Ok(a) => a,
+            Err(ResolveError::Empty) => {
+                let what = format!("{} {}: no records", d.record.as_str(), d.name);
+                return self.failed(st, "empty", &what);
+            }
+            Err(ResolveError::Failure(e)) => return self.failed(st, "failure", &e),
+        };
+        let mut probes = tokio::task::JoinSet::new();
+        for addr in addrs {
+            let cfg = cfg.clone();
+            let (path, timeout) = (d.identity_path.clone(), d.timeout);
+            probes.spawn(async move {
+                let id = identify(addr, &path, timeout, cfg.upstream_tls.as_ref()).await;
+                (addr, id)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(r) = probes.join_next().await {
+            match r {
+                Ok(a) => answers.push(a),
+                Err(e) => tracing::error!(error = %e, "identity probe task failed"),
+            }
+        }
+        let (specs, skipped) = assemble(answers, &st.ids, d);
+        for s in &skipped {
+            self.metrics
+                .identify_failures
+                .with_label_values(&[s.reason])
+                .inc();
+            if st.warned.insert((s.addr, s.reason)) {
+                tracing::warn!(address = %s.addr, reason = s.reason, detail = %s.detail, "discovered address not used");
+            } else {
+                tracing::debug!(address = %s.addr, reason = s.reason, detail = %s.detail, "discovered address not used");
+            }
+        }
+        st.ids = specs.iter().map(|s| (s.address, s.id.clone())).collect();
+        self.metrics
+            .resolutions
+            .with_label_values(&["success"])
+            .inc();
+        self.metrics.stale.set(0);
+        self.metrics.last_success.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|t| t.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        if st.stale {
+            tracing::info!("DNS discovery answers again");
+        }
+        st.stale = false;
+        self.metrics.workers.set(specs.len() as i64);
+        let summary: Vec<String> = specs
+            .iter()
+            .map(|s| format!("{}={}", s.id, s.address))
+            .collect();
+        if self.registry.set_discovered(specs) {
+            tracing::info!(name = %d.name, workers = %summary.join(", "), "discovered worker set changed");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for DnsDiscoveryService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut st = LoopState::default();
+        loop {
+            let cfg = self.registry.config();
+            let wait = match cfg.discovery.clone() {
+                Some(d) => {
+                    self.round(&cfg, &d, &mut st).await;
+                    d.interval
+                }
+                None => {
+                    if self.registry.set_discovered(Vec::new()) {
+                        tracing::info!("discovery removed from the config: discovered workers are being removed");
+                    }
+                    st = LoopState::default();
+                    self.metrics.workers.set(0);
+                    self.metrics.stale.set(0);
+                    CONFIG_POLL
+                }
+            };
+            // Sleep `wait`, waking early for a shutdown or a config change.
+            let deadline = Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(left.min(CONFIG_POLL)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                if self.registry.config().hash != cfg.hash {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
+
+    fn dns() -> DnsDiscovery {
+        DnsDiscovery {
+            name: "w.test.".into(),
+            record: DnsRecord::A,
+            port: Some(8080),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            resolver: None,
+            identity_path: "/health/live".into(),
+            weight: 2,
+            capacity: 7,
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn assemble_names_workers_by_identity_not_order() {
+        let a1 = addr("10.0.0.1:8080");
+        let a2 = addr("10.0.0.2:8080");
+        let a3 = addr("10.0.0.3:8080");
+        let a4 = addr("10.0.0.4:8080");
+        let answers = |rev: bool| {
+            let mut v = vec![
+                (a1, Ok("w-b".to_string())),
+                (a2, Ok("w-a".to_string())),
+                (a3, Err(IdentifyError::Unreachable("refused".into()))),
+                (a4, Err(IdentifyError::InvalidId("no node_id".into()))),
+            ];
+            if rev {
+                v.reverse();
+            }
+            v
+        };
+        let (one, skipped) = assemble(answers(false), &HashMap::new(), &dns());
+        let (two, _) = assemble(answers(true), &HashMap::new(), &dns());
+        assert_eq!(one, two, "DNS order does not matter");
+        let got: Vec<(&str, SocketAddr)> = one.iter().map(|s| (s.id.as_str(), s.address)).collect();
+        assert_eq!(got, [("w-a", a2), ("w-b", a1)]);
+        assert_eq!(
+            (one[0].weight, one[0].capacity, one[0].drain),
+            (2, 7, false)
+        );
+        let reasons: Vec<&str> = skipped.iter().map(|s| s.reason).collect();
+        assert_eq!(reasons, ["unreachable", "invalid_id"]);
+        // A known address that stops answering keeps its id.
+        let prev = HashMap::from([(a3, "w-c".to_string())]);
+        let (three, _) = assemble(answers(false), &prev, &dns());
+        assert!(three.iter().any(|s| s.id == "w-c" && s.address == a3));
+    }
+
+    #[test]
+    fn one_address_per_id_prefers_the_known_one() {
+        let a1 = addr("10.0.0.1:8080");
+        let a2 = addr("10.0.0.2:8080");
+        let both = vec![(a2, Ok("w".to_string())), (a1, Ok("w".to_string()))];
+        let (specs, skipped) = assemble(both.clone(), &HashMap::new(), &dns());
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].address, a1, "lowest address without history");
+        assert_eq!(skipped[0].reason, "duplicate_id");
+        let prev = HashMap::from([(a2, "w".to_string())]);
+        let (specs, _) = assemble(both, &prev, &dns());
+        assert_eq!(specs[0].address, a2, "the address that had the id keeps it");
+    }
+
+    #[test]
+    fn records_to_addresses() {
+        let name = Name::from_ascii("w.test.").expect("name");
+        let t1 = Name::from_ascii("t1.test.").expect("name");
+        let t2 = Name::from_ascii("t2.test.").expect("name");
+        let recs = vec![
+            Record::from_rdata(name.clone(), 5, RData::A(A::new(10, 0, 0, 1))),
+            Record::from_rdata(
+                name.clone(),
+                5,
+                RData::AAAA(AAAA::new(0, 0, 0, 0, 0, 0, 0, 1)),
+            ),
+            Record::from_rdata(t1.clone(), 5, RData::A(A::new(10, 0, 0, 9))),
+        ];
+        assert_eq!(addresses(&recs, None).len(), 3);
+        let only_t1 = addresses(&recs, Some(&t1));
+        assert_eq!(only_t1, [IpAddr::from([10, 0, 0, 9])]);
+        let srv = vec![
+            Record::from_rdata(
+                name.clone(),
+                5,
+                RData::SRV(SRV::new(0, 1, 8081, t1.clone())),
+            ),
+            Record::from_rdata(
+                name.clone(),
+                5,
+                RData::SRV(SRV::new(0, 1, 8082, t2.clone())),
+            ),
+            Record::from_rdata(
+                name.clone(),
+                5,
+                RData::SRV(SRV::new(0, 1, 8083, Name::root())),
+            ),
+        ];
+        assert_eq!(srv_targets(&srv), [(t1, 8081), (t2, 8082)]);
+    }
+
+    #[test]
+    fn identify_parses_node_id() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let at = l.local_addr().expect("addr");
+            let bodies = [
+                r#"{"status":"live","node_id":"w-7"}"#,
+                r#"{"status":"live","node_id":"Not_Valid"}"#,
+                r#"{"status":"live"}"#,
+            ];
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                for body in bodies {
+                    let (mut s, _) = l.accept().await.expect("accept");
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                }
+            });
+            let t = Duration::from_secs(2);
+            assert_eq!(
+                identify(at, "/health/live", t, None).await,
+                Ok("w-7".into())
+            );
+            assert!(matches!(
+                identify(at, "/health/live", t, None).await,
+                Err(IdentifyError::InvalidId(_))
+            ));
+            assert!(matches!(
+                identify(at, "/health/live", t, None).await,
+                Err(IdentifyError::InvalidId(_))
+            ));
+            assert!(matches!(
+                identify(at, "/health/live", t, None).await,
+                Err(IdentifyError::Unreachable(_))
+            ));
+        });
+    }
+}

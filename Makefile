@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean conf-check k8s-check
+.PHONY: run test lint deps build fmt clean conf-check k8s-check bench bench-micro bench-quick
 
 CARGO ?= cargo
 
@@ -40,3 +40,16 @@ conf-check:
 k8s-check:
 	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
 	kubernetes-validate --strict --quiet conf/k8s/*.yaml
+
+## make bench: the criterion micro-benchmarks (routing decision, session-key extraction,
+## rate-limit check; brief runs) and the load benchmark against nginx and HAProxy
+## (benches/load_bench.sh: installs wrk, h2load, nginx, haproxy; fat-LTO build; ~15 min).
+bench: deps bench-micro
+	bash benches/load_bench.sh
+
+bench-micro: deps
+	$(CARGO) bench -p hotplex-proxy --benches -- --warm-up-time 1 --measurement-time 2
+
+## make bench-quick: every load-bench scenario for ~2 s on debug binaries (a smoke run for CI).
+bench-quick: deps
+	bash benches/load_bench.sh --quick

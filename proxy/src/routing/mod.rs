@@ -122,9 +122,10 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
     };
     let signer = reg.signer();
     if let Some(pinned) = signer.verify(found.key.as_str()) {
-        let session = (pinned.kind == TokenKind::Session).then(|| found.key.to_string());
+        // The session id as text, only for the error answers (no allocation on success).
+        let session = || (pinned.kind == TokenKind::Session).then(|| found.key.to_string());
         let Some(worker) = workers.get(pinned.worker) else {
-            return match session {
+            return match session() {
                 Some(session) => Err(RouteError::Gone {
                     session,
                     worker: pinned.worker.to_string(),
@@ -136,7 +137,7 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
         };
         if !worker.available(now) {
             return Err(RouteError::Unavailable {
-                session,
+                session: session(),
                 worker: worker.spec.id.clone(),
                 source: Some(found.source),
             });

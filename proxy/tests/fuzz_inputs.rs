@@ -297,3 +297,95 @@ fn fuzz_config_parse() {
     println!("config parse: {n} mutated files: {ok} valid, {err} rejected with an error");
     assert!(err > 0);
 }
+
+/// The raw HTTP/1 head check (`hotplex_proxy::hostile`): never panics, and accepts a head
+/// exactly when every CR and LF in it is part of a CRLF pair and it has no NUL (reference
+/// model: split on CRLF, no piece may hold CR, LF or NUL). Inputs: random bytes biased to
+/// CR/LF/NUL, and real request heads with line ends mutated (CRLF -> LF, CR dropped, bytes
+/// inserted next to a line end).
+#[test]
+fn fuzz_raw_head_check() {
+    use hotplex_proxy::hostile::{check_line_endings, HeadAnomaly};
+    let n = cases(20_000);
+    let mut rng = Rng::new(4);
+    let heads: [&[u8]; 3] = [
+        b"GET /sessions/a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n",
+        b"POST /sessions/a/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"\r\nGET / HTTP/1.0\r\n\r\n",
+    ];
+    let model = |raw: &[u8]| {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i..].starts_with(b"\r\n") {
+                pieces.push(&raw[start..i]);
+                i += 2;
+                start = i;
+            } else {
+                i += 1;
+            }
+        }
+        pieces.push(&raw[start..]);
+        pieces
+            .iter()
+            .all(|p| !p.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')))
+    };
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for k in 0..n {
+        let raw: Vec<u8> = if k % 2 == 0 {
+            const LINE: &[u8] = b"\r\n\r\n\0 aZ:";
+            (0..rng.below(64))
+                .map(|_| LINE[rng.below(LINE.len())])
+                .collect()
+        } else {
+            let mut t = heads[rng.below(heads.len())].to_vec();
+            for _ in 0..rng.below(3) {
+                let ends: Vec<usize> = (0..t.len()).filter(|&i| t[i] == b'\r').collect();
+                let Some(&i) = ends.get(rng.below(ends.len())) else {
+                    break;
+                };
+                match rng.below(3) {
+                    0 => {
+                        t.remove(i);
+                    }
+                    1 => {
+                        let b = rng.bytes(2);
+                        t.splice(i..i, b);
+                    }
+                    _ => t[i] = b"\n\r \0"[rng.below(4)],
+                }
+            }
+            t
+        };
+        let got = check_line_endings(&raw);
+        assert_eq!(
+            got.is_ok(),
+            model(&raw),
+            "{:?}: {got:?}",
+            raw.escape_ascii().to_string()
+        );
+        match got {
+            Ok(()) => accepted += 1,
+            Err(HeadAnomaly::BareLf { at }) => {
+                assert_eq!(raw[at], b'\n');
+                assert!(at == 0 || raw[at - 1] != b'\r');
+                refused += 1;
+            }
+            Err(HeadAnomaly::BareCr { at }) => {
+                assert_eq!(raw[at], b'\r');
+                assert_ne!(raw.get(at + 1), Some(&b'\n'));
+                refused += 1;
+            }
+            Err(HeadAnomaly::Nul { at }) => {
+                assert_eq!(raw[at], 0);
+                refused += 1;
+            }
+            Err(HeadAnomaly::MissingHost) => unreachable!("not a line-ending result"),
+        }
+    }
+    println!(
+        "raw head check: {n} heads: {accepted} accepted, {refused} refused (model agrees on all)"
+    );
+    assert!(accepted > 0 && refused > 0);
+}

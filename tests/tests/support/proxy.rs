@@ -141,7 +141,21 @@ impl TestProxy {
 
 /// Starts the proxy with `yaml` (listen/admin on free ports unless `at` is given) and waits
 /// until both listeners answer and every worker has been probed.
+///
+/// A free port can be taken by another test between `free_addr` and the proxy's bind; the
+/// proxy then exits at once, and (with ports of our own choosing) we retry on new ones.
 pub async fn spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) -> TestProxy {
+    for _ in 0..3 {
+        if let Some(p) = try_spawn_proxy_at(yaml, at).await {
+            return p;
+        }
+        assert!(at.is_none(), "proxy at {at:?} exited during startup");
+    }
+    panic!("proxy exited during startup three times (ports taken?)");
+}
+
+/// One start; `None` if the process exited before its listeners answered.
+async fn try_spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) -> Option<TestProxy> {
     let (listen, admin) = at.unwrap_or_else(|| (free_addr(), free_addr()));
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("proxy.yaml");
@@ -153,25 +167,38 @@ pub async fn spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) ->
         std::env::var("HOTPLEX_E2E_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
     );
     let guard = ChildGuard::spawn("proxy", &mut cmd);
-    let p = TestProxy {
+    let mut p = TestProxy {
         guard,
         listen,
         admin,
         config_path,
         _dir: dir,
     };
-    wait_until_http_ok(&format!("{}/health/live", p.admin_base()), WAIT).await;
+    let health = format!("{}/health/live", p.admin_base());
+    let probe = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
+    loop {
+        let ok = probe
+            .get(&health)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok && tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        if !p.guard.is_running() {
+            return None;
+        }
         assert!(
             Instant::now() < deadline,
-            "proxy listener {listen} never came up"
+            "proxy on {listen} (admin {admin}) never came up"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // Wait for one probe round (fill numbers known).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    p
+    Some(p)
 }
 
 pub async fn spawn_proxy(yaml: &str) -> TestProxy {

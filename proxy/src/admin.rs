@@ -7,6 +7,8 @@
 //! - `GET /admin/config`: `hash`, `source`, `loaded_at` (Unix s) of the active config;
 //! - `POST /admin/reload`: reload the config file (see [`crate::reload`]);
 //! - `POST /admin/workers/{id}/drain`, `POST /admin/workers/{id}/resume`: operator drain;
+//! - `GET /debug/pprof/heap`: a jemalloc heap profile (gzipped pprof), see
+//!   [`crate::profiling`]; token-protected like `/admin/*`;
 //! - `GET /health/live`: 200 while the process runs.
 //!
 //! `/admin/*` needs `Authorization: Bearer <token>` (one of `admin.tokens`) when tokens are
@@ -58,6 +60,7 @@ pub fn router(
         .route("/admin/reload", post(reload_handler))
         .route("/admin/workers/{id}/drain", post(drain_handler))
         .route("/admin/workers/{id}/resume", post(resume_handler))
+        .route("/debug/pprof/heap", get(pprof_heap))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(hotplex_common::headers::METRICS_PATH, get(metrics_handler))
@@ -176,6 +179,34 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
+async fn pprof_heap() -> Response {
+    use crate::profiling::{heap_profile, ProfileError};
+    match heap_profile().await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"heap.pb.gz\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            let (code, error) = match e {
+                ProfileError::Dump(_) => (StatusCode::INTERNAL_SERVER_ERROR, "profile_failed"),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "profiling_disabled"),
+            };
+            (
+                code,
+                Json(json!({"error": error, "message": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
 async fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
@@ -198,6 +229,7 @@ pub fn workers_json(registry: &Registry) -> Value {
             json!({
                 "id": w.spec.id,
                 "address": w.spec.address.to_string(),
+                "source": if w.discovered { "dns" } else { "config" },
                 "weight": w.spec.weight,
                 "healthy": s.healthy,
                 "ejected": ejected_until.is_some(),

@@ -11,9 +11,14 @@
 //! - [`reload`]: hot reload of the config file (`SIGHUP`, `POST /admin/reload`);
 //! - [`metrics`]: the typed `ProxyMetrics`;
 //! - [`errors`]: the JSON error answers;
+//! - [`hostile`]: raw HTTP/1 head checks (bare LF/CR, NUL, missing `Host`: 400);
 //! - [`server`]: assembles the pingora server;
 //! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
-//! - [`tls`]: TLS termination, HTTP/2, HSTS, HTTPS redirect, certificate reload.
+//! - [`tls`]: TLS termination, HTTP/2, HSTS, HTTPS redirect, certificate reload;
+//! - [`jwt`]: JWT bearer-token validation (`auth.jwt`);
+//! - [`conn_guard`]: connection limits and the request-head deadline (slowloris);
+//! - [`telemetry`]: OpenTelemetry spans per request (`traceparent` in and out);
+//! - [`profiling`]: jemalloc heap profiles (`/debug/pprof/heap` on the admin listener).
 //!
 //! Routing in one paragraph: a request's key comes from the path, query, header or cookie
 //! (configurable order). A key signed by this deployment names its worker and always goes
@@ -26,15 +31,20 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod conn_guard;
 pub mod errors;
+pub mod hostile;
+pub mod jwt;
 pub mod limit_store;
 pub mod limits;
 pub mod metrics;
+pub mod profiling;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod security;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;

@@ -11,6 +11,9 @@ use prometheus::{
 
 use crate::upstream::{Registry, Worker};
 
+/// `kind` values of `hotplex_proxy_upstream_errors_total` (see `proxy::error_kind`).
+pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "io", "http"];
+
 /// The proxy's metrics.
 pub struct ProxyMetrics {
     pub registry: PromRegistry,
@@ -215,6 +218,13 @@ impl ProxyMetrics {
             self.worker_draining
                 .with_label_values(&[id])
                 .set(i64::from(w.draining_of(&s)));
+            // Per-worker counters exist at 0 from the start, so dashboards and
+            // `increase()` see them before the first event.
+            self.worker_ejections.with_label_values(&[id]);
+            self.sessions_placed.with_label_values(&[id]);
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.with_label_values(&[id, kind]);
+            }
         }
     }
 

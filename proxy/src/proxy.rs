@@ -76,6 +76,10 @@ pub struct Ctx {
     in_flight: bool,
     /// Auth/limit state (tenant, client IP, RateLimit headers, WebSocket slot).
     security: crate::security::ReqState,
+    /// Trace spans (`None` when tracing is off), see [`crate::telemetry`].
+    trace: Option<crate::telemetry::ReqTrace>,
+    /// Time from the upstream attempt's start to the response head.
+    upstream_elapsed: Option<Duration>,
 }
 
 fn route_label(method: &http::Method, path: &str) -> &'static str {
@@ -252,6 +256,8 @@ impl ProxyHttp for HotplexProxy {
             own_status: 0,
             in_flight: false,
             security: Default::default(),
+            trace: None,
+            upstream_elapsed: None,
         }
     }
 
@@ -267,7 +273,13 @@ impl ProxyHttp for HotplexProxy {
                 .filter(|v| valid_request_id(v))
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .map(str::to_string)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                // A v4 UUID from the thread-local RNG (`Uuid::new_v4` makes a getrandom
+                // syscall per request).
+                .unwrap_or_else(|| {
+                    uuid::Builder::from_random_bytes(rand::random())
+                        .into_uuid()
+                        .to_string()
+                });
             let path = req.uri.path();
             ctx.route_label = route_label(&req.method, path);
             ctx.create =
@@ -280,6 +292,15 @@ impl ProxyHttp for HotplexProxy {
                 .is_some_and(|v| v.contains("text/event-stream"));
             ctx.websocket = session.is_upgrade_req();
             ctx.stream = ctx.websocket || sse_accept || ctx.route_label == "messages";
+        }
+        ctx.trace = crate::telemetry::start(session.req_header(), ctx.route_label, &ctx.request_id);
+        if let Some(anomaly) = crate::hostile::check_session(session) {
+            // Refused before routing: a head other parsers would frame differently must
+            // never reach a worker (request smuggling); see `crate::hostile`.
+            tracing::debug!(%anomaly, "malformed HTTP/1 request head");
+            self.answer(session, ctx, &crate::hostile::answer(), true)
+                .await;
+            return Ok(true);
         }
         if let Some(answer) = oversized_head(session.req_header()) {
             // Answered here: forwarded, a worker rejecting a huge head would look like a
@@ -304,8 +325,12 @@ impl ProxyHttp for HotplexProxy {
             session.set_read_timeout(Some(idle));
             session.set_write_timeout(Some(idle));
         }
+        let select = ctx.trace.as_ref().map(|t| t.select());
         let decision = self.decide(session, ctx);
         self.count_decision(&decision);
+        if let (Some(t), Some(sel)) = (ctx.trace.as_ref(), select) {
+            t.selected(sel, &decision);
+        }
         match decision {
             Ok(route) => {
                 ctx.route = Some(route);
@@ -322,8 +347,12 @@ impl ProxyHttp for HotplexProxy {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         if ctx.reroute {
             ctx.reroute = false;
+            let select = ctx.trace.as_ref().map(|t| t.select());
             let decision = self.decide(_session, ctx);
             self.count_decision(&decision);
+            if let (Some(t), Some(sel)) = (ctx.trace.as_ref(), select) {
+                t.selected(sel, &decision);
+            }
             match decision {
                 Ok(r) => ctx.route = Some(r),
                 Err(e) => {
@@ -349,6 +378,9 @@ impl ProxyHttp for HotplexProxy {
         }
         peer.options.idle_timeout = Some(cfg.keepalive_idle);
         ctx.upstream_start = Some(Instant::now());
+        if let Some(t) = ctx.trace.as_mut() {
+            t.upstream_start(route, &route.worker.spec.address);
+        }
         Ok(Box::new(peer))
     }
 
@@ -363,21 +395,23 @@ impl ProxyHttp for HotplexProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
+            // The address is formatted once (IP `Display` is slow) for both headers.
+            let ip_s = ip.to_string();
             let xff = match req
                 .headers
                 .get(h::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip_s}"),
+                _ => ip_s.clone(),
             };
             req.insert_header(h::X_FORWARDED_FOR, xff)?;
-            let node = if ip.is_ipv6() {
-                format!("\"[{ip}]\"")
+            let scheme = crate::tls::scheme(session);
+            let fwd = if ip.is_ipv6() {
+                format!("for=\"[{ip_s}]\";proto={scheme}")
             } else {
-                ip.to_string()
+                format!("for={ip_s};proto={scheme}")
             };
-            let fwd = format!("for={node};proto={}", crate::tls::scheme(session));
             let fwd = match req.headers.get(h::FORWARDED).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.trim().is_empty() => format!("{prev}, {fwd}"),
                 _ => fwd,
@@ -390,6 +424,25 @@ impl ProxyHttp for HotplexProxy {
         req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(id) = ctx.route.as_ref().and_then(|r| r.minted.as_ref()) {
             req.insert_header(h::X_HOTPLEX_SESSION, id.as_str())?;
+        }
+        if let Some(t) = ctx.trace.as_ref() {
+            t.inject(req);
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(t) = ctx.trace.as_ref() {
+            t.connected(reused);
         }
         Ok(())
     }
@@ -407,10 +460,15 @@ impl ProxyHttp for HotplexProxy {
         }
         if let Some(route) = ctx.route.as_ref() {
             if let Some(t) = ctx.upstream_start {
+                let up = t.elapsed();
+                ctx.upstream_elapsed = Some(up);
                 self.metrics
                     .upstream_duration
                     .with_label_values(&[&route.worker.spec.id])
-                    .observe(t.elapsed().as_secs_f64());
+                    .observe(up.as_secs_f64());
+            }
+            if let Some(t) = ctx.trace.as_ref() {
+                t.upstream_response(resp.status.as_u16());
             }
             resp.insert_header(h::X_HOTPLEX_WORKER, route.worker.spec.id.as_str())?;
             if let Some(c) = route.cookie.as_ref() {
@@ -435,6 +493,9 @@ impl ProxyHttp for HotplexProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(t) = ctx.trace.as_mut() {
+            t.upstream_failed(error_kind(&e), &e);
+        }
         let Some(route) = ctx.route.as_ref() else {
             return e;
         };
@@ -467,6 +528,9 @@ impl ProxyHttp for HotplexProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if let (Some(t), ErrorSource::Upstream) = (ctx.trace.as_mut(), e.esource()) {
+            t.upstream_failed(error_kind(&e), &e);
+        }
         if *e.esource() == ErrorSource::Upstream {
             if let Some(route) = ctx.route.as_ref() {
                 self.metrics
@@ -557,16 +621,18 @@ impl ProxyHttp for HotplexProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.own_status);
-        let status_s = status.to_string();
-        let method = session.req_header().method.as_str().to_string();
+        // Label values borrowed, not formatted (no allocation per request).
+        let code = http::StatusCode::from_u16(status).ok();
+        let status_s = code.as_ref().map_or("0", |c| c.as_str());
+        let method = session.req_header().method.as_str();
         self.metrics
             .requests_total
-            .with_label_values(&[ctx.route_label, &status_s])
+            .with_label_values(&[ctx.route_label, status_s])
             .inc();
         let elapsed = ctx.head_elapsed.unwrap_or_else(|| ctx.start.elapsed());
         self.metrics
             .request_duration
-            .with_label_values(&[ctx.route_label, &method, &status_s])
+            .with_label_values(&[ctx.route_label, method, status_s])
             .observe(elapsed.as_secs_f64());
         let ok = (200..300).contains(&status);
         if let Some(route) = ctx.route.as_ref() {
@@ -585,20 +651,35 @@ impl ProxyHttp for HotplexProxy {
             }
         }
         let route = ctx.route.as_ref();
+        let worker = route.map_or("", |r| r.worker.spec.id.as_str());
+        let session_id = route
+            .and_then(|r| r.minted.as_ref().or(r.key.as_ref()))
+            .map_or("", |k| k.as_str());
+        // The access line is a child of the request span (trace_id/span_id in the log).
+        let trace = ctx.trace.take();
+        let parent = trace.as_ref().and_then(|t| t.span().id());
         tracing::info!(
             target: "access",
+            parent: parent,
             method = %method,
             path = %session.req_header().uri.path(),
             status,
             latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
+            upstream_latency_ms = ctx.upstream_elapsed.map_or(-1.0, |d| d.as_secs_f64() * 1000.0),
             bytes = session.body_bytes_sent(),
-            worker = route.map_or("", |r| r.worker.spec.id.as_str()),
+            bytes_received = session.body_bytes_read(),
+            worker,
+            node_id = worker,
+            session_id,
             key_source = route.and_then(|r| r.source).map_or("none", |s| s.as_str()),
             outcome = route.map_or("", |r| r.outcome.as_str()),
             request_id = %ctx.request_id,
             tenant = ctx.security.tenant_label(),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
+        if let Some(t) = trace {
+            t.finish(status, session.body_bytes_sent(), e);
+        }
     }
 }
 

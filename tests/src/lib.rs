@@ -40,10 +40,16 @@ impl ChildGuard {
     /// Spawns `cmd` with stdin closed; stdout/stderr inherited unless
     /// `HOTPLEX_E2E_QUIET` is set.
     pub fn spawn(name: &str, cmd: &mut Command) -> ChildGuard {
-        cmd.stdin(Stdio::null());
         if std::env::var_os("HOTPLEX_E2E_QUIET").is_some() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
+        Self::spawn_with_output(name, cmd)
+    }
+
+    /// Spawns `cmd` with stdin closed and its stdout/stderr as the caller set them
+    /// (e.g. stderr into a log file the test reads), whatever `HOTPLEX_E2E_QUIET` says.
+    pub fn spawn_with_output(name: &str, cmd: &mut Command) -> ChildGuard {
+        cmd.stdin(Stdio::null());
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("failed to spawn {name}: {e}"));

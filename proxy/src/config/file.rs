@@ -24,9 +24,12 @@ pub struct FileConfig {
     /// Admin listener settings.
     #[serde(default)]
     pub admin: AdminFile,
-    /// The workers (HotPlex nodes). At least one.
+    /// The workers (HotPlex nodes). At least one, unless `discovery` is set.
     #[serde(default)]
     pub workers: Vec<WorkerFile>,
+    /// Workers found by DNS (A/AAAA or SRV), next to `workers`. Default: none.
+    #[serde(default)]
+    pub discovery: Option<super::discovery::DiscoveryFile>,
     /// How long a worker removed from the config keeps serving its existing sessions
     /// (draining, state `removing`) before it is gone (410). Default [`DEFAULT_WORKERS_REMOVAL_GRACE`].
     #[serde(default = "default_removal_grace", with = "humantime_serde")]
@@ -64,6 +67,10 @@ pub struct FileConfig {
     /// Rate, concurrency and size limits (see [`super::security`]).
     #[serde(default)]
     pub limits: super::security::LimitsFile,
+    /// OpenTelemetry traces (OTLP/HTTP). No `endpoint`: off. Not reloadable.
+    /// Keys and defaults: `hotplex_common::telemetry::TelemetryFile`.
+    #[serde(default)]
+    pub telemetry: hotplex_common::telemetry::TelemetryFile,
 }
 
 /// `admin:` section.

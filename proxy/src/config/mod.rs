@@ -11,8 +11,10 @@
 //! `conf/hotplex.yaml` is the fully commented reference; `conf/hotplex.default.yaml` is
 //! embedded in the binary ([`EMBEDDED_DEFAULT`]) and used when no `--config` is given.
 
+pub mod discovery;
 pub mod file;
 pub mod runtime;
+pub mod secret_ref;
 pub mod security;
 pub mod tokens;
 
@@ -70,6 +72,8 @@ pub const DEFAULT_UPGRADE_GRACE_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log level directive.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// `service.name` of the proxy's trace spans (`telemetry.service_name`).
+pub const DEFAULT_SERVICE_NAME: &str = "hotplex-proxy";
 
 /// The embedded default config (`conf/hotplex.default.yaml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../conf/hotplex.default.yaml");

@@ -92,6 +92,8 @@ pub struct RuntimeConfig {
     pub admin_listen: SocketAddr,
     pub threads: usize,
     pub workers: Vec<WorkerSpec>,
+    /// `discovery.dns`: workers found by DNS (see [`crate::upstream::dns`]).
+    pub discovery: Option<super::discovery::DnsDiscovery>,
     pub key_sources: Vec<KeySource>,
     /// HMAC secrets; the first signs, all verify.
     pub affinity_secrets: Vec<Vec<u8>>,
@@ -122,6 +124,8 @@ pub struct RuntimeConfig {
     pub auth: super::security::AuthSettings,
     /// Validated `limits:` (see [`crate::security`]).
     pub limits: super::security::LimitSettings,
+    /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
+    pub telemetry: hotplex_common::telemetry::TelemetrySettings,
 }
 
 /// Stable worker ids: 1 to 63 bytes of `[a-z0-9-]`.
@@ -166,11 +170,12 @@ impl RuntimeConfig {
         if f.threads == 0 || f.threads > 256 {
             return Err(ConfigError::new(file, "threads", "must be 1..=256"));
         }
-        if f.workers.is_empty() {
+        let discovery = super::discovery::validate(file, f.discovery.as_ref())?;
+        if f.workers.is_empty() && discovery.is_none() {
             return Err(ConfigError::new(
                 file,
                 "workers",
-                "at least one worker is required",
+                "at least one worker is required (or a discovery: section)",
             ));
         }
         let mut workers: Vec<WorkerSpec> = Vec::with_capacity(f.workers.len());
@@ -252,7 +257,12 @@ impl RuntimeConfig {
                 "at least one secret is required",
             ));
         }
+        let mut affinity_secrets = Vec::with_capacity(f.routing.affinity_secrets.len());
         for (i, s) in f.routing.affinity_secrets.iter().enumerate() {
+            // `env:NAME` / `file:PATH`: the secret lives outside the config.
+            let s =
+                &super::secret_ref::resolve(file, &format!("routing.affinity_secrets[{i}]"), s)?;
+            affinity_secrets.push(s.as_bytes().to_vec());
             if s.len() < MIN_SECRET_LEN {
                 return Err(ConfigError::new(
                     file,
@@ -329,13 +339,9 @@ impl RuntimeConfig {
             admin_listen,
             threads: f.threads,
             workers,
+            discovery,
             key_sources,
-            affinity_secrets: f
-                .routing
-                .affinity_secrets
-                .iter()
-                .map(|s| s.as_bytes().to_vec())
-                .collect(),
+            affinity_secrets,
             insecure_secret,
             health: super::runtime::HealthSettings {
                 path: h.path.clone(),
@@ -371,6 +377,10 @@ impl RuntimeConfig {
             upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
             auth: super::security::auth(file, &f.auth)?,
             limits: super::security::limits(file, &f.limits)?,
+            telemetry: f
+                .telemetry
+                .validate("telemetry", super::DEFAULT_SERVICE_NAME)
+                .map_err(|e| ConfigError::new(file, e.key, e.reason))?,
         })
     }
 
@@ -388,12 +398,16 @@ impl RuntimeConfig {
             .collect();
         let sources: Vec<&str> = self.key_sources.iter().map(|k| k.as_str()).collect();
         format!(
-            "config {} is valid (hash {})\n  listen {}, admin {}\n  workers: {}\n  key sources: {}\n  affinity secrets: {}{}",
+            "config {} is valid (hash {})\n  listen {}, admin {}\n  workers: {}{}\n  key sources: {}\n  affinity secrets: {}{}",
             self.source,
             self.hash,
             self.listen,
             self.admin_listen,
             workers.join(", "),
+            self.discovery
+                .as_ref()
+                .map(|d| format!("\n  discovery: {}", d.summary()))
+                .unwrap_or_default(),
             sources.join(", "),
             self.affinity_secrets.len(),
             if self.insecure_secret {

@@ -29,7 +29,8 @@ use crate::error::ApiError;
 use crate::metrics::{CloseReason, WorkerMetrics};
 use crate::pool::Pool;
 use crate::session::Session;
-use crate::{auth, profiling, sse, ws};
+use crate::{auth, sse, ws};
+use hotplex_common::profiling;
 
 /// Shared state of all handlers.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //! [`pool`] (bounded session pool, reaper, drain), [`session`] (a session and its turns),
 //! [`agent`] (the child process and its JSON-lines protocol), [`demo_agent`] (the built-in
 //! agent), [`api`] (HTTP routes and middleware), [`ws`], [`sse`], [`auth`], [`error`],
-//! [`metrics`], [`profiling`].
+//! [`metrics`] (heap profiles: `hotplex_common::profiling`).
 
 pub mod agent;
 pub mod api;
@@ -17,7 +17,6 @@ pub mod drain_client;
 pub mod error;
 pub mod metrics;
 pub mod pool;
-pub mod profiling;
 pub mod session;
 pub mod sse;
 pub mod ws;

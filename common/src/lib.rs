@@ -13,6 +13,7 @@ pub mod headers;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod profiling;
 pub mod session_id;
 pub mod telemetry;
 

@@ -180,7 +180,7 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn pprof_heap() -> Response {
-    use crate::profiling::{heap_profile, ProfileError};
+    use hotplex_common::profiling::{heap_profile, ProfileError};
     match heap_profile().await {
         Ok(bytes) => (
             [

@@ -18,7 +18,6 @@
 //! - [`jwt`]: JWT bearer-token validation (`auth.jwt`);
 //! - [`conn_guard`]: connection limits and the request-head deadline (slowloris);
 //! - [`telemetry`]: OpenTelemetry spans per request (`traceparent` in and out);
-//! - [`profiling`]: jemalloc heap profiles (`/debug/pprof/heap` on the admin listener).
 //!
 //! Routing in one paragraph: a request's key comes from the path, query, header or cookie
 //! (configurable order). A key signed by this deployment names its worker and always goes
@@ -38,7 +37,6 @@ pub mod jwt;
 pub mod limit_store;
 pub mod limits;
 pub mod metrics;
-pub mod profiling;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

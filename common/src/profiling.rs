@@ -1,12 +1,12 @@
-//! Heap profiling through jemalloc (`GET /debug/pprof/heap` on the admin listener).
+//! Heap profiling through jemalloc (`GET /debug/pprof/heap` on the worker's API and the
+//! proxy's admin listener).
 //!
-//! The binary uses jemalloc as its global allocator and exports `malloc_conf`
-//! ([`MALLOC_CONF`]: `prof:true,prof_active:true,lg_prof_sample:19`, one sample per
-//! 512 KiB allocated on average), so profiling is on from the start at a negligible cost.
-//! The profile is a gzipped pprof protobuf (`go tool pprof` / `pprof` read it). In a
-//! process where jemalloc profiling is off (e.g. a test harness) the endpoint answers 503.
+//! Profiling is switched on at process start by the binaries' `malloc_conf` static
+//! (`prof:true,prof_active:true,lg_prof_sample:19`); the profile is a gzipped pprof
+//! protobuf (`go tool pprof` / `pprof` read it). In a process where jemalloc profiling
+//! is off (e.g. a test harness) the endpoint answers 503.
 
-/// The `malloc_conf` value the proxy binaries export.
+/// The `malloc_conf` value both binaries (and their e2e launchers) export.
 pub const MALLOC_CONF: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 /// Why no profile could be taken.

@@ -6,7 +6,9 @@
 #
 #   bash benches/instr_count.sh BIN [BIN...]        # prints "BIN  Ir/request  top symbols"
 #   env: N (requests measured, default 4000), TOP (symbols shown per build, default 15),
-#        KEEP_DIR (where callgrind.<bin>.out is kept for callgrind_annotate, default /tmp)
+#        KEEP_DIR (where callgrind.<bin>.out is kept for callgrind_annotate, default /tmp),
+#        LIMITS_EXTRA (a line added to the `limits:` map), EXTRA_YAML (top-level lines),
+#        MALLOC_CONF (jemalloc options, e.g. prof_active:false)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n '2,9p' "$0"; exit 2; }
@@ -44,7 +46,9 @@ auth:
   keys: [{name: bench, hash: "sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"}]
 limits:
   per_key: {rate: 1000000, burst: 1000000}
+  ${LIMITS_EXTRA:-}
 health_check: {interval: 60s}
+${EXTRA_YAML:-}
 YAML
 load() { h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
   "http://127.0.0.1:$P/" 2>&1 | awk '/^status codes:/ { print $3 }'; }

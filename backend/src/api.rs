@@ -173,29 +173,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
 
 async fn pprof_heap() -> Response {
     match profiling::heap_profile().await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"heap.pb.gz\"",
-                ),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Err(e @ profiling::ProfileError::Dump(_)) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "profile_failed",
-            e.to_string(),
-        )
-        .into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "profiling_disabled",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(bytes) => (profiling::PROFILE_HEADERS, bytes).into_response(),
+        Err(e) => {
+            let (code, error) = e.status_and_code();
+            ApiError::new(code, error, e.to_string()).into_response()
+        }
     }
 }
 

@@ -180,29 +180,13 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn pprof_heap() -> Response {
-    use hotplex_common::profiling::{heap_profile, ProfileError};
+    use hotplex_common::profiling::{heap_profile, PROFILE_HEADERS};
     match heap_profile().await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"heap.pb.gz\"",
-                ),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => (PROFILE_HEADERS, bytes).into_response(),
         Err(e) => {
-            let (code, error) = match e {
-                ProfileError::Dump(_) => (StatusCode::INTERNAL_SERVER_ERROR, "profile_failed"),
-                _ => (StatusCode::SERVICE_UNAVAILABLE, "profiling_disabled"),
-            };
-            (
-                code,
-                Json(json!({"error": error, "message": e.to_string()})),
-            )
-                .into_response()
+            let (code, error) = e.status_and_code();
+            let body = json!({"error": error, "message": e.to_string()});
+            (code, Json(body)).into_response()
         }
     }
 }

@@ -276,9 +276,9 @@ impl ProxyHttp for HotplexProxy {
                 // A v4 UUID from the thread-local RNG (`Uuid::new_v4` makes a getrandom
                 // syscall per request).
                 .unwrap_or_else(|| {
-                    uuid::Builder::from_random_bytes(rand::random())
-                        .into_uuid()
-                        .to_string()
+                    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+                    id.hyphenated().encode_lower(&mut buf).to_owned()
                 });
             let path = req.uri.path();
             ctx.route_label = route_label(&req.method, path);
@@ -395,25 +395,26 @@ impl ProxyHttp for HotplexProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            // The address is formatted once (IP `Display` is slow) for both headers.
-            let ip_s = ip.to_string();
+            // The address is formatted once, both values concatenated (no `format!`: this
+            // runs for every request).
+            let ip_s = crate::security::ip_text(ip);
             let xff = match req
                 .headers
                 .get(h::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip_s}"),
+                Some(prev) if !prev.trim().is_empty() => [prev, ", ", &ip_s].concat(),
                 _ => ip_s.clone(),
             };
             req.insert_header(h::X_FORWARDED_FOR, xff)?;
             let scheme = crate::tls::scheme(session);
             let fwd = if ip.is_ipv6() {
-                format!("for=\"[{ip_s}]\";proto={scheme}")
+                ["for=\"[", &ip_s, "]\";proto=", scheme].concat()
             } else {
-                format!("for={ip_s};proto={scheme}")
+                ["for=", &ip_s, ";proto=", scheme].concat()
             };
             let fwd = match req.headers.get(h::FORWARDED).and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {fwd}"),
+                Some(prev) if !prev.trim().is_empty() => [prev, ", ", &fwd].concat(),
                 _ => fwd,
             };
             req.insert_header(h::FORWARDED, fwd)?;

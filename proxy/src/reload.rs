@@ -12,8 +12,9 @@
 //! worker across reloads by construction (the worker id is in the signed id).
 //!
 //! Not reloadable (pingora cannot add listeners or change its runtime after start,
-//! issue 690): `listen`, `admin.listen`, `threads`, `upstream.keepalive_pool_size` and the
-//! probe `health_check.interval`, and the `upgrade:` section. A reload that changes them is
+//! issue 690): `listen`, `admin.listen`, `threads`, `work_stealing`,
+//! `upstream.keepalive_pool_size` and the probe `health_check.interval`, and the `upgrade:`
+//! section. A reload that changes them is
 //! rejected: do a graceful upgrade (`--upgrade`, see the README) instead.
 
 use std::path::PathBuf;
@@ -72,6 +73,7 @@ pub fn check_reloadable(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), 
     unchanged(f, "listen", old.listen, new.listen)?;
     unchanged(f, "admin.listen", old.admin_listen, new.admin_listen)?;
     unchanged(f, "threads", old.threads, new.threads)?;
+    unchanged(f, "work_stealing", old.work_stealing, new.work_stealing)?;
     unchanged(
         f,
         "upstream.keepalive_pool_size",

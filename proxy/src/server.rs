@@ -84,6 +84,7 @@ pub fn run(
     let pid = std::process::id();
     let conf = ServerConf {
         threads: cfg.threads,
+        work_stealing: cfg.work_stealing,
         upstream_keepalive_pool_size: cfg.keepalive_pool_size,
         grace_period_seconds: Some(cfg.upgrade_grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs().max(1)),

@@ -166,7 +166,7 @@ fn fuzz_affinity_verify() {
         let genuine = if rng.below(2) == 0 {
             signer.mint_session(w).into_string()
         } else {
-            signer.cookie_value(w)
+            signer.cookie_value(w).to_string()
         };
         assert_eq!(signer.verify(&genuine).map(|p| p.worker), Some(w));
         assert!(other.verify(&genuine).is_none(), "wrong secret accepted");

@@ -408,7 +408,12 @@ async fn spawn_proxy_with_token(body: &str) -> Proxy {
     );
     std::fs::write(&path, full).expect("write proxy config");
     let mut cmd = std::process::Command::new(PROXY_BIN);
-    cmd.arg("--config").arg(&path).env("RUST_LOG", "warn");
+    // Heap profiling switched on the way an operator does it (the `/debug/pprof/heap` check).
+    let (k, v) = hotplex_common::profiling::ACTIVATE_ENV;
+    cmd.arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .env(k, v);
     let guard = hotplex_e2e::ChildGuard::spawn("proxy", &mut cmd);
     hotplex_e2e::wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
     // One probe round: the workers are known up.

@@ -488,7 +488,7 @@ async fn forged_affinity_tokens_never_pick_the_worker() {
             format!("{other}.{rand_mac}.{mac}"),
             format!("{msg}.{mac}A"),
             format!("{target}.{mac}"),
-            evil.cookie_value(target),
+            evil.cookie_value(target).to_string(),
         ];
         for f in forged {
             tried += 1;

@@ -21,6 +21,11 @@ pub struct FileConfig {
     /// Worker threads of the proxy service. Default [`DEFAULT_THREADS`].
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// One work-stealing runtime for all `threads` (true) or one single-threaded runtime
+    /// per thread, each connection staying on the thread that accepted it (false: less
+    /// cross-thread synchronisation per request). Default [`DEFAULT_WORK_STEALING`].
+    #[serde(default = "default_work_stealing")]
+    pub work_stealing: bool,
     /// Admin listener settings.
     #[serde(default)]
     pub admin: AdminFile,
@@ -298,6 +303,9 @@ fn default_listen() -> String {
 }
 fn default_threads() -> usize {
     DEFAULT_THREADS
+}
+fn default_work_stealing() -> bool {
+    DEFAULT_WORK_STEALING
 }
 fn default_admin_listen() -> String {
     DEFAULT_ADMIN_LISTEN.to_string()

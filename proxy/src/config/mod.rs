@@ -28,6 +28,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
 /// Worker threads of the proxy service.
 pub const DEFAULT_THREADS: usize = 2;
+/// Work-stealing runtime for the proxy threads (see `work_stealing` in the file config).
+pub const DEFAULT_WORK_STEALING: bool = true;
 /// Worker weight for hashing.
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Worker capacity (sessions).

@@ -91,6 +91,8 @@ pub struct RuntimeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub threads: usize,
+    /// `work_stealing`: one shared runtime (true) or one runtime per thread.
+    pub work_stealing: bool,
     pub workers: Vec<WorkerSpec>,
     /// `discovery.dns`: workers found by DNS (see [`crate::upstream::dns`]).
     pub discovery: Option<super::discovery::DnsDiscovery>,
@@ -338,6 +340,7 @@ impl RuntimeConfig {
             listen,
             admin_listen,
             threads: f.threads,
+            work_stealing: f.work_stealing,
             workers,
             discovery,
             key_sources,

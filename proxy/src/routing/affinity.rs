@@ -12,6 +12,9 @@
 //! trusted to pick a worker. Nothing is stored: proxies sharing only the config agree,
 //! restarts and reloads keep every session where it is.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -45,12 +48,17 @@ pub struct Pinned<'a> {
 }
 
 /// Signs and verifies tokens. Each secret's HMAC key schedule is computed once (`keyed`),
-/// so a verification costs two SHA-256 blocks and no allocation.
-#[derive(Clone)]
+/// so a verification costs two SHA-256 blocks and no allocation. Cookie values depend only
+/// on the signing secret and the worker id, so each is computed once and cached.
 pub struct Signer {
     secrets: Vec<Vec<u8>>,
     keyed: Vec<Hmac<Sha256>>,
+    /// Affinity-cookie value by worker id (at most [`COOKIE_CACHE_MAX`] entries).
+    cookies: RwLock<HashMap<String, Arc<str>>>,
 }
+
+/// Cached cookie values; past this (worker churn through DNS discovery) the cache restarts.
+pub const COOKIE_CACHE_MAX: usize = 1024;
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +94,11 @@ impl Signer {
     /// `secrets` must be non-empty (guaranteed by config validation).
     pub fn new(secrets: Vec<Vec<u8>>) -> Signer {
         let keyed = secrets.iter().filter_map(|s| keyed(s)).collect();
-        Signer { secrets, keyed }
+        Signer {
+            secrets,
+            keyed,
+            cookies: RwLock::new(HashMap::new()),
+        }
     }
 
     fn signing(&self) -> Option<&Hmac<Sha256>> {
@@ -101,9 +113,24 @@ impl Signer {
         SessionId::parse(&format!("{msg}.{m}")).unwrap_or_else(|_| SessionId::generate(worker))
     }
 
-    /// The affinity-cookie value for `worker`.
-    pub fn cookie_value(&self, worker: &str) -> String {
-        format!("{worker}.{}", mac_str(self.signing(), worker.as_bytes()))
+    /// The affinity-cookie value for `worker` (cached: an HMAC only on first use).
+    pub fn cookie_value(&self, worker: &str) -> Arc<str> {
+        let cached = self
+            .cookies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(worker)
+            .cloned();
+        if let Some(v) = cached {
+            return v;
+        }
+        let v: Arc<str> = format!("{worker}.{}", mac_str(self.signing(), worker.as_bytes())).into();
+        let mut cache = self.cookies.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= COOKIE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(worker.to_string(), v.clone());
+        v
     }
 
     fn verify_mac(&self, msg: &[u8], given: &[u8]) -> bool {
@@ -179,7 +206,9 @@ mod tests {
         // 0123456789abcdef-secret -binary | base64 | tr '+/' '-_' | cut -c1-16`): ids and
         // cookies minted by any release must keep verifying.
         let s = signer(&["0123456789abcdef-secret"]);
-        assert_eq!(s.cookie_value("w1"), "w1.4ooCnc-MdHaatyqH");
+        assert_eq!(&*s.cookie_value("w1"), "w1.4ooCnc-MdHaatyqH");
+        // Cached: the same value again.
+        assert_eq!(&*s.cookie_value("w1"), "w1.4ooCnc-MdHaatyqH");
         assert!(s.verify("w1.4ooCnc-MdHaatyqH").is_some());
         assert!(s.verify("w1.4ooCnc-MdHaatyqh").is_none());
     }

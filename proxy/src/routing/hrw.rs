@@ -27,7 +27,8 @@ pub fn hash(worker_id: &str, key: &[u8]) -> u64 {
     fmix64(h)
 }
 
-fn fmix64(mut k: u64) -> u64 {
+/// The murmur3 64-bit finalizer: a bijective avalanche mix.
+pub fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
     k ^= k >> 33;

@@ -60,7 +60,7 @@ pub struct Route {
     /// Session id minted for a `POST /sessions` (sent as `X-Hotplex-Session`).
     pub minted: Option<SessionId>,
     /// Affinity cookie value to set on the response.
-    pub cookie: Option<String>,
+    pub cookie: Option<Arc<str>>,
     /// The route counted a new session on the worker (undo if the create fails).
     pub counted: bool,
 }
@@ -196,36 +196,33 @@ fn place(
 ) -> Result<Route, RouteError> {
     let workers = reg.workers();
     let signer = reg.signer();
-    let snaps: Vec<(&Arc<Worker>, crate::upstream::WorkerState)> = workers
-        .live()
-        .filter(|w| !exclude.contains(&w.spec.id))
-        .map(|w| (w, w.snapshot()))
-        .collect();
-    let placeable: Vec<usize> = (0..snaps.len())
-        .filter(|&i| snaps[i].0.placeable_of(&snaps[i].1, now))
-        .collect();
-    let cands: Vec<Candidate<'_>> = placeable
-        .iter()
-        .map(|&i| {
-            let (w, s) = &snaps[i];
-            Candidate {
+    // One lock per worker; no state is cloned beyond what placement reads.
+    let mut placeable: Vec<&Arc<Worker>> = Vec::with_capacity(workers.list.len());
+    let mut cands: Vec<Candidate<'_>> = Vec::with_capacity(workers.list.len());
+    for w in workers.live().filter(|w| !exclude.contains(&w.spec.id)) {
+        if let Some((sessions, capacity)) = w.placement_load(now) {
+            placeable.push(w);
+            cands.push(Candidate {
                 id: &w.spec.id,
-                sessions: Worker::sessions_of(s),
-                capacity: w.capacity_of(s),
-            }
-        })
-        .collect();
-    let tiebreak = hotplex_common::session_id::random_base62(12);
-    let mut chosen = None;
-    for ci in placement::rank(&cands, tiebreak.as_bytes()) {
-        let w = snaps[placeable[ci]].0;
-        // Only creates reserve; other keyless requests (WebSocket, lists) just go there.
-        if !req.create || w.try_reserve(now) {
-            chosen = Some(w.clone());
-            break;
+                sessions,
+                capacity,
+            });
         }
     }
-    let worker = chosen.ok_or(RouteError::NoCapacity)?;
+    let r: u64 = rand::random();
+    // Only creates reserve; other keyless requests (WebSocket, lists) just go there.
+    let mut chosen = placement::first(&cands, r)
+        .map(|i| placeable[i])
+        .filter(|w| !req.create || w.try_reserve(now));
+    if chosen.is_none() && req.create && cands.len() > 1 {
+        // The best candidate filled up between the snapshot and the reservation.
+        chosen = placement::rank(&cands, r)
+            .into_iter()
+            .skip(1)
+            .map(|i| placeable[i])
+            .find(|w| w.try_reserve(now));
+    }
+    let worker = chosen.ok_or(RouteError::NoCapacity)?.clone();
     Ok(Route {
         minted: req.create.then(|| signer.mint_session(&worker.spec.id)),
         cookie: Some(signer.cookie_value(&worker.spec.id)),

@@ -159,6 +159,13 @@ impl Worker {
             && Self::sessions_of(s) < self.capacity_of(s)
     }
 
+    /// `(sessions, capacity)` when placeable (one lock, nothing cloned).
+    pub fn placement_load(&self, now: Instant) -> Option<(u64, u64)> {
+        let s = self.lock();
+        self.placeable_of(&s, now)
+            .then(|| (Self::sessions_of(&s), self.capacity_of(&s)))
+    }
+
     /// Reserves room for a new session if placeable.
     pub fn try_reserve(&self, now: Instant) -> bool {
         let mut s = self.lock();

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use hotplex_common::profiling::ACTIVATE_ENV;
 use hotplex_e2e::sse::{Event, Reader};
 use hotplex_e2e::{free_addr, wait_until_http_ok, ChildGuard};
 use hotplex_worker::{AgentConfig, Server, WorkerConfig};
@@ -100,7 +101,9 @@ pub async fn spawn_worker(yaml: &str, node_id: &str) -> ChildWorker {
         .arg(&config_path)
         .arg("--node-id")
         .arg(node_id)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        // Heap profiling switched on the way an operator does it (`/debug/pprof/heap` tests).
+        .env(ACTIVATE_ENV.0, ACTIVATE_ENV.1);
     let guard = ChildGuard::spawn("e2e-worker", &mut cmd);
     let base = format!("http://{addr}");
     wait_until_http_ok(&format!("{base}/health/live"), WAIT).await;

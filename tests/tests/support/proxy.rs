@@ -166,6 +166,9 @@ async fn try_spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) ->
         "RUST_LOG",
         std::env::var("HOTPLEX_E2E_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
     );
+    // Heap profiling switched on the way an operator does it (`/debug/pprof/heap` tests).
+    let (k, v) = hotplex_common::profiling::ACTIVATE_ENV;
+    cmd.env(k, v);
     let guard = ChildGuard::spawn("proxy", &mut cmd);
     let mut p = TestProxy {
         guard,

@@ -12,7 +12,7 @@
 //! worker across reloads by construction (the worker id is in the signed id).
 //!
 //! Not reloadable (pingora cannot add listeners or change its runtime after start,
-//! issue 690): `listen`, `admin.listen`, `threads`, `work_stealing`,
+//! issue 690): `listen`, `admin.listen`, `threads`, `work_stealing`, `buffers`,
 //! `upstream.keepalive_pool_size` and the probe `health_check.interval`, and the `upgrade:`
 //! section. A reload that changes them is
 //! rejected: do a graceful upgrade (`--upgrade`, see the README) instead.
@@ -74,6 +74,7 @@ pub fn check_reloadable(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), 
     unchanged(f, "admin.listen", old.admin_listen, new.admin_listen)?;
     unchanged(f, "threads", old.threads, new.threads)?;
     unchanged(f, "work_stealing", old.work_stealing, new.work_stealing)?;
+    unchanged(f, "buffers", old.buffers, new.buffers)?;
     unchanged(
         f,
         "upstream.keepalive_pool_size",
@@ -332,5 +333,13 @@ mod tests {
         .expect("valid");
         assert_eq!(check_reloadable(&a, &b).expect_err("listen").key, "listen");
         assert!(check_reloadable(&a, &c).is_ok());
+        let d = config::parse(
+            "d",
+            "buffers:\n  read: 4096\nworkers:\n  - id: w1\n    address: 127.0.0.1:1\n",
+        )
+        .expect("valid");
+        let e = check_reloadable(&a, &d).expect_err("buffers");
+        assert_eq!(e.key, "buffers");
+        assert!(e.to_string().contains("without a restart"), "{e}");
     }
 }

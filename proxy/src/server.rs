@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backends, LoadBalancer};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -110,7 +111,11 @@ pub fn run(
     );
     let guarded = crate::conn_guard::GuardedApp::new(http, registry.clone(), &metrics);
     let mut proxy = pingora::services::listening::Service::new("hotplex proxy".into(), guarded);
-    proxy.add_tcp(&cfg.listen.to_string());
+    let b = cfg.buffers;
+    proxy.add_listener(
+        ListenerConfig::tcp(cfg.listen.to_string())
+            .l4_buffer(L4BufferSettings::new(b.read, b.write)),
+    );
     let https_redirect = crate::tls::setup(&cfg, &mut proxy, &metrics)?;
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));

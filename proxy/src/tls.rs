@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use hotplex_common::names::proxy as n;
 use hotplex_tls::{CertStore, CertWatcher, ReloadReport, SniResolver, StoreError, TlsConfig};
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TlsAccept};
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::ALPN;
 use pingora::proxy::Session;
@@ -243,7 +243,12 @@ pub fn setup(
     } else {
         settings.set_alpn(ALPN::H1);
     }
-    proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+    let b = cfg.buffers;
+    proxy.add_listener(
+        ListenerConfig::tcp(tls.listen.to_string())
+            .tls(settings)
+            .l4_buffer(L4BufferSettings::new(b.tls_read, b.write)),
+    );
     if let Some(app) = proxy.app_logic_mut().and_then(|a| a.inner_mut()) {
         app.h2_options = Some(tls.h2_options());
     }

@@ -681,3 +681,78 @@ async fn h2_limits_are_advertised_and_enforced() {
         "h2 limits: settings {settings:?}, 40/40 multiplexed, oversized headers -> {oversized}"
     );
 }
+
+/// `buffers:` at the edges: a plain-HTTP read buffer smaller than one request, no TLS read
+/// buffer at all (OpenSSL reads straight from the socket) and a write buffer smaller than
+/// one response. Large bodies must still cross intact on HTTP/1.1, HTTP/2 and WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_listener_buffers_still_carry_large_bodies() {
+    let s = one_cert_proxy("buffers:\n  read: 700\n  tls_read: 0\n  write: 300\n").await;
+    let port = s.tls.port();
+    // 96 KiB of prompt: many reads and writes of every buffer, below limits.max_body_bytes.
+    let prompt: String = (0..96 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .chain("END-OF-PROMPT".chars())
+        .collect();
+    let plain = client();
+    let clients = [
+        (plain.clone(), s.proxy.base(), reqwest::Version::HTTP_11),
+        (
+            https_client(&s.ca, s.tls, true),
+            format!("https://a.test:{port}"),
+            reqwest::Version::HTTP_11,
+        ),
+        (
+            https_client(&s.ca, s.tls, false),
+            format!("https://a.test:{port}"),
+            reqwest::Version::HTTP_2,
+        ),
+    ];
+    for (c, base, version) in clients {
+        let r = c
+            .post(format!("{base}/sessions"))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(r.status(), 201, "{base}");
+        assert_eq!(r.version(), version);
+        let id = r.json::<Value>().await.expect("json")["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_string();
+        let r = c
+            .post(format!("{base}/sessions/{id}/messages"))
+            .json(&json!({ "prompt": prompt }))
+            .send()
+            .await
+            .expect("message");
+        assert_eq!(r.status(), 200, "{base}");
+        let events = Reader::new(r).collect().await;
+        let answer = events
+            .iter()
+            .find(|e| e.event == "answer")
+            .unwrap_or_else(|| panic!("no answer over {version:?}: {events:?}"));
+        assert!(
+            answer.data.contains(&prompt),
+            "{version:?}: the answer lost bytes of the prompt ({} bytes)",
+            answer.data.len()
+        );
+        assert_eq!(events.last().map(|e| e.event.as_str()), Some("completed"));
+    }
+    let (mut ws, _) = wss_connect(s.tls, &s.ca.pem()).await;
+    let frames = ws_execute(&mut ws, 1, "wss-buffers", &prompt)
+        .await
+        .expect("wss turn");
+    let answer = frames
+        .iter()
+        .find(|f| f["event"] == "answer")
+        .expect("answer frame");
+    let text = answer["data"]["text"].as_str().unwrap_or("");
+    assert!(
+        text.ends_with("END-OF-PROMPT"),
+        "wss answer: {} bytes",
+        text.len()
+    );
+    assert!(text.contains(&prompt));
+    ws.close(None).await.ok();
+}

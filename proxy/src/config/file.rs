@@ -26,6 +26,9 @@ pub struct FileConfig {
     /// cross-thread synchronisation per request). Default [`DEFAULT_WORK_STEALING`].
     #[serde(default = "default_work_stealing")]
     pub work_stealing: bool,
+    /// Client-socket buffers of the proxy's listeners (not reloadable).
+    #[serde(default)]
+    pub buffers: BuffersFile,
     /// Admin listener settings.
     #[serde(default)]
     pub admin: AdminFile,
@@ -256,6 +259,31 @@ impl Default for TimeoutsFile {
     }
 }
 
+/// `buffers:` section: user-space buffers in front of each accepted client socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuffersFile {
+    /// Read buffer of a plain-HTTP client socket, bytes; 0: none. Default [`DEFAULT_READ_BUFFER`].
+    #[serde(default = "default_read_buffer")]
+    pub read: usize,
+    /// Read buffer of a TLS client socket, bytes; 0: none. Default [`DEFAULT_TLS_READ_BUFFER`].
+    #[serde(default = "default_tls_read_buffer")]
+    pub tls_read: usize,
+    /// Write buffer of a client socket (both listeners), bytes; 0: none. Default [`DEFAULT_WRITE_BUFFER`].
+    #[serde(default = "default_write_buffer")]
+    pub write: usize,
+}
+
+impl Default for BuffersFile {
+    fn default() -> Self {
+        BuffersFile {
+            read: DEFAULT_READ_BUFFER,
+            tls_read: DEFAULT_TLS_READ_BUFFER,
+            write: DEFAULT_WRITE_BUFFER,
+        }
+    }
+}
+
 /// `upstream:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +334,15 @@ fn default_threads() -> usize {
 }
 fn default_work_stealing() -> bool {
     DEFAULT_WORK_STEALING
+}
+fn default_read_buffer() -> usize {
+    DEFAULT_READ_BUFFER
+}
+fn default_tls_read_buffer() -> usize {
+    DEFAULT_TLS_READ_BUFFER
+}
+fn default_write_buffer() -> usize {
+    DEFAULT_WRITE_BUFFER
 }
 fn default_admin_listen() -> String {
     DEFAULT_ADMIN_LISTEN.to_string()

@@ -30,6 +30,21 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
 pub const DEFAULT_THREADS: usize = 2;
 /// Work-stealing runtime for the proxy threads (see `work_stealing` in the file config).
 pub const DEFAULT_WORK_STEALING: bool = true;
+/// Read buffer in front of a plain-HTTP client socket, bytes (`buffers.read`). 0: none.
+/// Pingora parses HTTP from its own buffers, so an L4 read buffer on a plain socket only
+/// adds a copy per read and its size in resident memory per connection (an idle
+/// WebSocket keeps it for its lifetime; pingora's own default is 64 KiB).
+pub const DEFAULT_READ_BUFFER: usize = 0;
+/// Read buffer in front of a TLS client socket, bytes (`buffers.tls_read`). OpenSSL reads
+/// each record's 5-byte header and then its body; the buffer turns those into one
+/// `recv` for several records. 16 KiB + 5 + 256: one full TLS record with its header
+/// and the largest AEAD overhead.
+pub const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024 + 5 + 256;
+/// Write buffer of a client socket, bytes (`buffers.write`): one typical TCP MSS, as in
+/// pingora. Response bytes are coalesced up to this size; every response is flushed.
+pub const DEFAULT_WRITE_BUFFER: usize = 1460;
+/// Largest accepted `buffers.*` value, bytes.
+pub const MAX_BUFFER: usize = 1024 * 1024;
 /// Worker weight for hashing.
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Worker capacity (sessions).

@@ -72,6 +72,17 @@ pub struct EjectionSettings {
     pub max: Duration,
 }
 
+/// Validated `buffers:` (bytes; 0 = unbuffered), applied to every accepted client socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerBuffers {
+    /// Plain-HTTP listener read buffer.
+    pub read: usize,
+    /// TLS listener read buffer.
+    pub tls_read: usize,
+    /// Write buffer (both listeners).
+    pub write: usize,
+}
+
 /// Upstream timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -93,6 +104,8 @@ pub struct RuntimeConfig {
     pub threads: usize,
     /// `work_stealing`: one shared runtime (true) or one runtime per thread.
     pub work_stealing: bool,
+    /// `buffers:`: client-socket buffer sizes.
+    pub buffers: ListenerBuffers,
     pub workers: Vec<WorkerSpec>,
     /// `discovery.dns`: workers found by DNS (see [`crate::upstream::dns`]).
     pub discovery: Option<super::discovery::DnsDiscovery>,
@@ -147,6 +160,18 @@ fn addr(file: &str, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
             format!("{v:?} is not an ip:port address (host names are not resolved)"),
         )
     })
+}
+
+fn buffer_size(file: &str, key: &str, n: usize) -> Result<usize, ConfigError> {
+    if n > super::MAX_BUFFER {
+        Err(ConfigError::new(
+            file,
+            key,
+            format!("{n} bytes is more than the maximum {}", super::MAX_BUFFER),
+        ))
+    } else {
+        Ok(n)
+    }
 }
 
 fn positive(file: &str, key: &str, d: Duration) -> Result<Duration, ConfigError> {
@@ -341,6 +366,11 @@ impl RuntimeConfig {
             admin_listen,
             threads: f.threads,
             work_stealing: f.work_stealing,
+            buffers: ListenerBuffers {
+                read: buffer_size(file, "buffers.read", f.buffers.read)?,
+                tls_read: buffer_size(file, "buffers.tls_read", f.buffers.tls_read)?,
+                write: buffer_size(file, "buffers.write", f.buffers.write)?,
+            },
             workers,
             discovery,
             key_sources,
@@ -476,6 +506,36 @@ mod tests {
         );
         assert_eq!(c.health.path, "/health/ready");
         assert_eq!(c.timeouts.stream_idle, Duration::from_secs(3600));
+        assert_eq!(
+            c.buffers,
+            ListenerBuffers {
+                read: super::super::DEFAULT_READ_BUFFER,
+                tls_read: super::super::DEFAULT_TLS_READ_BUFFER,
+                write: super::super::DEFAULT_WRITE_BUFFER,
+            }
+        );
+    }
+
+    #[test]
+    fn buffers_are_bounded() {
+        let c = parse(
+            "f",
+            &format!("{MIN}buffers:\n  read: 4096\n  tls_read: 0\n  write: 0\n"),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.buffers,
+            ListenerBuffers {
+                read: 4096,
+                tls_read: 0,
+                write: 0
+            }
+        );
+        let e = parse("f", &format!("{MIN}buffers:\n  tls_read: 2000000\n")).expect_err("too big");
+        assert_eq!(e.key, "buffers.tls_read");
+        assert!(e.to_string().contains("maximum 1048576"), "{e}");
+        let e = parse("f", &format!("{MIN}buffers:\n  reed: 1\n")).expect_err("typo");
+        assert!(e.to_string().contains("reed"), "{e}");
     }
 
     #[test]

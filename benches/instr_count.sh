@@ -17,39 +17,14 @@ command -v h2load >/dev/null || { echo "h2load not installed (apt-get install ng
 N=${N:-4000}
 TOP=${TOP:-15}
 BASE=${BASE_PORT:-18400}
-API_KEY=bench-api-key-0123456789
-SECRET=bench-affinity-secret-0123456789
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
-mkdir -p "$DIR"/{backend-body,backend-proxy,backend-fastcgi,backend-uwsgi,backend-scgi}
-W1=$((BASE + 1)); W2=$((BASE + 2)); W3=$((BASE + 3)); P=$((BASE + 20)); A=$((BASE + 21))
-sed -e "s|__W1__|$W1|; s|__W2__|$W2|; s|__W3__|$W3|; s|__DIR__|$DIR|g; s|__NOFILE__|4096|" \
-  benches/nginx-backend.conf >"$DIR/backend.conf"
-nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" >/dev/null 2>&1 &
-PIDS+=($!)
-rnd=$(openssl rand -hex 32 | tr -dc 'A-Za-z0-9' | cut -c1-16)
-KEY="w2.$rnd.$(printf %s "w2.$rnd" | openssl dgst -sha256 -hmac "$SECRET" -binary | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-16)"
-cat >"$DIR/proxy.yaml" <<YAML
-listen: 127.0.0.1:$P
-threads: 1
-admin: {listen: "127.0.0.1:$A"}
-workers:
-  - {id: w1, address: "127.0.0.1:$W1", capacity: 1000000}
-  - {id: w2, address: "127.0.0.1:$W2", capacity: 1000000}
-  - {id: w3, address: "127.0.0.1:$W3", capacity: 1000000}
-routing: {affinity_secrets: ["$SECRET"]}
-log: {level: warn}
-auth:
-  enabled: true
-  keys: [{name: bench, hash: "sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"}]
-limits:
-  per_key: {rate: 1000000, burst: 1000000}
-  ${LIMITS_EXTRA:-}
-health_check: {interval: 60s}
-${EXTRA_YAML:-}
-YAML
+source benches/scenario1.sh
+s1_backend
+KEY=$(s1_signed_key w2)
+s1_proxy_yaml "${LIMITS_EXTRA:-}" "${EXTRA_YAML:-}" >"$DIR/proxy.yaml"
 load() { h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
   "http://127.0.0.1:$P/" 2>&1 | awk '/^status codes:/ { print $3 }'; }
 printf '| build | Ir/request | 2xx |\n|---|---:|---:|\n' >"$DIR/table"

@@ -13,12 +13,11 @@
 mod proxy_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use hotplex_e2e::{free_addr, metric_value, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::metric_value;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
@@ -79,79 +78,24 @@ fn b64(v: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
 }
 
-struct JwtProxy {
-    _child: ChildGuard,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    config_path: PathBuf,
-    log_path: PathBuf,
-}
-
-impl JwtProxy {
-    fn base(&self) -> String {
-        format!("http://{}", self.listen)
-    }
-    fn admin_base(&self) -> String {
-        format!("http://{}", self.admin)
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-fn sha(k: &str) -> String {
-    let h = hotplex_proxy::config::security::hash_key(k);
-    format!(
-        "sha256:{}",
-        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
 fn jwt_yaml(workers: &[(&str, SocketAddr)], keys_file: &Path) -> String {
     proxy_yaml(
         workers,
         &format!(
             "auth:\n  enabled: true\n  keys:\n    - name: plain-key\n      hash: \"{}\"\n  jwt:\n    issuer: \"{ISS}\"\n    audience: [\"{AUD}\", other-aud]\n    keys_file: \"{}\"\n    leeway: 5s\n    routes_claim: routes\nlimits:\n  per_key: {{rate: 0.01, burst: 3}}\n",
-            sha(API_KEY),
+            key_hash(API_KEY),
             keys_file.display()
         ),
     )
 }
 
-async fn spawn_jwt_proxy(dir: &Path, yaml: &str) -> JwtProxy {
-    let (listen, admin) = (free_addr(), free_addr());
-    let config_path = dir.join("proxy.yaml");
-    let log_path = dir.join("proxy.log");
-    std::fs::write(
-        &config_path,
-        format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}"),
-    )
-    .expect("write config");
-    let mut cmd = Command::new(PROXY_BIN);
-    cmd.arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "warn,audit=info")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).expect("log file"));
-    let p = JwtProxy {
-        _child: ChildGuard::spawn_with_output("proxy", &mut cmd),
-        listen,
-        admin,
-        config_path,
-        log_path,
-    };
-    wait_until_http_ok(&format!("{}/health/live", p.admin_base()), WAIT).await;
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "proxy listener never came up");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    p
-}
-
 /// `GET path` with `Authorization: Bearer token`: (status, body, www-authenticate).
-async fn get(c: &reqwest::Client, p: &JwtProxy, path: &str, token: &str) -> (u16, Value, String) {
+async fn get(
+    c: &reqwest::Client,
+    p: &LoggedProxy,
+    path: &str,
+    token: &str,
+) -> (u16, Value, String) {
     let r = c
         .get(format!("{}{path}", p.base()))
         .bearer_auth(token)
@@ -173,7 +117,7 @@ async fn get(c: &reqwest::Client, p: &JwtProxy, path: &str, token: &str) -> (u16
     )
 }
 
-async fn metric(c: &reqwest::Client, p: &JwtProxy, name: &str, labels: &[&str]) -> f64 {
+async fn metric(c: &reqwest::Client, p: &LoggedProxy, name: &str, labels: &[&str]) -> f64 {
     let text = c
         .get(format!("{}/metrics", p.admin_base()))
         .send()
@@ -194,7 +138,12 @@ async fn jwt_tokens_are_validated_at_the_edge() {
     pem.extend_from_slice(&rsa.public);
     std::fs::write(&keys_file, &pem).expect("keys file");
     let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let p = spawn_jwt_proxy(dir.path(), &jwt_yaml(&worker_list(&workers), &keys_file)).await;
+    let p = spawn_logged_proxy(
+        dir.path(),
+        &jwt_yaml(&worker_list(&workers), &keys_file),
+        &[],
+    )
+    .await;
     let c = client();
 
     // Good tokens, both algorithms, and the API key still works.

@@ -7,11 +7,9 @@
 mod proxy_support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hotplex_e2e::{free_addr, metric_value, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::metric_value;
 use proxy_support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -19,82 +17,6 @@ const KEY_A: &str = "tenant-a-secret-key-0123456789";
 const KEY_B: &str = "tenant-b-secret-key-from-env";
 const KEY_C: &str = "tenant-c-secret-key-from-file";
 const KEY_B_ENV: &str = "HOTPLEX_E2E_SECURITY_KEY_B";
-
-fn sha(k: &str) -> String {
-    format!(
-        "sha256:{}",
-        hotplex_proxy::config::security::hash_key(k)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
-}
-
-/// A proxy with extra environment and its stderr (logs) captured in a file.
-struct LoggedProxy {
-    _guard: ChildGuard,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    config_path: PathBuf,
-    log_path: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl LoggedProxy {
-    fn base(&self) -> String {
-        format!("http://{}", self.listen)
-    }
-    fn admin_base(&self) -> String {
-        format!("http://{}", self.admin)
-    }
-    fn write_config(&self, yaml: &str) {
-        let full = format!(
-            "listen: \"{}\"\nadmin:\n  listen: \"{}\"\n{yaml}",
-            self.listen, self.admin
-        );
-        std::fs::write(&self.config_path, full).expect("write proxy config");
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-async fn spawn_logged(yaml_for: impl Fn(&std::path::Path) -> String) -> LoggedProxy {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin) = (free_addr(), free_addr());
-    let config_path = dir.path().join("proxy.yaml");
-    let log_path = dir.path().join("proxy.log");
-    let full = format!(
-        "listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{}",
-        yaml_for(dir.path())
-    );
-    std::fs::write(&config_path, full).expect("write proxy config");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut cmd = Command::new(PROXY_BIN);
-    cmd.arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "warn,audit=info")
-        .env(KEY_B_ENV, KEY_B)
-        .stdin(std::process::Stdio::null())
-        .stderr(log);
-    let guard = ChildGuard::spawn_with_output("proxy", &mut cmd);
-    let p = LoggedProxy {
-        _guard: guard,
-        listen,
-        admin,
-        config_path,
-        log_path,
-        dir,
-    };
-    wait_until_http_ok(&format!("{}/health/live", p.admin_base()), WAIT).await;
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        assert!(Instant::now() < deadline, "proxy listener never came up");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    p
-}
 
 fn hdr(r: &reqwest::Response, n: &str) -> Option<String> {
     r.headers()
@@ -151,7 +73,7 @@ fn auth_yaml(ws: &[(&str, SocketAddr)], dir: &std::path::Path, enabled: bool) ->
         ws,
         &format!(
             "auth:\n  enabled: {enabled}\n  keys:\n    - name: tenant-a\n      hash: \"{}\"\n    - name: tenant-b\n      env: {KEY_B_ENV}\n    - name: tenant-c\n      file: \"{}\"\n      routes: [session]\nlimits:\n  max_body_bytes: 1000\n",
-            sha(KEY_A),
+            key_hash(KEY_A),
             key_c.display()
         ),
     )
@@ -161,7 +83,13 @@ fn auth_yaml(ws: &[(&str, SocketAddr)], dir: &std::path::Path, enabled: bool) ->
 async fn api_keys_public_paths_body_limit_audit_and_reload() {
     let workers = spawn_workers(1, WorkerOpts::default()).await;
     let wl = worker_list(&workers);
-    let p = spawn_logged(|dir| auth_yaml(&wl, dir, true)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = spawn_logged_proxy(
+        dir.path(),
+        &auth_yaml(&wl, dir.path(), true),
+        &[(KEY_B_ENV, KEY_B)],
+    )
+    .await;
     let c = client();
     let base = p.base();
 
@@ -310,13 +238,13 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     }
 
     // Hot reload: auth off; then a limits change is audited.
-    p.write_config(&auth_yaml(&wl, p.dir.path(), false));
+    p.write_config(&auth_yaml(&wl, dir.path(), false));
     let r = send(c.post(format!("{admin}/admin/reload"))).await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = send(c.get(format!("{base}/sessions/{id}"))).await;
     assert_eq!(r.status, 200, "after reload: {r:?}");
     p.write_config(
-        &auth_yaml(&wl, p.dir.path(), false)
+        &auth_yaml(&wl, dir.path(), false)
             .replace("max_body_bytes: 1000", "max_body_bytes: 100000"),
     );
     let r = send(c.post(format!("{admin}/admin/reload"))).await;
@@ -486,8 +414,8 @@ async fn trusted_xff_new_sessions_and_websockets_per_key() {
         &wl,
         &format!(
             "auth:\n  enabled: true\n  keys:\n    - name: tenant-a\n      hash: \"{}\"\n    - name: tenant-b\n      hash: \"{}\"\nlimits:\n  new_sessions_per_minute: 3\n  max_websockets_per_key: 2\n",
-            sha(KEY_A),
-            sha(KEY_B)
+            key_hash(KEY_A),
+            key_hash(KEY_B)
         ),
     ))
     .await;

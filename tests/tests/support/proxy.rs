@@ -204,6 +204,86 @@ async fn try_spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) ->
     Some(p)
 }
 
+/// A proxy whose logs (stderr, `RUST_LOG=warn,audit=info`) are kept in `dir/proxy.log`,
+/// for the tests that read the audit log or a reload's messages.
+pub struct LoggedProxy {
+    _guard: ChildGuard,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl LoggedProxy {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+    pub fn admin_base(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+    /// Replaces the config file (same listeners), e.g. before a reload.
+    pub fn write_config(&self, yaml: &str) {
+        let full = format!(
+            "listen: \"{}\"\nadmin:\n  listen: \"{}\"\n{yaml}",
+            self.listen, self.admin
+        );
+        std::fs::write(&self.config_path, full).expect("write proxy config");
+    }
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// Starts a [`LoggedProxy`] with `yaml` and the extra environment `env`, its config and
+/// log in `dir`; waits for both listeners and one probe round.
+pub async fn spawn_logged_proxy(
+    dir: &std::path::Path,
+    yaml: &str,
+    env: &[(&str, &str)],
+) -> LoggedProxy {
+    let (listen, admin) = (free_addr(), free_addr());
+    let p = LoggedProxy {
+        _guard: {
+            let config_path = dir.join("proxy.yaml");
+            std::fs::write(
+                &config_path,
+                format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}"),
+            )
+            .expect("write proxy config");
+            let mut cmd = Command::new(PROXY_BIN);
+            cmd.arg("--config")
+                .arg(&config_path)
+                .env("RUST_LOG", "warn,audit=info")
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("proxy.log")).expect("log file"));
+            ChildGuard::spawn_with_output("proxy", &mut cmd)
+        },
+        listen,
+        admin,
+        config_path: dir.join("proxy.yaml"),
+        log_path: dir.join("proxy.log"),
+    };
+    wait_until_http_ok(&format!("{}/health/live", p.admin_base()), WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy listener never came up");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p
+}
+
+/// `sha256:<hex>` of an API key, as `auth.keys[].hash` takes it.
+pub fn key_hash(key: &str) -> String {
+    let h = hotplex_proxy::config::security::hash_key(key);
+    format!(
+        "sha256:{}",
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
 pub async fn spawn_proxy(yaml: &str) -> TestProxy {
     spawn_proxy_at(yaml, None).await
 }

@@ -1,0 +1,47 @@
+# Shared setup of the scenario-1 tools (benches/profile.sh, benches/instr_count.sh): the
+# request of scenario 1 of benches/load_bench.sh (HTTP/1.1, API key, signed session id) to
+# hotplex-proxy in front of an nginx backend on 3 ports. Sourced, not run; expects DIR
+# (a scratch directory), BASE (first port) and PIDS (an array the caller's cleanup kills).
+API_KEY=bench-api-key-0123456789
+SECRET=bench-affinity-secret-0123456789
+W1=$((BASE + 1)); W2=$((BASE + 2)); W3=$((BASE + 3)); P=$((BASE + 20)); A=$((BASE + 21))
+
+# s1_backend [PIN...]: starts the nginx backend (18-byte answers) on W1..W3.
+s1_backend() {
+  mkdir -p "$DIR"/{backend-body,backend-proxy,backend-fastcgi,backend-uwsgi,backend-scgi}
+  sed -e "s|__W1__|$W1|; s|__W2__|$W2|; s|__W3__|$W3|; s|__DIR__|$DIR|g; s|__NOFILE__|4096|" \
+    benches/nginx-backend.conf >"$DIR/backend.conf"
+  "$@" nginx -c "$DIR/backend.conf" -e "$DIR/backend-error.log" >/dev/null 2>&1 &
+  PIDS+=($!)
+}
+
+# s1_proxy_yaml [LIMITS_LINE] [TOP_LEVEL_LINES]: the proxy config, on stdout.
+s1_proxy_yaml() {
+  cat <<YAML
+listen: 127.0.0.1:$P
+threads: 1
+admin: {listen: "127.0.0.1:$A"}
+workers:
+  - {id: w1, address: "127.0.0.1:$W1", capacity: 1000000}
+  - {id: w2, address: "127.0.0.1:$W2", capacity: 1000000}
+  - {id: w3, address: "127.0.0.1:$W3", capacity: 1000000}
+routing: {affinity_secrets: ["$SECRET"]}
+log: {level: warn}
+auth:
+  enabled: true
+  keys: [{name: bench, hash: "sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"}]
+limits:
+  per_key: {rate: 1000000, burst: 1000000}
+  ${1:-}
+health_check: {interval: 60s}
+${2:-}
+YAML
+}
+
+# s1_signed_key WORKER: a session id as hotplex-proxy mints it for WORKER.
+s1_signed_key() {
+  local rnd mac
+  rnd=$(openssl rand -hex 32 | tr -dc 'A-Za-z0-9' | cut -c1-16)
+  mac=$(printf %s "$1.$rnd" | openssl dgst -sha256 -hmac "$SECRET" -binary | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-16)
+  echo "$1.$rnd.$mac"
+}

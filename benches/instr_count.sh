@@ -47,6 +47,6 @@ for bin in "$@"; do
   echo "== $bin: $per instructions per request ($ok/$N 2xx); top symbols (self, % of Ir):" >&2
   cp "$f" "${KEEP_DIR:-/tmp}/callgrind.$(basename "$bin").out"
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ +\(' | grep -v 'PROGRAM TOTALS' |
-    head -n "$TOP" | sed 's/^/   /' >&2
+    head -n "$TOP" | sed "s/^/   /" >&2 || true  # head may close the pipe early (SIGPIPE)
 done
 cat "$DIR/table"

@@ -9,8 +9,12 @@
 #   env: PROFILE (cargo profile, default perf; --quick: dev), CARGO_TARGET_DIR, BASE_PORT,
 #        PROXY_BIN (the hotplex-proxy binary to test, default: the one just built),
 #        PROXY_BIN_B (optional second build, target "hotplex-b": before/after in one run),
-#        SKIP_BUILD=1 (use the binaries already in the target dir)
+#        SKIP_BUILD=1 (use the binaries already in the target dir),
+#        PINGORA_MIN=0 (leave out the pingora-min target)
 #
+# Targets: hotplex (hotplex-proxy), pingora-min (benches/src/bin/pingora-min.rs: a minimal
+# pingora proxy with the same build and allocator, API key + header hash only: the framework
+# floor, so hotplex - pingora-min is what our hooks cost), nginx, HAProxy.
 # Scenarios (each target alternately, the order rotated every round; fresh proxies per scenario):
 #   1 http   HTTP/1.1 keep-alive, 18-byte responses, wrk -t1 -c50; requests carry an API key
 #            (auth on everywhere) and one of 60 signed session ids (X-Hotplex-Session):
@@ -121,11 +125,13 @@ trap cleanup EXIT
 # --- ports, keys, certificate ------------------------------------------------------------
 NB1=$((BASE + 1)); NB2=$((BASE + 2)); NB3=$((BASE + 3))      # nginx backend (18-byte answers)
 SB1=$((BASE + 11)); SB2=$((BASE + 12)); SB3=$((BASE + 13))   # bench-backend (SSE, WebSocket)
-declare -A HTTP_PORT=([hotplex]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [hotplex-b]=$((BASE + 50)))
-declare -A TLS_PORT=([hotplex]=$((BASE + 22)) [nginx]=$((BASE + 32)) [haproxy]=$((BASE + 42)) [hotplex-b]=$((BASE + 52)))
+declare -A HTTP_PORT=([hotplex]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [hotplex-b]=$((BASE + 50)) [pingora-min]=$((BASE + 60)))
+declare -A TLS_PORT=([hotplex]=$((BASE + 22)) [nginx]=$((BASE + 32)) [haproxy]=$((BASE + 42)) [hotplex-b]=$((BASE + 52)) [pingora-min]=$((BASE + 62)))
 declare -A ADMIN=([hotplex]=$((BASE + 21)) [hotplex-b]=$((BASE + 51)))
 declare -A PBIN=([hotplex]=${PROXY_BIN:-$BIN/hotplex-proxy})
-PROXIES=(hotplex nginx haproxy)
+PROXIES=(hotplex)
+if [ "${PINGORA_MIN:-1}" = 1 ]; then PROXIES+=(pingora-min); fi
+PROXIES+=(nginx haproxy)
 if [ -n "${PROXY_BIN_B:-}" ]; then PBIN[hotplex-b]=$PROXY_BIN_B; PROXIES+=(hotplex-b); fi
 for p in $NB1 $NB2 $NB3 $SB1 $SB2 $SB3 "${HTTP_PORT[@]}" "${TLS_PORT[@]}" "${ADMIN[@]}"; do
   if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -232,6 +238,15 @@ start_proxies() {
   local w1=$1 w2=$2 w3=$3 t
   start_hotplex hotplex "$w1" "$w2" "$w3"
   [ -z "${PBIN[hotplex-b]:-}" ] || start_hotplex hotplex-b "$w1" "$w2" "$w3"
+  if [ "${PINGORA_MIN:-1}" = 1 ]; then
+    # Same allocator options as hotplex-proxy's built-in malloc_conf (thread cache up to 128 KiB).
+    MALLOC_CONF=tcache_max:131072 "${PIN_PROXY[@]}" "$BIN/pingora-min" \
+      --listen "127.0.0.1:${HTTP_PORT[pingora-min]}" --tls-listen "127.0.0.1:${TLS_PORT[pingora-min]}" \
+      --cert "$DIR/cert.pem" --key "$DIR/key.pem" --api-key "$API_KEY" \
+      --upstream "127.0.0.1:$w1" --upstream "127.0.0.1:$w2" --upstream "127.0.0.1:$w3" \
+      >>"$DIR/pingora-min.log" 2>&1 &
+    PID[pingora-min]=$!
+  fi
   sed -e "s|__HTTP_PORT__|${HTTP_PORT[nginx]}|; s|__TLS_PORT__|${TLS_PORT[nginx]}|" \
     -e "s|__W1__|$w1|; s|__W2__|$w2|; s|__W3__|$w3|; s|__CERT__|$DIR/cert.pem|; s|__KEY__|$DIR/key.pem|" \
     -e "s|__API_KEY__|$API_KEY|; s|__RATE__|$RATE|; s|__DIR__|$DIR|g" \
@@ -437,7 +452,7 @@ label() {
 {
   echo "Load benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), profile $PROFILE;"
   echo "$("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(h2load --version 2>&1 | head -1);"
-  echo "$PINNING; proxies: hotplex threads 1, nginx worker_processes 1, HAProxy nbthread 1;"
+  echo "$PINNING; proxies: hotplex and pingora-min threads 1, nginx worker_processes 1, HAProxy nbthread 1;"
   echo "${DURATION}s per run, $ROUNDS round(s), median round shown; wrk -t1 -c$CONNS."
   [ "$WS_N" = "$WS_REQ" ] || echo "WebSocket sessions capped at $WS_N (of $WS_REQ): open-file hard limit $NOFILE cannot be raised here (2 descriptors per proxied session)."
   echo "load before: $UPTIME_BEFORE"

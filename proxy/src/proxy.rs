@@ -237,6 +237,12 @@ impl HotplexProxy {
 impl ProxyHttp for HotplexProxy {
     type CTX = Ctx;
 
+    /// No downstream modules. pingora's default adds its response-compression module,
+    /// switched off (level 0), which still costs an allocation and a filter call on every
+    /// response head and body chunk. We never compress: SSE must flush per event, and
+    /// the workers' JSON answers are small.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),

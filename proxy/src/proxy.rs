@@ -24,7 +24,7 @@ use hotplex_common::headers as h;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::errors::{self, ErrorAnswer};
 use crate::metrics::ProxyMetrics;
@@ -482,7 +482,9 @@ impl ProxyHttp for HotplexProxy {
                 resp.append_header(http::header::SET_COOKIE, affinity::set_cookie_header(c))?;
             }
         }
-        resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
+        let request_id = http::HeaderValue::from_str(&ctx.request_id)
+            .or_err(ErrorType::InvalidHTTPHeader, "request id")?;
+        resp.insert_header(h::X_REQUEST_ID, crate::security::unindexed(request_id))?;
         crate::tls::on_response(_session, resp, &self.registry.config())?;
         crate::security::on_response(resp, &ctx.security)?;
         if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted

@@ -61,8 +61,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/$PDIR
 BASE=${BASE_PORT:-18100}
 CONNS=${CONNS:-50}
-API_KEY=bench-api-key-0123456789
-SECRET=bench-affinity-secret-0123456789
+# API_KEY, SECRET and s1_signed_key (shared with profile.sh and instr_count.sh).
+source benches/scenario1.sh
 RATE=1000000
 has() { case ",$SCENARIOS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 log() { echo "[load_bench] $*" >&2; }
@@ -149,12 +149,7 @@ API_HASH=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 # base64url(HMAC-SHA256(secret, "<worker>.<random>"))>; 20 per worker.
 KEYS=()
 for w in w1 w2 w3; do
-  for i in $(seq 1 20); do
-    rnd=$(openssl rand -hex 32 | tr -dc 'A-Za-z0-9' | cut -c1-16)
-    msg="$w.$rnd"
-    mac=$(printf %s "$msg" | openssl dgst -sha256 -hmac "$SECRET" -binary | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-16)
-    KEYS+=("$msg.$mac")
-  done
+  for _ in $(seq 1 20); do KEYS+=("$(s1_signed_key "$w")"); done
 done
 BENCH_KEYS=$(IFS=,; echo "${KEYS[*]}")
 

@@ -1,7 +1,8 @@
 # Shared setup of the scenario-1 tools (benches/profile.sh, benches/instr_count.sh): the
 # request of scenario 1 of benches/load_bench.sh (HTTP/1.1, API key, signed session id) to
-# hotplex-proxy in front of an nginx backend on 3 ports. Sourced, not run; expects DIR
-# (a scratch directory), BASE (first port) and PIDS (an array the caller's cleanup kills).
+# hotplex-proxy in front of an nginx backend on 3 ports. Sourced, not run; expects BASE
+# (first port), and for s1_backend DIR (a scratch directory) and PIDS (an array the
+# caller's cleanup kills). load_bench.sh uses its API_KEY, SECRET and s1_signed_key.
 API_KEY=bench-api-key-0123456789
 SECRET=bench-affinity-secret-0123456789
 W1=$((BASE + 1)); W2=$((BASE + 2)); W3=$((BASE + 3)); P=$((BASE + 20)); A=$((BASE + 21))

@@ -243,27 +243,26 @@ pub async fn spawn_logged_proxy(
     env: &[(&str, &str)],
 ) -> LoggedProxy {
     let (listen, admin) = (free_addr(), free_addr());
+    let config_path = dir.join("proxy.yaml");
+    let log_path = dir.join("proxy.log");
+    std::fs::write(
+        &config_path,
+        format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}"),
+    )
+    .expect("write proxy config");
+    let mut cmd = Command::new(PROXY_BIN);
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "warn,audit=info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"));
     let p = LoggedProxy {
-        _guard: {
-            let config_path = dir.join("proxy.yaml");
-            std::fs::write(
-                &config_path,
-                format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}"),
-            )
-            .expect("write proxy config");
-            let mut cmd = Command::new(PROXY_BIN);
-            cmd.arg("--config")
-                .arg(&config_path)
-                .env("RUST_LOG", "warn,audit=info")
-                .envs(env.iter().copied())
-                .stdin(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("proxy.log")).expect("log file"));
-            ChildGuard::spawn_with_output("proxy", &mut cmd)
-        },
+        _guard: ChildGuard::spawn_with_output("proxy", &mut cmd),
         listen,
         admin,
-        config_path: dir.join("proxy.yaml"),
-        log_path: dir.join("proxy.log"),
+        config_path,
+        log_path,
     };
     wait_until_http_ok(&format!("{}/health/live", p.admin_base()), WAIT).await;
     let deadline = Instant::now() + WAIT;

@@ -71,6 +71,9 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     head_elapsed: Option<Duration>,
     ws_counted: bool,
+    /// The session count of the worker was settled for this request's final status
+    /// (see [`HotplexProxy::settle_session`]).
+    settled: bool,
     /// Status of an answer written by the proxy itself.
     own_status: u16,
     in_flight: bool,
@@ -231,6 +234,32 @@ impl HotplexProxy {
             .with_label_values(&[source, outcome])
             .inc();
     }
+
+    /// Settles the worker's session count once per request, for its final status: a
+    /// create that succeeded is counted as placed, one that failed gives its reserved
+    /// slot back, a successful delete frees one.
+    fn settle_session(&self, ctx: &mut Ctx, status: u16) {
+        if std::mem::replace(&mut ctx.settled, true) {
+            return;
+        }
+        let Some(route) = ctx.route.as_ref() else {
+            return;
+        };
+        let ok = (200..300).contains(&status);
+        if route.counted {
+            if ok {
+                self.metrics
+                    .sessions_placed
+                    .with_label_values(&[&route.worker.spec.id])
+                    .inc();
+            } else {
+                route.worker.release();
+            }
+        }
+        if ctx.delete && ok {
+            route.worker.release();
+        }
+    }
 }
 
 #[async_trait]
@@ -259,6 +288,7 @@ impl ProxyHttp for HotplexProxy {
             upstream_start: None,
             head_elapsed: None,
             ws_counted: false,
+            settled: false,
             own_status: 0,
             in_flight: false,
             security: Default::default(),
@@ -461,6 +491,11 @@ impl ProxyHttp for HotplexProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.head_elapsed = Some(ctx.start.elapsed());
+        if !resp.status.is_informational() || resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // Before the client sees the answer: a client that deleted a session can
+            // create the next one at once.
+            self.settle_session(ctx, resp.status.as_u16());
+        }
         if crate::upgrade::leaving() {
             // Upgrade/stop in progress: move keep-alive clients to the new process.
             _session.set_keepalive(None);
@@ -643,22 +678,8 @@ impl ProxyHttp for HotplexProxy {
             .request_duration
             .with_label_values(&[ctx.route_label, method, status_s])
             .observe(elapsed.as_secs_f64());
-        let ok = (200..300).contains(&status);
-        if let Some(route) = ctx.route.as_ref() {
-            if route.counted {
-                if ok {
-                    self.metrics
-                        .sessions_placed
-                        .with_label_values(&[&route.worker.spec.id])
-                        .inc();
-                } else {
-                    route.worker.release();
-                }
-            }
-            if ctx.delete && ok {
-                route.worker.release();
-            }
-        }
+        // No worker answer (proxy error, failed connect): settled here.
+        self.settle_session(ctx, status);
         let route = ctx.route.as_ref();
         let worker = route.map_or("", |r| r.worker.spec.id.as_str());
         let session_id = route

@@ -383,6 +383,25 @@ pub async fn metrics(c: &reqwest::Client, p: &TestProxy) -> String {
         .expect("metrics text")
 }
 
+/// `/metrics` once `ready` holds for its text, or the last text after [`WAIT`]. Per-request
+/// series (`requests_total`, `request_duration_seconds`, `sessions_placed_total`) are
+/// recorded in pingora's `logging` phase, after the response has gone out, so a client can
+/// read its response before they move.
+pub async fn metrics_when(
+    c: &reqwest::Client,
+    p: &TestProxy,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = metrics(c, p).await;
+        if ready(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Runs `hotplex-proxy check FILE`; returns (exit code, stdout, stderr).
 pub fn check(file: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(PROXY_BIN)

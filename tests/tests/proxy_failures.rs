@@ -168,8 +168,17 @@ async fn all_full_gives_503_no_capacity() {
     let (id, node) = &ids[0];
     let r = send(c.delete(format!("{}/sessions/{id}", p.base()))).await;
     assert!(r.status == 200 || r.status == 204, "{r:?}");
-    let (_, again) = create(&c, &p.base()).await;
+    let (mut last, again) = create(&c, &p.base()).await;
     assert_eq!(&again, node);
+    // At capacity, delete/create cycles keep working: each DELETE frees its slot by the
+    // time its answer reaches the client (no slot leaks across cycles).
+    for _ in 0..20 {
+        let r = send(c.delete(format!("{}/sessions/{last}", p.base()))).await;
+        assert!(r.status == 200 || r.status == 204, "{r:?}");
+        let (id, placed_on) = create(&c, &p.base()).await;
+        assert_eq!(&placed_on, node);
+        last = id;
+    }
     let text = metrics(&c, &p).await;
     assert!(
         metric_value(

@@ -20,7 +20,10 @@ pub const WAIT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerOpts {
     pub max_sessions: usize,
-    /// `sleep 3600` as the agent (cheap, for 1000-session tests) instead of the demo agent.
+    /// A do-nothing agent (cheap, for 1000-session tests) instead of the demo agent: `cat`
+    /// reading stdin to `/dev/null`. It exits when its stdin closes, so agents of a worker
+    /// the test killed (SIGKILL: the worker cannot close them) do not outlive the test
+    /// (`sleep` did, for an hour, holding the test's stderr open).
     pub light: bool,
 }
 
@@ -54,7 +57,9 @@ fn worker_yaml(o: &WorkerOpts) -> String {
         o.max_sessions
     );
     if o.light {
-        y.push_str("agent:\n  command: [\"sleep\", \"3600\"]\n  wait_ready: false\n");
+        y.push_str(
+            "agent:\n  command: [\"sh\", \"-c\", \"exec cat >/dev/null\"]\n  wait_ready: false\n",
+        );
     }
     y
 }

@@ -99,15 +99,10 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// `name` once it equals `want`, or its last value after [`WAIT`].
 async fn wait_metric(c: &reqwest::Client, p: &TestProxy, name: &str, want: f64) -> f64 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = metric(c, p, name, &[]).await;
-        if v == want || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let value = |t: &str| metric_value(t, name, &[]).unwrap_or(0.0);
+    value(&metrics_when(c, p, |t| value(t) == want).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -388,10 +388,10 @@ pub async fn metrics(c: &reqwest::Client, p: &TestProxy) -> String {
         .expect("metrics text")
 }
 
-/// `/metrics` once `ready` holds for its text, or the last text after [`WAIT`]. Per-request
-/// series (`requests_total`, `request_duration_seconds`, `sessions_placed_total`) are
-/// recorded in pingora's `logging` phase, after the response has gone out, so a client can
-/// read its response before they move.
+/// `/metrics` once `ready` holds for its text, or the last text after [`WAIT`]. For values
+/// that move after the response a client has seen: the per-request series
+/// (`requests_total`, `request_duration_seconds`) are recorded in pingora's `logging`
+/// phase, after the response has gone out; gauges of closing connections.
 pub async fn metrics_when(
     c: &reqwest::Client,
     p: &TestProxy,

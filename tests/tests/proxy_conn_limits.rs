@@ -31,7 +31,7 @@ const REFUSED: &str = "hotplex_proxy_connections_refused_total";
 const HEAD_TIMEOUTS: &str = "hotplex_proxy_header_read_timeouts_total";
 
 async fn metric(c: &reqwest::Client, p: &TestProxy, name: &str, labels: &[&str]) -> f64 {
-    metric_value(&metrics(c, p).await, name, labels).unwrap_or(0.0)
+    metric_at(c, &p.admin_base(), name, labels).await
 }
 
 /// Connects to `to` from the loopback address `from` (all of 127/8 is local on Linux).

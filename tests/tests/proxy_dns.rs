@@ -232,31 +232,14 @@ async fn admin_get(c: &reqwest::Client, admin: &str, path: &str) -> Value {
 }
 
 /// The proxy's `/metrics` text.
-async fn metrics_of(c: &reqwest::Client, admin: &str) -> String {
-    c.get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     hotplex_e2e::metric_value(text, name, labels).unwrap_or(0.0)
 }
 
 /// Waits until `cond` holds on the proxy's `/metrics` text.
 async fn wait_metrics(c: &reqwest::Client, admin: &str, what: &str, cond: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = metrics_of(c, admin).await;
-        if cond(&text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never: {what}\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let text = metrics_when_at(c, admin, &cond).await;
+    assert!(cond(&text), "never: {what}\n{text}");
 }
 
 /// Creates `n` sessions through `base`: (session id, node) in order.
@@ -358,7 +341,7 @@ async fn a_records_scale_out_outage_and_removal() {
     assert_unmoved(&c, &p.base(), &old).await;
 
     // The name server goes silent: the last good set is kept, the metric says so.
-    let text = metrics_of(&c, &admin).await;
+    let text = metrics_at(&c, &admin).await;
     assert_eq!(
         metric(&text, "hotplex_proxy_discovery_workers", &[]),
         3.0,
@@ -395,7 +378,7 @@ async fn a_records_scale_out_outage_and_removal() {
     assert_unmoved(&c, &p.base(), &old).await;
     assert_unmoved(&c, &p.base(), &new).await;
     let during = create_n(&c, &p.base(), 3).await;
-    let text = metrics_of(&c, &admin).await;
+    let text = metrics_at(&c, &admin).await;
     assert_eq!(metric(&text, "hotplex_proxy_discovery_workers", &[]), 3.0);
     dns.update(|z| z.down = false);
     wait_metrics(&c, &admin, "discovery fresh again", |t| {
@@ -490,7 +473,7 @@ async fn a_records_scale_out_outage_and_removal() {
         .collect();
     assert_unmoved(&c, &p.base(), &others).await;
     wait_workers(&c, &admin, &[("dns-a", "active"), ("dns-c", "active")]).await;
-    let text = metrics_of(&c, &admin).await;
+    let text = metrics_at(&c, &admin).await;
     assert_eq!(metric(&text, "hotplex_proxy_discovery_workers", &[]), 2.0);
     assert!(
         metric(
@@ -713,7 +696,7 @@ async fn configmap_volume_update_reloads_discovery_live() {
     // Without `discovery:` (and no removal grace) the discovered worker is gone.
     configmap_write(dir.path(), 3, &format!("{v1}workers_removal_grace: 0s\n"));
     wait_workers(&c, &admin, &[("cm-static", "active")]).await;
-    let text = metrics_of(&c, &admin).await;
+    let text = metrics_at(&c, &admin).await;
     assert!(
         metric(
             &text,

@@ -17,7 +17,6 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use hotplex_e2e::metric_value;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
@@ -118,15 +117,7 @@ async fn get(
 }
 
 async fn metric(c: &reqwest::Client, p: &LoggedProxy, name: &str, labels: &[&str]) -> f64 {
-    let text = c
-        .get(format!("{}/metrics", p.admin_base()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    metric_value(&text, name, labels).unwrap_or(0.0)
+    metric_at(c, &p.admin_base(), name, labels).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

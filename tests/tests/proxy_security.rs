@@ -25,18 +25,6 @@ fn hdr(r: &reqwest::Response, n: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn metric(c: &reqwest::Client, admin: &str, name: &str, labels: &[&str]) -> f64 {
-    let text = c
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    metric_value(&text, name, labels).unwrap_or(0.0)
-}
-
 type WsResult = Result<
     (
         tokio_tungstenite::WebSocketStream<
@@ -163,7 +151,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     // Metrics.
     let admin = p.admin_base();
     assert!(
-        metric(
+        metric_at(
             &c,
             &admin,
             "hotplex_proxy_auth_failures_total",
@@ -173,7 +161,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
             >= 2.0
     );
     assert!(
-        metric(
+        metric_at(
             &c,
             &admin,
             "hotplex_proxy_auth_failures_total",
@@ -183,7 +171,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
             >= 1.0
     );
     assert!(
-        metric(
+        metric_at(
             &c,
             &admin,
             "hotplex_proxy_auth_failures_total",
@@ -193,7 +181,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
             >= 1.0
     );
     assert!(
-        metric(
+        metric_at(
             &c,
             &admin,
             "hotplex_proxy_rejections_total",
@@ -203,7 +191,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
             >= 4.0
     );
     assert!(
-        metric(
+        metric_at(
             &c,
             &admin,
             "hotplex_proxy_rejections_total",

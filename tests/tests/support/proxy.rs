@@ -378,14 +378,25 @@ pub async fn admin_worker(c: &reqwest::Client, p: &TestProxy, id: &str) -> Value
         .unwrap_or(Value::Null)
 }
 
-pub async fn metrics(c: &reqwest::Client, p: &TestProxy) -> String {
-    c.get(format!("{}/metrics", p.admin_base()))
+/// The `/metrics` text of the admin listener at `admin` (`http://host:port`).
+pub async fn metrics_at(c: &reqwest::Client, admin: &str) -> String {
+    c.get(format!("{admin}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
         .expect("metrics text")
+}
+
+/// The `/metrics` text of `p`.
+pub async fn metrics(c: &reqwest::Client, p: &TestProxy) -> String {
+    metrics_at(c, &p.admin_base()).await
+}
+
+/// One series of the admin listener at `admin` (0 when absent).
+pub async fn metric_at(c: &reqwest::Client, admin: &str, name: &str, labels: &[&str]) -> f64 {
+    hotplex_e2e::metric_value(&metrics_at(c, admin).await, name, labels).unwrap_or(0.0)
 }
 
 /// `/metrics` once `ready` holds for its text, or the last text after [`WAIT`]. For values
@@ -397,9 +408,18 @@ pub async fn metrics_when(
     p: &TestProxy,
     ready: impl Fn(&str) -> bool,
 ) -> String {
+    metrics_when_at(c, &p.admin_base(), ready).await
+}
+
+/// [`metrics_when`] for the admin listener at `admin` (`http://host:port`).
+pub async fn metrics_when_at(
+    c: &reqwest::Client,
+    admin: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let text = metrics(c, p).await;
+        let text = metrics_at(c, admin).await;
         if ready(&text) || Instant::now() >= deadline {
             return text;
         }

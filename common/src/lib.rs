@@ -17,4 +17,4 @@ pub mod profiling;
 pub mod session_id;
 pub mod telemetry;
 
-pub use session_id::{SessionId, SessionIdError};
+pub use session_id::{signed_shape, SessionId, SessionIdError, SignedShape};

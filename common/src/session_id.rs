@@ -6,8 +6,10 @@
 //! rejected before routing.
 //!
 //! Ids minted by a worker look like `<node-id>.<22 random base62 chars>`. Ids minted by
-//! the proxy for new sessions are signed affinity ids (`<worker-id>.<random>.<mac>`),
-//! which the worker accepts as they are.
+//! the proxy are *signed* ids (see [`SignedShape`]):
+//! `<worker-id>.<16 random base62>.v2-<key id>[-<expiry>].<22-char MAC>`, whose MAC also
+//! covers the owning tenant. Proxy and worker both recognise that shape with
+//! [`signed_shape`]: an id of that shape is never a client-chosen id.
 
 use std::fmt;
 
@@ -17,6 +19,88 @@ use rand::Rng;
 pub const MAX_LEN: usize = 128;
 /// Number of random base62 characters in a minted id (~131 bits).
 pub const RANDOM_LEN: usize = 22;
+
+/// Random base62 characters of a signed id.
+pub const SIGNED_RANDOM_LEN: usize = 16;
+/// MAC characters of a signed id (base64url of 16 bytes: 128 bits).
+pub const SIGNED_MAC_LEN: usize = 22;
+/// The version tag that starts the third part of a signed id.
+pub const SIGNED_VERSION: &str = "v2";
+/// Hex characters of a signed id's key id.
+pub const SIGNED_KID_LEN: usize = 6;
+
+/// Stable worker ids: 1 to 63 bytes of `[a-z0-9-]` (no `.`, so a signed id splits cleanly).
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The parts of an id shaped like a proxy-signed session id:
+/// `<worker>.<random>.v2-<kid>[-<expiry>].<mac>`. The shape says nothing about the MAC
+/// (only the proxy holds the secrets), but it tells a worker which worker the id names and
+/// that the id is no client-chosen one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedShape<'a> {
+    /// The worker id (proxy-side) the id pins.
+    pub worker: &'a str,
+    /// [`SIGNED_RANDOM_LEN`] base62 characters.
+    pub random: &'a str,
+    /// [`SIGNED_KID_LEN`] lower-case hex characters naming the signing secret.
+    pub kid: &'a str,
+    /// Absolute expiry, unix seconds (`None`: no lifetime).
+    pub expires: Option<u64>,
+    /// The signed part: `<worker>.<random>.<tag>` (what the MAC covers, with the tenant).
+    pub signed: &'a str,
+    /// [`SIGNED_MAC_LEN`] base64url characters.
+    pub mac: &'a str,
+}
+
+/// `Some` when `id` has the shape of a proxy-signed id (see [`SignedShape`]).
+pub fn signed_shape(id: &str) -> Option<SignedShape<'_>> {
+    let mut parts = id.split('.');
+    let (worker, random, tag, mac) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !valid_worker_id(worker) {
+        return None;
+    }
+    if random.len() != SIGNED_RANDOM_LEN || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    if mac.len() != SIGNED_MAC_LEN
+        || !mac
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    let mut t = tag.split('-');
+    if t.next()? != SIGNED_VERSION {
+        return None;
+    }
+    let kid = t.next()?;
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if kid.len() != SIGNED_KID_LEN || !hex(kid) {
+        return None;
+    }
+    let expires = match t.next() {
+        None => None,
+        Some(e) if hex(e) && e.len() <= 16 => Some(u64::from_str_radix(e, 16).ok()?),
+        Some(_) => return None,
+    };
+    if t.next().is_some() {
+        return None;
+    }
+    Some(SignedShape {
+        worker,
+        random,
+        kid,
+        expires,
+        signed: &id[..id.len() - mac.len() - 1],
+        mac,
+    })
+}
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -146,6 +230,35 @@ mod tests {
             SessionId::parse("sess\u{e9}"),
             Err(SessionIdError::BadByte(4))
         );
+    }
+
+    #[test]
+    fn signed_shapes() {
+        let id = "w-1.AbCdEfGh01234567.v2-0a1b2c.ABCDEFGHIJKLMNOPQRSTU_";
+        let s = signed_shape(id).expect("shape");
+        assert_eq!(s.worker, "w-1");
+        assert_eq!(s.random, "AbCdEfGh01234567");
+        assert_eq!(s.kid, "0a1b2c");
+        assert_eq!(s.expires, None);
+        assert_eq!(s.signed, "w-1.AbCdEfGh01234567.v2-0a1b2c");
+        assert_eq!(s.mac, "ABCDEFGHIJKLMNOPQRSTU_");
+        let e = signed_shape("w1.AbCdEfGh01234567.v2-0a1b2c-ff.ABCDEFGHIJKLMNOPQRSTU_")
+            .expect("with expiry");
+        assert_eq!(e.expires, Some(255));
+        for bad in [
+            "demo-1",
+            "w1.AbCdEfGh01234567.4ooCnc-MdHaatyqH",
+            "w1.AbCdEfGh01234567.v1-0a1b2c.ABCDEFGHIJKLMNOPQRSTU_",
+            "W1.AbCdEfGh01234567.v2-0a1b2c.ABCDEFGHIJKLMNOPQRSTU_",
+            "w1.AbCdEfGh0123456.v2-0a1b2c.ABCDEFGHIJKLMNOPQRSTU_",
+            "w1.AbCdEfGh01234567.v2-0A1b2c.ABCDEFGHIJKLMNOPQRSTU_",
+            "w1.AbCdEfGh01234567.v2-0a1b2c-.ABCDEFGHIJKLMNOPQRSTU_",
+            "w1.AbCdEfGh01234567.v2-0a1b2c-1-2.ABCDEFGHIJKLMNOPQRSTU_",
+            "w1.AbCdEfGh01234567.v2-0a1b2c.ABCDEFGHIJKLMNOPQRSTU",
+            "w1.AbCdEfGh01234567.v2-0a1b2c.ABCDEFGHIJKLMNOPQRSTU_.x",
+        ] {
+            assert_eq!(signed_shape(bad), None, "{bad}");
+        }
     }
 
     #[test]

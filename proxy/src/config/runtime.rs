@@ -143,14 +143,7 @@ pub struct RuntimeConfig {
     pub telemetry: hotplex_common::telemetry::TelemetrySettings,
 }
 
-/// Stable worker ids: 1 to 63 bytes of `[a-z0-9-]`.
-pub fn valid_worker_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 63
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
+pub use hotplex_common::session_id::valid_worker_id;
 
 fn addr(file: &str, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.parse::<SocketAddr>().map_err(|_| {

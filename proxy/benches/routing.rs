@@ -31,19 +31,19 @@ fn registry(n: usize) -> Registry {
     Registry::new(parse("bench", &y).expect("bench config is valid"))
 }
 
-/// Naive pinned-id check: split into owned parts, a new HMAC key schedule, the full MAC
-/// base64-encoded into a String, a linear scan of the workers by string id.
-fn naive_pinned(workers: &[String], key: &str) -> Option<usize> {
+/// Naive pinned-id check: split into owned parts, a new HMAC key schedule over
+/// `tenant "\n" worker.random.tag`, the MAC base64-encoded into a String, a linear scan of
+/// the workers by string id.
+fn naive_pinned(workers: &[String], key: &str, tenant: &str) -> Option<usize> {
     let parts: Vec<String> = key.split('.').map(str::to_string).collect();
-    if parts.len() != 3 {
+    if parts.len() != 4 || !parts[2].starts_with("v2-") {
         return None;
     }
-    let msg = format!("{}.{}", parts[0], parts[1]);
+    let msg = format!("{tenant}\n{}.{}.{}", parts[0], parts[1], parts[2]);
     let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).ok()?;
     m.update(msg.as_bytes());
-    let full = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
-    let given: String = full.chars().take(16).collect();
-    if given != parts[2] {
+    let given = URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..16]);
+    if given != parts[3] {
         return None;
     }
     workers.iter().position(|w| *w == parts[0])
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
     for n in [3usize, 16] {
         let reg = registry(n);
         let ids: Vec<String> = (1..=n).map(|i| format!("w{i}")).collect();
-        let minted = reg.signer().mint_session("w2");
+        let minted = reg.signer().mint_session("w2", "tenant-a");
         let pinned = Request {
             keys: KeyInput {
                 path: b"/",
@@ -76,18 +76,22 @@ fn bench(c: &mut Criterion) {
                 ..Default::default()
             },
             create: false,
+            websocket: false,
+            tenant: "tenant-a",
         };
         assert_eq!(
             routing::route(&reg, &pinned, &[]).map(|r| r.outcome).ok(),
             Some(Outcome::Pinned)
         );
-        assert_eq!(naive_pinned(&ids, minted.as_str()), Some(1));
+        assert_eq!(naive_pinned(&ids, minted.as_str(), "tenant-a"), Some(1));
         let foreign = Request {
             keys: KeyInput {
                 path: b"/sessions/client-chosen-session-42/messages",
                 ..Default::default()
             },
             create: false,
+            websocket: false,
+            tenant: "tenant-a",
         };
         assert_eq!(
             routing::route(&reg, &foreign, &[]).map(|r| r.outcome).ok(),
@@ -99,13 +103,15 @@ fn bench(c: &mut Criterion) {
                 ..Default::default()
             },
             create: false,
+            websocket: false,
+            tenant: "tenant-a",
         };
         let mut g = c.benchmark_group(format!("route/{n}_workers"));
         g.bench_function("pinned_signed_id", |b| {
             b.iter(|| routing::route(&reg, black_box(&pinned), &[]))
         });
         g.bench_function("naive_pinned_signed_id", |b| {
-            b.iter(|| naive_pinned(&ids, black_box(minted.as_str())))
+            b.iter(|| naive_pinned(&ids, black_box(minted.as_str()), "tenant-a"))
         });
         g.bench_function("hashed_foreign_key", |b| {
             b.iter(|| routing::route(&reg, black_box(&foreign), &[]))

@@ -2,6 +2,8 @@
 //!
 //! | status | `error` | when |
 //! |---|---|---|
+//! | 404 | `not_found` | outside the declared public surface ([`crate::surface`]): worker internals, unknown paths and methods |
+//! | 404 | `session_not_found` | a signed session id that does not verify for the caller's tenant (another tenant's, forged, expired, rotated out): the worker's own answer for an unknown id |
 //! | 400 | `invalid_session_id` | the routing key has bytes outside `[A-Za-z0-9._~-]` or is over 128 bytes |
 //! | 414 | `uri_too_long` | request target over `proxy::MAX_URI_BYTES` (8 KiB), answered before routing |
 //! | 431 | `headers_too_large` | header names + values over `proxy::MAX_HEADER_BYTES` (32 KiB) |
@@ -50,6 +52,13 @@ pub fn route_error(e: &RouteError) -> ErrorAnswer {
         RouteError::Unavailable {
             session, worker, ..
         } => worker_unavailable(session.as_deref(), worker),
+        RouteError::NotFound { session, .. } => ErrorAnswer {
+            status: 404,
+            // Byte for byte the worker's answer for an unknown id (no oracle).
+            body: json!({"error": "session_not_found", "message": format!("no session {session} on this worker"), "session_id": session}),
+            retry_after: None,
+            reason: "session_not_found",
+        },
         RouteError::NoCapacity => ErrorAnswer {
             status: 503,
             body: json!({"error": "no_capacity", "message": "no worker has room for a new session"}),
@@ -66,6 +75,26 @@ pub fn worker_unavailable(session: Option<&str>, worker: &str) -> ErrorAnswer {
         body: json!({"error": "worker_unavailable", "session_id": session, "worker": worker}),
         retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECS),
         reason: "worker_unavailable",
+    }
+}
+
+/// 404 for a request outside the declared public surface (the worker's `not_found`).
+pub fn undeclared() -> ErrorAnswer {
+    ErrorAnswer {
+        status: 404,
+        body: json!({"error": "not_found", "message": "no such route"}),
+        retry_after: None,
+        reason: "undeclared_route",
+    }
+}
+
+/// The proxy's own `GET /health/live` on a public listener (not a rejection).
+pub fn proxy_live() -> ErrorAnswer {
+    ErrorAnswer {
+        status: 200,
+        body: json!({"status": "live"}),
+        retry_after: None,
+        reason: "",
     }
 }
 

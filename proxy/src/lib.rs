@@ -11,6 +11,8 @@
 //! - [`reload`]: hot reload of the config file (`SIGHUP`, `POST /admin/reload`);
 //! - [`metrics`]: the typed `ProxyMetrics`;
 //! - [`errors`]: the JSON error answers;
+//! - [`surface`]: the declared public surface (the only requests forwarded);
+//! - [`trust`]: the headers the edge sets for, and strips before, a worker;
 //! - [`hostile`]: raw HTTP/1 head checks (bare LF/CR, NUL, missing `Host`: 400);
 //! - [`server`]: assembles the pingora server;
 //! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
@@ -42,7 +44,9 @@ pub mod reload;
 pub mod routing;
 pub mod security;
 pub mod server;
+pub mod surface;
 pub mod telemetry;
 pub mod tls;
+pub mod trust;
 pub mod upgrade;
 pub mod upstream;

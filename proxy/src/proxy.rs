@@ -30,6 +30,7 @@ use crate::errors::{self, ErrorAnswer};
 use crate::metrics::ProxyMetrics;
 use crate::routing::key::KeyInput;
 use crate::routing::{self, affinity, Outcome, Route, RouteError};
+use crate::surface::RouteKind;
 use crate::upstream::Registry;
 
 /// Workers tried for one new session before giving up.
@@ -58,6 +59,8 @@ pub struct Ctx {
     start: Instant,
     request_id: String,
     route_label: &'static str,
+    /// The declared route (`None`: outside the public surface, answered 404).
+    kind: Option<RouteKind>,
     create: bool,
     delete: bool,
     websocket: bool,
@@ -83,28 +86,6 @@ pub struct Ctx {
     trace: Option<crate::telemetry::ReqTrace>,
     /// Time from the upstream attempt's start to the response head.
     upstream_elapsed: Option<Duration>,
-}
-
-fn route_label(method: &http::Method, path: &str) -> &'static str {
-    if path == h::WS_AGENT_PATH {
-        "websocket"
-    } else if path == "/sessions" || path == "/sessions/" {
-        if method == http::Method::POST {
-            "create_session"
-        } else {
-            "list_sessions"
-        }
-    } else if let Some(rest) = path.strip_prefix("/sessions/") {
-        if rest.contains('/') {
-            "messages"
-        } else {
-            "session"
-        }
-    } else if path.starts_with("/health/") {
-        "health"
-    } else {
-        "other"
-    }
 }
 
 /// Largest request target forwarded (bytes); longer: 414.
@@ -175,7 +156,9 @@ impl HotplexProxy {
     /// `fail_to_proxy`), so say `Connection: close` rather than let a client reuse it.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, a: &ErrorAnswer, close: bool) {
         ctx.own_status = a.status;
-        self.metrics.rejections.with_label_values(&[a.reason]).inc();
+        if a.status >= 400 {
+            self.metrics.rejections.with_label_values(&[a.reason]).inc();
+        }
         if session.response_written().is_some() {
             return;
         }
@@ -217,6 +200,8 @@ impl HotplexProxy {
                 cookies: &cookies,
             },
             create: ctx.create,
+            websocket: ctx.websocket,
+            tenant: ctx.security.tenant.as_deref().unwrap_or(""),
         };
         routing::route(&self.registry, &input, &ctx.excluded)
     }
@@ -276,7 +261,8 @@ impl ProxyHttp for HotplexProxy {
         Ctx {
             start: Instant::now(),
             request_id: String::new(),
-            route_label: "other",
+            route_label: crate::surface::UNDECLARED_LABEL,
+            kind: None,
             create: false,
             delete: false,
             websocket: false,
@@ -316,18 +302,20 @@ impl ProxyHttp for HotplexProxy {
                     let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
                     id.hyphenated().encode_lower(&mut buf).to_owned()
                 });
-            let path = req.uri.path();
-            ctx.route_label = route_label(&req.method, path);
-            ctx.create =
-                req.method == http::Method::POST && (path == "/sessions" || path == "/sessions/");
-            ctx.delete = req.method == http::Method::DELETE && ctx.route_label == "session";
+            ctx.kind =
+                crate::surface::classify(&req.method, req.uri.path(), session.is_upgrade_req());
+            ctx.route_label = ctx
+                .kind
+                .map_or(crate::surface::UNDECLARED_LABEL, RouteKind::label);
+            ctx.create = ctx.kind == Some(RouteKind::CreateSession);
+            ctx.delete = ctx.kind == Some(RouteKind::Session) && req.method == http::Method::DELETE;
             let sse_accept = req
                 .headers
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/event-stream"));
-            ctx.websocket = session.is_upgrade_req();
-            ctx.stream = ctx.websocket || sse_accept || ctx.route_label == "messages";
+            ctx.websocket = ctx.kind == Some(RouteKind::WebSocket);
+            ctx.stream = ctx.websocket || sse_accept || ctx.kind == Some(RouteKind::Messages);
         }
         ctx.trace = crate::telemetry::start(session.req_header(), ctx.route_label, &ctx.request_id);
         if let Some(anomaly) = crate::hostile::check_session(session) {
@@ -343,6 +331,20 @@ impl ProxyHttp for HotplexProxy {
             // failing worker (reset -> 503 + ejection) to the proxy.
             self.answer(session, ctx, &answer, true).await;
             return Ok(true);
+        }
+        match ctx.kind {
+            // The declared surface: nothing else reaches a worker (see `crate::surface`).
+            None => {
+                self.answer(session, ctx, &errors::undeclared(), false)
+                    .await;
+                return Ok(true);
+            }
+            Some(kind) if !kind.forwarded() => {
+                self.answer(session, ctx, &errors::proxy_live(), false)
+                    .await;
+                return Ok(true);
+            }
+            Some(_) => {}
         }
         let cfg = self.registry.config();
         let (route, create, ws) = (ctx.route_label, ctx.create, ctx.websocket);
@@ -455,13 +457,15 @@ impl ProxyHttp for HotplexProxy {
             };
             req.insert_header(h::FORWARDED, fwd)?;
         }
-        if req.headers.get(h::X_FORWARDED_PROTO).is_none() {
-            req.insert_header(h::X_FORWARDED_PROTO, crate::tls::scheme(session))?;
-        }
+        // Always ours, never the client's.
+        req.insert_header(h::X_FORWARDED_PROTO, crate::tls::scheme(session))?;
         req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(id) = ctx.route.as_ref().and_then(|r| r.minted.as_ref()) {
-            req.insert_header(h::X_HOTPLEX_SESSION, id.as_str())?;
-        }
+        crate::trust::to_worker(
+            req,
+            ctx.route.as_ref(),
+            ctx.security.tenant.as_deref(),
+            &self.registry.config(),
+        )?;
         if let Some(t) = ctx.trace.as_ref() {
             t.inject(req);
         }
@@ -514,7 +518,11 @@ impl ProxyHttp for HotplexProxy {
             }
             resp.insert_header(h::X_HOTPLEX_WORKER, route.worker.spec.id.as_str())?;
             if let Some(c) = route.cookie.as_ref() {
-                resp.append_header(http::header::SET_COOKIE, affinity::set_cookie_header(c))?;
+                let secure = crate::tls::scheme(_session) == "https";
+                resp.append_header(
+                    http::header::SET_COOKIE,
+                    affinity::set_cookie_header(c, secure),
+                )?;
             }
         }
         let request_id = http::HeaderValue::from_str(&ctx.request_id)
@@ -716,20 +724,6 @@ impl ProxyHttp for HotplexProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_labels() {
-        use http::Method;
-        assert_eq!(route_label(&Method::POST, "/sessions"), "create_session");
-        assert_eq!(route_label(&Method::GET, "/sessions"), "list_sessions");
-        assert_eq!(route_label(&Method::GET, "/sessions/x"), "session");
-        assert_eq!(
-            route_label(&Method::POST, "/sessions/x/messages"),
-            "messages"
-        );
-        assert_eq!(route_label(&Method::GET, "/ws/v1/agent"), "websocket");
-        assert_eq!(route_label(&Method::GET, "/nope"), "other");
-    }
 
     #[test]
     fn request_ids() {

@@ -152,24 +152,45 @@ fn fuzz_affinity_verify() {
     let signer = Signer::new(vec![b"fuzz-secret-0123456789".to_vec()]);
     let other = Signer::new(vec![b"another-secret-xyz".to_vec()]);
     let workers = ["w1", "w2", "worker-3", "a"];
+    let tenants = ["tenant-a", "tenant-b", ""];
+    // A token pins only when it verifies: a session id for the tenant, or a cookie.
+    let verify = |s: &Signer, token: &str, tenant: &str| -> Option<String> {
+        match s.verify_session(token, tenant) {
+            Some(r) => r.ok().map(str::to_string),
+            None => s.verify_cookie(token).map(|p| p.worker.to_string()),
+        }
+    };
     let (mut random_pinned, mut tampered) = (0u64, 0u64);
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
     for _ in 0..n {
         // Random strings: never panic, and a pin is (practically) impossible.
         let raw = rng.bytes(80);
         let s = String::from_utf8_lossy(&raw).into_owned();
-        if signer.verify(&s).is_some() {
+        let tenant = tenants[rng.below(tenants.len())];
+        if verify(&signer, &s, tenant).is_some() {
             random_pinned += 1;
         }
-        // Genuine tokens verify and name their worker.
+        // Genuine tokens verify and name their worker; session ids only for their tenant.
         let w = workers[rng.below(workers.len())];
-        let genuine = if rng.below(2) == 0 {
-            signer.mint_session(w).into_string()
+        let session = rng.below(2) == 0;
+        let genuine = if session {
+            signer.mint_session(w, tenant).into_string()
         } else {
             signer.cookie_value(w).to_string()
         };
-        assert_eq!(signer.verify(&genuine).map(|p| p.worker), Some(w));
-        assert!(other.verify(&genuine).is_none(), "wrong secret accepted");
+        assert_eq!(verify(&signer, &genuine, tenant).as_deref(), Some(w));
+        assert!(
+            verify(&other, &genuine, tenant).is_none(),
+            "wrong secret accepted"
+        );
+        if session {
+            for t in tenants.iter().filter(|t| **t != tenant) {
+                assert!(
+                    verify(&signer, &genuine, t).is_none(),
+                    "{genuine:?} of tenant {tenant:?} accepted for {t:?}"
+                );
+            }
+        }
         // A mutation: flip, truncate, extend, re-target, splice.
         let mut m = genuine.clone().into_bytes();
         match rng.below(5) {
@@ -195,7 +216,7 @@ fn fuzz_affinity_verify() {
         let m = String::from_utf8(m).expect("ascii");
         if m != genuine {
             tampered += 1;
-            let v = signer.verify(&m);
+            let v = verify(&signer, &m, tenant);
             assert!(
                 v.is_none(),
                 "tampered {m:?} (from {genuine:?}) accepted as {v:?}"

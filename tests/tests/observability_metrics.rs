@@ -243,7 +243,7 @@ async fn every_dashboard_and_alert_metric_is_exported() {
     let workers = spawn_workers(2, WorkerOpts::default()).await;
     let tls = free_addr();
     let extra = format!(
-        "limits:\n  routes:\n    list_sessions: {{rate: 0.01, burst: 1}}\n\
+        "limits:\n  routes:\n    session: {{rate: 0.01, burst: 1}}\n\
          tls:\n  listen: \"{tls}\"\n"
     );
     let p = spawn_proxy_with_token(&proxy_yaml(&worker_list(&workers), &extra)).await;
@@ -274,9 +274,9 @@ async fn every_dashboard_and_alert_metric_is_exported() {
         .await
         .expect("ws turn");
     assert_eq!(terminal_event(&frames), "completed");
-    // A rate-limited request (list_sessions: burst 1).
-    let first = send(c.get(format!("{base}/sessions"))).await;
-    let second = send(c.get(format!("{base}/sessions"))).await;
+    // A rate-limited request (session: burst 1).
+    let first = send(c.get(format!("{base}/sessions/rate-probe"))).await;
+    let second = send(c.get(format!("{base}/sessions/rate-probe"))).await;
     assert!(
         first.status == 429 || second.status == 429,
         "{first:?} {second:?}"

@@ -756,18 +756,29 @@ fn k8s_configmap_configs_pass_check() {
         "HOTPLEX_AFFINITY_SECRET",
         "0123456789abcdef0123456789abcdef",
     );
-    let (code, out) = proxy_check(&file, &[secret]);
+    let keys = [
+        secret,
+        ("HOTPLEX_KEY_TENANT_A", "tenant-a-key-0123456789abcdef"),
+        ("HOTPLEX_WORKER_KEY", "worker-key-0123456789abcdef0123"),
+    ];
+    let (code, out) = proxy_check(&file, &keys);
     assert_eq!(code, 0, "check failed:\n{out}");
     assert!(
         out.contains("discovery: dns a hotplex-worker.hotplex.svc.cluster.local.:8080 every 5s"),
         "{out}"
     );
     assert!(!out.contains("WARNING"), "no development secret: {out}");
-    // The secret really comes from the environment.
-    let (code, out) = proxy_check(&file, &[]);
+    // The secrets really come from the environment.
+    let (code, out) = proxy_check(&file, &keys[1..]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("routing.affinity_secrets[0]") && out.contains("HOTPLEX_AFFINITY_SECRET"),
+        "{out}"
+    );
+    let (code, out) = proxy_check(&file, &keys[..2]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("worker_auth.key") && out.contains("HOTPLEX_WORKER_KEY"),
         "{out}"
     );
 

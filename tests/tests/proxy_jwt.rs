@@ -2,7 +2,7 @@
 //! worker. Keys are generated here with OpenSSL (EC P-256 for ES256, RSA 2048 for RS256);
 //! tokens are signed with the `jsonwebtoken` crate or built by hand for the attacks.
 //!
-//! Good ES256 / RS256 tokens pass (200); expired, not yet valid, wrong audience, wrong
+//! Good ES256 / RS256 tokens pass (201 on `POST /sessions`); expired, not yet valid, wrong audience, wrong
 //! issuer, foreign key, tampered payload, `alg: none`, HS256 signed with the public key,
 //! a missing `exp` and a string `nbf` are refused with a JSON 401 naming the reason, counted
 //! in `hotplex_proxy_auth_failures_total{reason}` and written to the audit log; a
@@ -95,12 +95,14 @@ async fn get(
     path: &str,
     token: &str,
 ) -> (u16, Value, String) {
-    let r = c
-        .get(format!("{}{path}", p.base()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
+    // `POST /sessions` (create_session) is the declared route every token may try; other
+    // paths are read with GET.
+    let rb = if path == "/sessions" {
+        c.post(format!("{}{path}", p.base()))
+    } else {
+        c.get(format!("{}{path}", p.base()))
+    };
+    let r = rb.bearer_auth(token).send().await.expect("request");
     let status = r.status().as_u16();
     let www = r
         .headers()
@@ -140,18 +142,18 @@ async fn jwt_tokens_are_validated_at_the_edge() {
     // Good tokens, both algorithms, and the API key still works.
     let alice = es256(&ec, &claims("alice"));
     let (s, body, _) = get(&c, &p, "/sessions", &alice).await;
-    assert_eq!(s, 200, "ES256: {body}");
+    assert_eq!(s, 201, "ES256: {body}");
     // Again (served from the verified-token cache).
-    assert_eq!(get(&c, &p, "/sessions", &alice).await.0, 200);
+    assert_eq!(get(&c, &p, "/sessions", &alice).await.0, 201);
     let (s, body, _) = get(&c, &p, "/sessions", &rs256(&rsa, &claims("bob"))).await;
-    assert_eq!(s, 200, "RS256: {body}");
+    assert_eq!(s, 201, "RS256: {body}");
     let mut aud_list = claims("zoe");
     aud_list["aud"] = json!(["unrelated", "other-aud"]);
     assert_eq!(
         get(&c, &p, "/sessions", &es256(&ec, &aud_list)).await.0,
-        200
+        201
     );
-    assert_eq!(get(&c, &p, "/sessions", API_KEY).await.0, 200);
+    assert_eq!(get(&c, &p, "/sessions", API_KEY).await.0, 201);
 
     // Refused tokens: (name, token, reason).
     let mut expired = claims("x1");
@@ -219,13 +221,13 @@ async fn jwt_tokens_are_validated_at_the_edge() {
     let (s, body, _) = get(&c, &p, "/sessions", "not-a-key").await;
     assert_eq!((s, body["reason"].clone()), (401, json!("invalid_key")));
     let r = c
-        .get(format!("{}/sessions", p.base()))
+        .post(format!("{}/sessions", p.base()))
         .send()
         .await
         .expect("no auth");
     assert_eq!(r.status(), 401);
 
-    // routes claim: a token for `session` only gets 403 on the list route.
+    // routes claim: a token for `session` only gets 403 on the create route.
     let mut scoped = claims("erin");
     scoped["routes"] = json!(["session"]);
     let t = es256(&ec, &scoped);
@@ -245,12 +247,12 @@ async fn jwt_tokens_are_validated_at_the_edge() {
     for i in 0..4 {
         statuses.push(get(&c, &p, "/sessions", &carol[i % 2]).await.0);
     }
-    assert_eq!(statuses, vec![200, 200, 200, 429], "carol's shared bucket");
+    assert_eq!(statuses, vec![201, 201, 201, 429], "carol's shared bucket");
     assert_eq!(
         get(&c, &p, "/sessions", &es256(&ec, &claims("dave")))
             .await
             .0,
-        200
+        201
     );
     assert!(
         metric(
@@ -337,7 +339,7 @@ async fn jwt_tokens_are_validated_at_the_edge() {
         get(&c, &p, "/sessions", &rs256(&rsa, &claims("frank")))
             .await
             .0,
-        200
+        201
     );
 
     // `check` names a bad key file.

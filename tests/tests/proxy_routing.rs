@@ -50,11 +50,12 @@ async fn each_key_source_routes_and_the_order_decides() {
         "X-Hotplex-Worker"
     );
     // query (GET /sessions has no path key)
-    let r = send(c.get(format!("{base}/sessions?session_id={b}"))).await;
+    // (a create naming an existing id: the worker answers 409, after routing)
+    let r = send(c.post(format!("{base}/sessions?session_id={b}"))).await;
     assert_eq!(r.node.as_deref(), Some(node_b.as_str()), "query");
     // header
     let r = send(
-        c.get(format!("{base}/sessions"))
+        c.post(format!("{base}/sessions"))
             .header("x-hotplex-session", &a),
     )
     .await;
@@ -71,7 +72,7 @@ async fn each_key_source_routes_and_the_order_decides() {
     let cookie_node = created.node.expect("node");
     for _ in 0..5 {
         let r = send(
-            c.get(format!("{base}/sessions"))
+            c.post(format!("{base}/sessions"))
                 .header("cookie", format!("x=1; {pair}")),
         )
         .await;
@@ -129,15 +130,20 @@ async fn each_key_source_routes_and_the_order_decides() {
     parts[0] = other;
     let forged = parts.join(".");
     let r = get_session(&c, &base, &forged).await;
-    assert_eq!(r.status, 404, "forged id routed as a foreign key: {r:?}");
+    assert_eq!(r.status, 404, "forged id: {r:?}");
+    assert_eq!(r.body["error"], "session_not_found", "{r:?}");
+    assert!(
+        r.node.is_none(),
+        "a forged signed id is refused at the edge: {r:?}"
+    );
 
     // Invalid keys: 400 JSON from the proxy.
-    for (url, hdr) in [
-        (format!("{base}/sessions/a%20b"), None),
-        (format!("{base}/sessions?session_id=bad%00"), None),
-        (format!("{base}/sessions"), Some("x".repeat(200))),
+    for (post, url, hdr) in [
+        (false, format!("{base}/sessions/a%20b"), None),
+        (true, format!("{base}/sessions?session_id=bad%00"), None),
+        (true, format!("{base}/sessions"), Some("x".repeat(200))),
     ] {
-        let mut rb = c.get(&url);
+        let mut rb = if post { c.post(&url) } else { c.get(&url) };
         if let Some(h) = hdr {
             rb = rb.header("x-hotplex-session", h);
         }
@@ -221,7 +227,7 @@ async fn forwarding_headers_and_request_ids() {
     let c = client();
 
     // Request id generated (uuid v4) when absent, same upstream and in the response.
-    let r = send(c.get(format!("{}/anything", p.base()))).await;
+    let r = send(c.get(format!("{}/sessions/anything", p.base()))).await;
     assert_eq!(r.status, 200);
     let rid = r.request_id.expect("x-request-id echoed");
     assert_eq!(rid.len(), 36, "uuid: {rid}");
@@ -233,7 +239,12 @@ async fn forwarding_headers_and_request_ids() {
 
     // Passed on when present; XFF / Forwarded appended; hop-by-hop stripped.
     let r = send(
-        c.get(format!("{}/anything", p.base()))
+        c.get(format!("{}/sessions/anything", p.base()))
+            .header("x-forwarded-proto", "https")
+            .header("x-hotplex-tenant", "forged-tenant")
+            .header("x-hotplex-proxy-auth", "forged")
+            .header("x-hotplex-worker", "w9")
+            .header("x-api-key", "client-credential")
             .header("x-request-id", "my-trace-42")
             .header("x-forwarded-for", "203.0.113.7")
             .header("forwarded", "for=203.0.113.7")
@@ -253,6 +264,14 @@ async fn forwarding_headers_and_request_ids() {
     for hop in ["x-secret-hop", "te", "proxy-connection"] {
         assert!(r.body.get(hop).is_none(), "{hop} forwarded: {}", r.body);
     }
+    // The edge's own view, never the client's: scheme, tenant (anonymous: none), worker,
+    // routed session; no client credential reaches the worker.
+    assert_eq!(r.body["x-forwarded-proto"], "http", "{}", r.body);
+    for h in ["x-hotplex-tenant", "x-hotplex-proxy-auth", "x-api-key"] {
+        assert!(r.body.get(h).is_none(), "{h} forwarded: {}", r.body);
+    }
+    assert_eq!(r.body["x-hotplex-worker"], "echo", "{}", r.body);
+    assert_eq!(r.body["x-hotplex-session"], "anything", "{}", r.body);
     // New sessions carry the minted id to the worker.
     let r = send(c.post(format!("{}/sessions", p.base()))).await;
     let minted = r.body["x-hotplex-session"]
@@ -260,7 +279,8 @@ async fn forwarding_headers_and_request_ids() {
         .expect("minted id sent")
         .to_string();
     assert!(minted.starts_with("echo."), "{minted}");
-    assert_eq!(minted.split('.').count(), 3);
+    let shape = hotplex_common::signed_shape(&minted).expect("a signed id");
+    assert_eq!(shape.worker, "echo");
     assert!(!seen.lock().expect("lock").is_empty());
 }
 

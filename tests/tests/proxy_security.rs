@@ -82,7 +82,11 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     let base = p.base();
 
     // No key / unknown key: 401 JSON + WWW-Authenticate.
-    let r = c.get(format!("{base}/sessions")).send().await.expect("req");
+    let r = c
+        .post(format!("{base}/sessions"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(r.status(), 401);
     assert_eq!(
         hdr(&r, "www-authenticate").as_deref(),
@@ -99,9 +103,9 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     assert_eq!(r.status, 401, "{r:?}");
     assert_eq!(r.body["reason"], "invalid_key");
 
-    // Public path: no key needed.
-    let r = send(c.get(format!("{base}/health/ready"))).await;
-    assert_ne!(r.status, 401, "{r:?}");
+    // Public path: no key needed (the proxy's own liveness).
+    let r = send(c.get(format!("{base}/health/live"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
 
     // Hash key via X-API-Key, env key via Bearer, file key limited to `session`.
     let r = send(
@@ -111,15 +115,34 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     .await;
     assert_eq!(r.status, 201, "{r:?}");
     let id = r.body["session_id"].as_str().expect("id").to_string();
+    // The keys authenticate (404, not 401/403), but tenant A's session is not theirs:
+    // the same answer as an unknown session, and nothing reaches a worker.
+    for (name, value) in [
+        ("authorization", format!("Bearer {KEY_B}")),
+        ("x-api-key", KEY_C.to_string()),
+    ] {
+        let r = send(c.get(format!("{base}/sessions/{id}")).header(name, &value)).await;
+        assert_eq!(r.status, 404, "{name}: {r:?}");
+        assert_eq!(r.body["error"], "session_not_found", "{r:?}");
+        assert_eq!(r.node, None, "{name}: forwarded");
+    }
     let r = send(
         c.get(format!("{base}/sessions/{id}"))
+            .header("x-api-key", KEY_A),
+    )
+    .await;
+    assert_eq!(r.status, 200, "the owner: {r:?}");
+    // tenant-b (env key via Bearer) works on its own session.
+    let r = send(
+        c.post(format!("{base}/sessions"))
             .header("authorization", format!("Bearer {KEY_B}")),
     )
     .await;
-    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.status, 201, "{r:?}");
+    let id_b = r.body["session_id"].as_str().expect("id").to_string();
     let r = send(
-        c.get(format!("{base}/sessions/{id}"))
-            .header("x-api-key", KEY_C),
+        c.get(format!("{base}/sessions/{id_b}"))
+            .header("authorization", format!("Bearer {KEY_B}")),
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -229,7 +252,16 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     p.write_config(&auth_yaml(&wl, dir.path(), false));
     let r = send(c.post(format!("{admin}/admin/reload"))).await;
     assert_eq!(r.status, 200, "{r:?}");
+    // No key needed any more: a keyless client is the anonymous tenant (not A)...
     let r = send(c.get(format!("{base}/sessions/{id}"))).await;
+    assert_eq!(r.status, 404, "after reload: {r:?}");
+    assert_eq!(r.body["error"], "session_not_found", "after reload: {r:?}");
+    // ...while a valid key still names its tenant.
+    let r = send(
+        c.get(format!("{base}/sessions/{id}"))
+            .header("x-api-key", KEY_A),
+    )
+    .await;
     assert_eq!(r.status, 200, "after reload: {r:?}");
     p.write_config(
         &auth_yaml(&wl, dir.path(), false)
@@ -239,6 +271,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     assert_eq!(r.status, 200, "{r:?}");
     let r = send(
         c.post(format!("{base}/sessions/{id}/messages"))
+            .header("x-api-key", KEY_A)
             .header("accept", "application/json")
             .body(vec![b'x'; 5000]),
     )
@@ -276,7 +309,9 @@ async fn per_ip_rate_limit_is_accurate_and_sends_headers() {
     ))
     .await;
     let c = client();
-    let url = format!("{}/health/live", p.base());
+    // A declared route (forwarded when admitted: the worker answers 404 for the unknown
+    // session); the proxy's own /health/live is not limited (load-balancer probes).
+    let url = format!("{}/sessions/rate-probe", p.base());
     let offered_rate = 2.0 * RATE;
     let n = (offered_rate * 4.0) as usize;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / offered_rate));
@@ -313,7 +348,7 @@ async fn per_ip_rate_limit_is_accurate_and_sends_headers() {
                 assert_eq!(remaining.as_deref(), Some("0"));
                 assert!(reset.is_some());
             }
-            200 => {
+            404 => {
                 admitted += 1;
                 assert_eq!(limit.as_deref(), Some("10"));
                 let rem: u32 = remaining.expect("remaining").parse().expect("int");
@@ -338,7 +373,7 @@ async fn per_ip_rate_limit_is_accurate_and_sends_headers() {
         metric_value(
             &m,
             "hotplex_proxy_rate_limited_total",
-            &["key=\"-\"", "route=\"health\""]
+            &["key=\"-\"", "route=\"session\""]
         )
         .unwrap_or(0.0)
             >= limited as f64
@@ -359,15 +394,16 @@ async fn trusted_xff_new_sessions_and_websockets_per_key() {
         "limits:\n  trusted_proxies: [127.0.0.0/8]\n  per_ip: {rate: 0.01, burst: 3}\n",
     ))
     .await;
-    let url = format!("{}/health/live", p.base());
+    // Admitted requests are forwarded: the worker answers 404 for the unknown session.
+    let url = format!("{}/sessions/xff-probe", p.base());
     let get = |xff: &'static str| c.get(&url).header("x-forwarded-for", xff);
     for _ in 0..3 {
-        assert_eq!(send(get("9.9.9.9")).await.status, 200);
+        assert_eq!(send(get("9.9.9.9")).await.status, 404);
     }
     assert_eq!(send(get("9.9.9.9")).await.status, 429);
     // Spoofed left-most entry does not help: the right-most untrusted one counts.
     assert_eq!(send(get("1.1.1.1, 9.9.9.9")).await.status, 429);
-    assert_eq!(send(get("8.8.8.8")).await.status, 200);
+    assert_eq!(send(get("8.8.8.8")).await.status, 404);
     drop(p);
 
     // Untrusted peer: XFF ignored, everything is 127.0.0.1.
@@ -376,18 +412,18 @@ async fn trusted_xff_new_sessions_and_websockets_per_key() {
         "limits:\n  per_ip: {rate: 0.01, burst: 2}\n",
     ))
     .await;
-    let url = format!("{}/health/live", p.base());
+    let url = format!("{}/sessions/xff-probe", p.base());
     assert_eq!(
         send(c.get(&url).header("x-forwarded-for", "1.1.1.1"))
             .await
             .status,
-        200
+        404
     );
     assert_eq!(
         send(c.get(&url).header("x-forwarded-for", "2.2.2.2"))
             .await
             .status,
-        200
+        404
     );
     assert_eq!(
         send(c.get(&url).header("x-forwarded-for", "3.3.3.3"))

@@ -392,7 +392,7 @@ async fn certificate_rotation_keeps_connections_and_rejects_bad_certs() {
         workers: _workers,
         proxy: p,
     } = one_cert_proxy("").await;
-    let url = format!("https://a.test:{}/health/ready", tls.port());
+    let url = format!("https://a.test:{}/health/live", tls.port());
     let served = |c: reqwest::Client| {
         let url = url.clone();
         async move {
@@ -561,9 +561,11 @@ async fn upstream_tls_to_workers_is_verified() {
         &tls_yaml(b_tls, &[("worker.test", &wc, &wk)], ""),
     ))
     .await;
+    // The "worker" behind TLS is proxy B, whose public listener answers only the declared
+    // surface: A probes B's own /health/live.
     let up = |ca: &Path| {
         format!(
-            "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  sni: worker.test\n",
+            "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  sni: worker.test\nhealth_check:\n  path: /health/live\n  interval: 200ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
             ca.display()
         )
     };

@@ -190,7 +190,7 @@ async fn slow_reset_and_malformed_workers_fail_fast_and_isolated() {
     for (w, _) in &list {
         let n = if *w == "ok" { 6 } else { 3 };
         for _ in 0..n {
-            let id = signer.mint_session(w).into_string();
+            let id = signer.mint_session(w, "").into_string();
             tasks.push((w.to_string(), load(c.clone(), p.base(), id, stop.clone())));
         }
     }

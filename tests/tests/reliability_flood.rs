@@ -164,7 +164,7 @@ async fn idle_connections_and_a_slow_post_do_not_block_others() {
     // A slow POST: 1000 bytes in 20 chunks, 100 ms apart.
     let slow_start = Instant::now();
     let mut s = TcpStream::connect(p.listen).await.expect("connect");
-    s.write_all(b"POST /sessions/slowpost HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n")
+    s.write_all(b"POST /sessions/slowpost/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n")
         .await
         .expect("head");
     for _ in 0..20 {

@@ -467,42 +467,51 @@ async fn forged_affinity_tokens_never_pick_the_worker() {
     let evil = Signer::new(vec![b"attacker-guess-secret".to_vec()]);
     // Sanity: a genuine token pins.
     for w in ["w1", "w2", "w3"] {
-        let id = good.mint_session(w).into_string();
+        let id = good.mint_session(w, "").into_string();
         let r = get_session(&c, &p.base(), &id).await;
         assert_eq!(r.worker.as_deref(), Some(w), "{r:?}");
     }
-    let (mut tried, mut pinned_to_forged, mut hashed) = (0, 0, 0);
+    let (mut tried, mut refused, mut pinned_to_forged, mut hashed) = (0, 0, 0, 0);
     for i in 0..60 {
         let target = ["w1", "w2", "w3"][i % 3];
-        let genuine = good.mint_session(target).into_string();
-        let (msg, mac) = genuine.rsplit_once('.').expect("three parts");
+        let genuine = good.mint_session(target, "").into_string();
+        let (msg, mac) = genuine.rsplit_once('.').expect("signed parts");
         let mut tampered_mac = mac.to_string().into_bytes();
         let at = i % tampered_mac.len();
         tampered_mac[at] = if tampered_mac[at] == b'A' { b'B' } else { b'A' };
         let other = ["w1", "w2", "w3"][(i + 1) % 3];
-        let (_, rand_mac) = msg.split_once('.').expect("worker.random");
+        let (_, rest) = msg.split_once('.').expect("worker.rest");
         let forged: Vec<String> = vec![
             format!("{msg}.{}", String::from_utf8_lossy(&tampered_mac)),
-            evil.mint_session(target).into_string(),
+            evil.mint_session(target, "").into_string(),
             format!("{msg}.{}", &mac[..mac.len() - 1]),
-            format!("{other}.{rand_mac}.{mac}"),
+            format!("{other}.{rest}.{mac}"),
             format!("{msg}.{mac}A"),
             format!("{target}.{mac}"),
             evil.cookie_value(target).to_string(),
         ];
         for f in forged {
             tried += 1;
-            // The hashed owner of this key (what any foreign id gets).
             let r = get_session(&c, &p.base(), &f).await;
+            if hotplex_common::signed_shape(&f).is_some() {
+                // A signed-shaped id that does not verify: refused at the edge, like an
+                // unknown session, and forwarded nowhere.
+                assert_eq!(r.status, 404, "{f}: {r:?}");
+                assert_eq!(r.body["error"], "session_not_found", "{f}: {r:?}");
+                assert_eq!(r.worker, None, "{f}: forwarded to {:?}", r.worker);
+                refused += 1;
+                continue;
+            }
+            // Anything else is a client-chosen id: hashed (what any foreign id gets).
             assert_eq!(r.status, 200, "{f}: {r:?}");
             let again = send(
-                c.get(format!("{}/x", p.base()))
+                c.post(format!("{}/sessions", p.base()))
                     .header("x-hotplex-session", &f),
             )
             .await;
             assert_eq!(again.worker, r.worker, "{f}: consistent hashing");
             let cookie = send(
-                c.get(format!("{}/x", p.base()))
+                c.post(format!("{}/sessions", p.base()))
                     .header("cookie", format!("hotplex_affinity={f}")),
             )
             .await;
@@ -510,7 +519,7 @@ async fn forged_affinity_tokens_never_pick_the_worker() {
             // Rank: if the forged worker is also the hash owner, that is chance, not trust.
             let owner = hotplex_proxy::routing::hrw::pick(
                 list.iter().map(|(id, _)| (*id, 1u32)),
-                f.as_bytes(),
+                &hotplex_proxy::routing::tenant_key("", &f),
             )
             .map(|i| list[i].0);
             if r.worker.as_deref() == owner {
@@ -521,8 +530,9 @@ async fn forged_affinity_tokens_never_pick_the_worker() {
             }
         }
     }
-    println!("forged tokens: {tried} tried, {hashed} routed by hash, {pinned_to_forged} pinned by the forged name");
+    println!("forged tokens: {tried} tried, {refused} refused at the edge, {hashed} routed by hash, {pinned_to_forged} pinned by the forged name");
     assert_eq!(pinned_to_forged, 0);
+    assert_eq!(refused, 60 * 3, "every signed-shaped forgery refused");
 }
 
 /// Error answers written by the proxy are small JSON with no internals.
@@ -541,7 +551,7 @@ async fn error_bodies_do_not_leak_internals() {
         hotplex_proxy::routing::affinity::Signer::new(vec![b"e2e-test-secret-0123456789".to_vec()]);
     let mut bodies = Vec::new();
     for (w, _) in [("w1", 0), ("w2", 0), ("w3", 0)] {
-        let id = good.mint_session(w).into_string();
+        let id = good.mint_session(w, "").into_string();
         bodies.push(get_session(&c, &p.base(), &id).await);
     }
     bodies.push(get_session(&c, &p.base(), "bad%20id").await);

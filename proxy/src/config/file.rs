@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// API-key authentication (see [`super::security`]).
     #[serde(default)]
     pub auth: super::security::AuthFile,
+    /// The shared key the proxy presents to the workers. Default: none.
+    #[serde(default)]
+    pub worker_auth: WorkerAuthFile,
     /// Rate, concurrency and size limits (see [`super::security`]).
     #[serde(default)]
     pub limits: super::security::LimitsFile,
@@ -161,9 +164,16 @@ pub struct RoutingFile {
     /// Where to look for the routing key, first hit wins. Default: path, query, header, cookie.
     #[serde(default = "default_key_sources")]
     pub key_sources: Vec<String>,
-    /// HMAC secrets: the first signs, all verify. Default: an insecure development secret.
+    /// HMAC secrets: the first signs, all verify (each minted id names its secret by a key
+    /// id, so removing a secret revokes its ids). `env:NAME` / `file:PATH` read the secret
+    /// from outside the config. Default: an insecure development secret.
     #[serde(default = "default_secrets")]
     pub affinity_secrets: Vec<String>,
+    /// Absolute lifetime of the session ids the proxy mints (humantime, e.g. `24h`): past
+    /// it an id answers 404 `session_not_found` on every proxy. Default: none (ids live as
+    /// long as their session and their secret).
+    #[serde(default, with = "humantime_serde")]
+    pub session_lifetime: Option<Duration>,
 }
 
 impl Default for RoutingFile {
@@ -171,8 +181,21 @@ impl Default for RoutingFile {
         RoutingFile {
             key_sources: default_key_sources(),
             affinity_secrets: default_secrets(),
+            session_lifetime: None,
         }
     }
+}
+
+/// `worker_auth:` section: how the proxy proves itself to the workers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerAuthFile {
+    /// The shared worker key, sent on every forwarded request as `X-Hotplex-Proxy-Auth`;
+    /// a worker with `proxy_keys` trusts the tenant header only with it. `env:NAME`,
+    /// `file:PATH` or the key itself (at least 16 bytes). Default: none (workers without
+    /// `proxy_keys`, on a private network or loopback, trust the proxy's headers).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// `health_check:` section.

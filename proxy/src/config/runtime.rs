@@ -137,6 +137,10 @@ pub struct RuntimeConfig {
     pub upstream_tls: Option<crate::tls::WorkerTls>,
     /// Validated `auth:` (see [`crate::security`]).
     pub auth: super::security::AuthSettings,
+    /// Lifetime of minted session ids (`routing.session_lifetime`).
+    pub session_lifetime: Option<Duration>,
+    /// `X-Hotplex-Proxy-Auth` value sent to the workers (`worker_auth.key`).
+    pub worker_key: Option<http::HeaderValue>,
     /// Validated `limits:` (see [`crate::security`]).
     pub limits: super::security::LimitSettings,
     /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
@@ -351,6 +355,44 @@ impl RuntimeConfig {
             ));
         }
 
+        let auth = super::security::auth(file, &f.auth)?;
+        let tls = crate::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
+        if !auth.enabled && !auth.allow_anonymous {
+            // Anonymous public access is a conscious choice, never a default.
+            let public = std::iter::once(listen)
+                .chain(tls.as_ref().map(|t| t.listen))
+                .find(|a| !a.ip().is_loopback());
+            if let Some(a) = public {
+                return Err(ConfigError::new(
+                    file,
+                    "auth.allow_anonymous",
+                    format!(
+                        "the public listener {a} is not loopback and auth is off: set \
+                         auth.enabled: true with auth.keys (or auth.jwt), or \
+                         auth.allow_anonymous: true to serve anonymous clients on purpose"
+                    ),
+                ));
+            }
+        }
+        let worker_key = match &f.worker_auth.key {
+            None => None,
+            Some(k) => {
+                let k = super::secret_ref::resolve(file, "worker_auth.key", k)?;
+                if k.len() < MIN_SECRET_LEN {
+                    return Err(ConfigError::new(
+                        file,
+                        "worker_auth.key",
+                        format!("must be at least {MIN_SECRET_LEN} bytes"),
+                    ));
+                }
+                let mut v = http::HeaderValue::from_str(&k).map_err(|_| {
+                    ConfigError::new(file, "worker_auth.key", "must be printable ASCII")
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+
         let digest = Sha256::digest(text.as_bytes());
         Ok(RuntimeConfig {
             source: file.to_string(),
@@ -399,9 +441,11 @@ impl RuntimeConfig {
                 "upgrade.shutdown_timeout",
                 f.upgrade.shutdown_timeout,
             )?,
-            tls: crate::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?,
+            tls,
             upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
-            auth: super::security::auth(file, &f.auth)?,
+            auth,
+            session_lifetime: f.routing.session_lifetime,
+            worker_key,
             limits: super::security::limits(file, &f.limits)?,
             telemetry: f
                 .telemetry

@@ -26,6 +26,11 @@ pub struct AuthFile {
     /// Require an API key on every non-public path. Default [`DEFAULT_AUTH_ENABLED`].
     #[serde(default)]
     pub enabled: bool,
+    /// Serve anonymous clients on a non-loopback public listener with auth off. Without
+    /// it such a config is refused (`check` and start): anonymous public access must be
+    /// chosen, never inherited from a default. Default `false`.
+    #[serde(default)]
+    pub allow_anonymous: bool,
     /// Path prefixes served without a key. Default [`DEFAULT_PUBLIC_PATHS`].
     #[serde(default = "default_public_paths")]
     pub public_paths: Vec<String>,
@@ -42,6 +47,7 @@ impl Default for AuthFile {
     fn default() -> Self {
         AuthFile {
             enabled: DEFAULT_AUTH_ENABLED,
+            allow_anonymous: false,
             public_paths: default_public_paths(),
             keys: Vec::new(),
             jwt: None,
@@ -248,6 +254,8 @@ impl std::fmt::Debug for ApiKey {
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
     pub enabled: bool,
+    /// `auth.allow_anonymous`.
+    pub allow_anonymous: bool,
     pub public_paths: Vec<String>,
     pub keys: Vec<ApiKey>,
     /// Validated `auth.jwt` (keys read at load).
@@ -467,6 +475,7 @@ pub fn auth(file: &str, a: &AuthFile) -> Result<AuthSettings, ConfigError> {
     }
     Ok(AuthSettings {
         enabled: a.enabled,
+        allow_anonymous: a.allow_anonymous,
         public_paths: a.public_paths.clone(),
         keys,
         jwt,
@@ -682,6 +691,7 @@ mod tests {
     fn validation_names_key_paths() {
         let a = AuthFile {
             enabled: true,
+            allow_anonymous: false,
             public_paths: vec![],
             keys: vec![],
             jwt: None,
@@ -689,6 +699,7 @@ mod tests {
         assert_eq!(auth("f", &a).expect_err("no keys").key, "auth.keys");
         let a = AuthFile {
             enabled: true,
+            allow_anonymous: false,
             public_paths: vec![],
             keys: vec![ApiKeyFile {
                 name: "t1".into(),

@@ -1,18 +1,24 @@
 //! Session routing: which worker serves a request.
 //!
 //! 1. [`key`]: find the routing key (path, query, header, cookie: configurable order).
-//! 2. A key that is a token signed by us ([`affinity`]) is *pinned*: it goes to the worker
-//!    it names, whatever the hash says, so adding workers moves no session. If that worker
-//!    is no longer configured: 410 `session_worker_gone`; configured but down, ejected or
-//!    unreachable: 503 `worker_unavailable` + `Retry-After`. A pinned session is never
-//!    rerouted. (An affinity *cookie* naming a removed worker is only a hint: the request
-//!    is placed as new and gets a fresh cookie.)
-//! 3. Any other valid key is *foreign* (client-chosen ids, worker-minted ids, forgeries):
-//!    weighted rendezvous hashing ([`hrw`]) over all configured workers by id. Deterministic
-//!    across proxies; ~1/N of foreign keys move on scale-out (the documented limit).
-//! 4. No key: a new session, placed load-aware ([`placement`]); `POST /sessions` gets a
-//!    minted pinned id (sent to the worker in `X-Hotplex-Session`), and every keyless
-//!    response sets the signed affinity cookie. No worker with room: 503 `no_capacity`.
+//! 2. A key of the signed-id shape ([`affinity`]) must verify *for the caller's tenant*:
+//!    then it is *pinned* and goes to the worker it names, whatever the hash says, so
+//!    adding workers moves no session. Another tenant's id, a forgery, an expired id or one
+//!    signed by a rotated-out secret: 404 `session_not_found`, the same answer as an
+//!    unknown session, and nothing is forwarded. A verified id whose worker is no longer
+//!    configured: 410 `session_worker_gone`; configured but down, ejected or unreachable:
+//!    503 `worker_unavailable` + `Retry-After`. A pinned session is never rerouted.
+//!    An affinity *cookie* pins keyless requests to its worker; one naming a removed
+//!    worker is only a hint: the request is placed as new and gets a fresh cookie.
+//! 3. Any other valid key is a *client-chosen* id, named within the caller's tenant:
+//!    weighted rendezvous hashing ([`hrw`]) over all configured workers on
+//!    `tenant "\n" id`, so two tenants' `demo-1` are two sessions and one tenant finds its
+//!    own from any proxy. Deterministic across proxies; ~1/N of such keys move on scale-out
+//!    (the documented limit).
+//! 4. No key: a new session, placed load-aware ([`placement`]); `POST /sessions` and a
+//!    keyless WebSocket get a minted, tenant-bound id (sent to the worker in
+//!    `X-Hotplex-Session`), and every keyless response sets the signed affinity cookie.
+//!    No worker with room: 503 `no_capacity`.
 
 pub mod affinity;
 pub mod hrw;
@@ -26,7 +32,6 @@ use hotplex_common::{SessionId, SessionIdError};
 
 use crate::config::KeySource;
 use crate::upstream::{Registry, Worker};
-use affinity::TokenKind;
 use key::KeyInput;
 use placement::Candidate;
 
@@ -57,7 +62,8 @@ pub struct Route {
     pub source: Option<KeySource>,
     /// The key, if any.
     pub key: Option<SessionId>,
-    /// Session id minted for a `POST /sessions` (sent as `X-Hotplex-Session`).
+    /// Session id minted for a `POST /sessions` or a keyless WebSocket (sent as
+    /// `X-Hotplex-Session`).
     pub minted: Option<SessionId>,
     /// Affinity cookie value to set on the response.
     pub cookie: Option<Arc<str>>,
@@ -83,6 +89,13 @@ pub enum RouteError {
         source: Option<KeySource>,
     },
     NoCapacity,
+    /// A signed-shaped id that does not verify for the caller's tenant (answered exactly
+    /// like an unknown session).
+    NotFound {
+        session: String,
+        source: KeySource,
+        why: affinity::Refused,
+    },
 }
 
 impl RouteError {
@@ -95,6 +108,7 @@ impl RouteError {
                 (source.map_or("none", |s| s.as_str()), "unavailable")
             }
             RouteError::NoCapacity => ("none", "no_capacity"),
+            RouteError::NotFound { source, .. } => (source.as_str(), "not_found"),
         }
     }
 }
@@ -105,6 +119,18 @@ pub struct Request<'a> {
     pub keys: KeyInput<'a>,
     /// `POST /sessions`: a session is being created.
     pub create: bool,
+    /// A WebSocket upgrade (a keyless one gets a minted id for its frames).
+    pub websocket: bool,
+    /// The caller's tenant (`""`: anonymous). Signed ids verify only for it; client-chosen
+    /// ids are hashed within it.
+    pub tenant: &'a str,
+}
+
+impl Request<'_> {
+    /// Whether a route without a session key mints one.
+    fn mints(&self) -> bool {
+        self.create || self.websocket
+    }
 }
 
 /// Decides the worker. `exclude`: worker ids that already failed to connect for this
@@ -121,29 +147,57 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
         return place(reg, req, exclude, now);
     };
     let signer = reg.signer();
-    if let Some(pinned) = signer.verify(found.key.as_str()) {
-        // The session id as text, only for the error answers (no allocation on success).
-        let session = || (pinned.kind == TokenKind::Session).then(|| found.key.to_string());
+    if found.source == KeySource::Cookie {
+        // A cookie is a placement hint: pins keyless requests to its worker.
+        let Some(pinned) = signer.verify_cookie(found.key.as_str()) else {
+            return place(reg, req, exclude, now);
+        };
         let Some(worker) = workers.get(pinned.worker) else {
-            return match session() {
-                Some(session) => Err(RouteError::Gone {
-                    session,
-                    worker: pinned.worker.to_string(),
-                    source: found.source,
-                }),
-                // A cookie naming a removed worker: place anew.
-                None => place(reg, req, exclude, now),
-            };
+            return place(reg, req, exclude, now);
         };
         if !worker.available(now) {
             return Err(RouteError::Unavailable {
-                session: session(),
+                session: None,
                 worker: worker.spec.id.clone(),
                 source: Some(found.source),
             });
         }
-        let minted = (req.create && pinned.kind == TokenKind::Cookie)
-            .then(|| signer.mint_session(&worker.spec.id));
+        let minted = req
+            .mints()
+            .then(|| signer.mint_session(&worker.spec.id, req.tenant));
+        if req.create {
+            worker.add_session();
+        }
+        return Ok(Route {
+            worker: worker.clone(),
+            outcome: Outcome::Pinned,
+            source: Some(found.source),
+            key: None,
+            minted,
+            cookie: None,
+            counted: req.create,
+        });
+    }
+    if let Some(verified) = signer.verify_session(found.key.as_str(), req.tenant) {
+        let pinned = verified.map_err(|why| RouteError::NotFound {
+            session: found.key.to_string(),
+            source: found.source,
+            why,
+        })?;
+        let Some(worker) = workers.get(pinned) else {
+            return Err(RouteError::Gone {
+                session: found.key.to_string(),
+                worker: pinned.to_string(),
+                source: found.source,
+            });
+        };
+        if !worker.available(now) {
+            return Err(RouteError::Unavailable {
+                session: Some(found.key.to_string()),
+                worker: worker.spec.id.clone(),
+                source: Some(found.source),
+            });
+        }
         if req.create {
             worker.add_session();
         }
@@ -152,18 +206,18 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
             outcome: Outcome::Pinned,
             source: Some(found.source),
             key: Some(found.key),
-            minted,
+            minted: None,
             cookie: None,
             counted: req.create,
         });
     }
-    // Foreign key: rendezvous over every configured worker.
+    // Client-chosen key: rendezvous over every configured worker, within the tenant.
     let configured: Vec<&Arc<Worker>> = workers.configured().collect();
     let i = hrw::pick(
         configured
             .iter()
             .map(|w| (w.spec.id.as_str(), w.spec.weight)),
-        found.key.as_str().as_bytes(),
+        &tenant_key(req.tenant, found.key.as_str()),
     )
     .ok_or(RouteError::NoCapacity)?;
     let worker = configured[i].clone();
@@ -186,6 +240,11 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
         cookie: None,
         counted: req.create,
     })
+}
+
+/// The hash input of a client-chosen id: `tenant "\n" id` (ids and tenants have no `\n`).
+pub fn tenant_key(tenant: &str, id: &str) -> Vec<u8> {
+    [tenant.as_bytes(), b"\n", id.as_bytes()].concat()
 }
 
 fn place(
@@ -224,7 +283,9 @@ fn place(
     }
     let worker = chosen.ok_or(RouteError::NoCapacity)?.clone();
     Ok(Route {
-        minted: req.create.then(|| signer.mint_session(&worker.spec.id)),
+        minted: req
+            .mints()
+            .then(|| signer.mint_session(&worker.spec.id, req.tenant)),
         cookie: Some(signer.cookie_value(&worker.spec.id)),
         worker,
         outcome: Outcome::Placed,
@@ -259,6 +320,8 @@ mod tests {
                 ..Default::default()
             },
             create,
+            websocket: false,
+            tenant: "t1",
         }
     }
 
@@ -324,6 +387,8 @@ mod tests {
                 ..Default::default()
             },
             create: true,
+            websocket: false,
+            tenant: "t1",
         };
         for _ in 0..10 {
             let got = route(&reg, &r, &[]).expect("pinned");
@@ -331,8 +396,8 @@ mod tests {
             assert_eq!(got.worker.spec.id, "w2");
             let minted = got.minted.expect("create mints");
             assert_eq!(
-                reg.signer().verify(minted.as_str()).map(|p| p.worker),
-                Some("w2")
+                reg.signer().verify_session(minted.as_str(), "t1"),
+                Some(Ok("w2"))
             );
         }
         // A cookie naming a removed worker is only a hint: placed anew.
@@ -340,6 +405,51 @@ mod tests {
         let got = route(&smaller, &r, &[]);
         // (same default secret: the cookie verifies, its worker is just not configured)
         assert_eq!(got.expect("placed").outcome, Outcome::Placed);
+    }
+
+    #[test]
+    fn other_tenants_ids_are_not_found_and_client_ids_are_per_tenant() {
+        let reg = registry(&["w1", "w2", "w3"]);
+        let r = route(&reg, &req(b"/sessions", None, true), &[]).expect("placed");
+        let id = r.minted.expect("minted");
+        let path = format!("/sessions/{id}/messages");
+        let mut other = req(path.as_bytes(), None, false);
+        other.tenant = "t2";
+        match route(&reg, &other, &[]) {
+            Err(RouteError::NotFound { why, .. }) => assert_eq!(why, affinity::Refused::BadMac),
+            x => panic!("expected not found, got {x:?}"),
+        }
+        other.tenant = "";
+        assert!(matches!(
+            route(&reg, &other, &[]),
+            Err(RouteError::NotFound { .. })
+        ));
+        // A keyless WebSocket gets an id minted for its tenant.
+        let mut ws = req(b"/ws/v1/agent", None, false);
+        ws.websocket = true;
+        let got = route(&reg, &ws, &[]).expect("placed");
+        let minted = got.minted.expect("a keyless websocket mints");
+        assert_eq!(
+            reg.signer().verify_session(minted.as_str(), "t1"),
+            Some(Ok(got.worker.spec.id.as_str()))
+        );
+        // Client-chosen ids hash on (tenant, id): over many ids, two tenants' workers
+        // differ for some, and each tenant's choice is stable.
+        let mut differ = 0;
+        for i in 0..200 {
+            let k = format!("demo-{i}");
+            let mut a = req(b"/x", Some(k.as_bytes()), false);
+            let first = route(&reg, &a, &[]).expect("hashed").worker.spec.id.clone();
+            assert_eq!(route(&reg, &a, &[]).expect("again").worker.spec.id, first);
+            a.tenant = "t2";
+            if route(&reg, &a, &[]).expect("hashed").worker.spec.id != first {
+                differ += 1;
+            }
+        }
+        assert!(
+            differ > 50,
+            "tenants share the hash input ({differ} of 200 differ)"
+        );
     }
 
     #[test]

@@ -278,7 +278,10 @@ pub struct Registry {
 impl Registry {
     pub fn new(config: RuntimeConfig) -> Registry {
         let reg = Registry {
-            signer: ArcSwap::from_pointee(Signer::new(config.affinity_secrets.clone())),
+            signer: ArcSwap::from_pointee(Signer::with_lifetime(
+                config.affinity_secrets.clone(),
+                config.session_lifetime,
+            )),
             workers: ArcSwap::from_pointee(WorkerSet::default()),
             config: ArcSwap::from_pointee(config.clone()),
             drained: Mutex::new(BTreeSet::new()),
@@ -299,8 +302,10 @@ impl Registry {
         let _one = lock(&self.rebuild);
         let discovered = lock(&self.discovered).clone();
         self.install_workers(&config, &discovered);
-        self.signer
-            .store(Arc::new(Signer::new(config.affinity_secrets.clone())));
+        self.signer.store(Arc::new(Signer::with_lifetime(
+            config.affinity_secrets.clone(),
+            config.session_lifetime,
+        )));
         self.config.store(Arc::new(config));
     }
 

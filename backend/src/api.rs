@@ -15,6 +15,7 @@ use axum::{Extension, Json, Router};
 use hotplex_common::headers::{
     HEALTH_LIVE_PATH, HEALTH_READY_PATH, METRICS_PATH, WS_AGENT_PATH, X_HOTPLEX_NODE,
 };
+use hotplex_common::session_id::signed_shape;
 use hotplex_common::telemetry::{self, SPAN_TARGET};
 use hotplex_common::SessionId;
 use serde::de::DeserializeOwned;
@@ -194,7 +195,8 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 }
 
 /// `POST /sessions`: creates a session in the caller's tenant, under the id the proxy
-/// routed the request for (`X-Hotplex-Session`), else a minted one.
+/// routed the request for (`X-Hotplex-Session`), else a minted one. A signed id naming
+/// another worker than `X-Hotplex-Worker` is refused (421 `session_elsewhere`).
 async fn create_session(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -206,6 +208,24 @@ async fn create_session(
             return e.into_response();
         }
     };
+    // A proxy-signed id names its worker: never create another worker's session here.
+    let shape = id.as_ref().and_then(|i| signed_shape(i.as_str()));
+    if let (Some(shape), Some(here)) = (shape, caller.routed_worker.as_deref()) {
+        if shape.worker != here {
+            st.metrics.refused(Refusal::SessionElsewhere);
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "session_elsewhere",
+                format!(
+                    "session ids of worker {} are not created on worker {here}",
+                    shape.worker
+                ),
+            )
+            .with("session_id", id.as_ref().map(SessionId::as_str))
+            .with("worker", shape.worker)
+            .into_response();
+        }
+    }
     match st.pool.create(caller.tenant(), id).await {
         Ok(s) => {
             tracing::Span::current().record("session.id", s.id.as_str());

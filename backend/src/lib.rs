@@ -151,9 +151,13 @@ impl Server {
                 http.abort();
             }
         }
-        if let Some(a) = self.admin_http {
-            if tokio::time::timeout(HTTP_CLOSE_TIMEOUT, a).await.is_err() {
+        if let Some(mut admin) = self.admin_http {
+            if tokio::time::timeout(HTTP_CLOSE_TIMEOUT, &mut admin)
+                .await
+                .is_err()
+            {
                 tracing::warn!("admin connections did not close in time");
+                admin.abort();
             }
         }
         self.reaper.abort();

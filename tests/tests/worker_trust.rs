@@ -449,6 +449,18 @@ async fn websocket_frames_never_split_a_session() {
     assert_eq!(refused(&c, base, "session_elsewhere").await, 1.0);
     assert_eq!(refused(&c, base, "session_not_routed").await, 1.0);
 
+    // Over HTTP too: a create routed here under another worker's signed id is refused.
+    let b = as_proxy(c.post(format!("{base}/sessions")), "tenant-a")
+        .header("x-hotplex-session", SIGNED_ELSEWHERE);
+    let (s, v) = status_and_json(b).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (421, Some("session_elsewhere")),
+        "{v}"
+    );
+    assert_eq!(v["worker"], "w2");
+    assert!(admin_list(&c, base).await.is_empty(), "nothing created");
+
     // Id-less execute: the routed session, created on first use, then reused; naming
     // the routed key reaches the same session.
     for (rid, frame) in [

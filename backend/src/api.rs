@@ -1,21 +1,21 @@
-//! HTTP routes: sessions, health, metrics, admin, profiling; and the middleware that
-//! authenticates, stamps `X-Hotplex-Node` and records request durations.
+//! HTTP routes of the main listener: sessions, health (and the gated admin surface of
+//! [`crate::admin`]); and the middleware that admits requests ([`crate::trust`]), stamps
+//! `X-Hotplex-Node` and records request durations.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use hotplex_common::headers::{
     HEALTH_LIVE_PATH, HEALTH_READY_PATH, METRICS_PATH, WS_AGENT_PATH, X_HOTPLEX_NODE,
-    X_HOTPLEX_SESSION,
 };
-use hotplex_common::metrics::TEXT_CONTENT_TYPE;
+use hotplex_common::session_id::signed_shape;
 use hotplex_common::telemetry::{self, SPAN_TARGET};
 use hotplex_common::SessionId;
 use serde::de::DeserializeOwned;
@@ -26,11 +26,11 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::error::ApiError;
-use crate::metrics::{CloseReason, WorkerMetrics};
+use crate::metrics::{CloseReason, Refusal, WorkerMetrics};
 use crate::pool::Pool;
 use crate::session::Session;
-use crate::{auth, sse, ws};
-use hotplex_common::profiling;
+use crate::trust::{self, Caller, Refused};
+use crate::{admin, auth, sse, ws};
 
 /// Shared state of all handlers.
 #[derive(Clone)]
@@ -43,15 +43,15 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// The whole application.
+/// The main listener's application (the admin routes are gated, see [`crate::admin`]).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    admin::routes(Router::new())
         .route(HEALTH_LIVE_PATH, get(live))
         .route(HEALTH_READY_PATH, get(ready))
-        .route(METRICS_PATH, get(metrics))
-        .route("/debug/pprof/heap", get(pprof_heap))
-        .route("/admin/drain", post(drain))
-        .route("/sessions", get(list_sessions).post(create_session))
+        .route(
+            admin::SESSIONS_PATH,
+            get(admin::list_sessions).post(create_session),
+        )
         .route("/sessions/{id}", get(get_session).delete(delete_session))
         .route("/sessions/{id}/messages", post(sse::post_message))
         .route(WS_AGENT_PATH, get(ws::upgrade))
@@ -72,7 +72,7 @@ fn path_session(path: &str) -> Option<&str> {
 /// upstream span), if any. Probes, metrics scrapes and profiles are not traced.
 fn request_span(st: &AppState, req: &Request, method: &str, route: &str) -> tracing::Span {
     let path = req.uri().path();
-    if auth::is_public_path(path) || path.starts_with("/debug/") {
+    if auth::is_public_path(path) || path == METRICS_PATH || path.starts_with("/debug/") {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
@@ -95,8 +95,38 @@ fn request_span(st: &AppState, req: &Request, method: &str, route: &str) -> trac
     span
 }
 
-/// Auth, `X-Hotplex-Node`, request-duration histogram, the request's trace span.
-async fn around(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Who may make this request: probes are open; the admin surface goes through its gate
+/// (then, without a bearer token, the API keys as before, except for `/metrics`); every
+/// other request is classified by [`trust::classify`], which attaches the [`Caller`].
+fn admit(st: &AppState, req: &mut Request) -> Result<(), ApiError> {
+    let path = req.uri().path();
+    if auth::is_public_path(path) {
+        return Ok(());
+    }
+    if admin::is_admin(req.method(), path) {
+        let metrics_path = path == METRICS_PATH;
+        return match admin::check(st, req, false)? {
+            admin::Decision::Allow { token: false } if !metrics_path => {
+                auth::check(&st.cfg.api_keys, req.headers())
+            }
+            _ => Ok(()),
+        };
+    }
+    match trust::classify(&st.cfg, req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            Ok(())
+        }
+        Err(Refused::UntrustedHeader(e)) => {
+            st.metrics.refused(Refusal::UntrustedHeader);
+            Err(e)
+        }
+        Err(Refused::Other(e)) => Err(e),
+    }
+}
+
+/// Admission, `X-Hotplex-Node`, request-duration histogram, the request's trace span.
+async fn around(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_string();
     let route = req
@@ -105,13 +135,9 @@ async fn around(State(st): State<AppState>, req: Request, next: Next) -> Respons
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let span = request_span(&st, &req, &method, &route);
-    let mut resp = if auth::is_public_path(req.uri().path()) {
-        next.run(req).instrument(span.clone()).await
-    } else {
-        match auth::check(&st.cfg.api_keys, req.headers()) {
-            Ok(()) => next.run(req).instrument(span.clone()).await,
-            Err(e) => e.into_response(),
-        }
+    let mut resp = match admit(&st, &mut req) {
+        Ok(()) => next.run(req).instrument(span.clone()).await,
+        Err(e) => e.into_response(),
     };
     let status = resp.status();
     span.record("http.response.status_code", status.as_u16());
@@ -129,11 +155,16 @@ async fn around(State(st): State<AppState>, req: Request, next: Next) -> Respons
     resp
 }
 
-async fn not_found() -> ApiError {
+/// The answer to an unknown route (also to a hidden admin endpoint).
+pub fn route_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-async fn method_not_allowed() -> ApiError {
+pub async fn not_found() -> ApiError {
+    route_not_found()
+}
+
+pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -141,13 +172,13 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn live(State(st): State<AppState>) -> Json<serde_json::Value> {
+pub async fn live(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({"status":"live","node_id":st.cfg.node_id}))
 }
 
 /// `{"status":"ready"|"draining"|"full","node_id","sessions_active","max_sessions"}`;
 /// the proxy parses this for load-aware placement.
-async fn ready(State(st): State<AppState>) -> Response {
+pub async fn ready(State(st): State<AppState>) -> Response {
     let status = st.pool.readiness();
     let body = json!({
         "status": status,
@@ -163,60 +194,39 @@ async fn ready(State(st): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)],
-        st.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn pprof_heap() -> Response {
-    match profiling::heap_profile().await {
-        Ok(bytes) => (profiling::PROFILE_HEADERS, bytes).into_response(),
+/// `POST /sessions`: creates a session in the caller's tenant, under the id the proxy
+/// routed the request for (`X-Hotplex-Session`), else a minted one. A signed id naming
+/// another worker than `X-Hotplex-Worker` is refused (421 `session_elsewhere`).
+async fn create_session(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let id = match caller.routed_session_id() {
+        Ok(id) => id,
         Err(e) => {
-            let (code, error) = e.status_and_code();
-            ApiError::new(code, error, e.to_string()).into_response()
+            st.metrics.bad_request("session_id");
+            return e.into_response();
+        }
+    };
+    // A proxy-signed id names its worker: never create another worker's session here.
+    let shape = id.as_ref().and_then(|i| signed_shape(i.as_str()));
+    if let (Some(shape), Some(here)) = (shape, caller.routed_worker.as_deref()) {
+        if shape.worker != here {
+            st.metrics.refused(Refusal::SessionElsewhere);
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "session_elsewhere",
+                format!(
+                    "session ids of worker {} are not created on worker {here}",
+                    shape.worker
+                ),
+            )
+            .with("session_id", id.as_ref().map(SessionId::as_str))
+            .with("worker", shape.worker)
+            .into_response();
         }
     }
-}
-
-async fn drain(State(st): State<AppState>) -> Response {
-    let started = st.pool.start_drain();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "draining",
-            "already_draining": !started,
-            "sessions_active": st.pool.len(),
-            "turns_running": st.pool.turns_running(),
-        })),
-    )
-        .into_response()
-}
-
-async fn list_sessions(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let sessions: Vec<_> = st
-        .pool
-        .list()
-        .iter()
-        .map(|s| s.snapshot(&st.cfg.node_id))
-        .collect();
-    Json(json!({"node_id": st.cfg.node_id, "stats": st.pool.stats(), "sessions": sessions}))
-}
-
-async fn create_session(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let id = match headers.get(X_HOTPLEX_SESSION) {
-        None => None,
-        Some(v) => match SessionId::parse_bytes(v.as_bytes()) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                st.metrics.bad_request("session_id");
-                return ApiError::bad_request("invalid_session_id", e.to_string()).into_response();
-            }
-        },
-    };
-    match st.pool.create(id).await {
+    match st.pool.create(caller.tenant(), id).await {
         Ok(s) => {
             tracing::Span::current().record("session.id", s.id.as_str());
             (
@@ -230,30 +240,46 @@ async fn create_session(State(st): State<AppState>, headers: HeaderMap) -> Respo
     }
 }
 
-/// Resolves a path id to a live session (400 for a malformed id, 404 for an unknown one).
-pub fn lookup(st: &AppState, raw: &str) -> Result<Arc<Session>, ApiError> {
+/// Resolves a path id to a live session of the caller's tenant (400 for a malformed id,
+/// 404 for an unknown one or another tenant's: the same answer).
+pub fn lookup(st: &AppState, caller: &Caller, raw: &str) -> Result<Arc<Session>, ApiError> {
     let id = SessionId::parse(raw).map_err(|e| {
         st.metrics.bad_request("session_id");
         ApiError::bad_request("invalid_session_id", e.to_string()).with("session_id", raw)
     })?;
-    st.pool
-        .get(&id)
-        .ok_or_else(|| ApiError::session_not_found(raw))
+    find(st, caller.tenant(), &id).ok_or_else(|| ApiError::session_not_found(raw))
 }
 
-async fn get_session(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match lookup(&st, &id) {
+/// The session `id` of `tenant`; counts a miss that names another tenant's session.
+pub fn find(st: &AppState, tenant: Option<&str>, id: &SessionId) -> Option<Arc<Session>> {
+    let found = st.pool.get(tenant, id);
+    if found.is_none() && st.pool.owned_by_other(tenant, id) {
+        st.metrics.refused(Refusal::CrossTenant);
+    }
+    found
+}
+
+async fn get_session(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match lookup(&st, &caller, &id) {
         Ok(s) => Json(s.snapshot(&st.cfg.node_id)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn delete_session(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    let s = match lookup(&st, &id) {
+async fn delete_session(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let s = match lookup(&st, &caller, &id) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if st.pool.close(&s.id, CloseReason::Deleted).await {
+    if st.pool.close(&s.key(), CloseReason::Deleted).await {
         StatusCode::NO_CONTENT.into_response()
     } else {
         ApiError::session_not_found(&id).into_response()

@@ -7,9 +7,10 @@ use hotplex_common::headers::{api_key_from_ws_protocols, X_API_KEY};
 
 use crate::error::ApiError;
 
-/// Paths served without a key (probes and scraping).
+/// Paths served without a key (probes). `/metrics` is part of the admin surface (see
+/// [`crate::admin`]).
 pub fn is_public_path(path: &str) -> bool {
-    matches!(path, "/health/live" | "/health/ready" | "/metrics")
+    matches!(path, "/health/live" | "/health/ready")
 }
 
 /// The key a request presents, if any.
@@ -51,7 +52,7 @@ pub fn check(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

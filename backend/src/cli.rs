@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hotplex_common::logging::{self, LogFormat};
 
-use crate::config::{validate_node_id, FileConfig, WorkerConfig};
+use crate::config::{resolve_secret, validate_node_id, FileConfig, WorkerConfig};
 
 /// HotPlex session worker.
 #[derive(Debug, Parser)]
@@ -26,6 +26,10 @@ pub struct Cli {
     /// Log format, `json` or `text` [default: json].
     #[arg(long)]
     pub log_format: Option<LogFormat>,
+    /// One more trusted-proxy key (added to `proxy_keys`; a literal, `env:NAME` or
+    /// `file:/path`).
+    #[arg(long, env = "HOTPLEX_WORKER_PROXY_KEY", hide_env_values = true)]
+    pub proxy_key: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -38,14 +42,49 @@ pub enum Command {
     CheckConfig,
     /// Ask a running worker to drain (`POST /admin/drain`), e.g. from a Kubernetes
     /// preStop hook. Exits 0 when the worker accepted.
-    Drain {
-        /// Base URL of the worker.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// API key, when the worker requires one.
-        #[arg(long, env = "HOTPLEX_API_KEY")]
-        api_key: Option<String>,
-    },
+    Drain(AdminCall),
+    /// Ask a running worker to take new sessions again (`POST /admin/resume`). Exits 0
+    /// when the worker accepted.
+    Resume(AdminCall),
+}
+
+/// Where and how to reach a worker's admin endpoints.
+#[derive(Debug, clap::Args)]
+pub struct AdminCall {
+    /// Base URL of the worker's admin endpoints (its `admin.listen` when set).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key, when the worker requires one (and has no admin tokens).
+    #[arg(long, env = "HOTPLEX_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Admin bearer token, when the worker has `admin.tokens`.
+    #[arg(long, env = "HOTPLEX_WORKER_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl AdminCall {
+    /// Posts to `path`; prints the answer. Exit 0 on a 2xx.
+    fn run(&self, name: &str, path: &str) -> ExitCode {
+        let creds = crate::drain_client::Credentials {
+            api_key: self.api_key.as_deref(),
+            token: self.token.as_deref(),
+        };
+        let url = &self.url;
+        match crate::drain_client::post(url, path, creds, crate::drain_client::DEFAULT_TIMEOUT) {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                eprintln!("hotplex-worker {name}: {url} answered {status}: {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("hotplex-worker {name}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 impl Cli {
@@ -69,6 +108,10 @@ impl Cli {
         if let Some(f) = self.log_format {
             cfg.log_format = f;
         }
+        if let Some(k) = &self.proxy_key {
+            let key = resolve_secret(k).map_err(|e| format!("--proxy-key: {e}"))?;
+            cfg.proxy_keys.push(key);
+        }
         Ok(cfg)
     }
 }
@@ -79,25 +122,10 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Some(Command::DemoAgent)) {
         return ExitCode::from(crate::demo_agent::run().clamp(0, 255) as u8);
     }
-    if let Some(Command::Drain { url, api_key }) = &cli.command {
-        return match crate::drain_client::drain(
-            url,
-            api_key.as_deref(),
-            crate::drain_client::DEFAULT_TIMEOUT,
-        ) {
-            Ok((status, body)) if (200..300).contains(&status) => {
-                println!("{body}");
-                ExitCode::SUCCESS
-            }
-            Ok((status, body)) => {
-                eprintln!("hotplex-worker drain: {url} answered {status}: {body}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("hotplex-worker drain: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match &cli.command {
+        Some(Command::Drain(call)) => return call.run("drain", crate::admin::DRAIN_PATH),
+        Some(Command::Resume(call)) => return call.run("resume", crate::admin::RESUME_PATH),
+        _ => {}
     }
     let cfg = match cli.worker_config() {
         Ok(c) => c,
@@ -198,6 +226,21 @@ mod tests {
         assert_eq!(c.max_sessions, 3);
         let cli = Cli::try_parse_from(["hotplex-worker", "--node-id", "bad id"]).expect("parse");
         assert!(cli.worker_config().is_err());
+        let cli = Cli::try_parse_from(["hotplex-worker", "--proxy-key", " pk "]).expect("parse");
+        let c = cli.worker_config().expect("valid");
+        assert_eq!(c.proxy_keys, vec![crate::config::Secret::new("pk")]);
+        let cli = Cli::try_parse_from([
+            "x",
+            "resume",
+            "--url",
+            "http://127.0.0.1:9091",
+            "--token",
+            "t",
+        ])
+        .expect("parse");
+        assert!(
+            matches!(cli.command, Some(Command::Resume(AdminCall { ref token, .. })) if token.as_deref() == Some("t"))
+        );
     }
 
     #[test]

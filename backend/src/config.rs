@@ -34,6 +34,14 @@ pub const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default `service.name` of the worker's trace spans.
 pub const DEFAULT_SERVICE_NAME: &str = "hotplex-worker";
+/// Default trusted-proxy keys: none (dev mode: every request counts as the proxy's, so
+/// the worker must only listen on loopback).
+pub const DEFAULT_PROXY_KEYS: &[&str] = &[];
+/// Default admin listener: none (the admin endpoints are served on the main listener,
+/// to loopback peers only, unless `admin.tokens` is set).
+pub const DEFAULT_ADMIN_LISTEN: Option<SocketAddr> = None;
+/// Default admin bearer tokens: none.
+pub const DEFAULT_ADMIN_TOKENS: &[&str] = &[];
 
 /// The config file, exactly as written. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +75,11 @@ pub struct FileConfig {
     pub retry_after_secs: Option<u64>,
     /// Accepted API keys. Empty or absent: no authentication.
     pub api_keys: Option<Vec<String>>,
+    /// Shared keys of the trusted proxy (`X-Hotplex-Proxy-Auth`); each entry is a literal,
+    /// `env:NAME` or `file:/path`, resolved at load and trimmed. Default: none (dev mode).
+    pub proxy_keys: Option<Vec<String>>,
+    /// The admin surface (`/admin/*`, the session list, `/metrics`, `/debug/*`).
+    pub admin: Option<AdminFileConfig>,
     /// Log format, `json` or `text`. Default `json`.
     pub log_format: Option<LogFormat>,
     /// Log level directive (`RUST_LOG` wins). Default `info`.
@@ -91,6 +104,74 @@ pub struct AgentFileConfig {
     /// Wait for a `{"type":"ready"}` (or `system`) line before the session counts as
     /// started (bounded by `startup_timeout`). Default: true.
     pub wait_ready: Option<bool>,
+}
+
+/// `admin:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFileConfig {
+    /// A separate listener (`host:port`) for the admin endpoints and `/health/*`; when set,
+    /// the main listener does not serve the admin endpoints at all. Default: none.
+    pub listen: Option<SocketAddr>,
+    /// Bearer tokens (`Authorization: Bearer <t>`) the admin endpoints require; entries as
+    /// in `proxy_keys`. Default: none.
+    pub tokens: Option<Vec<String>>,
+}
+
+/// A secret (proxy key, admin token): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret from its (already resolved) value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Resolves a secret reference: `env:NAME` (the variable), `file:/path` (the file's
+/// contents) or a literal; trimmed, never empty.
+pub fn resolve_secret(raw: &str) -> Result<Secret, String> {
+    let value = if let Some(name) = raw.strip_prefix("env:") {
+        std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?
+    } else if let Some(path) = raw.strip_prefix("file:") {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+    } else {
+        raw.to_string()
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("a secret must not be empty".into());
+    }
+    Ok(Secret(value.to_string()))
+}
+
+/// Resolves a list of secret references (errors name the entry by index).
+fn resolve_all(raw: &[String]) -> Result<Vec<Secret>, String> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| resolve_secret(r).map_err(|e| format!("entry {i}: {e}")))
+        .collect()
+}
+
+/// The validated admin surface settings.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// Separate admin listener; `None`: admin endpoints on the main listener.
+    pub listen: Option<SocketAddr>,
+    /// Accepted bearer tokens; empty: none required on the admin listener, loopback-only
+    /// on the main listener.
+    pub tokens: Vec<Secret>,
 }
 
 /// How the agent process of a session is started.
@@ -140,6 +221,9 @@ pub struct WorkerConfig {
     pub max_body_bytes: usize,
     pub retry_after_secs: u64,
     pub api_keys: Vec<String>,
+    /// Keys of the trusted proxy; empty: dev mode (every request is the proxy's).
+    pub proxy_keys: Vec<Secret>,
+    pub admin: AdminConfig,
     pub log_format: LogFormat,
     pub log_level: String,
     pub agent: AgentConfig,
@@ -161,6 +245,14 @@ impl Default for WorkerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
             api_keys: Vec::new(),
+            proxy_keys: DEFAULT_PROXY_KEYS.iter().map(|k| Secret::new(*k)).collect(),
+            admin: AdminConfig {
+                listen: DEFAULT_ADMIN_LISTEN,
+                tokens: DEFAULT_ADMIN_TOKENS
+                    .iter()
+                    .map(|k| Secret::new(*k))
+                    .collect(),
+            },
             log_format: LogFormat::Json,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             agent: AgentConfig::demo(),
@@ -273,6 +365,14 @@ impl FileConfig {
         if api_keys.iter().any(|k| k.is_empty()) {
             return Err(invalid("api_keys", "keys must not be empty"));
         }
+        let proxy_keys = resolve_all(&self.proxy_keys.unwrap_or_default())
+            .map_err(|r| invalid("proxy_keys", &r))?;
+        let admin_file = self.admin.unwrap_or_default();
+        let admin = AdminConfig {
+            listen: admin_file.listen.or(d.admin.listen),
+            tokens: resolve_all(&admin_file.tokens.unwrap_or_default())
+                .map_err(|r| invalid("admin.tokens", &r))?,
+        };
         let mut agent = d.agent;
         if let Some(a) = self.agent {
             if let Some(cmd) = a.command {
@@ -306,6 +406,8 @@ impl FileConfig {
             max_body_bytes,
             retry_after_secs: self.retry_after_secs.unwrap_or(d.retry_after_secs),
             api_keys,
+            proxy_keys,
+            admin,
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level.unwrap_or(d.log_level),
             agent,
@@ -392,6 +494,62 @@ agent:
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.retry_after_secs, DEFAULT_RETRY_AFTER_SECS);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn proxy_keys_and_admin_resolve_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("token");
+        std::fs::write(&f, "from-file\n").expect("write");
+        std::env::set_var("HOTPLEX_TEST_PROXY_KEY_1", "  from-env ");
+        let y = format!(
+            "proxy_keys: [literal, 'env:HOTPLEX_TEST_PROXY_KEY_1']\nadmin:\n  listen: 127.0.0.1:9091\n  tokens: ['file:{}']\n",
+            f.display()
+        );
+        let c = FileConfig::parse(&y, "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect("valid");
+        let keys: Vec<&str> = c.proxy_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["literal", "from-env"]);
+        assert_eq!(c.admin.listen.map(|a| a.port()), Some(9091));
+        assert_eq!(c.admin.tokens, vec![Secret::new("from-file")]);
+        assert!(
+            !format!("{c:?}").contains("from-env"),
+            "secrets are redacted"
+        );
+        for bad in [
+            "proxy_keys: ['env:HOTPLEX_TEST_UNSET_VAR_X']\n",
+            "proxy_keys: ['  ']\n",
+            "admin: {tokens: ['file:/nonexistent/x']}\n",
+        ] {
+            let e = FileConfig::parse(bad, "w.yaml")
+                .and_then(|f| f.into_runtime("w.yaml"))
+                .expect_err(bad);
+            let s = e.to_string();
+            assert!(
+                s.contains("proxy_keys") || s.contains("admin.tokens"),
+                "{s}"
+            );
+        }
+        let e = FileConfig::parse("admin: {listn: x}\n", "w.yaml").expect_err("typo");
+        assert!(e.to_string().contains("admin.listn"), "{e}");
+    }
+
+    #[test]
+    fn k8s_worker_config_is_valid_and_trusts_only_the_proxy() {
+        let text = include_str!("../../conf/k8s/configmap.yaml");
+        let worker_yaml = serde_yaml::Deserializer::from_str(text)
+            .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+            .find(|d| d["metadata"]["name"] == "hotplex-worker-config")
+            .and_then(|d| d["data"]["worker.yaml"].as_str().map(str::to_string))
+            .expect("hotplex-worker-config/worker.yaml");
+        std::env::set_var("HOTPLEX_WORKER_KEY", "k8s-test-key");
+        let c = FileConfig::parse(&worker_yaml, "configmap.yaml")
+            .and_then(|f| f.into_runtime("configmap.yaml"))
+            .expect("valid");
+        assert_eq!(c.proxy_keys, vec![Secret::new("k8s-test-key")]);
+        assert!(c.api_keys.is_empty(), "no direct clients in the cluster");
+        assert_eq!(c.admin.listen.map(|a| a.port()), Some(9091));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `hotplex-worker drain --url http://127.0.0.1:8080`: asks a running worker to drain
-//! (`POST /admin/drain`), for a Kubernetes `preStop` hook or an operator's shell. A
-//! minimal HTTP/1.1 client on a plain TCP socket, so the runtime image needs no curl.
+//! `hotplex-worker drain|resume --url http://127.0.0.1:8080`: asks a running worker to
+//! drain (`POST /admin/drain`) or to take new sessions again (`POST /admin/resume`), for
+//! a Kubernetes `preStop` hook or an operator's shell. A minimal HTTP/1.1 client on a
+//! plain TCP socket, so the runtime image needs no curl.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -22,8 +23,32 @@ pub fn authority(url: &str) -> Result<&str, String> {
     Ok(auth)
 }
 
+/// Credentials of an admin call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// `X-API-Key` (a worker with `api_keys` and no admin tokens).
+    pub api_key: Option<&'a str>,
+    /// `Authorization: Bearer` (a worker with `admin.tokens`).
+    pub token: Option<&'a str>,
+}
+
 /// Sends `POST /admin/drain`; returns the status code and the body.
 pub fn drain(url: &str, api_key: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
+    let creds = Credentials {
+        api_key,
+        token: None,
+    };
+    post(url, "/admin/drain", creds, timeout)
+}
+
+/// Sends `POST <path>` (an admin endpoint) with `creds`; returns the status code and the
+/// body.
+pub fn post(
+    url: &str,
+    path: &str,
+    creds: Credentials<'_>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let auth = authority(url)?;
     let addr = auth
         .to_socket_addrs()
@@ -35,11 +60,20 @@ pub fn drain(url: &str, api_key: Option<&str>, timeout: Duration) -> Result<(u16
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let key = api_key
+    let clean = |v: &str| !v.contains(['\r', '\n']);
+    if !creds.api_key.is_none_or(clean) || !creds.token.is_none_or(clean) {
+        return Err("credentials must not contain line breaks".into());
+    }
+    let key = creds
+        .api_key
         .map(|k| format!("{}: {k}\r\n", hotplex_common::headers::X_API_KEY))
         .unwrap_or_default();
+    let bearer = creds
+        .token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "POST /admin/drain HTTP/1.1\r\nHost: {auth}\r\n{key}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {auth}\r\n{key}{bearer}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut resp = Vec::new();

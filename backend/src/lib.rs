@@ -4,9 +4,11 @@
 //! Modules: [`cli`] (flags, `main`), [`config`] (YAML file + validated runtime config),
 //! [`pool`] (bounded session pool, reaper, drain), [`session`] (a session and its turns),
 //! [`agent`] (the child process and its JSON-lines protocol), [`demo_agent`] (the built-in
-//! agent), [`api`] (HTTP routes and middleware), [`ws`], [`sse`], [`auth`], [`error`],
+//! agent), [`api`] (HTTP routes and middleware), [`trust`] (the trusted proxy, tenants),
+//! [`admin`] (the admin surface and its gate), [`ws`], [`sse`], [`auth`], [`error`],
 //! [`metrics`] (heap profiles: `hotplex_common::profiling`).
 
+pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod auth;
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod pool;
 pub mod session;
 pub mod sse;
+pub mod trust;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -40,17 +43,48 @@ const HTTP_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A running worker (see [`serve`]).
 pub struct Server {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     metrics: Arc<WorkerMetrics>,
     shutdown_tx: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
+    admin_http: Option<JoinHandle<std::io::Result<()>>>,
     reaper: JoinHandle<()>,
 }
 
+/// Serves an application on `listener` until `stop` turns true; handlers see the peer
+/// address (`ConnectInfo<SocketAddr>`).
+fn spawn_http(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+    })
+}
+
 /// Serves the worker on `listener` (bind `127.0.0.1:0` in tests) until
-/// [`Server::shutdown`].
+/// [`Server::shutdown`]; binds `admin.listen` too when it is set.
 pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
+    let admin_listener = match cfg.admin.listen {
+        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot bind admin.listen {a}: {e}"))
+        })?),
+        None => None,
+    };
+    let admin_addr = match &admin_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let node_header = HeaderValue::from_str(&cfg.node_id).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("node id: {e}"))
     })?;
@@ -66,22 +100,18 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
         node_header,
         shutdown: shutdown_rx.clone(),
     };
-    let app = api::router(state);
-    let mut stop = shutdown_rx;
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    tracing::info!(%addr, "worker listening");
+    let admin_http =
+        admin_listener.map(|l| spawn_http(l, admin::router(state.clone()), shutdown_rx.clone()));
+    let http = spawn_http(listener, api::router(state), shutdown_rx);
+    tracing::info!(%addr, admin = ?admin_addr, "worker listening");
     Ok(Server {
         addr,
+        admin_addr,
         pool,
         metrics,
         shutdown_tx,
         http,
+        admin_http,
         reaper,
     })
 }
@@ -90,6 +120,11 @@ impl Server {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the admin listener (`admin.listen`), if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
@@ -114,6 +149,15 @@ impl Server {
             Err(_) => {
                 tracing::warn!("open connections did not close in time");
                 http.abort();
+            }
+        }
+        if let Some(mut admin) = self.admin_http {
+            if tokio::time::timeout(HTTP_CLOSE_TIMEOUT, &mut admin)
+                .await
+                .is_err()
+            {
+                tracing::warn!("admin connections did not close in time");
+                admin.abort();
             }
         }
         self.reaper.abort();

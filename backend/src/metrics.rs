@@ -101,6 +101,40 @@ impl TurnOutcome {
 /// malformed WebSocket frame, malformed session id.
 pub const BAD_REQUEST_KINDS: [&str; 4] = ["json", "too_large", "ws_frame", "session_id"];
 
+/// Why the worker refused a request or frame (`reason` label of the refused counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A direct (not trusted-proxy) request carried a proxy-only header.
+    UntrustedHeader,
+    /// An admin endpoint was asked for without the right to it.
+    AdminDenied,
+    /// Another tenant's session was named (answered like an unknown id).
+    CrossTenant,
+    /// A WebSocket frame named a signed id of another worker.
+    SessionElsewhere,
+    /// A WebSocket frame named a client-chosen id the connection was not routed by.
+    SessionNotRouted,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::UntrustedHeader,
+        Refusal::AdminDenied,
+        Refusal::CrossTenant,
+        Refusal::SessionElsewhere,
+        Refusal::SessionNotRouted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UntrustedHeader => "untrusted_header",
+            Refusal::AdminDenied => "admin_denied",
+            Refusal::CrossTenant => "cross_tenant",
+            Refusal::SessionElsewhere => "session_elsewhere",
+            Refusal::SessionNotRouted => "session_not_routed",
+        }
+    }
+}
+
 /// `tool` label for tool names that are not a plain identifier (bounds cardinality).
 pub const OTHER_TOOL: &str = "other";
 
@@ -120,6 +154,7 @@ pub struct WorkerMetrics {
     pub draining: IntGauge,
     pub websockets_active: IntGauge,
     bad_requests: IntCounterVec,
+    refused: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -209,6 +244,12 @@ impl WorkerMetrics {
                 "Malformed client input by kind.",
                 &["kind"],
             ),
+            refused: counter_vec(
+                &r,
+                worker::REFUSED_TOTAL,
+                "Requests and frames refused for trust reasons, by reason.",
+                &["reason"],
+            ),
             registry: r,
         };
         // Pre-create the known label sets so they render (at 0) from the start.
@@ -223,6 +264,9 @@ impl WorkerMetrics {
         }
         for k in BAD_REQUEST_KINDS {
             m.bad_requests.with_label_values(&[k]);
+        }
+        for r in Refusal::ALL {
+            m.refused.with_label_values(&[r.as_str()]);
         }
         m.tools_invoked.with_label_values(&[OTHER_TOOL]);
         m
@@ -263,6 +307,10 @@ impl WorkerMetrics {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
         let label = if ok { tool } else { OTHER_TOOL };
         self.tools_invoked.with_label_values(&[label]).inc();
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        self.refused.with_label_values(&[reason.as_str()]).inc();
     }
 
     pub fn bad_request(&self, kind: &str) {

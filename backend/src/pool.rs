@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::agent::AgentProcess;
 use crate::config::WorkerConfig;
 use crate::metrics::{CloseReason, ErrorReason, WorkerMetrics};
-use crate::session::Session;
+use crate::session::{Session, SessionKey};
 
 /// Why a session could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum PoolError {
 pub struct Pool {
     cfg: Arc<WorkerConfig>,
     metrics: Arc<WorkerMetrics>,
-    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
     slots: Arc<Semaphore>,
     draining: AtomicBool,
     turns_running: AtomicUsize,
@@ -68,7 +68,7 @@ impl Pool {
         &self.metrics
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<Session>>> {
         // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -99,20 +99,41 @@ impl Pool {
         self.request_ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
-        self.map().get(id).cloned()
+    /// The session `id` of `tenant` (another tenant's session of that id is not found).
+    pub fn get(&self, tenant: Option<&str>, id: &SessionId) -> Option<Arc<Session>> {
+        self.map()
+            .get(&SessionKey::new(tenant, id.clone()))
+            .cloned()
     }
 
-    /// All sessions, sorted by id.
+    /// Whether a tenant other than `tenant` owns a session `id` (for the refused-requests
+    /// metric only: callers never learn it).
+    pub fn owned_by_other(&self, tenant: Option<&str>, id: &SessionId) -> bool {
+        self.map()
+            .keys()
+            .any(|k| k.id == *id && k.tenant.as_deref() != tenant)
+    }
+
+    /// Sessions owned by `tenant`.
+    pub fn tenant_len(&self, tenant: Option<&str>) -> usize {
+        self.map()
+            .keys()
+            .filter(|k| k.tenant.as_deref() == tenant)
+            .count()
+    }
+
+    /// All sessions, sorted by (tenant, id).
     pub fn list(&self) -> Vec<Arc<Session>> {
         let mut v: Vec<_> = self.map().values().cloned().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v.sort_by_key(|s| s.key());
         v
     }
 
-    /// Creates a session (minting an id when `id` is `None`) and starts its agent.
+    /// Creates a session of `tenant` (minting an id when `id` is `None`) and starts its
+    /// agent.
     pub async fn create(
         self: &Arc<Self>,
+        tenant: Option<&str>,
         id: Option<SessionId>,
     ) -> Result<Arc<Session>, PoolError> {
         if self.is_draining() {
@@ -124,15 +145,16 @@ impl Pool {
             return Err(PoolError::Full(self.cfg.max_sessions));
         };
         let id = id.unwrap_or_else(|| SessionId::generate(&self.cfg.node_id));
-        let session = Arc::new(Session::new(id.clone(), permit));
+        let key = SessionKey::new(tenant, id.clone());
+        let session = Arc::new(Session::new(key.clone(), permit));
         // Hold the agent lock while starting so a concurrent turn waits for the start.
         let mut guard = session.agent.clone().lock_owned().await;
         {
             let mut map = self.map();
-            if map.contains_key(&id) {
+            if map.contains_key(&key) {
                 return Err(PoolError::Exists(id.into_string()));
             }
-            map.insert(id.clone(), session.clone());
+            map.insert(key.clone(), session.clone());
             self.update_active(map.len());
         }
         let cfg = &self.cfg;
@@ -151,7 +173,7 @@ impl Pool {
                 self.metrics.session_error(ErrorReason::StartFailed);
                 {
                     let mut map = self.map();
-                    map.remove(&id);
+                    map.remove(&key);
                     self.update_active(map.len());
                 }
                 session.release_slot();
@@ -160,14 +182,18 @@ impl Pool {
         }
     }
 
-    /// The session `id`, created if it does not exist (WebSocket `execute`).
-    pub async fn get_or_create(self: &Arc<Self>, id: SessionId) -> Result<Arc<Session>, PoolError> {
-        if let Some(s) = self.get(&id) {
+    /// The session `id` of `tenant`, created if it does not exist (WebSocket `execute`).
+    pub async fn get_or_create(
+        self: &Arc<Self>,
+        tenant: Option<&str>,
+        id: SessionId,
+    ) -> Result<Arc<Session>, PoolError> {
+        if let Some(s) = self.get(tenant, &id) {
             return Ok(s);
         }
-        match self.create(Some(id.clone())).await {
+        match self.create(tenant, Some(id.clone())).await {
             Err(PoolError::Exists(_)) => self
-                .get(&id)
+                .get(tenant, &id)
                 .ok_or_else(|| PoolError::StartFailed("session vanished".into())),
             other => other,
         }
@@ -175,10 +201,11 @@ impl Pool {
 
     /// Closes a session: interrupts its turn, kills its process group, reaps the agent,
     /// frees its slot. Returns false if it did not exist.
-    pub async fn close(&self, id: &SessionId, reason: CloseReason) -> bool {
+    pub async fn close(&self, key: &SessionKey, reason: CloseReason) -> bool {
+        let id = &key.id;
         let session = {
             let mut map = self.map();
-            let s = map.remove(id);
+            let s = map.remove(key);
             self.update_active(map.len());
             s
         };
@@ -197,7 +224,7 @@ impl Pool {
 
     /// Closes every session in parallel.
     pub async fn close_all(&self, reason: CloseReason) {
-        let ids: Vec<SessionId> = self.map().keys().cloned().collect();
+        let ids: Vec<SessionKey> = self.map().keys().cloned().collect();
         let closes = ids.iter().map(|id| self.close(id, reason));
         futures_util::future::join_all(closes).await;
     }
@@ -205,11 +232,11 @@ impl Pool {
     /// One reaper pass: closes sessions idle longer than the idle timeout.
     pub async fn reap_idle(&self) -> usize {
         let idle = self.cfg.idle_timeout;
-        let victims: Vec<SessionId> = self
+        let victims: Vec<SessionKey> = self
             .map()
             .values()
             .filter(|s| !s.is_running() && s.status() == "idle" && s.idle_for() >= idle)
-            .map(|s| s.id.clone())
+            .map(|s| s.key())
             .collect();
         let reason = if self.is_draining() {
             CloseReason::Drain
@@ -251,6 +278,17 @@ impl Pool {
             tracing::info!(sessions = self.len(), "draining: no new sessions");
         }
         !was
+    }
+
+    /// Takes new sessions again after [`Pool::start_drain`]. Returns whether it was
+    /// draining.
+    pub fn resume(&self) -> bool {
+        let was = self.draining.swap(false, Ordering::AcqRel);
+        self.metrics.draining.set(0);
+        if was {
+            tracing::info!(sessions = self.len(), "resumed: taking new sessions");
+        }
+        was
     }
 
     pub(crate) fn turn_started(&self) {
@@ -324,6 +362,32 @@ impl Pool {
 mod tests {
     use super::*;
     use crate::config::AgentConfig;
+
+    #[tokio::test]
+    async fn sessions_are_keyed_by_tenant() {
+        let p = pool(5);
+        let id = SessionId::parse("demo-1").expect("id");
+        let a = p.create(Some("a"), Some(id.clone())).await.expect("a");
+        let b = p.create(Some("b"), Some(id.clone())).await.expect("b");
+        assert!(!Arc::ptr_eq(&a, &b), "two tenants, two sessions");
+        assert_ne!(a.pid(), b.pid());
+        assert!(matches!(
+            p.create(Some("a"), Some(id.clone())).await,
+            Err(PoolError::Exists(_))
+        ));
+        assert!(p.get(Some("a"), &id).is_some_and(|s| Arc::ptr_eq(&s, &a)));
+        assert!(p.get(None, &id).is_none(), "anonymous sees neither");
+        assert!(p.get(Some("c"), &id).is_none());
+        assert!(p.owned_by_other(Some("c"), &id));
+        assert!(p.owned_by_other(Some("a"), &id), "b owns one too");
+        assert_eq!((p.tenant_len(Some("a")), p.tenant_len(None)), (1, 0));
+        let got = p.get_or_create(Some("a"), id.clone()).await.expect("get");
+        assert!(Arc::ptr_eq(&got, &a));
+        assert!(p.close(&a.key(), CloseReason::Deleted).await);
+        assert!(p.get(Some("b"), &id).is_some(), "b's session untouched");
+        assert!(!p.owned_by_other(Some("b"), &id));
+        p.close_all(CloseReason::Shutdown).await;
+    }
     use crate::session::{Turn, TurnEvent};
 
     fn shell_agent() -> AgentConfig {
@@ -345,13 +409,16 @@ mod tests {
     #[tokio::test]
     async fn cap_is_enforced_and_slots_are_freed() {
         let p = pool(2);
-        let a = p.create(None).await.expect("a");
-        let _b = p.create(None).await.expect("b");
-        assert!(matches!(p.create(None).await, Err(PoolError::Full(2))));
+        let a = p.create(None, None).await.expect("a");
+        let _b = p.create(None, None).await.expect("b");
+        assert!(matches!(
+            p.create(None, None).await,
+            Err(PoolError::Full(2))
+        ));
         assert_eq!(p.readiness(), "full");
-        assert!(p.close(&a.id, CloseReason::Deleted).await);
-        assert!(!p.close(&a.id, CloseReason::Deleted).await);
-        p.create(None).await.expect("slot freed");
+        assert!(p.close(&a.key(), CloseReason::Deleted).await);
+        assert!(!p.close(&a.key(), CloseReason::Deleted).await);
+        p.create(None, None).await.expect("slot freed");
         assert_eq!(p.metrics().sessions_active.get(), 2);
         p.close_all(CloseReason::Shutdown).await;
         assert!(p.is_empty());
@@ -361,15 +428,24 @@ mod tests {
     async fn duplicate_ids_and_drain() {
         let p = pool(5);
         let id = SessionId::parse("dup-1").expect("id");
-        p.create(Some(id.clone())).await.expect("first");
+        p.create(None, Some(id.clone())).await.expect("first");
         assert!(matches!(
-            p.create(Some(id.clone())).await,
+            p.create(None, Some(id.clone())).await,
             Err(PoolError::Exists(_))
         ));
         assert_eq!(p.len(), 1);
         assert!(p.start_drain());
-        assert!(matches!(p.create(None).await, Err(PoolError::Draining)));
+        assert!(matches!(
+            p.create(None, None).await,
+            Err(PoolError::Draining)
+        ));
         assert_eq!(p.readiness(), "draining");
+        assert!(p.resume());
+        assert!(!p.resume());
+        assert_eq!(p.readiness(), "ready");
+        assert_eq!(p.metrics().draining.get(), 0);
+        p.create(None, None).await.expect("resumed");
+        assert!(p.start_drain());
         p.shutdown(Duration::from_millis(100)).await;
         assert!(p.is_empty());
     }
@@ -377,7 +453,7 @@ mod tests {
     #[tokio::test]
     async fn turn_runs_and_idle_sessions_are_reaped() {
         let p = pool(5);
-        let s = p.create(None).await.expect("create");
+        let s = p.create(None, None).await.expect("create");
         let (tx, mut rx) = tokio::sync::mpsc::channel::<TurnEvent>(16);
         let turn = Turn::begin(&p, &s).expect("begin");
         assert!(Turn::begin(&p, &s).is_err(), "one turn at a time");

@@ -36,9 +36,28 @@ impl TurnEvent {
     }
 }
 
+/// What a session is keyed by in the pool: its owner (the tenant the trusted proxy named
+/// at create; `None`: anonymous) and its id. Two tenants may own the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub tenant: Option<String>,
+    pub id: SessionId,
+}
+
+impl SessionKey {
+    pub fn new(tenant: Option<&str>, id: SessionId) -> Self {
+        SessionKey {
+            tenant: tenant.map(str::to_string),
+            id,
+        }
+    }
+}
+
 /// A session and its agent process.
 pub struct Session {
     pub id: SessionId,
+    /// The owner (see [`SessionKey`]).
+    pub tenant: Option<String>,
     created_at: SystemTime,
     last_active: Mutex<(Instant, SystemTime)>,
     turns: AtomicU64,
@@ -58,10 +77,11 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(key: SessionKey, permit: OwnedSemaphorePermit) -> Self {
         let now = (Instant::now(), SystemTime::now());
         Session {
-            id,
+            id: key.id,
+            tenant: key.tenant,
             created_at: now.1,
             last_active: Mutex::new(now),
             turns: AtomicU64::new(0),
@@ -115,7 +135,22 @@ impl Session {
         }
     }
 
-    /// The state as JSON.
+    /// The pool key.
+    pub fn key(&self) -> SessionKey {
+        SessionKey {
+            tenant: self.tenant.clone(),
+            id: self.id.clone(),
+        }
+    }
+
+    /// The state as JSON, with the owner (admin views only).
+    pub fn admin_snapshot(&self, node_id: &str) -> Value {
+        let mut v = self.snapshot(node_id);
+        v["tenant"] = Value::from(self.tenant.clone());
+        v
+    }
+
+    /// The state as JSON (`GET /sessions/{id}`).
     pub fn snapshot(&self, node_id: &str) -> Value {
         let last = self
             .last_active
@@ -374,7 +409,7 @@ impl Turn {
         drop(self.guard);
         pool.turn_finished();
         if close_session {
-            pool.close(&s.id, CloseReason::Crashed).await;
+            pool.close(&s.key(), CloseReason::Crashed).await;
         }
         let _ = tx.send(terminal).await;
     }

@@ -11,22 +11,25 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::stream::{self, Stream};
 use tokio::sync::mpsc;
 
 use crate::api::{lookup, read_json, AppState, MessageBody};
 use crate::error::ApiError;
 use crate::session::{Turn, TurnEvent, TurnRefused};
+use crate::trust::Caller;
 
 /// Channel depth between a turn and its client.
 pub const EVENT_BUFFER: usize = 64;
 
 pub async fn post_message(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let session = match lookup(&st, &id) {
+    let session = match lookup(&st, &caller, &id) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };

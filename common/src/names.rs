@@ -49,6 +49,10 @@ pub mod worker {
     pub const WEBSOCKETS_ACTIVE: &str = "hotplex_worker_websockets_active";
     /// Counter: malformed client input (bad JSON frames, bad bodies), label `kind`.
     pub const BAD_REQUESTS: &str = "hotplex_worker_bad_requests_total";
+    /// Counter: requests and WebSocket frames the worker refused for trust reasons, label
+    /// `reason` (`untrusted_header`, `admin_denied`, `cross_tenant`, `session_elsewhere`,
+    /// `session_not_routed`).
+    pub const REFUSED_TOTAL: &str = "hotplex_worker_refused_total";
 }
 
 /// Every metric family the worker exports (the shared family plus [`worker`]): what a
@@ -67,6 +71,7 @@ pub const WORKER_EXPORTED: &[&str] = &[
     worker::DRAINING,
     worker::WEBSOCKETS_ACTIVE,
     worker::BAD_REQUESTS,
+    worker::REFUSED_TOTAL,
 ];
 
 /// Proxy-only metrics (`hotplex_proxy_*`).

@@ -268,7 +268,11 @@ async fn every_dashboard_and_alert_metric_is_exported() {
         .expect("SSE in time");
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("completed"));
     // A WebSocket execute, kept open while the metrics are scraped.
-    let ws_url = format!("ws://{}/ws/v1/agent", p.listen);
+    // (a client-chosen session over WebSocket: named in the URL, so the proxy routes it)
+    let ws_url = format!(
+        "ws://{}/ws/v1/agent?session_id=metrics-ws-session",
+        p.listen
+    );
     let (mut ws, _, _) = ws_connect_checked(&ws_url, &[]).await;
     let frames = ws_execute(&mut ws, 7, "metrics-ws-session", "hello")
         .await

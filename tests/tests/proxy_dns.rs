@@ -792,6 +792,7 @@ fn k8s_configmap_configs_pass_check() {
         .arg("--config")
         .arg(&wfile)
         .arg("check-config")
+        .env(keys[2].0, keys[2].1)
         .output()
         .expect("run worker check-config");
     assert!(
@@ -799,5 +800,19 @@ fn k8s_configmap_configs_pass_check() {
         "worker check-config: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The shipped workers trust only the proxy: without the shared key they do not start.
+    let out = std::process::Command::new(WORKER_BIN)
+        .arg("--config")
+        .arg(&wfile)
+        .arg("check-config")
+        .env_remove(keys[2].0)
+        .output()
+        .expect("run worker check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without the worker key");
+    assert!(
+        err.contains("proxy_keys") && err.contains(keys[2].0),
+        "{err}"
     );
 }

@@ -69,10 +69,23 @@ async fn websocket_through_the_proxy() {
     );
     assert_eq!(active, Some(1.0));
 
+    // Id-less executes run the connection's session: the id the proxy minted for this
+    // keyless connection (a client-chosen id must be routed: `?session_id=`, below).
+    let mut sid = String::new();
     for turn in 1..=3u64 {
-        let frames = ws_execute(&mut ws, turn, "ws-session-1", &format!("hello {turn}"))
+        let frames = ws_execute(&mut ws, turn, "", &format!("hello {turn}"))
             .await
             .expect("ws turn");
+        let this = frames.last().expect("frames")["data"]["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            hotplex_common::signed_shape(&this).is_some(),
+            "minted: {this}"
+        );
+        assert!(sid.is_empty() || sid == this, "one session per connection");
+        sid = this;
         let last = frames.last().expect("frames");
         assert_eq!(last["event"], "completed", "{frames:?}");
         let answer = frames
@@ -84,7 +97,7 @@ async fn websocket_through_the_proxy() {
     }
     // Quiet for longer than the plain read timeout (1 s), then another turn.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let frames = ws_execute(&mut ws, 4, "ws-session-1", "still there")
+    let frames = ws_execute(&mut ws, 4, &sid, "still there")
         .await
         .expect("ws turn");
     assert_eq!(frames.last().expect("f")["event"], "completed");
@@ -93,7 +106,7 @@ async fn websocket_through_the_proxy() {
 
     // The session lives on the worker the connection was placed on.
     let r = send(c.get(format!(
-        "{}/sessions/ws-session-1",
+        "{}/sessions/{sid}",
         workers.iter().find(|w| w.id == worker).expect("w").base()
     )))
     .await;
@@ -107,7 +120,7 @@ async fn websocket_through_the_proxy() {
             Some(worker.as_str()),
             "cookie reconnect"
         );
-        let frames = ws_execute(&mut ws, 9, "ws-session-1", "again")
+        let frames = ws_execute(&mut ws, 9, &sid, "again")
             .await
             .expect("ws turn");
         assert_eq!(frames.last().expect("f")["event"], "completed");

@@ -334,9 +334,8 @@ async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
     let (mut ws, worker) = wss_connect(tls, &ca.pem()).await;
     assert!(worker.is_some(), "x-hotplex-worker on the 101");
     for rid in 1..=2 {
-        let frames = ws_execute(&mut ws, rid, "wss-session-1", "hi")
-            .await
-            .expect("wss turn");
+        // (id-less: the connection's session, minted by the proxy for this connection)
+        let frames = ws_execute(&mut ws, rid, "", "hi").await.expect("wss turn");
         assert_eq!(
             frames.last().expect("f")["event"],
             "completed",
@@ -733,9 +732,7 @@ async fn odd_listener_buffers_still_carry_large_bodies() {
         assert_eq!(events.last().map(|e| e.event.as_str()), Some("completed"));
     }
     let (mut ws, _) = wss_connect(s.tls, &s.ca.pem()).await;
-    let frames = ws_execute(&mut ws, 1, "wss-buffers", &prompt)
-        .await
-        .expect("wss turn");
+    let frames = ws_execute(&mut ws, 1, "", &prompt).await.expect("wss turn");
     let answer = frames
         .iter()
         .find(|f| f["event"] == "answer")

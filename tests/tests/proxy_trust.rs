@@ -218,6 +218,13 @@ async fn b_cannot_touch(c: &reqwest::Client, base: &str, id: &str) {
         assert_eq!(r.body["error"], "session_not_found", "{r:?}");
         assert_eq!(r.node, None, "B {method} {path} was forwarded");
     }
+    // Nor list sessions (the worker's session list is not on the public surface).
+    let r = send(c.get(format!("{base}/sessions")).header("x-api-key", KEY_B)).await;
+    assert_eq!(
+        (r.status, r.node.as_deref()),
+        (404, None),
+        "B listed: {r:?}"
+    );
     // The session id in the header or the query: the same.
     let r = send(
         c.post(format!("{base}/sessions"))

@@ -317,10 +317,13 @@ impl WorkerMetrics {
         self.bad_requests.with_label_values(&[kind]).inc();
     }
 
+    /// One request. `method` is folded to the bounded label set (a raw method is client
+    /// input), `route` must be a matched route pattern (bounded by the router).
     pub fn observe_request(&self, route: &str, method: &str, status: u16, secs: f64) {
-        let mut buf = itoa_buf(status);
+        let mut buf = [0u8; 3];
+        let status = hotplex_common::metrics::status_label(status, &mut buf);
         self.request_duration
-            .with_label_values(&[route, method, status_str(&mut buf)])
+            .with_label_values(&[route, hotplex_common::metrics::method_label(method), status])
             .observe(secs);
     }
 }
@@ -329,19 +332,6 @@ impl Default for WorkerMetrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn itoa_buf(status: u16) -> [u8; 3] {
-    let s = status.min(999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + ((s / 10) % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
-}
-
-fn status_str(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
 }
 
 #[cfg(test)]

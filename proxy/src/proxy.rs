@@ -673,10 +673,12 @@ impl ProxyHttp for HotplexProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.own_status);
-        // Label values borrowed, not formatted (no allocation per request).
-        let code = http::StatusCode::from_u16(status).ok();
-        let status_s = code.as_ref().map_or("0", |c| c.as_str());
+        // Label values borrowed, not formatted (no allocation per request), and bounded:
+        // the method folded to the standard set, the status a real code or `other`.
+        let mut status_buf = [0u8; 3];
+        let status_s = hotplex_common::metrics::status_label(status, &mut status_buf);
         let method = session.req_header().method.as_str();
+        let method_l = hotplex_common::metrics::method_label(method);
         self.metrics
             .requests_total
             .with_label_values(&[ctx.route_label, status_s])
@@ -684,7 +686,7 @@ impl ProxyHttp for HotplexProxy {
         let elapsed = ctx.head_elapsed.unwrap_or_else(|| ctx.start.elapsed());
         self.metrics
             .request_duration
-            .with_label_values(&[ctx.route_label, method, status_s])
+            .with_label_values(&[ctx.route_label, method_l, status_s])
             .observe(elapsed.as_secs_f64());
         // No worker answer (proxy error, failed connect): settled here.
         self.settle_session(ctx, status);

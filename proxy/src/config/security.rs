@@ -18,6 +18,12 @@ pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 /// Largest accepted request body (`Content-Length`), bytes. 0 = no limit.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Failed authentications allowed per client IP: a bucket of 20, refilled at 20 a minute.
+/// Past it: 429 before any key or signature work.
+pub const DEFAULT_AUTH_FAILURES: RateFile = RateFile {
+    rate: 20.0 / 60.0,
+    burst: 20,
+};
 
 /// `auth:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +130,13 @@ pub struct LimitsFile {
     /// Absent: per-process buckets.
     #[serde(default)]
     pub store: Option<StoreFile>,
+    /// Failed authentications (401) per client IP, a token bucket (`rate` per second,
+    /// `burst`). An IP whose bucket is empty gets 429 `too_many_auth_failures` +
+    /// `Retry-After` before any key hashing or JWT signature check, and its audit lines are
+    /// folded (one per IP a minute). Always on (per process). Default
+    /// [`DEFAULT_AUTH_FAILURES`] (20 a minute, burst 20).
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures: RateFile,
     /// Open downstream connections (HTTP/1, HTTP/2, TLS; all listeners) at once; more are
     /// refused. 0: no limit. Default [`DEFAULT_MAX_CONNECTIONS`].
     #[serde(default = "default_max_connections")]
@@ -207,6 +220,7 @@ impl Default for LimitsFile {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
+            auth_failures: DEFAULT_AUTH_FAILURES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -214,6 +228,9 @@ impl Default for LimitsFile {
     }
 }
 
+fn default_auth_failures() -> RateFile {
+    DEFAULT_AUTH_FAILURES
+}
 fn default_max_body() -> u64 {
     DEFAULT_MAX_BODY_BYTES
 }
@@ -321,6 +338,8 @@ pub struct LimitSettings {
     pub max_body_bytes: u64,
     pub max_tracked_keys: usize,
     pub store: Option<StoreSettings>,
+    /// `limits.auth_failures`.
+    pub auth_failures: RateFile,
     /// 0: no limit.
     pub max_connections: u32,
     pub max_connections_per_ip: Option<u32>,
@@ -340,6 +359,7 @@ impl Default for LimitSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
+            auth_failures: DEFAULT_AUTH_FAILURES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -620,6 +640,7 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
         max_websockets_per_key: l.max_websockets_per_key,
         max_body_bytes: l.max_body_bytes,
         max_tracked_keys: l.max_tracked_keys,
+        auth_failures: rate(file, "limits.auth_failures", &l.auth_failures)?,
         max_connections: l.max_connections,
         max_connections_per_ip: l.max_connections_per_ip,
         header_read_timeout: l.header_read_timeout,

@@ -167,7 +167,7 @@ async fn every_shape(c: &reqwest::Client, base: &str) {
 /// bytes) and paths of random shape and content.
 async fn random_requests(c: &reqwest::Client, base: &str, rng: &mut Rng, n: usize) {
     for _ in 0..n {
-        let method = if rng.next() % 4 == 0 {
+        let method = if rng.next().is_multiple_of(4) {
             METHODS[(rng.next() % METHODS.len() as u64) as usize].to_string()
         } else {
             rng.token(40).to_ascii_uppercase()

@@ -82,6 +82,8 @@ pub struct Ctx {
     in_flight: bool,
     /// Auth/limit state (tenant, client IP, RateLimit headers, WebSocket slot).
     security: crate::security::ReqState,
+    /// Bytes of a streamed request body (see [`crate::body`]).
+    body: crate::body::Counted,
     /// Trace spans (`None` when tracing is off), see [`crate::telemetry`].
     trace: Option<crate::telemetry::ReqTrace>,
     /// Time from the upstream attempt's start to the response head.
@@ -278,6 +280,7 @@ impl ProxyHttp for HotplexProxy {
             own_status: 0,
             in_flight: false,
             security: Default::default(),
+            body: Default::default(),
             trace: None,
             upstream_elapsed: None,
         }
@@ -355,6 +358,14 @@ impl ProxyHttp for HotplexProxy {
             self.metrics.rejections.with_label_values(&[r.reason]).inc();
             crate::security::respond(session, &r, &ctx.request_id).await;
             return Ok(true);
+        }
+        if !ctx.websocket {
+            // The body, whole, before routing: a slow body never reaches a worker.
+            let (max, timeout) = (cfg.limits.max_body_bytes, cfg.limits.body_read_timeout);
+            if let Err(a) = crate::body::buffer(session, ctx.create, max, timeout).await {
+                self.answer(session, ctx, &a, true).await;
+                return Ok(true);
+            }
         }
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
@@ -468,6 +479,21 @@ impl ProxyHttp for HotplexProxy {
         )?;
         if let Some(t) = ctx.trace.as_ref() {
             t.inject(req);
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A WebSocket tunnel's frames are not a request body (the worker limits frames).
+        if let (Some(b), false) = (body.as_ref(), ctx.websocket) {
+            let max = self.registry.config().limits.max_body_bytes;
+            ctx.body.add(b.len(), max)?;
         }
         Ok(())
     }

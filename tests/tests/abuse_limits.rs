@@ -239,3 +239,135 @@ async fn metric_series_stay_bounded_under_random_methods_and_paths() {
         }
     }
 }
+
+/// The status line of a raw HTTP/1.1 exchange on `addr`: writes `head`, then `chunks`
+/// (`pause` between them), and reads the answer (the proxy may answer early and close).
+async fn raw_status(
+    addr: std::net::SocketAddr,
+    head: String,
+    chunks: Vec<Vec<u8>>,
+    pause: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("head");
+    for c in &chunks {
+        if s.write_all(c).await.is_err() {
+            break; // answered and closed early
+        }
+        tokio::time::sleep(pause).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_are_limited_and_read_whole_before_any_worker_sees_them() {
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let tls = hotplex_e2e::free_addr();
+    let p = spawn_proxy(&proxy_yaml(
+        &worker_list(&workers),
+        &format!(
+            "limits:\n  max_body_bytes: 1000\n  body_read_timeout: 1s\ntls:\n  listen: \"{tls}\"\n"
+        ),
+    ))
+    .await;
+    let c = client();
+    let (id, _) = create(&c, &p.base()).await;
+    let worker_seen = |t: String| {
+        hotplex_e2e::metric_value(
+            &t,
+            "hotplex_request_duration_seconds_count",
+            &["route=\"/sessions/{id}/messages\""],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = worker_seen(text(&c, &format!("{}/metrics", workers[0].base())).await);
+
+    // HTTP/1.1 chunked, 5 x 1000 bytes against a 1000-byte limit: 413 as soon as it crosses.
+    let chunk = |n: usize| {
+        let mut v = format!("{n:x}\r\n").into_bytes();
+        v.extend(std::iter::repeat_n(b'x', n));
+        v.extend_from_slice(b"\r\n");
+        v
+    };
+    let head = format!(
+        "POST /sessions/{id}/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+    );
+    let status = raw_status(
+        p.listen,
+        head.clone(),
+        (0..5).map(|_| chunk(1000)).collect(),
+        std::time::Duration::from_millis(20),
+    )
+    .await;
+    assert!(status.contains(" 413 "), "chunked over the limit: {status}");
+
+    // HTTP/2 without Content-Length (a streamed body): the same.
+    let h2 = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let stream = futures_util::stream::iter(
+        (0..5).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 1000]))),
+    );
+    let r = h2
+        .post(format!("https://{tls}/sessions/{id}/messages"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("h2 request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 413, "h2 body over the limit");
+
+    // A small chunked body within the limit still works.
+    let ok = format!("{{\"prompt\":\"{}\"}}", "z".repeat(100));
+    let body = format!("{:x}\r\n{ok}\r\n0\r\n\r\n", ok.len()).into_bytes();
+    let status = raw_status(
+        p.listen,
+        head.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n"),
+        vec![body],
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(status.contains(" 200 "), "chunked within the limit: {status}");
+    let after_ok = worker_seen(text(&c, &format!("{}/metrics", workers[0].base())).await);
+    assert_eq!(after_ok, before + 1.0, "only the good body reached the worker");
+
+    // Slow bodies: 20 creates trickling 1 byte every 150 ms never finish within 1 s:
+    // 408, and no session is created.
+    let sessions = |t: String| hotplex_e2e::metric_value(&t, "hotplex_sessions_active", &[]).unwrap_or(-1.0);
+    let active = sessions(text(&c, &format!("{}/metrics", workers[0].base())).await);
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn(raw_status(
+                p.listen,
+                "POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n".into(),
+                (0..50).map(|_| b"x".to_vec()).collect(),
+                std::time::Duration::from_millis(150),
+            ))
+        })
+        .collect();
+    for s in slow {
+        let status = s.await.expect("task");
+        assert!(status.contains(" 408 "), "slow body: {status}");
+    }
+    let after = sessions(text(&c, &format!("{}/metrics", workers[0].base())).await);
+    assert_eq!(after, active, "a slow body created a session");
+    // A create announcing more than the edge buffers (within max_body_bytes, default
+    // 1 MiB): 413 before anything is read.
+    let p2 = spawn_proxy(&proxy_yaml(&worker_list(&workers), "")).await;
+    let status = raw_status(
+        p2.listen,
+        "POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n".into(),
+        vec![],
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(status.contains(" 413 "), "{status}");
+}

@@ -18,6 +18,8 @@ pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 /// Largest accepted request body (`Content-Length`), bytes. 0 = no limit.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Time to receive a whole request body at the edge.
+pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Failed authentications allowed per client IP: a bucket of 20, refilled at 20 a minute.
 /// Past it: 429 before any key or signature work.
 pub const DEFAULT_AUTH_FAILURES: RateFile = RateFile {
@@ -130,6 +132,11 @@ pub struct LimitsFile {
     /// Absent: per-process buckets.
     #[serde(default)]
     pub store: Option<StoreFile>,
+    /// Longest time to receive a request body whole (bodies are read at the edge before
+    /// routing, see `crate::body`); over it: 408 `body_timeout`. Default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`].
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: std::time::Duration,
     /// Failed authentications (401) per client IP, a token bucket (`rate` per second,
     /// `burst`). An IP whose bucket is empty gets 429 `too_many_auth_failures` +
     /// `Retry-After` before any key hashing or JWT signature check, and its audit lines are
@@ -221,6 +228,7 @@ impl Default for LimitsFile {
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
             auth_failures: DEFAULT_AUTH_FAILURES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -228,6 +236,9 @@ impl Default for LimitsFile {
     }
 }
 
+fn default_body_read_timeout() -> std::time::Duration {
+    DEFAULT_BODY_READ_TIMEOUT
+}
 fn default_auth_failures() -> RateFile {
     DEFAULT_AUTH_FAILURES
 }
@@ -340,6 +351,8 @@ pub struct LimitSettings {
     pub store: Option<StoreSettings>,
     /// `limits.auth_failures`.
     pub auth_failures: RateFile,
+    /// `limits.body_read_timeout`.
+    pub body_read_timeout: std::time::Duration,
     /// 0: no limit.
     pub max_connections: u32,
     pub max_connections_per_ip: Option<u32>,
@@ -360,6 +373,7 @@ impl Default for LimitSettings {
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
             auth_failures: DEFAULT_AUTH_FAILURES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -641,6 +655,15 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
         max_body_bytes: l.max_body_bytes,
         max_tracked_keys: l.max_tracked_keys,
         auth_failures: rate(file, "limits.auth_failures", &l.auth_failures)?,
+        body_read_timeout: if l.body_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                file,
+                "limits.body_read_timeout",
+                "must be greater than 0",
+            ));
+        } else {
+            l.body_read_timeout
+        },
         max_connections: l.max_connections,
         max_connections_per_ip: l.max_connections_per_ip,
         header_read_timeout: l.header_read_timeout,

@@ -335,13 +335,21 @@ async fn bodies_are_limited_and_read_whole_before_any_worker_sees_them() {
         std::time::Duration::ZERO,
     )
     .await;
-    assert!(status.contains(" 200 "), "chunked within the limit: {status}");
+    assert!(
+        status.contains(" 200 "),
+        "chunked within the limit: {status}"
+    );
     let after_ok = worker_seen(text(&c, &format!("{}/metrics", workers[0].base())).await);
-    assert_eq!(after_ok, before + 1.0, "only the good body reached the worker");
+    assert_eq!(
+        after_ok,
+        before + 1.0,
+        "only the good body reached the worker"
+    );
 
     // Slow bodies: 20 creates trickling 1 byte every 150 ms never finish within 1 s:
     // 408, and no session is created.
-    let sessions = |t: String| hotplex_e2e::metric_value(&t, "hotplex_sessions_active", &[]).unwrap_or(-1.0);
+    let sessions =
+        |t: String| hotplex_e2e::metric_value(&t, "hotplex_sessions_active", &[]).unwrap_or(-1.0);
     let active = sessions(text(&c, &format!("{}/metrics", workers[0].base())).await);
     let slow: Vec<_> = (0..20)
         .map(|_| {

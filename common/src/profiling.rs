@@ -9,7 +9,7 @@
 //!   backtraces cost it next to nothing.
 //! - the proxy starts inactive ([`MALLOC_CONF_PROXY`]): at 512 KiB an active profiler took
 //!   a backtrace every ~4.5 proxied requests (pingora allocates a 64 KiB body buffer per
-//!   response), 5-7% of the proxy's instructions per request (benches/RESULTS.md). An
+//!   response), +8.8% instructions per request (benches/RESULTS.md, issue #20). An
 //!   operator switches it on at runtime from the admin API (`POST /admin/profiling`,
 //!   [`set_active`]), takes profiles, and switches it off again; no restart.
 //!

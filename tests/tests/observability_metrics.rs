@@ -374,9 +374,10 @@ async fn every_dashboard_and_alert_metric_is_exported() {
     // Traffic while sampling. The proxy runs with lg_prof_sample:0 (every allocation is
     // sampled), so the profile holds the live allocations of these requests whatever
     // their size: the check does not depend on the sampling rate.
+    // (creates only: the `session` route is rate limited to one request in this test)
     for _ in 0..5 {
         let (id, _) = create(&c, &base).await;
-        assert_eq!(get_session(&c, &base, &id).await.status, 200);
+        assert!(!id.is_empty());
     }
     let r = c
         .get(format!("{admin}/debug/pprof/heap"))

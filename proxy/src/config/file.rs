@@ -98,6 +98,10 @@ pub struct AdminFile {
     /// File with more tokens, one per line (same syntax; `#` comments). Default none.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// Host names `/admin/*` and `/debug/*` answer to besides IP literals and `localhost`
+    /// (a request whose `Host` names anything else is refused: DNS rebinding). Default none.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminFile {
@@ -106,6 +110,7 @@ impl Default for AdminFile {
             listen: default_admin_listen(),
             tokens: Vec::new(),
             token_file: None,
+            hosts: Vec::new(),
         }
     }
 }

@@ -137,6 +137,8 @@ pub struct RuntimeConfig {
     pub upstream_tls: Option<crate::tls::WorkerTls>,
     /// Validated `auth:` (see [`crate::security`]).
     pub auth: super::security::AuthSettings,
+    /// `admin.hosts`, lower-cased.
+    pub admin_hosts: Vec<String>,
     /// Lifetime of minted session ids (`routing.session_lifetime`).
     pub session_lifetime: Option<Duration>,
     /// `X-Hotplex-Proxy-Auth` value sent to the workers (`worker_auth.key`).
@@ -445,6 +447,12 @@ impl RuntimeConfig {
             upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
             auth,
             session_lifetime: f.routing.session_lifetime,
+            admin_hosts: f
+                .admin
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             worker_key,
             limits: super::security::limits(file, &f.limits)?,
             telemetry: f

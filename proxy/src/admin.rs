@@ -95,9 +95,7 @@ pub fn host_allowed(host: &str, names: &[String]) -> bool {
             .map_or(host, |(n, _)| n)
     };
     let name = name.to_ascii_lowercase();
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name == "localhost"
-        || names.contains(&name)
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || names.contains(&name)
 }
 
 /// A browser cannot drive the admin API, with or without tokens: the `Host` must name the

@@ -72,6 +72,12 @@ pub struct FileConfig {
     /// API-key authentication (see [`super::security`]).
     #[serde(default)]
     pub auth: super::security::AuthFile,
+    /// Apply this file on reload even though it switches protection off (auth off, every
+    /// key removed, a limit removed, the body limit lifted, admin tokens or the worker key
+    /// dropped): see `config::downgrade`. Set it for the one reload that means it, then
+    /// remove it. Default `false`.
+    #[serde(default)]
+    pub allow_security_downgrade: bool,
     /// The shared key the proxy presents to the workers. Default: none.
     #[serde(default)]
     pub worker_auth: WorkerAuthFile,

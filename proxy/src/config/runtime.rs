@@ -137,6 +137,8 @@ pub struct RuntimeConfig {
     pub upstream_tls: Option<crate::tls::WorkerTls>,
     /// Validated `auth:` (see [`crate::security`]).
     pub auth: super::security::AuthSettings,
+    /// `allow_security_downgrade` (reloads only).
+    pub allow_security_downgrade: bool,
     /// `admin.hosts`, lower-cased.
     pub admin_hosts: Vec<String>,
     /// Lifetime of minted session ids (`routing.session_lifetime`).
@@ -447,6 +449,7 @@ impl RuntimeConfig {
             upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
             auth,
             session_lifetime: f.routing.session_lifetime,
+            allow_security_downgrade: f.allow_security_downgrade,
             admin_hosts: f
                 .admin
                 .hosts

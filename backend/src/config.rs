@@ -442,6 +442,27 @@ agent:
     }
 
     #[test]
+    fn claude_code_config_is_valid() {
+        let text = include_str!("../../conf/worker.claude-code.yaml");
+        let c = FileConfig::parse(text, "worker.claude-code.yaml")
+            .and_then(|f| f.into_runtime("worker.claude-code.yaml"))
+            .expect("the Claude Code config is valid");
+        assert_eq!(c.agent.protocol, AgentProtocol::ClaudeStreamJson);
+        assert_eq!(c.agent.command.first().map(String::as_str), Some("claude"));
+        assert!(c
+            .agent
+            .env_allowlist
+            .iter()
+            .any(|v| v == "ANTHROPIC_API_KEY"));
+        assert!(!c
+            .agent
+            .env_allowlist
+            .iter()
+            .any(|v| v.starts_with("HOTPLEX_")));
+        assert!(c.agent.session_dirs.is_some());
+    }
+
+    #[test]
     fn proxy_keys_and_admin_resolve_secrets() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("token");

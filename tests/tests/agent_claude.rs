@@ -10,7 +10,8 @@
 //! Covered: a multi-turn session over WebSocket and one over SSE, a Bash tool call the
 //! CLI executes, stop mid-turn (the CLI is interrupted and stays hot: same pid), the CLI
 //! crashing mid-turn (killed; the worker restarts it with `--resume` and the conversation
-//! goes on), token and cost counters, the session directory removed on close.
+//! goes on), the CLI under the configured rlimits, token and cost counters, the session
+//! directory removed on close.
 
 #[path = "support/proxy.rs"]
 mod proxy_support;
@@ -71,8 +72,7 @@ fn last_prompt(req: &Value) -> String {
             .iter()
             .filter(|b| b["type"] == "text")
             .filter_map(|b| b["text"].as_str())
-            .filter(|t| !t.starts_with("<system-reminder>"))
-            .last()
+            .rfind(|t| !t.starts_with("<system-reminder>"))
             .unwrap_or_default()
             .to_string(),
         _ => String::new(),
@@ -280,6 +280,7 @@ agent:
     DISABLE_ERROR_REPORTING: "1"
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1"
   session_dirs: "{sessions}"
+  limits: {{open_files: 2048, cpu_seconds: 600}}
 "#,
         cli = cli.display(),
         home = home.display(),
@@ -349,6 +350,18 @@ async fn claude_code_behind_worker_and_proxy() {
     // ---- SSE: a tool call, then more turns in the same hot process.
     let (sid, _) = proxy_support::create(&c, &pbase).await;
     let pid = session_pid(&c, &pbase, &sid).await.expect("pid");
+    // The CLI runs under the session's limits (the launcher exec'd it: same pid).
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("");
+    assert!(nofile.contains(" 2048 "), "{nofile}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("stream-json"),
+        "the CLI itself"
+    );
     let ev = support::sse_turn(&c, &pbase, &sid, "please use the tool").await;
     assert_eq!(
         support::names(&ev),

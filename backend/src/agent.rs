@@ -533,6 +533,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unanswered_interrupt_means_restart_with_resume() {
+        // A stand-in for the CLI: answers `initialize` (then reports its argv), starts a
+        // turn (its session id) and never ends it, ignoring the interrupt.
+        let script = r#"while read -r l; do case "$l" in
+            *initialize*) echo '{"type":"control_response","response":{"request_id":"hotplex-init"}}'
+                          printf '{"type":"system","subtype":"argv","argv":"%s"}\n' "$*" ;;
+            *'"type":"user"'*) echo '{"type":"system","subtype":"init","session_id":"cli-1"}' ;;
+            esac; done"#;
+        let mut cfg =
+            AgentConfig::command(vec!["sh".into(), "-c".into(), script.into(), "sh".into()]);
+        cfg.protocol = crate::agent_config::AgentProtocol::ClaudeStreamJson;
+        let t = Duration::from_secs(5);
+        let mut a = AgentProcess::spawn(&cfg, "s", t).await.expect("spawn");
+        assert_eq!(a.read_raw().await.expect("argv").fields["argv"], "");
+        a.send_prompt("s", "hi").await.expect("send");
+        let pending = tokio::time::timeout(Duration::from_millis(300), a.next_line()).await;
+        assert!(pending.is_err(), "no turn line yet");
+        assert!(a.can_resume(), "the CLI's session id was seen");
+        assert!(!a.interrupt(Duration::from_millis(200)).await, "unanswered");
+        let mut b = AgentProcess::restart(Some(a), &cfg, "s", t)
+            .await
+            .expect("restart");
+        assert_eq!(
+            b.read_raw().await.expect("argv").fields["argv"],
+            "--resume cli-1"
+        );
+        b.close().await;
+    }
+
+    #[tokio::test]
     async fn startup_timeout_and_spawn_failure() {
         let cfg = AgentConfig::command(vec!["sleep".into(), "10".into()]);
         let r = AgentProcess::spawn(&cfg, "s", Duration::from_millis(100)).await;

@@ -232,6 +232,23 @@ fn install_cli() -> Option<PathBuf> {
         ])
         .output()
         .expect("npm must be installed (node and npm are part of the test machine)");
+    let err = String::from_utf8_lossy(&view.stderr);
+    let unreachable = [
+        "ECONNREFUSED",
+        "ENOTFOUND",
+        "ETIMEDOUT",
+        "EAI_AGAIN",
+        "ECONNRESET",
+        "ENETUNREACH",
+        "EHOSTUNREACH",
+        "network",
+    ]
+    .iter()
+    .any(|e| err.contains(e));
+    assert!(
+        view.status.success() || unreachable,
+        "npm view {spec} failed (not a network error): {err}"
+    );
     if !view.status.success() {
         eprintln!(
             "\n########################################################################\n\
@@ -239,7 +256,7 @@ fn install_cli() -> Option<PathBuf> {
              ## Claude Code CLI ({spec}) cannot be installed.\n\
              ## npm said: {}\n\
              ########################################################################\n",
-            String::from_utf8_lossy(&view.stderr).trim()
+            err.trim()
         );
         return None;
     }

@@ -115,6 +115,10 @@ pub mod proxy {
     /// Counter: requests rejected by the proxy itself, label `reason`
     /// (`auth`, `rate_limit`, `bad_request`, `too_large`, `no_capacity`, ...).
     pub const REJECTIONS: &str = "hotplex_proxy_rejections_total";
+    /// Counter: streams broken after their response head was sent (a WebSocket tunnel or an
+    /// SSE/streamed response the worker or the client reset), label `kind`
+    /// (`websocket`, `stream`): not a rejection, the client already had its 101 or 200.
+    pub const STREAM_ERRORS: &str = "hotplex_proxy_stream_errors_total";
     /// Counter: requests limited by a rate limit, labels `key`, `route`.
     pub const RATE_LIMITED: &str = "hotplex_proxy_rate_limited_total";
     /// Counter: authentication failures at the proxy, label `reason`

@@ -103,10 +103,6 @@ pub fn host_allowed(host: &str, names: &[String]) -> bool {
 /// (cross-site requests) and no body other than JSON (`text/plain` and form posts are what
 /// a page can send without a preflight).
 async fn refuse_browsers(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let host = req
         .headers()
         .get(header::HOST)
@@ -153,23 +149,25 @@ async fn refuse_browsers(State(s): State<AdminState>, req: Request, next: Next) 
     let Some((status, code, message)) = refusal else {
         return next.run(req).await;
     };
-    crate::audit::record(
-        crate::audit::Actor {
-            name: "admin",
-            ip: peer,
-        },
-        &format!("admin {} {}", req.method(), req.uri().path()),
-        "denied",
-        code,
-    );
+    audit_denied(&req, code);
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
-async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    let peer = req
+/// Audits a refused admin request, with the peer address.
+fn audit_denied(req: &Request, why: &str) {
+    let ip = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
+    crate::audit::record(
+        crate::audit::Actor { name: "admin", ip },
+        &format!("admin {} {}", req.method(), req.uri().path()),
+        "denied",
+        why,
+    );
+}
+
+async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
     let cfg = s.registry.config();
     if cfg.admin_tokens.is_empty() {
         return next.run(req).await;
@@ -185,19 +183,12 @@ async fn require_token(State(s): State<AdminState>, req: Request, next: Next) ->
             next.run(req).await
         }
         _ => {
-            crate::audit::record(
-                crate::audit::Actor {
-                    name: "admin",
-                    ip: peer,
-                },
-                &format!("admin {} {}", req.method(), req.uri().path()),
-                "denied",
-                if presented.is_some() {
-                    "invalid token"
-                } else {
-                    "missing token"
-                },
-            );
+            let why = if presented.is_some() {
+                "invalid token"
+            } else {
+                "missing token"
+            };
+            audit_denied(&req, why);
             (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

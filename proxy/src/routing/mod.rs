@@ -155,28 +155,15 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
         let Some(worker) = workers.get(pinned.worker) else {
             return place(reg, req, exclude, now);
         };
-        if !worker.available(now) {
-            return Err(RouteError::Unavailable {
-                session: None,
-                worker: worker.spec.id.clone(),
-                source: Some(found.source),
-            });
-        }
-        let minted = req
-            .mints()
-            .then(|| signer.mint_session(&worker.spec.id, req.tenant));
-        if req.create {
-            worker.add_session();
-        }
-        return Ok(Route {
-            worker: worker.clone(),
-            outcome: Outcome::Pinned,
-            source: Some(found.source),
-            key: None,
-            minted,
-            cookie: None,
-            counted: req.create,
-        });
+        return keyed(
+            worker,
+            req,
+            &signer,
+            found.source,
+            None,
+            Outcome::Pinned,
+            now,
+        );
     }
     if let Some(verified) = signer.verify_session(found.key.as_str(), req.tenant) {
         let pinned = verified.map_err(|why| RouteError::NotFound {
@@ -191,25 +178,16 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
                 source: found.source,
             });
         };
-        if !worker.available(now) {
-            return Err(RouteError::Unavailable {
-                session: Some(found.key.to_string()),
-                worker: worker.spec.id.clone(),
-                source: Some(found.source),
-            });
-        }
-        if req.create {
-            worker.add_session();
-        }
-        return Ok(Route {
-            worker: worker.clone(),
-            outcome: Outcome::Pinned,
-            source: Some(found.source),
-            key: Some(found.key),
-            minted: None,
-            cookie: None,
-            counted: req.create,
-        });
+        let key = Some(found.key);
+        return keyed(
+            worker,
+            req,
+            &signer,
+            found.source,
+            key,
+            Outcome::Pinned,
+            now,
+        );
     }
     // Client-chosen key: rendezvous over every configured worker, within the tenant.
     let configured: Vec<&Arc<Worker>> = workers.configured().collect();
@@ -220,23 +198,48 @@ pub fn route(reg: &Registry, req: &Request<'_>, exclude: &[String]) -> Result<Ro
         &tenant_key(req.tenant, found.key.as_str()),
     )
     .ok_or(RouteError::NoCapacity)?;
-    let worker = configured[i].clone();
+    let key = Some(found.key);
+    keyed(
+        configured[i],
+        req,
+        &signer,
+        found.source,
+        key,
+        Outcome::Hashed,
+        now,
+    )
+}
+
+/// The route of a request with a key (`key`: a session id; `None`: an affinity cookie, which
+/// mints an id for a create or a WebSocket): refused while the worker is down or ejected,
+/// never rerouted; a create counts a session on the worker.
+fn keyed(
+    worker: &Arc<Worker>,
+    req: &Request<'_>,
+    signer: &affinity::Signer,
+    source: KeySource,
+    key: Option<SessionId>,
+    outcome: Outcome,
+    now: Instant,
+) -> Result<Route, RouteError> {
     if !worker.available(now) {
         return Err(RouteError::Unavailable {
-            session: Some(found.key.to_string()),
+            session: key.map(SessionId::into_string),
             worker: worker.spec.id.clone(),
-            source: Some(found.source),
+            source: Some(source),
         });
     }
+    let minted =
+        (key.is_none() && req.mints()).then(|| signer.mint_session(&worker.spec.id, req.tenant));
     if req.create {
         worker.add_session();
     }
     Ok(Route {
-        worker,
-        outcome: Outcome::Hashed,
-        source: Some(found.source),
-        key: Some(found.key),
-        minted: None,
+        worker: worker.clone(),
+        outcome,
+        source: Some(source),
+        key,
+        minted,
         cookie: None,
         counted: req.create,
     })

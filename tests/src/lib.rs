@@ -100,6 +100,42 @@ impl ChildGuard {
         None
     }
 
+    /// Panics unless the child is still running: `try_wait` reaps it if it exited, so a
+    /// crashed child fails here whether or not it was a zombie (its `/proc/<pid>` entry
+    /// exists until it is reaped, which is why an existence check cannot fail).
+    pub fn assert_alive(&mut self) {
+        let name = self.name.clone();
+        let Some(c) = self.child.as_mut() else {
+            panic!("{name} was already reaped");
+        };
+        match c.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                self.child = None;
+                panic!("{name} exited: {status}");
+            }
+            Err(e) => panic!("{name}: wait failed: {e}"),
+        }
+    }
+
+    /// [`Self::assert_alive`], then `url` must answer 2xx within 5 s: the process is not only
+    /// running but serving.
+    pub async fn assert_serving(&mut self, url: &str) {
+        self.assert_alive();
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} does not answer {url}: {e}", self.name));
+        assert!(
+            r.status().is_success(),
+            "{} answers {url} with {}",
+            self.name,
+            r.status()
+        );
+    }
+
     /// True while the child has not exited.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -203,6 +239,19 @@ mod tests {
             metric_value(text, "hotplex_sessions_errors", &["reason=\"idle\""]),
             None
         );
+    }
+
+    #[test]
+    fn assert_alive_fails_for_an_exited_child() {
+        let mut g = ChildGuard::spawn("true", &mut command("true", &[]));
+        // Once `true` exits it is a zombie (its /proc entry exists) until try_wait reaps it.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..200 {
+                g.assert_alive();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }));
+        assert!(r.is_err(), "an exited child passed assert_alive");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Also: the proxy's `/debug/pprof/heap` (admin listener, bearer token) is a real jemalloc
 //! heap profile.
 
+use hotplex_common::names;
 use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::time::Duration;
@@ -82,12 +83,12 @@ fn selector_parsing() {
         r#"sum by (instance) (rate(hotplex_proxy_rejections_total{reason="rate_limit"}[5m])) / sum(rate(hotplex_proxy_requests_total{status=~"5.."}[5m]))"#,
     );
     assert_eq!(s.len(), 2);
-    assert_eq!(s[0].name, "hotplex_proxy_rejections_total");
+    assert_eq!(s[0].name, names::proxy::REJECTIONS);
     assert_eq!(
         s[0].equal,
         vec![("reason".to_string(), "rate_limit".to_string())]
     );
-    assert_eq!(s[1].name, "hotplex_proxy_requests_total");
+    assert_eq!(s[1].name, names::proxy::REQUESTS_TOTAL);
     assert_eq!(s[1].other, vec!["status".to_string()]);
     assert!(selectors("time() - max(up)").is_empty());
 
@@ -118,7 +119,7 @@ fn selector_parsing() {
 
 /// Every `expr` of the dashboard.
 fn dashboard_exprs() -> Vec<String> {
-    let text = include_str!("../../conf/grafana/hotplex-dashboard.json");
+    let text = include_str!("../../../conf/grafana/hotplex-dashboard.json");
     let v: Value = serde_json::from_str(text).expect("dashboard is JSON");
     fn walk(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -139,7 +140,7 @@ fn dashboard_exprs() -> Vec<String> {
 
 /// Every rule `expr` of the alert file.
 fn alert_exprs() -> Vec<String> {
-    let text = include_str!("../../conf/prometheus/alerts.yml");
+    let text = include_str!("../../../conf/prometheus/alerts.yml");
     let v: serde_yaml::Value = serde_yaml::from_str(text).expect("alerts.yml is YAML");
     let mut out = Vec::new();
     for g in v["groups"].as_sequence().expect("groups") {
@@ -339,7 +340,7 @@ async fn every_dashboard_and_alert_metric_is_exported() {
         "metrics used by the dashboard/alerts but absent from /metrics: {missing:#?}"
     );
     // Every name is one of the constants of common/src/names.rs (histogram suffixes stripped).
-    let names_rs = include_str!("../../common/src/names.rs");
+    let names_rs = include_str!("../../../common/src/names.rs");
     for s in &wanted {
         let base = ["_bucket", "_sum", "_count"]
             .iter()

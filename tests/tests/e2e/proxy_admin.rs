@@ -5,12 +5,12 @@
 //! - a change of the config file is picked up by the watcher (no signal, no API call); a bad
 //!   file is rejected (failure counted, hash unchanged); an identical rewrite is ignored.
 
+use hotplex_common::names;
 use std::time::Duration;
 
 use crate::support::proxy::*;
 use hotplex_e2e::metric_value;
 use hotplex_proxy::config::tokens::hashed_entry;
-use hotplex_proxy::reload::content_hash;
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
 const SECOND: &str = "e2e-second-token-0123456789";
@@ -18,7 +18,7 @@ const SECOND: &str = "e2e-second-token-0123456789";
 fn reloads(text: &str, result: &str) -> f64 {
     metric_value(
         text,
-        "hotplex_config_reloads_total",
+        names::config::RELOADS_TOTAL,
         &[&format!("result=\"{result}\"")],
     )
     .unwrap_or(-1.0)
@@ -139,6 +139,7 @@ async fn admin_auth_config_hash_and_file_watch() {
         .await,
         "the bad file was tried and rejected"
     );
+    // allow-sleep: a negative check: the watcher must not retry the bad file (no event to await)
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let text = metrics(&c, &p).await;
     assert_eq!(reloads(&text, "failure"), 1.0, "tried once, not in a loop");
@@ -157,6 +158,7 @@ async fn admin_auth_config_hash_and_file_watch() {
 
     // Rewriting identical content to the active config triggers nothing.
     p.write_config_with(&admin_extra, &yaml2);
+    // allow-sleep: a negative check: an identical rewrite must trigger no reload (no event to await)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let text = metrics(&c, &p).await;
     assert_eq!(

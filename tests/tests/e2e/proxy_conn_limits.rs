@@ -13,6 +13,7 @@
 //! - Over TLS: a dribbled HTTP/1.1 head is closed the same way; an idle HTTP/2 connection
 //!   (ALPN h2) is neither cut nor leaked, and real h2 requests work across the idle time.
 
+use hotplex_common::names;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,9 +24,9 @@ use hotplex_e2e::{free_addr, metric_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const ACTIVE: &str = "hotplex_proxy_connections_active";
-const REFUSED: &str = "hotplex_proxy_connections_refused_total";
-const HEAD_TIMEOUTS: &str = "hotplex_proxy_header_read_timeouts_total";
+const ACTIVE: &str = names::proxy::CONNECTIONS_ACTIVE;
+const REFUSED: &str = names::proxy::CONNECTIONS_REFUSED;
+const HEAD_TIMEOUTS: &str = names::proxy::HEADER_READ_TIMEOUTS;
 
 /// Connects to `to` from the loopback address `from` (all of 127/8 is local on Linux).
 async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
@@ -175,6 +176,7 @@ async fn slowloris_connections_are_closed_while_others_are_served() {
             (None, sent, Vec::new())
         }));
     }
+    // allow-sleep: the connections are held open under load for a while before the mid-load gauge is read
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let active_mid = metric(&c, &p, ACTIVE, &[]).await;
 
@@ -247,6 +249,7 @@ async fn keepalive_heads_are_timed_but_bodies_and_tunnels_are_not() {
     // Keep-alive: a quiet connection between requests is not cut by the head deadline...
     let mut s = TcpStream::connect(p.listen).await.expect("connect");
     assert_eq!(request(&mut s, "/health/live").await.0, 200);
+    // allow-sleep: the connection must stay idle past the head timeout (the timer is under test)
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         request(&mut s, "/health/live").await.0,
@@ -288,8 +291,10 @@ async fn keepalive_heads_are_timed_but_bodies_and_tunnels_are_not() {
     )
     .await
     .expect("head");
+    // allow-sleep: a slow body: bytes spaced past the head timeout (the timer is under test)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.write_all(b"{").await.expect("body 1");
+    // allow-sleep: a slow body: bytes spaced past the head timeout (the timer is under test)
     tokio::time::sleep(Duration::from_millis(1000)).await;
     s.write_all(b"}").await.expect("body 2");
     let (status, body) = read_response(&mut s).await;
@@ -298,6 +303,7 @@ async fn keepalive_heads_are_timed_but_bodies_and_tunnels_are_not() {
     // A WebSocket tunnel idle for 3 x the timeout keeps working.
     let url = format!("ws://{}/ws/v1/agent", p.listen);
     let (mut ws, _resp, _attempts) = ws_connect_checked(&url, &[]).await;
+    // allow-sleep: the tunnel must stay idle for 3 x the head timeout (the timer is under test)
     tokio::time::sleep(Duration::from_secs(3)).await;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -520,6 +526,7 @@ async fn tls_h1_heads_are_timed_and_idle_h2_connections_are_not_cut() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert_eq!(metric(&c, &p, ACTIVE, &[]).await, 1.0, "one h2 connection");
+    // allow-sleep: the h2 connection must stay idle past the head timeout (the timer is under test)
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         metric(&c, &p, ACTIVE, &[]).await,

@@ -13,6 +13,7 @@
 //!   session (pinned and hashed), because workers are named by their `node_id`.
 //! - The proxy config in `conf/k8s/configmap.yaml` passes `hotplex-proxy check`.
 
+use hotplex_common::names;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -335,26 +336,22 @@ async fn a_records_scale_out_outage_and_removal() {
     // The name server goes silent: the last good set is kept, the metric says so.
     let text = metrics_at(&c, &admin).await;
     assert_eq!(
-        metric_in(&text, "hotplex_proxy_discovery_workers", &[]),
+        metric_in(&text, names::discovery::WORKERS, &[]),
         3.0,
         "{text}"
     );
     assert!(
         metric_in(
             &text,
-            "hotplex_proxy_discovery_resolutions_total",
+            names::discovery::RESOLUTIONS,
             &["result=\"success\""]
         ) >= 1.0
     );
-    assert_eq!(metric_in(&text, "hotplex_proxy_discovery_stale", &[]), 0.0);
+    assert_eq!(metric_in(&text, names::discovery::STALE, &[]), 0.0);
     dns.update(|z| z.down = true);
     wait_metrics(&c, &admin, "discovery stale with failures", |t| {
-        metric_in(t, "hotplex_proxy_discovery_stale", &[]) == 1.0
-            && metric_in(
-                t,
-                "hotplex_proxy_discovery_resolutions_total",
-                &["result=\"failure\""],
-            ) >= 2.0
+        metric_in(t, names::discovery::STALE, &[]) == 1.0
+            && metric_in(t, names::discovery::RESOLUTIONS, &["result=\"failure\""]) >= 2.0
     })
     .await;
     wait_workers(
@@ -371,13 +368,10 @@ async fn a_records_scale_out_outage_and_removal() {
     assert_unmoved(&c, &p.base(), &new).await;
     let during = create_n(&c, &p.base(), 3).await;
     let text = metrics_at(&c, &admin).await;
-    assert_eq!(
-        metric_in(&text, "hotplex_proxy_discovery_workers", &[]),
-        3.0
-    );
+    assert_eq!(metric_in(&text, names::discovery::WORKERS, &[]), 3.0);
     dns.update(|z| z.down = false);
     wait_metrics(&c, &admin, "discovery fresh again", |t| {
-        metric_in(t, "hotplex_proxy_discovery_stale", &[]) == 0.0
+        metric_in(t, names::discovery::STALE, &[]) == 0.0
     })
     .await;
 
@@ -385,12 +379,8 @@ async fn a_records_scale_out_outage_and_removal() {
     let saved = dns.zone.lock().expect("zone").a.clone();
     dns.update(|z| z.a.clear());
     wait_metrics(&c, &admin, "empty answers counted, set kept", |t| {
-        metric_in(
-            t,
-            "hotplex_proxy_discovery_resolutions_total",
-            &["result=\"empty\""],
-        ) >= 2.0
-            && metric_in(t, "hotplex_proxy_discovery_stale", &[]) == 1.0
+        metric_in(t, names::discovery::RESOLUTIONS, &["result=\"empty\""]) >= 2.0
+            && metric_in(t, names::discovery::STALE, &[]) == 1.0
     })
     .await;
     wait_workers(
@@ -405,7 +395,7 @@ async fn a_records_scale_out_outage_and_removal() {
     .await;
     dns.update(|z| z.a = saved);
     wait_metrics(&c, &admin, "discovery fresh again", |t| {
-        metric_in(t, "hotplex_proxy_discovery_stale", &[]) == 0.0
+        metric_in(t, names::discovery::STALE, &[]) == 0.0
     })
     .await;
 
@@ -448,7 +438,7 @@ async fn a_records_scale_out_outage_and_removal() {
         }
         assert_eq!(r.status, 200, "within the grace: {r:?}");
         assert!(Instant::now() < deadline, "never 410");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
         removed_at.elapsed() >= Duration::from_secs(9),
@@ -469,17 +459,8 @@ async fn a_records_scale_out_outage_and_removal() {
     assert_unmoved(&c, &p.base(), &others).await;
     wait_workers(&c, &admin, &[("dns-a", "active"), ("dns-c", "active")]).await;
     let text = metrics_at(&c, &admin).await;
-    assert_eq!(
-        metric_in(&text, "hotplex_proxy_discovery_workers", &[]),
-        2.0
-    );
-    assert!(
-        metric_in(
-            &text,
-            "hotplex_proxy_discovery_last_success_timestamp_seconds",
-            &[]
-        ) > 0.0
-    );
+    assert_eq!(metric_in(&text, names::discovery::WORKERS, &[]), 2.0);
+    assert!(metric_in(&text, names::discovery::LAST_SUCCESS_TIMESTAMP, &[]) > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,6 +650,7 @@ async fn configmap_volume_update_reloads_discovery_live() {
     wait_workers(&c, &admin, &[("cm-static", "active")]).await;
 
     // The file watch starts with the other background services: give it a moment.
+    // allow-sleep: the file watch has no readiness signal; a write before it starts would be missed
     tokio::time::sleep(Duration::from_secs(1)).await;
     configmap_write(dir.path(), 2, &v2);
     let all = wait_workers(
@@ -696,15 +678,11 @@ async fn configmap_volume_update_reloads_discovery_live() {
     wait_workers(&c, &admin, &[("cm-static", "active")]).await;
     let text = metrics_at(&c, &admin).await;
     assert!(
-        metric_in(
-            &text,
-            "hotplex_config_reloads_total",
-            &["result=\"success\""]
-        ) >= 2.0,
+        metric_in(&text, names::config::RELOADS_TOTAL, &["result=\"success\""]) >= 2.0,
         "{text}"
     );
     wait_metrics(&c, &admin, "no discovered worker left", |t| {
-        metric_in(t, "hotplex_proxy_discovery_workers", &[]) == 0.0
+        metric_in(t, names::discovery::WORKERS, &[]) == 0.0
     })
     .await;
 }

@@ -5,6 +5,7 @@
 //! - removing a worker from the config drains it for `workers_removal_grace` (state
 //!   `removing`, pinned sessions and an open WebSocket still reach it), then it is gone (410).
 
+use hotplex_common::names;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::*;
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 fn draining_metric(text: &str, w: &str) -> Option<f64> {
     metric_value(
         text,
-        "hotplex_proxy_worker_draining",
+        names::proxy::WORKER_DRAINING,
         &[&format!("worker=\"{w}\"")],
     )
 }
@@ -140,7 +141,7 @@ async fn removed_worker_drains_for_its_grace_then_is_gone() {
     let text = metrics(&c, &p).await;
     assert_eq!(draining_metric(&text, "w3"), Some(1.0));
     assert!(
-        metric_value(&text, "hotplex_proxy_worker_sessions", &["worker=\"w3\""]).unwrap_or(0.0)
+        metric_value(&text, names::proxy::WORKER_SESSIONS, &["worker=\"w3\""]).unwrap_or(0.0)
             >= 1.0
     );
     for _ in 0..6 {
@@ -166,6 +167,7 @@ async fn removed_worker_drains_for_its_grace_then_is_gone() {
 
     // After the grace: gone.
     let left = grace.saturating_sub(removed_at.elapsed()) + Duration::from_millis(300);
+    // allow-sleep: the removal grace must pass (the timer is under test): 410 only after it
     tokio::time::sleep(left).await;
     let r = get_session(&c, &p.base(), id3).await;
     assert_eq!(

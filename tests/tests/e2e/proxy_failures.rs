@@ -1,6 +1,7 @@
 //! Proxy e2e: a worker killed with SIGKILL under load, all workers full, a draining
 //! worker, passive ejection and recovery.
 
+use hotplex_common::names;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,9 +77,11 @@ async fn kill_9_under_load_only_hits_its_own_sessions() {
             (created, failed, on_w2_after)
         })
     };
+    // allow-sleep: load runs on both workers before the kill (a measurement window)
     tokio::time::sleep(Duration::from_millis(700)).await;
     workers[1].guard.signal(nix::sys::signal::Signal::SIGKILL);
     killed.store(true, Ordering::Relaxed);
+    // allow-sleep: load keeps running after the kill (a measurement window)
     tokio::time::sleep(Duration::from_millis(2000)).await;
     stop.store(true, Ordering::Relaxed);
 
@@ -111,17 +114,11 @@ async fn kill_9_under_load_only_hits_its_own_sessions() {
     assert_eq!(create_failed, 0, "new sessions are placed on live workers");
     assert_eq!(on_w2_after, 0);
     let text = metrics(&c, &p).await;
+    assert!(metric_value(&text, names::proxy::WORKER_EJECTIONS, &["worker=\"w2\""]) >= Some(1.0));
     assert!(
         metric_value(
             &text,
-            "hotplex_proxy_worker_ejections_total",
-            &["worker=\"w2\""]
-        ) >= Some(1.0)
-    );
-    assert!(
-        metric_value(
-            &text,
-            "hotplex_proxy_routing_decisions_total",
+            names::proxy::ROUTING_DECISIONS,
             &["outcome=\"unavailable\""]
         ) >= Some(1.0)
     );
@@ -153,8 +150,12 @@ async fn all_full_gives_503_no_capacity() {
         assert!(r.worker.is_none(), "answered by the proxy");
     }
     // Also once the probes report the workers full.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reported_full = hotplex_e2e::eventually(WAIT, || async {
+        admin_worker(&c, &p, "w1").await["full"] == true
+    })
+    .await;
     let w = admin_worker(&c, &p, "w1").await;
+    assert!(reported_full, "{w}");
     assert_eq!(w["full"], true, "{w}");
     let r = send(c.post(format!("{}/sessions", p.base()))).await;
     assert_eq!(
@@ -178,11 +179,7 @@ async fn all_full_gives_503_no_capacity() {
     }
     let text = metrics(&c, &p).await;
     assert!(
-        metric_value(
-            &text,
-            "hotplex_proxy_rejections_total",
-            &["reason=\"no_capacity\""]
-        ) >= Some(4.0)
+        metric_value(&text, names::proxy::REJECTIONS, &["reason=\"no_capacity\""]) >= Some(4.0)
     );
 }
 
@@ -221,7 +218,7 @@ async fn draining_worker_keeps_its_sessions_but_gets_no_new_ones() {
     );
     let text = metrics(&c, &p).await;
     assert_eq!(
-        metric_value(&text, "hotplex_proxy_worker_draining", &["worker=\"w1\""]),
+        metric_value(&text, names::proxy::WORKER_DRAINING, &["worker=\"w1\""]),
         Some(1.0)
     );
 }
@@ -258,21 +255,17 @@ async fn passive_ejection_and_recovery() {
     }
     let text = metrics(&c, &p).await;
     assert_eq!(
-        metric_value(
-            &text,
-            "hotplex_proxy_worker_ejections_total",
-            &["worker=\"w1\""]
-        ),
+        metric_value(&text, names::proxy::WORKER_EJECTIONS, &["worker=\"w1\""]),
         Some(1.0)
     );
     assert_eq!(
-        metric_value(&text, "hotplex_proxy_worker_healthy", &["worker=\"w1\""]),
+        metric_value(&text, names::proxy::WORKER_HEALTHY, &["worker=\"w1\""]),
         Some(0.0)
     );
     assert!(
         metric_value(
             &text,
-            "hotplex_proxy_upstream_errors_total",
+            names::proxy::UPSTREAM_ERRORS,
             &["worker=\"w1\"", "kind=\"connect\""]
         ) >= Some(1.0)
     );

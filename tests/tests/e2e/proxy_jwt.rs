@@ -9,6 +9,7 @@
 //! `routes_claim` restricts routes (403); rate limits are keyed by the JWT tenant (the
 //! `sub` claim); a reload re-reads the key file; `check` names a bad key file.
 
+use hotplex_common::names;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -247,16 +248,7 @@ async fn jwt_tokens_are_validated_at_the_edge() {
             .0,
         201
     );
-    assert!(
-        metric(
-            &c,
-            &p,
-            "hotplex_proxy_rate_limited_total",
-            &["key=\"carol\""]
-        )
-        .await
-            >= 1.0
-    );
+    assert!(metric(&c, &p, names::proxy::RATE_LIMITED, &["key=\"carol\""]).await >= 1.0);
 
     // Metrics: one failure per reason (two for jwt_signature and jwt_algorithm).
     for (reason, want) in [
@@ -273,22 +265,13 @@ async fn jwt_tokens_are_validated_at_the_edge() {
         let v = metric(
             &c,
             &p,
-            "hotplex_proxy_auth_failures_total",
+            names::proxy::AUTH_FAILURES,
             &[&format!("reason=\"{reason}\"")],
         )
         .await;
         assert_eq!(v, want, "auth_failures_total{{reason={reason}}}");
     }
-    assert!(
-        metric(
-            &c,
-            &p,
-            "hotplex_proxy_rejections_total",
-            &["reason=\"auth\""]
-        )
-        .await
-            >= 13.0
-    );
+    assert!(metric(&c, &p, names::proxy::REJECTIONS, &["reason=\"auth\""]).await >= 13.0);
 
     // Audit log: one denied `auth` line per failure, with the reason, never the token.
     let log = p.log();

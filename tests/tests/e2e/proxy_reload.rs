@@ -1,6 +1,7 @@
 //! Proxy e2e: hot reload (`POST /admin/reload` and `SIGHUP`): adding a worker moves no
 //! session, a bad file keeps the running config, removing a worker gives its sessions 410.
 
+use hotplex_common::names;
 use std::time::Duration;
 
 use crate::support::proxy::*;
@@ -96,19 +97,11 @@ async fn reload_adds_and_removes_workers_without_moving_sessions() {
     }
     let text = metrics(&c, &p).await;
     assert_eq!(
-        metric_value(
-            &text,
-            "hotplex_config_reloads_total",
-            &["result=\"success\""]
-        ),
+        metric_value(&text, names::config::RELOADS_TOTAL, &["result=\"success\""]),
         Some(2.0)
     );
     assert_eq!(
-        metric_value(
-            &text,
-            "hotplex_config_reloads_total",
-            &["result=\"failure\""]
-        ),
+        metric_value(&text, names::config::RELOADS_TOTAL, &["result=\"failure\""]),
         Some(2.0)
     );
 }
@@ -119,6 +112,7 @@ mod soak {
     //! the proxy: 0 failed requests, 0 dropped WebSockets, every session on its worker.
 
     use crate::support::proxy::*;
+    use hotplex_common::names;
     use hotplex_e2e::metric_value;
     use hotplex_e2e::sse::Reader;
     use serde_json::json;
@@ -326,9 +320,11 @@ mod soak {
                 assert_eq!(r.status, 200, "reload {i}: {r:?}");
                 valid += 1;
             }
+            // allow-sleep: pacing: 50 reloads spread over the traffic window
             tokio::time::sleep(Duration::from_millis(120)).await;
         }
         // The active config includes w4 or not; let the traffic see the last state.
+        // allow-sleep: traffic runs on the last config for a while (a measurement window)
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
@@ -339,16 +335,8 @@ mod soak {
         }
 
         let text = metrics(&c, &p).await;
-        let failures = metric_value(
-            &text,
-            "hotplex_config_reloads_total",
-            &["result=\"failure\""],
-        );
-        let successes = metric_value(
-            &text,
-            "hotplex_config_reloads_total",
-            &["result=\"success\""],
-        );
+        let failures = metric_value(&text, names::config::RELOADS_TOTAL, &["result=\"failure\""]);
+        let successes = metric_value(&text, names::config::RELOADS_TOTAL, &["result=\"success\""]);
         let load = |t: &Tally| {
             (
                 t.ok.load(Ordering::Relaxed),

@@ -1,6 +1,7 @@
 //! Proxy e2e: routing by each key source and their order, foreign keys, invalid keys,
 //! forwarding headers and request ids, and the `/metrics` names moving.
 
+use hotplex_common::names;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -297,21 +298,21 @@ async fn metrics_names_move() {
             ["route=\"session\"", "status=\"400\""],
         ]
         .iter()
-        .all(|l| metric_value(t, "hotplex_proxy_requests_total", l).is_some())
+        .all(|l| metric_value(t, names::proxy::REQUESTS_TOTAL, l).is_some())
     })
     .await;
     let m = |name: &str, labels: &[&str]| metric_value(&text, name, labels);
     let comp = "component=\"proxy\"";
     assert!(
         m(
-            "hotplex_proxy_requests_total",
+            names::proxy::REQUESTS_TOTAL,
             &[comp, "route=\"create_session\"", "status=\"201\""]
         ) >= Some(1.0),
         "{text}"
     );
     assert!(
         m(
-            "hotplex_proxy_requests_total",
+            names::proxy::REQUESTS_TOTAL,
             &["route=\"session\"", "status=\"400\""]
         ) >= Some(1.0)
     );
@@ -334,60 +335,55 @@ async fn metrics_names_move() {
     );
     assert!(
         m(
-            "hotplex_proxy_routing_decisions_total",
+            names::proxy::ROUTING_DECISIONS,
             &["source=\"none\"", "outcome=\"placed\""]
         ) >= Some(1.0)
     );
     assert!(
         m(
-            "hotplex_proxy_routing_decisions_total",
+            names::proxy::ROUTING_DECISIONS,
             &["source=\"path\"", "outcome=\"pinned\""]
         ) >= Some(1.0)
     );
     assert!(
         m(
-            "hotplex_proxy_routing_decisions_total",
+            names::proxy::ROUTING_DECISIONS,
             &["source=\"path\"", "outcome=\"invalid\""]
         ) >= Some(1.0)
     );
     assert_eq!(
         m(
-            "hotplex_proxy_sessions_placed_total",
+            names::proxy::SESSIONS_PLACED,
             &[&format!("worker=\"{node}\"")]
         ),
         Some(1.0)
     );
     assert_eq!(
-        m("hotplex_proxy_worker_healthy", &["worker=\"w1\""]),
+        m(names::proxy::WORKER_HEALTHY, &["worker=\"w1\""]),
         Some(1.0)
     );
     assert_eq!(
-        m("hotplex_proxy_worker_draining", &["worker=\"w2\""]),
+        m(names::proxy::WORKER_DRAINING, &["worker=\"w2\""]),
         Some(0.0)
     );
     assert_eq!(
-        m("hotplex_proxy_worker_capacity", &["worker=\"w1\""]),
+        m(names::proxy::WORKER_CAPACITY, &["worker=\"w1\""]),
         Some(100.0),
         "min(1000, max_sessions)"
     );
     assert!(
         m(
-            "hotplex_proxy_worker_sessions",
+            names::proxy::WORKER_SESSIONS,
             &[&format!("worker=\"{node}\"")]
         ) >= Some(1.0)
     );
-    assert!(
-        m(
-            "hotplex_proxy_rejections_total",
-            &["reason=\"bad_request\""]
-        ) >= Some(1.0)
-    );
-    assert_eq!(m("hotplex_proxy_websockets_active", &[]), Some(0.0));
-    assert!(m("hotplex_proxy_requests_in_flight", &[]).is_some());
-    assert_eq!(m("hotplex_config_active_info", &[]), Some(1.0));
-    assert!(m("hotplex_config_last_reload_success_timestamp_seconds", &[]) > Some(1.0e9));
+    assert!(m(names::proxy::REJECTIONS, &["reason=\"bad_request\""]) >= Some(1.0));
+    assert_eq!(m(names::proxy::WEBSOCKETS_ACTIVE, &[]), Some(0.0));
+    assert!(m(names::proxy::REQUESTS_IN_FLIGHT, &[]).is_some());
+    assert_eq!(m(names::config::ACTIVE_HASH_INFO, &[]), Some(1.0));
+    assert!(m(names::config::LAST_RELOAD_SUCCESS_TIMESTAMP, &[]) > Some(1.0e9));
     assert_eq!(
-        m("hotplex_config_reloads_total", &["result=\"failure\""]),
+        m(names::config::RELOADS_TOTAL, &["result=\"failure\""]),
         Some(0.0)
     );
 }

@@ -3,6 +3,7 @@
 //! ±5%, `RateLimit-*` / `Retry-After` headers), trusted `X-Forwarded-For`, new sessions per
 //! minute, concurrent WebSockets per key, the audit log, metrics, and hot reload of it all.
 
+use hotplex_common::names;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -167,7 +168,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
         metric_at(
             &c,
             &admin,
-            "hotplex_proxy_auth_failures_total",
+            names::proxy::AUTH_FAILURES,
             &["reason=\"missing_key\""]
         )
         .await
@@ -177,7 +178,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
         metric_at(
             &c,
             &admin,
-            "hotplex_proxy_auth_failures_total",
+            names::proxy::AUTH_FAILURES,
             &["reason=\"invalid_key\""]
         )
         .await
@@ -187,27 +188,18 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
         metric_at(
             &c,
             &admin,
-            "hotplex_proxy_auth_failures_total",
+            names::proxy::AUTH_FAILURES,
             &["reason=\"forbidden_route\""]
         )
         .await
             >= 1.0
     );
+    assert!(metric_at(&c, &admin, names::proxy::REJECTIONS, &["reason=\"auth\""]).await >= 4.0);
     assert!(
         metric_at(
             &c,
             &admin,
-            "hotplex_proxy_rejections_total",
-            &["reason=\"auth\""]
-        )
-        .await
-            >= 4.0
-    );
-    assert!(
-        metric_at(
-            &c,
-            &admin,
-            "hotplex_proxy_rejections_total",
+            names::proxy::REJECTIONS,
             &["reason=\"too_large\""]
         )
         .await
@@ -362,7 +354,7 @@ async fn per_ip_rate_limit_is_accurate_and_sends_headers() {
     assert!(
         metric_value(
             &m,
-            "hotplex_proxy_rate_limited_total",
+            names::proxy::RATE_LIMITED,
             &["key=\"-\"", "route=\"session\""]
         )
         .unwrap_or(0.0)
@@ -481,7 +473,7 @@ async fn trusted_xff_new_sessions_and_websockets_per_key() {
     assert!(
         metric_value(
             &m,
-            "hotplex_proxy_rate_limited_total",
+            names::proxy::RATE_LIMITED,
             &["key=\"tenant-a\"", "route=\"websocket\""]
         )
         .unwrap_or(0.0)
@@ -490,7 +482,7 @@ async fn trusted_xff_new_sessions_and_websockets_per_key() {
     assert!(
         metric_value(
             &m,
-            "hotplex_proxy_rate_limited_total",
+            names::proxy::RATE_LIMITED,
             &["key=\"tenant-a\"", "route=\"create_session\""]
         )
         .unwrap_or(0.0)

@@ -1,6 +1,7 @@
 //! Proxy e2e: WebSocket (real tokio-tungstenite client, several turns) and SSE streamed
 //! through the proxy without buffering.
 
+use hotplex_common::names;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::*;
@@ -59,11 +60,7 @@ async fn websocket_through_the_proxy() {
     let cookie = head.set_cookie.expect("affinity cookie on the 101");
     let pair = cookie.split(';').next().expect("pair").to_string();
 
-    let active = metric_value(
-        &metrics(&c, &p).await,
-        "hotplex_proxy_websockets_active",
-        &[],
-    );
+    let active = metric_value(&metrics(&c, &p).await, names::proxy::WEBSOCKETS_ACTIVE, &[]);
     assert_eq!(active, Some(1.0));
 
     // Id-less executes run the connection's session: the id the proxy minted for this
@@ -93,6 +90,7 @@ async fn websocket_through_the_proxy() {
         assert!(text.contains(&format!("Turn {turn}")), "{text}");
     }
     // Quiet for longer than the plain read timeout (1 s), then another turn.
+    // allow-sleep: the tunnel must stay quiet past the plain read timeout (the timer is under test)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let frames = ws_execute(&mut ws, 4, &sid, "still there")
         .await
@@ -139,11 +137,7 @@ async fn websocket_through_the_proxy() {
 
     assert!(
         hotplex_e2e::eventually(WAIT, || async {
-            metric_value(
-                &metrics(&c, &p).await,
-                "hotplex_proxy_websockets_active",
-                &[],
-            ) == Some(1.0)
+            metric_value(&metrics(&c, &p).await, names::proxy::WEBSOCKETS_ACTIVE, &[]) == Some(1.0)
         })
         .await,
         "closed connections leave the gauge"

@@ -3,6 +3,7 @@
 //! certificate rotation under an open connection, TLS 1.1 refusal, HSTS, HTTP→HTTPS
 //! redirect, bad certificates on reload.
 
+use hotplex_common::names;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -352,19 +353,12 @@ async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
     // Handshakes and certificate expiry are exported.
     let m = metrics(&client(), &p).await;
     assert!(
-        metric_value(&m, "hotplex_proxy_tls_handshakes_total", &["TLSv1.3"]).unwrap_or(0.0) >= 2.0,
+        metric_value(&m, names::proxy::TLS_HANDSHAKES, &["TLSv1.3"]).unwrap_or(0.0) >= 2.0,
         "{m}"
     );
+    assert!(metric_value(&m, names::proxy::TLS_HANDSHAKES, &["TLSv1.2"]).unwrap_or(0.0) >= 1.0);
     assert!(
-        metric_value(&m, "hotplex_proxy_tls_handshakes_total", &["TLSv1.2"]).unwrap_or(0.0) >= 1.0
-    );
-    assert!(
-        metric_value(
-            &m,
-            "hotplex_proxy_tls_cert_expiry_timestamp_seconds",
-            &["tls.certificates[1]"]
-        )
-        .unwrap_or(0.0)
+        metric_value(&m, names::proxy::TLS_CERT_EXPIRY, &["tls.certificates[1]"]).unwrap_or(0.0)
             > 1.7e9
     );
 }
@@ -417,7 +411,7 @@ async fn certificate_rotation_keeps_connections_and_rejects_bad_certs() {
         eventually(WAIT, || async {
             metric_value(
                 &metrics(&c, &p).await,
-                "hotplex_proxy_tls_cert_reloads_total",
+                names::proxy::TLS_CERT_RELOADS,
                 &["failure"],
             )
             .unwrap_or(0.0)
@@ -439,7 +433,7 @@ async fn certificate_rotation_keeps_connections_and_rejects_bad_certs() {
         .replace(&key.display().to_string(), &bk.display().to_string());
     std::fs::write(&p.config_path, bad).expect("write config");
     let fails =
-        |m: &str| metric_value(m, "hotplex_config_reloads_total", &["failure"]).unwrap_or(0.0);
+        |m: &str| metric_value(m, names::config::RELOADS_TOTAL, &["failure"]).unwrap_or(0.0);
     let before = fails(&metrics(&c, &p).await);
     p.guard.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(

@@ -11,6 +11,7 @@
 //! - Keyless WebSocket connections naming an existing session in frames never create a
 //!   second session of that id on any worker; reconnecting with `?session_id=` reaches it.
 
+use hotplex_common::names;
 use std::time::Duration;
 
 use crate::support::proxy::*;
@@ -176,7 +177,7 @@ async fn worker_internals_are_never_reachable_through_the_edge() {
     let refused = metric_at(
         &plain,
         &p.admin_base(),
-        "hotplex_proxy_rejections_total",
+        names::proxy::REJECTIONS,
         &["reason=\"undeclared_route\""],
     )
     .await;

@@ -116,7 +116,11 @@ async fn graceful_upgrade_under_load_drops_nothing() {
     })
     .await;
     b.assert_alive();
-    assert!(listening, "B listens on the upgrade socket {}", sock.display());
+    assert!(
+        listening,
+        "B listens on the upgrade socket {}",
+        sock.display()
+    );
     let switch = Instant::now();
     println!("SIGQUIT at {:?}", t0.elapsed());
     a.guard.signal(nix::sys::signal::Signal::SIGQUIT);

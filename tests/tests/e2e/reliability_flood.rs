@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::proxy::*;
 use crate::support::procs::{proc_stats, settle_fds};
+use crate::support::proxy::*;
 use fake_upstream::Mode;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,6 +78,7 @@ async fn churn_of_20k_connections_returns_to_baseline() {
     for _ in 0..500 {
         assert_eq!(one_shot(p.listen, "/sessions/warm").await, 200);
     }
+    // allow-sleep: quiet period before the baseline (connections and arenas settle)
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (fd0, rss0, thr0) = proc_stats(pid);
     let start = Instant::now();
@@ -113,6 +114,7 @@ async fn churn_of_20k_connections_returns_to_baseline() {
     let took = start.elapsed();
     let (_, rss_peak, _) = proc_stats(pid);
     let fd1 = settle_fds(pid, fd0, Duration::from_secs(5)).await;
+    // allow-sleep: quiet period before the after-figures (arenas settle)
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, rss1, thr1) = proc_stats(pid);
     let failed = failed.load(Ordering::Relaxed);
@@ -142,6 +144,7 @@ async fn idle_connections_and_a_slow_post_do_not_block_others() {
     .await;
     let pid = p.guard.pid();
     assert_eq!(one_shot(p.listen, "/sessions/warm").await, 200);
+    // allow-sleep: quiet period before the baseline (the warm-up connection closes)
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (fd0, rss0, _) = proc_stats(pid);
     let stop = Arc::new(AtomicBool::new(false));
@@ -157,6 +160,7 @@ async fn idle_connections_and_a_slow_post_do_not_block_others() {
         }
         idle.push(s);
     }
+    // allow-sleep: the idle connections are held idle before they are measured
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (fd_idle, rss_idle, _) = proc_stats(pid);
     // A slow POST: 1000 bytes in 20 chunks, 100 ms apart.
@@ -296,9 +300,11 @@ async fn sse_client_that_never_reads_keeps_proxy_memory_bounded() {
         .expect("read");
     assert!(head[..n].starts_with(b"HTTP/1.1 200"));
     // Stop reading: the proxy must apply back-pressure, not buffer the stream.
+    // allow-sleep: the client does not read for 2 s: back-pressure is measured over time
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at2 = up.streamed.load(Ordering::Relaxed);
     let (_, rss2, _) = proc_stats(pid);
+    // allow-sleep: the client does not read for 2 more s: the stream must not grow
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at4 = up.streamed.load(Ordering::Relaxed);
     let (_, rss4, _) = proc_stats(pid);

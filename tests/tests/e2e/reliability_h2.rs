@@ -485,7 +485,7 @@ async fn run_steps(h: &mut H2, steps: &[Step]) -> Result<(), String> {
 async fn malformed_h2_requests_are_refused_and_never_reach_the_worker() {
     h2raw::self_check();
     let up = fake_upstream::start(Mode::Echo).await;
-    let p = spawn_tls_proxy(up.addr).await;
+    let mut p = spawn_tls_proxy(up.addr).await;
     let mut h = H2::connect(p.tls).await.expect("h2 connect");
     check_valid(&mut h, 1, "/sessions/h2-warmup")
         .await

@@ -7,6 +7,7 @@
 //! `reliability_h2.rs`.
 
 use crate::support::fake_upstream;
+use hotplex_common::names;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -84,7 +85,6 @@ enum Expect {
 async fn smuggling_and_malformed_requests_never_desync_the_upstream() {
     let up = fake_upstream::start(Mode::Echo).await;
     let mut p = spawn_proxy(&proxy_yaml(&[("w1", up.addr)], "")).await;
-    let pid = p.guard.pid();
     // A fresh client per check: a new downstream connection each time, while pingora
     // reuses its pooled upstream connection.
     let client = || {
@@ -430,11 +430,8 @@ async fn bare_lf_is_refused_and_the_pooled_upstream_connection_stays_in_sync() {
     assert!(targets.iter().any(|t| t == "/sessions/good"), "{targets:?}");
     assert_eq!(up.parse_errors.load(Ordering::Relaxed), 0);
     let m = metrics(&c, &p).await;
-    let refused = hotplex_e2e::metric_value(
-        &m,
-        "hotplex_proxy_rejections_total",
-        &["reason=\"malformed_head\""],
-    );
+    let refused =
+        hotplex_e2e::metric_value(&m, names::proxy::REJECTIONS, &["reason=\"malformed_head\""]);
     println!("rejections{{reason=malformed_head}} = {refused:?}; upstream saw {targets:?}");
     assert_eq!(
         refused,

@@ -11,8 +11,8 @@ use crate::support::fake_upstream;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::proxy::*;
 use crate::support::procs::{proc_stats, rss_anon, settle_fds};
+use crate::support::proxy::*;
 use fake_upstream::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -81,6 +81,7 @@ async fn idle_connection_memory_is_bounded_and_reused_after_close() {
     let pid = p.guard.pid();
     // Warm-up: runtime, pools and allocator arenas exist before the baseline.
     drop(open_wave(p.listen, 200).await);
+    // allow-sleep: quiet period before the baseline (pools and arenas settle)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (fd0, rss0, _) = proc_stats(pid);
     let anon0 = rss_anon(pid);
@@ -88,11 +89,13 @@ async fn idle_connection_memory_is_bounded_and_reused_after_close() {
     let mut waves = Vec::new();
     for wave in 1..=WAVES {
         let conns = open_wave(p.listen, n).await;
+        // allow-sleep: the wave is held open before RSS is read
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (fd_open, rss_open, _) = proc_stats(pid);
         let anon_open = rss_anon(pid);
         drop(conns);
         let fd_closed = settle_fds(pid, fd0, Duration::from_secs(10)).await;
+        // allow-sleep: returned memory is measured 1 s after close (the figure is 'within 1 s')
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let (_, rss_closed, _) = proc_stats(pid);
         let anon_closed = rss_anon(pid);

@@ -142,6 +142,7 @@ async fn sigterm_restart_under_load_loses_no_answered_request_and_truncates_none
         tasks.push(tokio::spawn(async move {
             // Staggered starts: connects are spread evenly over time, so some land right
             // around SIGTERM.
+            // allow-sleep: staggered client starts (at most 300 ms), spread around SIGTERM
             tokio::time::sleep(Duration::from_millis(k as u64 * 300 / CLIENTS as u64)).await;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -191,6 +192,7 @@ async fn sigterm_restart_under_load_loses_no_answered_request_and_truncates_none
             }
         }));
     }
+    // allow-sleep: load runs on A before SIGTERM (a measurement window)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let term_at = t0.elapsed();
     a.guard.signal(nix::sys::signal::Signal::SIGTERM);
@@ -213,6 +215,7 @@ async fn sigterm_restart_under_load_loses_no_answered_request_and_truncates_none
     // B: a new process on the same ports.
     let b = spawn_proxy_at(&yaml, Some((listen, admin))).await;
     let b_up = t0.elapsed() - term_at;
+    // allow-sleep: load runs on B (a measurement window)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {

@@ -82,7 +82,7 @@ async fn every_endpoint_over_http_and_sse() {
     // is the WebSocket server frame.
     let events = sse_turn(&c, base, &id, "hello world").await;
     assert_eq!(
-        names(&events),
+        event_names(&events),
         ["thinking", "tool_use", "tool_result", "answer", "completed"]
     );
     for e in &events {

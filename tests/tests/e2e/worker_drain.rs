@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::procs::process_alive;
+use crate::support::procs::{children_of, process_alive};
 use crate::support::worker::*;
 use hotplex_e2e::sse::Reader;
 use nix::sys::signal::Signal;
@@ -64,7 +64,10 @@ async fn admin_drain_refuses_new_sessions_and_keeps_existing_ones() {
 
     // The existing session still serves turns, over SSE and WebSocket.
     let events = sse_turn(&c, base, &id, "still here").await;
-    assert_eq!(names(&events).last().map(String::as_str), Some("completed"));
+    assert_eq!(
+        event_names(&events).last().map(String::as_str),
+        Some("completed")
+    );
     ws_send(
         &mut ws,
         json!({"type":"execute","request_id":2,"session_id":id,"prompt":"ws too"}),
@@ -123,7 +126,7 @@ async fn sigterm_lets_running_turns_finish_then_exits_zero() {
     assert!(draining, "readiness 503 while draining");
     let rest = reader.collect().await;
     assert_eq!(
-        names(&rest).last().map(String::as_str),
+        event_names(&rest).last().map(String::as_str),
         Some("completed"),
         "the running turn finished: {rest:?}"
     );
@@ -158,7 +161,7 @@ async fn sigterm_kills_turns_that_outlive_the_grace_period() {
     let rest = tokio::time::timeout(Duration::from_secs(10), reader.collect())
         .await
         .expect("stream ended");
-    assert_eq!(names(&rest), ["stopped"], "{rest:?}");
+    assert_eq!(event_names(&rest), ["stopped"], "{rest:?}");
     assert_eq!(rest[0].json()["data"]["reason"], "session_closed");
     let status = w
         .guard

@@ -39,7 +39,10 @@ async fn every_metric_is_exported_and_moves_with_real_events() {
     // Sessions, a turn, tools, turn duration, request histogram.
     let id = create_session(&c, &base).await;
     let events = sse_turn(&c, &base, &id, "count me").await;
-    assert_eq!(names(&events).last().map(String::as_str), Some("completed"));
+    assert_eq!(
+        event_names(&events).last().map(String::as_str),
+        Some("completed")
+    );
     let text = metrics_at(&c, &base).await;
     assert_eq!(m(&text, shared::SESSIONS_ACTIVE, &[]), 1.0);
     assert_eq!(m(&text, shared::SESSIONS_TOTAL, &[]), 1.0);

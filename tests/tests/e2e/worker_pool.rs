@@ -2,6 +2,7 @@
 //! reaping, execution timeout, crashing and garbage-writing agents, process-group kill,
 //! failed agent start, and no leaked fds or zombies after thousands of sessions.
 
+use hotplex_common::names;
 use std::time::{Duration, Instant};
 
 use crate::support::procs::{children_of, fd_count, process_alive};
@@ -78,7 +79,7 @@ async fn full_pool_answers_503_with_retry_after_and_never_overcommits() {
     assert_eq!(f["event"], "error");
     assert_eq!(f["data"]["error"], "pool_full");
     assert_eq!(
-        metric_at(&c, base, "hotplex_worker_pool_rejections_total", &[]).await,
+        metric_at(&c, base, names::worker::POOL_REJECTIONS, &[]).await,
         9.0
     );
 
@@ -145,7 +146,7 @@ async fn idle_sessions_are_reaped() {
         metric_at(
             &c,
             &w.base,
-            "hotplex_worker_sessions_closed_total",
+            names::worker::SESSIONS_CLOSED,
             &["reason=\"idle\""]
         )
         .await,
@@ -166,16 +167,19 @@ async fn execution_timeout_kills_the_turn_not_the_session() {
     let started = Instant::now();
     let events = sse_turn(&c, &w.base, &id, "sleep 30000").await;
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(names(&events), ["thinking", "error"]);
+    assert_eq!(event_names(&events), ["thinking", "error"]);
     assert_eq!(events[1].json()["data"]["error"], "execution_timeout");
     // The session is still there and works with a fresh agent.
     let events = sse_turn(&c, &w.base, &id, "after").await;
-    assert_eq!(names(&events).last().map(String::as_str), Some("completed"));
+    assert_eq!(
+        event_names(&events).last().map(String::as_str),
+        Some("completed")
+    );
     assert_eq!(
         metric_at(
             &c,
             &w.base,
-            "hotplex_sessions_errors",
+            names::shared::SESSIONS_ERRORS,
             &["reason=\"timeout\""]
         )
         .await,
@@ -185,7 +189,7 @@ async fn execution_timeout_kills_the_turn_not_the_session() {
         metric_at(
             &c,
             &w.base,
-            "hotplex_worker_turns_total",
+            names::worker::TURNS_TOTAL,
             &["outcome=\"timeout\""]
         )
         .await,
@@ -203,23 +207,26 @@ async fn crashing_and_garbage_writing_agents_are_contained() {
     // Garbage: an error event, the session survives with a fresh agent.
     let id = create_session(&c, base).await;
     let events = sse_turn(&c, base, &id, "garbage").await;
-    assert_eq!(names(&events), ["error"]);
+    assert_eq!(event_names(&events), ["error"]);
     let data = &events[0].json()["data"];
     assert_eq!(data["error"], "agent_protocol_error");
     assert!(data["message"]
         .as_str()
         .is_some_and(|m| m.contains("not json")));
     let events = sse_turn(&c, base, &id, "ok").await;
-    assert_eq!(names(&events).last().map(String::as_str), Some("completed"));
+    assert_eq!(
+        event_names(&events).last().map(String::as_str),
+        Some("completed")
+    );
 
     // Agent-reported error: error event, agent kept.
     let events = sse_turn(&c, base, &id, "fail").await;
-    assert_eq!(names(&events), ["thinking", "error"]);
+    assert_eq!(event_names(&events), ["thinking", "error"]);
     assert_eq!(events[1].json()["data"]["error"], "agent_error");
 
     // Crash: an error event, the session is closed, the worker keeps serving.
     let events = sse_turn(&c, base, &id, "crash").await;
-    assert_eq!(names(&events), ["error"]);
+    assert_eq!(event_names(&events), ["error"]);
     assert_eq!(events[0].json()["data"]["error"], "agent_crashed");
     let r = c
         .get(format!("{base}/sessions/{id}"))
@@ -229,17 +236,21 @@ async fn crashing_and_garbage_writing_agents_are_contained() {
     assert_eq!(r.status(), 404);
     let other = create_session(&c, base).await;
     let events = sse_turn(&c, base, &other, "still here").await;
-    assert_eq!(names(&events).last().map(String::as_str), Some("completed"));
+    assert_eq!(
+        event_names(&events).last().map(String::as_str),
+        Some("completed")
+    );
 
     let text = metrics_at(&c, base).await;
-    let m = |labels: &[&str]| hotplex_e2e::metric_value(&text, "hotplex_sessions_errors", labels);
+    let m =
+        |labels: &[&str]| hotplex_e2e::metric_value(&text, names::shared::SESSIONS_ERRORS, labels);
     assert_eq!(m(&["reason=\"garbage\""]), Some(1.0));
     assert_eq!(m(&["reason=\"crashed\""]), Some(1.0));
     assert_eq!(m(&["reason=\"agent_error\""]), Some(1.0));
     assert_eq!(
         hotplex_e2e::metric_value(
             &text,
-            "hotplex_worker_sessions_closed_total",
+            names::worker::SESSIONS_CLOSED,
             &["reason=\"crashed\""]
         ),
         Some(1.0)
@@ -312,7 +323,7 @@ async fn failed_agent_start_is_a_clear_error() {
         metric_at(
             &c,
             &w.base,
-            "hotplex_sessions_errors",
+            names::shared::SESSIONS_ERRORS,
             &["reason=\"start_failed\""]
         )
         .await,
@@ -337,6 +348,7 @@ async fn thousands_of_sessions_leak_no_fds_and_no_zombies() {
             .await
             .expect("delete");
     }
+    // allow-sleep: quiet period after the warm-up before the fd baseline
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fds_before = fd_count(pid);
     let children_before = children_of(pid);
@@ -363,8 +375,8 @@ async fn thousands_of_sessions_leak_no_fds_and_no_zombies() {
     // Close the client's keep-alive connections: they are not the worker's leak.
     drop(c);
 
-    let settled = eventually(Duration::from_secs(10), || {
-        async move { fd_count(pid) <= fds_before && children_of(pid).is_empty() }
+    let settled = eventually(Duration::from_secs(10), || async move {
+        fd_count(pid) <= fds_before && children_of(pid).is_empty()
     })
     .await;
     let fds_after = fd_count(pid);
@@ -376,11 +388,11 @@ async fn thousands_of_sessions_leak_no_fds_and_no_zombies() {
     assert_eq!(children_before, children_after);
     let text = metrics_at(&client(), &w.base).await;
     assert_eq!(
-        hotplex_e2e::metric_value(&text, "hotplex_sessions_total", &[]),
+        hotplex_e2e::metric_value(&text, names::shared::SESSIONS_TOTAL, &[]),
         Some((SESSIONS + 1) as f64)
     );
     assert_eq!(
-        hotplex_e2e::metric_value(&text, "hotplex_sessions_active", &[]),
+        hotplex_e2e::metric_value(&text, names::shared::SESSIONS_ACTIVE, &[]),
         Some(0.0)
     );
 }

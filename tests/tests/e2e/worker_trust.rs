@@ -11,6 +11,7 @@
 //! - the admin surface: hidden from proxied requests, bearer tokens, a separate admin
 //!   listener, `drain` and `resume` (also through the CLI).
 
+use hotplex_common::names;
 use std::process::Command;
 
 use crate::support::worker::*;
@@ -95,7 +96,7 @@ async fn refused(c: &reqwest::Client, base: &str, reason: &str) -> f64 {
         .await
         .expect("text");
     let label = format!("reason=\"{reason}\"");
-    hotplex_e2e::metric_value(&text, "hotplex_worker_refused_total", &[&label]).unwrap_or(0.0)
+    hotplex_e2e::metric_value(&text, names::worker::REFUSED_TOTAL, &[&label]).unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use crate::support::worker::*;
 use futures_util::SinkExt;
+use hotplex_common::names;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -205,7 +206,7 @@ async fn malformed_frames_get_error_events_and_the_connection_survives() {
     let m = metric_at(
         &client(),
         &w.base,
-        "hotplex_worker_bad_requests_total",
+        names::worker::BAD_REQUESTS,
         &["kind=\"ws_frame\""],
     )
     .await;

@@ -258,6 +258,7 @@ async fn serve(
         match mode {
             Mode::Echo | Mode::Slow(_) => {
                 if let Mode::Slow(d) = mode {
+                    // allow-sleep: Mode::Slow: the upstream answers late on purpose
                     tokio::time::sleep(d).await;
                 }
                 let body = serde_json::json!({
@@ -305,4 +306,3 @@ async fn serve(
         }
     }
 }
-

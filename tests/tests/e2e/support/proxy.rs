@@ -1,14 +1,14 @@
 //! Helpers of the proxy end-to-end tests: real `e2e-worker` and `e2e-proxy` child
 //! processes on loopback ports, killed on drop.
 
-pub use super::{client, hdr, metric_at, metric_in, metrics_at};
+pub use super::{addr_file, addr_of, client, hdr, metric_at, metric_in, metrics_at};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotplex_e2e::{free_addr, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::{wait_until_http_ok, ChildGuard};
 use serde_json::Value;
 
 pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_e2e-worker");
@@ -41,7 +41,6 @@ pub struct TestWorker {
     pub id: String,
     pub addr: SocketAddr,
     pub guard: ChildGuard,
-    pub opts: WorkerOpts,
     _dir: tempfile::TempDir,
 }
 
@@ -69,22 +68,26 @@ pub async fn spawn_worker_at(id: &str, addr: Option<SocketAddr>, opts: WorkerOpt
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("worker.yaml");
     std::fs::write(&cfg, worker_yaml(&opts)).expect("write worker config");
-    let addr = addr.unwrap_or_else(free_addr);
+    // Port 0 unless a test restarts a worker on its old address: the worker binds and
+    // reports the port (`--addr-file`).
+    let addr_path = dir.path().join("addr.json");
     let mut cmd = Command::new(WORKER_BIN);
     cmd.arg("--listen")
-        .arg(addr.to_string())
+        .arg(addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string()))
+        .arg("--addr-file")
+        .arg(&addr_path)
         .arg("--node-id")
         .arg(id)
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn");
-    let guard = ChildGuard::spawn(&format!("worker {id}"), &mut cmd);
+    let mut guard = ChildGuard::spawn(&format!("worker {id}"), &mut cmd);
+    let addr = addr_of(&addr_file(&addr_path, &mut guard).await, "listen");
     wait_until_http_ok(&format!("http://{addr}/health/live"), WAIT).await;
     TestWorker {
         id: id.to_string(),
         addr,
         guard,
-        opts,
         _dir: dir,
     }
 }
@@ -126,11 +129,19 @@ pub fn worker_list(ws: &[TestWorker]) -> Vec<(&str, SocketAddr)> {
     ws.iter().map(|w| (w.id.as_str(), w.addr)).collect()
 }
 
+/// `127.0.0.1:0`: the process binds a free port itself and reports it.
+pub const ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// A proxy child process.
 pub struct TestProxy {
     pub guard: ChildGuard,
+    /// The bound addresses.
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The addresses in its config file (port 0 unless given): a rewrite keeps them, since
+    /// a reload refuses a changed `listen`/`admin.listen`.
+    pub configured: (SocketAddr, SocketAddr),
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -152,13 +163,8 @@ impl TestProxy {
     }
     /// [`Self::write_config`] with `admin_extra` (indented lines of the `admin:` section).
     pub fn write_config_with(&self, admin_extra: &str, yaml: &str) -> String {
-        write_config_file(
-            &self.config_path,
-            self.listen,
-            self.admin,
-            admin_extra,
-            yaml,
-        )
+        let (listen, admin) = self.configured;
+        write_config_file(&self.config_path, listen, admin, admin_extra, yaml)
     }
 }
 
@@ -187,41 +193,35 @@ pub fn write_config_file(
     hotplex_proxy::reload::content_hash(full.as_bytes())
 }
 
-/// Starts the proxy with `yaml` (listen/admin on free ports unless `at` is given) and waits
-/// until both listeners answer and every worker has been probed.
-///
-/// A free port can be taken by another test between `free_addr` and the proxy's bind; the
-/// proxy then exits at once, and (with ports of our own choosing) we retry on new ones.
+/// Starts the proxy with `yaml` and waits until both listeners answer and every worker has
+/// been probed. Listen and admin are `127.0.0.1:0` (the proxy binds them and reports the
+/// ports with `--addr-file`) unless `at` is given (a restart on the same addresses).
 pub async fn spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) -> TestProxy {
-    for _ in 0..3 {
-        if let Some(p) = try_spawn_proxy_at(yaml, at).await {
-            return p;
-        }
-        assert!(at.is_none(), "proxy at {at:?} exited during startup");
-    }
-    panic!("proxy exited during startup three times (ports taken?)");
-}
-
-/// One start; `None` if the process exited before its listeners answered.
-async fn try_spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) -> Option<TestProxy> {
-    let (listen, admin) = at.unwrap_or_else(|| (free_addr(), free_addr()));
+    let configured = at.unwrap_or((ANY_PORT, ANY_PORT));
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("proxy.yaml");
-    let full = format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}");
-    std::fs::write(&config_path, full).expect("write proxy config");
+    write_config_file(&config_path, configured.0, configured.1, "", yaml);
+    let addr_path = dir.path().join("addr.json");
     let mut cmd = Command::new(PROXY_BIN);
-    cmd.arg("--config").arg(&config_path).env(
-        "RUST_LOG",
-        std::env::var("HOTPLEX_E2E_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
-    );
+    cmd.arg("--config")
+        .arg(&config_path)
+        .arg("--addr-file")
+        .arg(&addr_path)
+        .env(
+            "RUST_LOG",
+            std::env::var("HOTPLEX_E2E_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     // Heap profiling switched on the way an operator does it (`/debug/pprof/heap` tests).
     let (k, v) = hotplex_common::profiling::ACTIVATE_ENV;
     cmd.env(k, v);
-    let guard = ChildGuard::spawn("proxy", &mut cmd);
+    let mut guard = ChildGuard::spawn("proxy", &mut cmd);
+    let bound = addr_file(&addr_path, &mut guard).await;
+    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
     let mut p = TestProxy {
         guard,
         listen,
         admin,
+        configured,
         config_path,
         _dir: dir,
     };
@@ -238,9 +238,7 @@ async fn try_spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) ->
         if ok && tokio::net::TcpStream::connect(listen).await.is_ok() {
             break;
         }
-        if !p.guard.is_running() {
-            return None;
-        }
+        p.guard.assert_alive();
         assert!(
             Instant::now() < deadline,
             "proxy on {listen} (admin {admin}) never came up"
@@ -248,13 +246,14 @@ async fn try_spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) ->
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     wait_probed(p.admin).await;
-    Some(p)
+    p
 }
 
 /// A proxy whose logs (stderr, `RUST_LOG=warn,audit=info`) are kept in `dir/proxy.log`,
 /// for the tests that read the audit log or a reload's messages.
 pub struct LoggedProxy {
     _guard: ChildGuard,
+    /// The bound addresses (the config file has `127.0.0.1:0`).
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
@@ -273,7 +272,7 @@ impl LoggedProxy {
     }
     /// Replaces the config file (same listeners), e.g. before a reload; returns its hash.
     pub fn write_config(&self, yaml: &str) -> String {
-        write_config_file(&self.config_path, self.listen, self.admin, "", yaml)
+        write_config_file(&self.config_path, ANY_PORT, ANY_PORT, "", yaml)
     }
     /// Everything logged so far.
     pub fn log(&self) -> String {
@@ -288,23 +287,24 @@ pub async fn spawn_logged_proxy(
     yaml: &str,
     env: &[(&str, &str)],
 ) -> LoggedProxy {
-    let (listen, admin) = (free_addr(), free_addr());
     let config_path = dir.join("proxy.yaml");
     let log_path = dir.join("proxy.log");
-    std::fs::write(
-        &config_path,
-        format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}"),
-    )
-    .expect("write proxy config");
+    let addr_path = dir.join("addr.json");
+    write_config_file(&config_path, ANY_PORT, ANY_PORT, "", yaml);
     let mut cmd = Command::new(PROXY_BIN);
     cmd.arg("--config")
         .arg(&config_path)
+        .arg("--addr-file")
+        .arg(&addr_path)
         .env("RUST_LOG", "warn,audit=info")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log_path).expect("log file"));
+    let mut guard = ChildGuard::spawn_with_output("proxy", &mut cmd);
+    let bound = addr_file(&addr_path, &mut guard).await;
+    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
     let p = LoggedProxy {
-        _guard: ChildGuard::spawn_with_output("proxy", &mut cmd),
+        _guard: guard,
         listen,
         admin,
         config_path,
@@ -608,6 +608,7 @@ pub async fn ws_connect_checked(
                 );
                 last_err = e;
                 // Let the proxy finish the torn request (and release any per-key slot).
+                // allow-sleep: grace for the proxy to finish the torn request and release its per-key slot before reconnecting
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

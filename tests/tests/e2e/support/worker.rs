@@ -1,16 +1,15 @@
 //! Shared helpers of the worker end-to-end tests: start a worker (in-process on
 //! `127.0.0.1:0`, or as a real `e2e-worker` child process), talk HTTP, SSE and WebSocket.
 
-pub use super::{client, hdr, metric_at, metric_in, metrics_at};
+pub use super::{client, metric_at, metrics_at};
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hotplex_common::profiling::ACTIVATE_ENV;
 use hotplex_e2e::sse::{Event, Reader};
-use hotplex_e2e::{free_addr, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::{wait_until_http_ok, ChildGuard};
 use hotplex_worker::{AgentConfig, Server, WorkerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -85,19 +84,21 @@ pub struct ChildWorker {
     pub guard: ChildGuard,
     pub base: String,
     pub ws_url: String,
-    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// Spawns `e2e-worker --config <yaml> --listen <free port>` and waits until it is live.
+/// Spawns `e2e-worker --config <yaml> --listen 127.0.0.1:0 --addr-file ..` and waits until it
+/// is live.
 pub async fn spawn_worker(yaml: &str, node_id: &str) -> ChildWorker {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("worker.yaml");
     std::fs::write(&config_path, yaml).expect("write config");
-    let addr = free_addr();
+    let addr_path = dir.path().join("addr.json");
     let mut cmd = Command::new(WORKER_BIN);
     cmd.arg("--listen")
-        .arg(addr.to_string())
+        .arg("127.0.0.1:0")
+        .arg("--addr-file")
+        .arg(&addr_path)
         .arg("--config")
         .arg(&config_path)
         .arg("--node-id")
@@ -105,14 +106,14 @@ pub async fn spawn_worker(yaml: &str, node_id: &str) -> ChildWorker {
         .env("RUST_LOG", "warn")
         // Heap profiling switched on the way an operator does it (`/debug/pprof/heap` tests).
         .env(ACTIVATE_ENV.0, ACTIVATE_ENV.1);
-    let guard = ChildGuard::spawn("e2e-worker", &mut cmd);
+    let mut guard = ChildGuard::spawn("e2e-worker", &mut cmd);
+    let addr = super::addr_of(&super::addr_file(&addr_path, &mut guard).await, "listen");
     let base = format!("http://{addr}");
     wait_until_http_ok(&format!("{base}/health/live"), WAIT).await;
     ChildWorker {
         guard,
         base,
         ws_url: format!("ws://{addr}/ws/v1/agent"),
-        config_path,
         _dir: dir,
     }
 }
@@ -151,7 +152,7 @@ pub async fn sse_turn(c: &reqwest::Client, base: &str, id: &str, prompt: &str) -
 }
 
 /// Event names of a list of SSE events.
-pub fn names(events: &[Event]) -> Vec<String> {
+pub fn event_names(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.event.clone()).collect()
 }
 
@@ -210,4 +211,3 @@ pub fn events_of(frames: &[Value]) -> Vec<String> {
         .map(|f| f["event"].as_str().unwrap_or_default().to_string())
         .collect()
 }
-

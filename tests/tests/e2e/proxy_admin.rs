@@ -126,8 +126,8 @@ async fn admin_auth_config_hash_and_file_watch() {
         &p.config_path,
         format!(
             "listen: \"{}\"\nadmin:\n  listen: \"{}\"\n{admin_extra}{}",
-            p.listen,
-            p.admin,
+            p.configured.0,
+            p.configured.1,
             yaml2.replace("read: 9s", "read: soon")
         ),
     )

@@ -8,11 +8,7 @@ use crate::support::proxy::*;
 use hotplex_e2e::metric_value;
 
 fn write_config(p: &TestProxy, workers_yaml: &str) {
-    let full = format!(
-        "listen: \"{}\"\nadmin:\n  listen: \"{}\"\n{workers_yaml}",
-        p.listen, p.admin
-    );
-    std::fs::write(&p.config_path, full).expect("write config");
+    p.write_config(workers_yaml);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +61,7 @@ async fn reload_adds_and_removes_workers_without_moving_sessions() {
     // So is a listener change (needs a restart).
     let moved = format!(
         "listen: \"127.0.0.1:1\"\nadmin:\n  listen: \"{}\"\n{}",
-        p.admin,
+        p.configured.1,
         proxy_yaml(&worker_list(&workers), "")
     );
     std::fs::write(&p.config_path, moved).expect("write");
@@ -167,10 +163,8 @@ mod soak {
             "  - id: w2\n",
             &format!("  - id: w2\n    weight: {}\n", 1 + i % 3),
         );
-        format!(
-            "listen: \"{}\"\nadmin:\n  listen: \"{}\"\n{y}",
-            p.listen, p.admin
-        )
+        let (listen, admin) = p.configured;
+        format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{y}")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -25,7 +25,8 @@ async fn graceful_upgrade_under_load_drops_nothing() {
         "upgrade:\n  sock: \"{}\"\n  grace_period: 2s\n  shutdown_timeout: 2s\n",
         sock.display()
     );
-    let mut a = spawn_proxy(&proxy_yaml(&worker_list(&workers), &extra)).await;
+    let yaml = proxy_yaml(&worker_list(&workers), &extra);
+    let mut a = spawn_proxy(&yaml).await;
     let c = client();
     let mut sessions = Vec::new();
     for _ in 0..6 {
@@ -101,9 +102,13 @@ async fn graceful_upgrade_under_load_drops_nothing() {
     let before = ok.load(Ordering::Relaxed);
 
     // B takes over.
+    // B's config names the addresses A bound (A's own file has port 0): pingora hands the
+    // listening sockets over keyed by address.
+    let b_config = sock_dir.path().join("proxy-b.yaml");
+    write_config_file(&b_config, a.listen, a.admin, "", &yaml);
     let mut cmd = Command::new(PROXY_BIN);
     cmd.arg("--config")
-        .arg(&a.config_path)
+        .arg(&b_config)
         .arg("--upgrade")
         .env("RUST_LOG", "warn");
     let mut b = ChildGuard::spawn("proxy-b", &mut cmd);

@@ -1,11 +1,13 @@
 //! Harness for the end-to-end tests: real processes on loopback ports.
 //!
-//! - [`free_port`]: an ephemeral port picked by binding `127.0.0.1:0`;
-//! - [`ChildGuard`]: a spawned child process that is killed (and reaped) on drop;
+//! - [`free_port`]: an ephemeral port picked by binding `127.0.0.1:0` (and released: only
+//!   where bind-then-pass is not possible);
+//! - [`ChildGuard`]: a spawned child process that is killed (and reaped) on drop, with
+//!   [`ChildGuard::assert_alive`] (`try_wait`) and [`ChildGuard::assert_serving`];
 //! - [`wait_until_http_ok`]: polls a URL until it answers 2xx;
 //! - [`sse`]: a real Server-Sent-Events reader over a streaming reqwest response.
 //!
-//! Spawning the binaries themselves happens in `tests/tests/support/`, because
+//! Spawning the binaries themselves happens in `tests/tests/e2e/support/`, because
 //! `CARGO_BIN_EXE_*` is only visible to integration tests.
 
 pub mod sse;
@@ -14,10 +16,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
-///
-/// For servers that bind by themselves (pingora); in-process servers should bind
-/// `127.0.0.1:0` directly and report the address instead.
+/// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it, release it): another process
+/// can take it before it is used. Only for what cannot bind port 0 itself and report it:
+/// an address nobody listens on (a dead worker), `redis-server --port`, and the hand-written
+/// proxy configs that still name their listeners. Workers and proxies the support module
+/// spawns bind `127.0.0.1:0` and report the port (`--addr-file`); in-process servers bind
+/// `127.0.0.1:0` directly.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -12,7 +12,6 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use crate::support::proxy::*;
-use hotplex_e2e::free_addr;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "observability-admin-token-0123";
@@ -239,12 +238,12 @@ struct ProfileSample {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_and_alert_metric_is_exported() {
     let workers = spawn_workers(2, WorkerOpts::default()).await;
-    let tls = free_addr();
     let extra = format!(
         "limits:\n  routes:\n    session: {{rate: 0.01, burst: 1}}\n\
-         tls:\n  listen: \"{tls}\"\n"
+         tls:\n  listen: \"{ANY_PORT}\"\n"
     );
     let p = spawn_proxy_with_token(&proxy_yaml(&worker_list(&workers), &extra)).await;
+    let tls = p.tls.expect("TLS listener");
     let c = client();
     let base = format!("http://{}", p.listen);
     let admin = format!("http://{}", p.admin);
@@ -398,17 +397,17 @@ struct Proxy {
     _guard: hotplex_e2e::ChildGuard,
     listen: std::net::SocketAddr,
     admin: std::net::SocketAddr,
+    tls: Option<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
 async fn spawn_proxy_with_token(body: &str) -> Proxy {
-    let (listen, admin) = (free_addr(), free_addr());
+    // Every listener on port 0: the proxy binds them and reports them in --addr-file.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("proxy.yaml");
-    let full = format!(
-        "listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n  tokens: [\"{TOKEN}\"]\n{body}"
-    );
-    std::fs::write(&path, full).expect("write proxy config");
+    let admin_extra = format!("  tokens: [\"{TOKEN}\"]\n");
+    write_config_file(&path, ANY_PORT, ANY_PORT, &admin_extra, body);
+    let addr_path = dir.path().join("addr.json");
     let mut cmd = std::process::Command::new(PROXY_BIN);
     // Heap profiling switched on the way an operator does it (the `/debug/pprof/heap` check),
     // sampling every allocation (`lg_prof_sample:0`): whether a profile holds a sample then
@@ -417,9 +416,14 @@ async fn spawn_proxy_with_token(body: &str) -> Proxy {
     let (k, v) = hotplex_common::profiling::ACTIVATE_ENV;
     cmd.arg("--config")
         .arg(&path)
+        .arg("--addr-file")
+        .arg(&addr_path)
         .env("RUST_LOG", "warn")
         .env(k, format!("{v},lg_prof_sample:0"));
-    let guard = hotplex_e2e::ChildGuard::spawn("proxy", &mut cmd);
+    let mut guard = hotplex_e2e::ChildGuard::spawn("proxy", &mut cmd);
+    let bound = addr_file(&addr_path, &mut guard).await;
+    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
+    let tls = bound["tls"].as_str().and_then(|a| a.parse().ok());
     hotplex_e2e::wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
     // One probe round: the workers are known up.
     let c = client();
@@ -456,6 +460,7 @@ async fn spawn_proxy_with_token(body: &str) -> Proxy {
         _guard: guard,
         listen,
         admin,
+        tls,
         _dir: dir,
     }
 }

@@ -19,10 +19,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::support::proxy::{proxy_yaml, PROXY_BIN, WAIT};
+use crate::support::proxy::{
+    addr_file, addr_of, proxy_yaml, write_config_file, ANY_PORT, PROXY_BIN, WAIT,
+};
 use fake_upstream::Mode;
 use h2raw::{Outcome, H2};
-use hotplex_e2e::{free_addr, ChildGuard};
+use hotplex_e2e::ChildGuard;
 
 /// The TLS limit on decoded header lists used here (bytes).
 const MAX_HEADER_LIST: usize = 4096;
@@ -54,28 +56,30 @@ impl LoggedProxy {
 }
 
 async fn spawn_tls_proxy(upstream: SocketAddr) -> LoggedProxy {
-    let (listen, admin, tls) = (free_addr(), free_addr(), free_addr());
+    // Every listener on port 0: the proxy binds them and reports them in --addr-file.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("proxy.yaml");
     let yaml = proxy_yaml(
         &[("w1", upstream)],
-        &format!("tls:\n  listen: \"{tls}\"\n  max_header_list_size: {MAX_HEADER_LIST}\n"),
+        &format!("tls:\n  listen: \"{ANY_PORT}\"\n  max_header_list_size: {MAX_HEADER_LIST}\n"),
     );
-    std::fs::write(
-        &cfg,
-        format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n{yaml}"),
-    )
-    .expect("write config");
+    write_config_file(&cfg, ANY_PORT, ANY_PORT, "", &yaml);
     let log = dir.path().join("proxy.stderr");
     let err = std::fs::File::create(&log).expect("log file");
+    let addr_path = dir.path().join("addr.json");
     let mut cmd = Command::new(PROXY_BIN);
     cmd.arg("--config")
         .arg(&cfg)
+        .arg("--addr-file")
+        .arg(&addr_path)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(err);
+    let mut guard = ChildGuard::spawn_with_output("proxy", &mut cmd);
+    let bound = addr_file(&addr_path, &mut guard).await;
+    let (admin, tls) = (addr_of(&bound, "admin"), addr_of(&bound, "tls"));
     let p = LoggedProxy {
-        guard: ChildGuard::spawn_with_output("proxy", &mut cmd),
+        guard,
         admin,
         tls,
         log,

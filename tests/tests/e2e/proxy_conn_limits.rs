@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::*;
-use hotplex_e2e::{free_addr, metric_value};
+use hotplex_e2e::metric_value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -452,13 +452,13 @@ async fn tls_alpn(addr: SocketAddr, alpn: &[u8]) -> tokio_openssl::SslStream<Tcp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_h1_heads_are_timed_and_idle_h2_connections_are_not_cut() {
     let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let tls = free_addr();
     // No certificate configured: the proxy's self-signed development certificate.
     let p = spawn_proxy(&proxy_yaml(
         &worker_list(&workers),
-        &format!("tls:\n  listen: \"{tls}\"\nlimits:\n  header_read_timeout: 1s\n"),
+        &format!("tls:\n  listen: \"{ANY_PORT}\"\nlimits:\n  header_read_timeout: 1s\n"),
     ))
     .await;
+    let tls = p.tls.expect("TLS listener");
     let c = client();
 
     // HTTP/1.1 over TLS: a dribbled head is closed after ~1 s.

@@ -220,14 +220,17 @@ async fn https_h1_h2_sni_sessions_sse_wss_hsts_redirect() {
     let (la, lb) = (ca.leaf(&["a.test"]), ca.leaf(&["b.test"]));
     let (ca_, ka) = la.write(dir.path(), "a");
     let (cb, kb) = lb.write(dir.path(), "b");
-    let (tls, redirect) = (free_addr(), free_addr());
+    // The redirect listener is bound by the proxy outside pingora and not reported: a
+    // picked port.
+    let redirect = free_addr();
     let workers = spawn_workers(2, WorkerOpts::default()).await;
     let extra = tls_yaml(
-        tls,
+        ANY_PORT,
         &[("a.test", &ca_, &ka), ("b.test", &cb, &kb)],
         &format!("  hsts:\n    max_age: 31536000\n  redirect_http: \"{redirect}\"\n  h2_max_concurrent_streams: 50\n"),
     );
     let p = spawn_proxy(&proxy_yaml(&worker_list(&workers), &extra)).await;
+    let tls = p.tls.expect("TLS listener");
     wait_tls(&ca, tls).await;
     let port = tls.port();
     let h2 = https_client(&ca, tls, false);
@@ -538,12 +541,12 @@ async fn upstream_tls_to_workers_is_verified() {
     std::fs::write(&other_ca, Ca::new().pem()).expect("write other ca");
 
     let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let b_tls = free_addr();
-    let _b = spawn_proxy(&proxy_yaml(
+    let b = spawn_proxy(&proxy_yaml(
         &worker_list(&workers),
-        &tls_yaml(b_tls, &[("worker.test", &wc, &wk)], ""),
+        &tls_yaml(ANY_PORT, &[("worker.test", &wc, &wk)], ""),
     ))
     .await;
+    let b_tls = b.tls.expect("B's TLS listener");
     // The "worker" behind TLS is proxy B, whose public listener answers only the declared
     // surface: A probes B's own /health/live.
     let up = |ca: &Path| {

@@ -85,12 +85,12 @@ fn https_client(http1: bool) -> reqwest::Client {
 async fn worker_internals_are_never_reachable_through_the_edge() {
     let workers = spawn_workers(2, WorkerOpts::default()).await;
     let wl = worker_list(&workers);
-    let tls = hotplex_e2e::free_addr();
     let p = spawn_proxy(&proxy_yaml(
         &wl,
-        &tenants_yaml(&format!("tls:\n  listen: \"{tls}\"\n")),
+        &tenants_yaml(&format!("tls:\n  listen: \"{ANY_PORT}\"\n")),
     ))
     .await;
+    let tls = p.tls.expect("TLS listener");
     let plain = client();
     let h1 = https_client(true);
     let h2 = https_client(false);

@@ -142,6 +142,8 @@ pub struct TestProxy {
     /// The addresses in its config file (port 0 unless given): a rewrite keeps them, since
     /// a reload refuses a changed `listen`/`admin.listen`.
     pub configured: (SocketAddr, SocketAddr),
+    /// The bound TLS listener, when the config has one.
+    pub tls: Option<SocketAddr>,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -217,11 +219,13 @@ pub async fn spawn_proxy_at(yaml: &str, at: Option<(SocketAddr, SocketAddr)>) ->
     let mut guard = ChildGuard::spawn("proxy", &mut cmd);
     let bound = addr_file(&addr_path, &mut guard).await;
     let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
+    let tls = bound["tls"].as_str().and_then(|a| a.parse().ok());
     let mut p = TestProxy {
         guard,
         listen,
         admin,
         configured,
+        tls,
         config_path,
         _dir: dir,
     };

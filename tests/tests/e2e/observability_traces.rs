@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{addr_file, addr_of};
 use hotplex_e2e::sse::Reader;
 use hotplex_e2e::{free_addr, wait_until_http_ok, ChildGuard};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -217,8 +218,8 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
 
     // Worker: batch delay 1 h, so its spans can only arrive through the shutdown flush;
     // endpoint and service name from the standard variables (no endpoint in the file).
-    let worker_addr = free_addr();
     let worker_cfg = dir.path().join("worker.yaml");
+    let worker_addr_file = dir.path().join("worker-addr.json");
     std::fs::write(
         &worker_cfg,
         "max_sessions: 10\nexecution_timeout: 30s\nshutdown_grace: 2s\n\
@@ -231,7 +232,9 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
         WORKER_BIN,
         &[
             "--listen",
-            &worker_addr.to_string(),
+            "127.0.0.1:0",
+            "--addr-file",
+            worker_addr_file.to_str().expect("utf8"),
             "--node-id",
             "w1",
             "--config",
@@ -243,11 +246,13 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
         ],
         &worker_log,
     );
+    let worker_addr = addr_of(&addr_file(&worker_addr_file, &mut worker).await, "listen");
     wait_until_http_ok(&format!("http://{worker_addr}/health/live"), WAIT).await;
 
-    // Proxy: batch delay 100 ms, service name from the file.
-    let (listen, admin) = (free_addr(), free_addr());
+    // Proxy: batch delay 100 ms, service name from the file; listeners on port 0.
+    let (listen, admin) = ("127.0.0.1:0", "127.0.0.1:0");
     let proxy_cfg = dir.path().join("proxy.yaml");
+    let proxy_addr_file = dir.path().join("proxy-addr.json");
     std::fs::write(
         &proxy_cfg,
         format!(
@@ -265,10 +270,17 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
     let mut proxy = spawn(
         "proxy",
         PROXY_BIN,
-        &["--config", proxy_cfg.to_str().expect("utf8")],
+        &[
+            "--config",
+            proxy_cfg.to_str().expect("utf8"),
+            "--addr-file",
+            proxy_addr_file.to_str().expect("utf8"),
+        ],
         &[],
         &proxy_log,
     );
+    let bound = addr_file(&proxy_addr_file, &mut proxy).await;
+    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
     wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -518,7 +530,9 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
 fn invalid_otel_environment_is_a_startup_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("proxy.yaml");
-    let (listen, admin, worker) = (free_addr(), free_addr(), free_addr());
+    // The processes exit before binding: port 0 for their listeners; the worker address of
+    // the proxy config is never dialled (a picked, unused port).
+    let (listen, admin, worker) = ("127.0.0.1:0", "127.0.0.1:0", free_addr());
     std::fs::write(
         &cfg,
         format!(
@@ -535,7 +549,7 @@ fn invalid_otel_environment_is_a_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OTEL_TRACES_SAMPLER_ARG"), "{err}");
 
-    let out = command(WORKER_BIN, &["--listen", &worker.to_string()])
+    let out = command(WORKER_BIN, &["--listen", listen])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector")
         .output()
         .expect("run worker");

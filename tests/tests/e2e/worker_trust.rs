@@ -15,7 +15,6 @@ use hotplex_common::names;
 use std::process::Command;
 
 use crate::support::worker::*;
-use hotplex_e2e::free_addr;
 use reqwest::RequestBuilder;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -658,9 +657,9 @@ async fn admin_tokens_and_resume() {
 
 #[tokio::test]
 async fn separate_admin_listener() {
-    let admin_addr = free_addr();
-    let yaml = format!("proxy_keys: [{PROXY_KEY}]\nadmin:\n  listen: {admin_addr}\n");
+    let yaml = format!("proxy_keys: [{PROXY_KEY}]\nadmin:\n  listen: 127.0.0.1:0\n");
     let w = spawn_worker(&yaml, "admin-node").await;
+    let admin_addr = w.admin.expect("admin listener");
     let c = client();
     let base = &w.base;
     let admin = format!("http://{admin_addr}");

@@ -84,6 +84,8 @@ pub struct ChildWorker {
     pub guard: ChildGuard,
     pub base: String,
     pub ws_url: String,
+    /// The bound `admin.listen`, when the config has one (port 0 there is reported too).
+    pub admin: Option<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -107,13 +109,16 @@ pub async fn spawn_worker(yaml: &str, node_id: &str) -> ChildWorker {
         // Heap profiling switched on the way an operator does it (`/debug/pprof/heap` tests).
         .env(ACTIVATE_ENV.0, ACTIVATE_ENV.1);
     let mut guard = ChildGuard::spawn("e2e-worker", &mut cmd);
-    let addr = super::addr_of(&super::addr_file(&addr_path, &mut guard).await, "listen");
+    let bound = super::addr_file(&addr_path, &mut guard).await;
+    let addr = super::addr_of(&bound, "listen");
+    let admin = bound["admin"].as_str().and_then(|a| a.parse().ok());
     let base = format!("http://{addr}");
     wait_until_http_ok(&format!("{base}/health/live"), WAIT).await;
     ChildWorker {
         guard,
         base,
         ws_url: format!("ws://{addr}/ws/v1/agent"),
+        admin,
         _dir: dir,
     }
 }

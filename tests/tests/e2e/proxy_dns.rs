@@ -626,8 +626,8 @@ async fn configmap_volume_update_reloads_discovery_live() {
         ..Zone::default()
     })
     .await;
-    let (listen, admin) = (hotplex_e2e::free_addr(), hotplex_e2e::free_addr());
-    let head = format!("listen: \"{listen}\"\nadmin:\n  listen: \"{admin}\"\n");
+    // Listeners on port 0 (reported by --addr-file); a reload keeps them as configured.
+    let head = format!("listen: \"{ANY_PORT}\"\nadmin:\n  listen: \"{ANY_PORT}\"\n");
     let v1 = format!("{head}{}", proxy_yaml(&[("cm-static", stat.addr)], ""));
     let with_dns = dns_proxy_yaml(&dns, "a", Some(port), "0s");
     let v2 = format!(
@@ -637,13 +637,20 @@ async fn configmap_volume_update_reloads_discovery_live() {
     let dir = tempfile::tempdir().expect("tempdir");
     configmap_write(dir.path(), 1, &v1);
     let mut cmd = std::process::Command::new(PROXY_BIN);
+    // Outside the watched ConfigMap directory.
+    let addr_dir = tempfile::tempdir().expect("tempdir");
+    let addr_path = addr_dir.path().join("addr.json");
     cmd.arg("--config")
         .arg(dir.path().join("hotplex.yaml"))
+        .arg("--addr-file")
+        .arg(&addr_path)
         .env(
             "RUST_LOG",
             std::env::var("HOTPLEX_E2E_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
         );
-    let _proxy = hotplex_e2e::ChildGuard::spawn("proxy", &mut cmd);
+    let mut proxy = hotplex_e2e::ChildGuard::spawn("proxy", &mut cmd);
+    let bound = addr_file(&addr_path, &mut proxy).await;
+    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
     hotplex_e2e::wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
     let admin = format!("http://{admin}");
     let c = client();

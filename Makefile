@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean conf-check k8s-check bench bench-micro bench-quick
+.PHONY: run test lint deps build fmt clean conf-check k8s-check obs-e2e bench bench-micro bench-quick
 
 CARGO ?= cargo
 
@@ -32,17 +32,26 @@ fmt:
 clean:
 	$(CARGO) clean
 
-## make conf-check: promtool validates the Prometheus config and alert rules and runs the rule unit tests.
+## make conf-check: promtool validates the Prometheus config and alert rules and runs the rule unit tests;
+## the observability stack's configs (conf/k8s/observability) are current and consistent.
 conf-check:
 	@bash scripts/install-deps.sh prometheus:promtool
 	promtool check config conf/prometheus/prometheus.yml
 	promtool check rules conf/prometheus/alerts.yml
 	promtool test rules conf/prometheus/alerts_test.yml
+	@python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+	python3 scripts/obs-configmaps.py --check
 
 ## make k8s-check: validates conf/k8s against the Kubernetes schemas, offline (kubernetes-validate from PyPI).
 k8s-check:
 	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
-	kubernetes-validate --strict --quiet conf/k8s/*.yaml
+	kubernetes-validate --strict --quiet conf/k8s/*.yaml conf/k8s/observability/*.yaml
+
+## make obs-e2e: a real Prometheus (Debian package) scrapes a proxy and 3 workers (debug
+## builds) after real traffic, loads the alert rules and answers every dashboard panel.
+obs-e2e:
+	@bash scripts/install-deps.sh prometheus:prometheus
+	bash scripts/prometheus-e2e.sh
 
 ## make bench: the criterion micro-benchmarks (routing decision, session-key extraction,
 ## rate-limit check; brief runs) and the load benchmark against nginx and HAProxy

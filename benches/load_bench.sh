@@ -145,8 +145,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 cat "$DIR/cert.pem" "$DIR/key.pem" >"$DIR/haproxy.pem"
 API_HASH=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 
-# Signed session ids as hotplex-proxy mints them: <worker>.<16 base62>.<16 chars of
-# base64url(HMAC-SHA256(secret, "<worker>.<random>"))>; 20 per worker.
+# Signed session ids as hotplex-proxy mints them for the bench tenant (s1_signed_key in
+# benches/scenario1.sh); 20 per worker.
 KEYS=()
 for w in w1 w2 w3; do
   for _ in $(seq 1 20); do KEYS+=("$(s1_signed_key "$w")"); done
@@ -257,8 +257,8 @@ start_proxies() {
   PID[haproxy]=$!
   for t in "${PROXIES[@]}"; do
     wait_http "http://127.0.0.1:${HTTP_PORT[$t]}/health/live" "$t"
-    # Auth is on for every proxy: no key -> 401.
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${HTTP_PORT[$t]}/")
+    # Auth is on for every proxy: no key -> 401 (on a route hotplex-proxy declares).
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${HTTP_PORT[$t]}/sessions/probe")
     [ "$code" = 401 ] || { log "$t answered $code without an API key (expected 401)"; exit 1; }
   done
 }
@@ -303,7 +303,7 @@ load_http() { # url [close] -> wrk result
 load_h2() { # port -> h2load result (no percentiles: mean in p50, max in p99)
   local f="$DIR/h2load.out"
   "${PIN_LOAD[@]}" h2load -D "$DURATION" -c 20 -m 10 -t 1 -H "x-api-key: $API_KEY" \
-    -H "x-hotplex-session: ${KEYS[0]}" "https://127.0.0.1:$1/" >"$f" 2>&1 || true
+    -H "x-hotplex-session: ${KEYS[0]}" "https://127.0.0.1:$1/sessions/${KEYS[0]}" >"$f" 2>&1 || true
   awk '/^finished in/ { gsub(",", "", $4); rps = int($4) }
        /^requests:/ { done = $6 }
        /^status codes:/ { s2 = $3 + 0 }
@@ -313,7 +313,7 @@ load_h2() { # port -> h2load result (no percentiles: mean in p50, max in p99)
 }
 load_sse() { # port -> sse-load result
   local out
-  out=$("${PIN_LOAD[@]}" "$BIN/sse-load" --url "http://127.0.0.1:$1/sse?interval_ms=$SSE_INTERVAL_MS" \
+  out=$("${PIN_LOAD[@]}" "$BIN/sse-load" --url "http://127.0.0.1:$1/sessions/sse-%i?interval_ms=$SSE_INTERVAL_MS" \
     --connections "$SSE_N" --duration "$DURATION" -H "X-API-Key: $API_KEY" \
     -H "X-Hotplex-Session: sse-%i" 2>>"$DIR/sse-load.log" || true)
   echo "$out" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 } END {

@@ -39,10 +39,15 @@ ${2:-}
 YAML
 }
 
-# s1_signed_key WORKER: a session id as hotplex-proxy mints it for WORKER.
+# s1_signed_key WORKER: a session id as hotplex-proxy mints it for WORKER and the tenant
+# "bench" (the API key's name): <worker>.<16 base62>.v2-<kid>.<mac22>, kid = 6 hex of
+# SHA-256("hotplex-kid" || secret), mac = base64url of the first 16 bytes of
+# HMAC-SHA256(secret, "bench\n<worker>.<random>.v2-<kid>").
 s1_signed_key() {
-  local rnd mac
+  local rnd kid signed mac
   rnd=$(openssl rand -hex 32 | tr -dc 'A-Za-z0-9' | cut -c1-16)
-  mac=$(printf %s "$1.$rnd" | openssl dgst -sha256 -hmac "$SECRET" -binary | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-16)
-  echo "$1.$rnd.$mac"
+  kid=$(printf 'hotplex-kid%s' "$SECRET" | sha256sum | cut -c1-6)
+  signed="$1.$rnd.v2-$kid"
+  mac=$(printf 'bench\n%s' "$signed" | openssl dgst -sha256 -hmac "$SECRET" -binary | head -c 16 | base64 | tr '+/' '-_' | tr -d '=\n')
+  echo "$signed.$mac"
 }

@@ -1,6 +1,7 @@
--- wrk script of benches/load_bench.sh: GET BENCH_PATH with the API key and one of the
--- session keys in BENCH_KEYS (comma-separated), round robin, so requests spread over the
--- workers by session-key routing. BENCH_CLOSE=1 adds `Connection: close` (a new
+-- wrk script of benches/load_bench.sh: GET /sessions/<key> (a route of hotplex-proxy's
+-- public surface) with the API key and the key also in X-Hotplex-Session (what nginx and
+-- HAProxy hash on), one of the session keys in BENCH_KEYS (comma-separated), round robin,
+-- so requests spread over the workers by session-key routing; BENCH_PATH without keys. BENCH_CLOSE=1 adds `Connection: close` (a new
 -- connection, i.e. a full TLS handshake over https, per request).
 local keys = {}
 for k in string.gmatch(os.getenv("BENCH_KEYS") or "", "[^,]+") do
@@ -15,9 +16,13 @@ local n = 0
 init = function(args)
   local function build(key)
     local h = { ["X-API-Key"] = api_key }
-    if key then h["X-Hotplex-Session"] = key end
+    local p = path
+    if key then
+      h["X-Hotplex-Session"] = key
+      p = "/sessions/" .. key
+    end
     if close then h["Connection"] = "close" end
-    return wrk.format("GET", path, h)
+    return wrk.format("GET", p, h)
   end
   for i, k in ipairs(keys) do
     reqs[i] = build(k)

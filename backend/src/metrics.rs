@@ -135,6 +135,19 @@ impl Refusal {
     }
 }
 
+/// `(route, method, status)` of the worker's request histogram that exist at 0 from the
+/// start (the usual answer of each API route; `route` is the axum route template), so the
+/// dashboard's latency panels have a worker series on a fresh process. Other statuses
+/// appear at their first request.
+pub const ROUTE_ANSWERS: &[(&str, &str, &str)] = &[
+    ("/sessions", "POST", "201"),
+    ("/sessions", "GET", "200"),
+    ("/sessions/{id}", "GET", "200"),
+    ("/sessions/{id}", "DELETE", "204"),
+    ("/sessions/{id}/messages", "POST", "200"),
+    ("/ws/v1/agent", "GET", "101"),
+];
+
 /// `tool` label for tool names that are not a plain identifier (bounds cardinality).
 pub const OTHER_TOOL: &str = "other";
 
@@ -269,6 +282,10 @@ impl WorkerMetrics {
             m.refused.with_label_values(&[r.as_str()]);
         }
         m.tools_invoked.with_label_values(&[OTHER_TOOL]);
+        for (route, method, status) in ROUTE_ANSWERS {
+            m.request_duration
+                .with_label_values(&[route, method, status]);
+        }
         m
     }
 
@@ -317,10 +334,13 @@ impl WorkerMetrics {
         self.bad_requests.with_label_values(&[kind]).inc();
     }
 
+    /// One request. `method` is folded to the bounded label set (a raw method is client
+    /// input), `route` must be a matched route pattern (bounded by the router).
     pub fn observe_request(&self, route: &str, method: &str, status: u16, secs: f64) {
-        let mut buf = itoa_buf(status);
+        let mut buf = [0u8; 3];
+        let status = hotplex_common::metrics::status_label(status, &mut buf);
         self.request_duration
-            .with_label_values(&[route, method, status_str(&mut buf)])
+            .with_label_values(&[route, hotplex_common::metrics::method_label(method), status])
             .observe(secs);
     }
 }
@@ -331,22 +351,33 @@ impl Default for WorkerMetrics {
     }
 }
 
-fn itoa_buf(status: u16) -> [u8; 3] {
-    let s = status.min(999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + ((s / 10) % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
-}
-
-fn status_str(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_registry_has_every_labelled_series() {
+        let t = WorkerMetrics::new().render();
+        for name in hotplex_common::names::WORKER_EXPORTED {
+            assert!(t.contains(name), "{name} missing in\n{t}");
+        }
+        for r in ErrorReason::ALL {
+            let s = format!("reason=\"{}\"", r.as_str());
+            let found = t
+                .lines()
+                .any(|l| l.starts_with("hotplex_sessions_errors{") && l.contains(&s));
+            assert!(found, "{s} missing in\n{t}");
+        }
+        for (route, method, status) in ROUTE_ANSWERS {
+            let found = t.lines().any(|l| {
+                l.starts_with("hotplex_request_duration_seconds_count{")
+                    && [("route", route), ("method", method), ("status", status)]
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            });
+            assert!(found, "{route} {method} {status} missing in\n{t}");
+        }
+    }
 
     #[test]
     fn all_names_render() {

@@ -9,7 +9,10 @@
 //! - `POST /admin/reload`: reload the config file (see [`crate::reload`]);
 //! - `POST /admin/workers/{id}/drain`, `POST /admin/workers/{id}/resume`: operator drain;
 //! - `GET /debug/pprof/heap`: a jemalloc heap profile (gzipped pprof), see
-//!   [`crate::profiling`]; token-protected like `/admin/*`;
+//!   `hotplex_common::profiling`; token-protected like `/admin/*`;
+//! - `GET /admin/profiling`: `{"enabled","active","lg_sample"}` of heap profiling;
+//!   `POST /admin/profiling {"active": true|false}` starts or stops sampling at runtime
+//!   (jemalloc `prof.active`; off by default on the proxy, see `hotplex_common::profiling`);
 //! - `GET /health/live`: 200 while the process runs.
 //!
 //! `/admin/*` needs `Authorization: Bearer <token>` (one of `admin.tokens`) when tokens are
@@ -62,6 +65,7 @@ pub fn router(
         .route("/admin/workers/{id}/drain", post(drain_handler))
         .route("/admin/workers/{id}/resume", post(resume_handler))
         .route("/debug/pprof/heap", get(pprof_heap))
+        .route("/admin/profiling", get(profiling_get).post(profiling_set))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(hotplex_common::headers::METRICS_PATH, get(metrics_handler))
@@ -188,6 +192,39 @@ async fn pprof_heap() -> Response {
             let (code, error) = e.status_and_code();
             let body = json!({"error": error, "message": e.to_string()});
             (code, Json(body)).into_response()
+        }
+    }
+}
+
+async fn profiling_get() -> Json<Value> {
+    Json(json!(hotplex_common::profiling::status().await))
+}
+
+/// `POST /admin/profiling {"active": bool}`.
+async fn profiling_set(body: axum::body::Bytes) -> Response {
+    let active = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("active").and_then(Value::as_bool));
+    let Some(active) = active else {
+        let body = json!({"error": "bad_request", "message": "expected {\"active\": true|false}"});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    let r = hotplex_common::profiling::set_active(active).await;
+    crate::audit::record(
+        crate::audit::Actor::named("admin"),
+        "admin.profiling",
+        if r.is_ok() { "success" } else { "failure" },
+        &format!("active={active}"),
+    );
+    match r {
+        Ok(st) => Json(json!(st)).into_response(),
+        Err(e) => {
+            let (code, error) = e.status_and_code();
+            (
+                code,
+                Json(json!({"error": error, "message": e.to_string()})),
+            )
+                .into_response()
         }
     }
 }

@@ -21,7 +21,9 @@
 //!   requests stays pingora's keep-alive timeout). The end of the head is the first empty
 //!   line (`CRLF CRLF`, or bare `LF LF` as the parser accepts); after it the deadline is
 //!   off, so request bodies, WebSocket tunnels and SSE responses are never cut by it.
-//!   HTTP/2 (ALPN `h2`) connections get no deadline.
+//!   HTTP/2 (ALPN `h2`) connections get the same deadline for their preface (which holds
+//!   an empty line); after it, pingora's h2 idle timeout (`limits.h2_idle_timeout`) closes
+//!   a connection whenever no stream has been open for that long.
 //!
 //! For HTTP/1 the keep-alive loop of pingora's `ServerApp` impl for HTTP apps is run here
 //! (same steps: keep-alive default, request limit, persistent settings), so the deadline
@@ -615,7 +617,19 @@ where
             || (opts.is_some_and(|o| o.h2c) && stream.get_ssl_digest().is_none())
             || timeout.is_zero();
         if delegate {
-            // HTTP/2, h2c, custom protocols, or no deadline: pingora's own handling.
+            // HTTP/2, h2c, custom protocols, or no deadline: pingora's own handling. An h2
+            // connection must still send its preface within the head deadline (it holds an
+            // empty line, so the deadline ends with it); then pingora's h2 idle timeout
+            // (limits.h2_idle_timeout) closes it whenever no stream is open.
+            let stream: Stream = if alpn == Some(ALPN::H2) && !timeout.is_zero() {
+                Box::new(HeadDeadline::new(
+                    stream,
+                    timeout,
+                    self.metrics.header_timeouts.clone(),
+                ))
+            } else {
+                stream
+            };
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
         // HTTP/1.x: pingora's keep-alive loop (apps/mod.rs), re-arming the deadline.

@@ -10,6 +10,8 @@
 //! | 410 | `session_worker_gone` | a signed session id names a worker no longer in the config |
 //! | 503 | `worker_unavailable` (+ `Retry-After`) | the session's worker is down, ejected or refuses connections |
 //! | 503 | `no_capacity` (+ `Retry-After`) | a new session and no worker has room (or none is up) |
+//! | 408 | `body_timeout` | a request body did not arrive whole within `limits.body_read_timeout` ([`crate::body`]) |
+//! | 413 | `payload_too_large` | a body over `limits.max_body_bytes`, or a buffered body (no `Content-Length`, or `POST /sessions`) over 64 KiB |
 //! | 502 | `bad_gateway` | the worker broke the exchange |
 //! | 504 | `upstream_timeout` | the worker did not answer in `timeouts.read` |
 
@@ -102,6 +104,7 @@ pub fn proxy_live() -> ErrorAnswer {
 pub fn generic(status: u16) -> ErrorAnswer {
     let error = match status {
         400 => "bad_request",
+        413 => "payload_too_large",
         502 => "bad_gateway",
         504 => "upstream_timeout",
         500 => "internal",

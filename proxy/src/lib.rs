@@ -11,6 +11,7 @@
 //! - [`reload`]: hot reload of the config file (`SIGHUP`, `POST /admin/reload`);
 //! - [`metrics`]: the typed `ProxyMetrics`;
 //! - [`errors`]: the JSON error answers;
+//! - [`body`]: request bodies read whole at the edge before anything reaches a worker;
 //! - [`surface`]: the declared public surface (the only requests forwarded);
 //! - [`trust`]: the headers the edge sets for, and strips before, a worker;
 //! - [`hostile`]: raw HTTP/1 head checks (bare LF/CR, NUL, missing `Host`: 400);
@@ -30,6 +31,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod conn_guard;

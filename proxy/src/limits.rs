@@ -105,6 +105,23 @@ impl Buckets {
         d
     }
 
+    /// Whether `key`'s bucket has a token, without taking it (a missing bucket is full):
+    /// `Ok`, or `Err(seconds until one token is back)`.
+    pub fn peek(&self, key: &str, r: &RateFile) -> Result<(), u64> {
+        let now = Instant::now();
+        let m = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = m.get(key) else {
+            return Ok(());
+        };
+        let mut b = *b;
+        b.refill(r, now);
+        if b.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / r.rate).ceil().max(1.0) as u64)
+        }
+    }
+
     /// Entries tracked (all shards).
     pub fn len(&self) -> usize {
         self.shards
@@ -183,6 +200,24 @@ impl Drop for CounterGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_takes_nothing() {
+        let b = Buckets::default();
+        let r = RateFile {
+            rate: 0.001,
+            burst: 2,
+        };
+        assert!(b.peek("k", &r).is_ok());
+        assert!(b.check("k", &r, 100).allowed);
+        assert!(b.peek("k", &r).is_ok());
+        assert!(b.peek("k", &r).is_ok(), "peeking twice takes nothing");
+        assert!(b.check("k", &r, 100).allowed);
+        let retry = b.peek("k", &r).expect_err("empty");
+        assert!(retry >= 999, "{retry}");
+        assert!(!b.check("k", &r, 100).allowed);
+        assert!(b.peek("other", &r).is_ok());
+    }
 
     #[test]
     fn bucket_math_is_exact() {

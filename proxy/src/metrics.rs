@@ -14,6 +14,101 @@ use crate::upstream::{Registry, Worker};
 /// `kind` values of `hotplex_proxy_upstream_errors_total` (see `proxy::error_kind`).
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "io", "http"];
 
+// Known label values, zero-initialised at start so every dashboard panel and alert has a
+// series on a fresh process (a counter that appears only at its first event reads as
+// "no data" and breaks `absent()`/`rate()`). A new label value at a call site belongs
+// in the slice of its metric here.
+
+/// `reason` values of `hotplex_proxy_rejections_total`: the `reason` of every
+/// `ErrorAnswer` (`errors.rs`, `proxy.rs`, `hostile.rs`) and `Rejection` (`security.rs`).
+pub const REJECTION_REASONS: &[&str] = &[
+    "auth",
+    "rate_limit",
+    "rate_limit_store",
+    "too_large",
+    "bad_request",
+    "malformed_head",
+    "no_capacity",
+    "worker_unavailable",
+    "worker_gone",
+    "bad_gateway",
+    "upstream_timeout",
+    "internal",
+    "error",
+    "undeclared_route",
+    "session_not_found",
+    "auth_rate_limit",
+    "body_timeout",
+    "payload_too_large",
+];
+
+/// `reason` values of `hotplex_proxy_auth_failures_total` (`security.rs`, `jwt::JwtError`).
+pub const AUTH_FAILURE_REASONS: &[&str] = &[
+    crate::security::AUTH_RATE_LIMITED,
+    "missing_key",
+    "invalid_key",
+    "forbidden_route",
+    "jwt_malformed",
+    "jwt_algorithm",
+    "jwt_signature",
+    "jwt_expired",
+    "jwt_not_yet_valid",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_missing_claim",
+    "jwt_tenant",
+];
+
+/// `route` labels of the proxy's request metrics (`proxy::route_label`), with the method
+/// and status of the route's usual answer: the `(route, method, status)` series of
+/// `hotplex_request_duration_seconds` and `(route, status)` of
+/// `hotplex_proxy_requests_total` that exist at 0 from the start.
+pub const ROUTE_ANSWERS: &[(&str, &str, &str)] = &[
+    ("create_session", "POST", "201"),
+    ("list_sessions", "GET", "200"),
+    ("session", "GET", "200"),
+    ("messages", "POST", "200"),
+    ("websocket", "GET", "101"),
+    ("health", "GET", "200"),
+];
+
+/// `key` values of `hotplex_proxy_rate_limited_total` known before any request: `-`
+/// (no tenant: auth off or before auth). Tenants (API-key names) appear at their first
+/// limited request.
+pub const RATE_LIMITED_KEYS: &[&str] = &["-"];
+
+/// `route` values of `hotplex_proxy_rate_limited_total` (`proxy::route_label`).
+pub const RATE_LIMITED_ROUTES: &[&str] = &[
+    "create_session",
+    "list_sessions",
+    "session",
+    "messages",
+    "websocket",
+    "health",
+    "other",
+];
+
+/// `source` values of `hotplex_proxy_routing_decisions_total`.
+pub const ROUTING_SOURCES: &[&str] = &["path", "query", "header", "cookie", "none"];
+
+/// `outcome` values of `hotplex_proxy_routing_decisions_total`.
+pub const ROUTING_OUTCOMES: &[&str] = &[
+    "pinned",
+    "hashed",
+    "placed",
+    "gone",
+    "unavailable",
+    "no_capacity",
+    "invalid",
+];
+
+/// `outcome` values of `hotplex_proxy_ratelimit_store_failures_total`.
+pub const RATELIMIT_STORE_OUTCOMES: &[&str] = &["fail_open", "fail_closed"];
+
+/// `version` values of `hotplex_proxy_tls_handshakes_total` (OpenSSL's version strings;
+/// the proxy accepts TLS 1.2 and 1.3).
+pub const TLS_VERSIONS: &[&str] = &["TLSv1.2", "TLSv1.3"];
+
 /// The proxy's metrics.
 pub struct ProxyMetrics {
     pub registry: PromRegistry,
@@ -185,7 +280,36 @@ impl ProxyMetrics {
         for result in ["success", "failure"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        m.zero_init();
         m
+    }
+
+    /// Creates the series of every known label value (at 0), see the slices above.
+    fn zero_init(&self) {
+        for r in REJECTION_REASONS {
+            self.rejections.with_label_values(&[r]);
+        }
+        for r in AUTH_FAILURE_REASONS {
+            self.auth_failures.with_label_values(&[r]);
+        }
+        for (route, method, status) in ROUTE_ANSWERS {
+            self.request_duration
+                .with_label_values(&[route, method, status]);
+            self.requests_total.with_label_values(&[route, status]);
+        }
+        for key in RATE_LIMITED_KEYS {
+            for route in RATE_LIMITED_ROUTES {
+                self.rate_limited.with_label_values(&[key, route]);
+            }
+        }
+        for source in ROUTING_SOURCES {
+            for outcome in ROUTING_OUTCOMES {
+                self.routing_decisions.with_label_values(&[source, outcome]);
+            }
+        }
+        for o in RATELIMIT_STORE_OUTCOMES {
+            self.ratelimit_store_failures.with_label_values(&[o]);
+        }
     }
 
     /// Records a successful (initial) config load.
@@ -222,6 +346,7 @@ impl ProxyMetrics {
             // `increase()` see them before the first event.
             self.worker_ejections.with_label_values(&[id]);
             self.sessions_placed.with_label_values(&[id]);
+            self.upstream_duration.with_label_values(&[id]);
             for kind in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.with_label_values(&[id, kind]);
             }

@@ -82,6 +82,8 @@ pub struct Ctx {
     in_flight: bool,
     /// Auth/limit state (tenant, client IP, RateLimit headers, WebSocket slot).
     security: crate::security::ReqState,
+    /// Bytes of a streamed request body (see [`crate::body`]).
+    body: crate::body::Counted,
     /// Trace spans (`None` when tracing is off), see [`crate::telemetry`].
     trace: Option<crate::telemetry::ReqTrace>,
     /// Time from the upstream attempt's start to the response head.
@@ -278,6 +280,7 @@ impl ProxyHttp for HotplexProxy {
             own_status: 0,
             in_flight: false,
             security: Default::default(),
+            body: Default::default(),
             trace: None,
             upstream_elapsed: None,
         }
@@ -355,6 +358,14 @@ impl ProxyHttp for HotplexProxy {
             self.metrics.rejections.with_label_values(&[r.reason]).inc();
             crate::security::respond(session, &r, &ctx.request_id).await;
             return Ok(true);
+        }
+        if !ctx.websocket {
+            // The body, whole, before routing: a slow body never reaches a worker.
+            let (max, timeout) = (cfg.limits.max_body_bytes, cfg.limits.body_read_timeout);
+            if let Err(a) = crate::body::buffer(session, ctx.create, max, timeout).await {
+                self.answer(session, ctx, &a, true).await;
+                return Ok(true);
+            }
         }
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
@@ -468,6 +479,21 @@ impl ProxyHttp for HotplexProxy {
         )?;
         if let Some(t) = ctx.trace.as_ref() {
             t.inject(req);
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A WebSocket tunnel's frames are not a request body (the worker limits frames).
+        if let (Some(b), false) = (body.as_ref(), ctx.websocket) {
+            let max = self.registry.config().limits.max_body_bytes;
+            ctx.body.add(b.len(), max)?;
         }
         Ok(())
     }
@@ -673,10 +699,12 @@ impl ProxyHttp for HotplexProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.own_status);
-        // Label values borrowed, not formatted (no allocation per request).
-        let code = http::StatusCode::from_u16(status).ok();
-        let status_s = code.as_ref().map_or("0", |c| c.as_str());
+        // Label values borrowed, not formatted (no allocation per request), and bounded:
+        // the method folded to the standard set, the status a real code or `other`.
+        let mut status_buf = [0u8; 3];
+        let status_s = hotplex_common::metrics::status_label(status, &mut status_buf);
         let method = session.req_header().method.as_str();
+        let method_l = hotplex_common::metrics::method_label(method);
         self.metrics
             .requests_total
             .with_label_values(&[ctx.route_label, status_s])
@@ -684,7 +712,7 @@ impl ProxyHttp for HotplexProxy {
         let elapsed = ctx.head_elapsed.unwrap_or_else(|| ctx.start.elapsed());
         self.metrics
             .request_duration
-            .with_label_values(&[ctx.route_label, method, status_s])
+            .with_label_values(&[ctx.route_label, method_l, status_s])
             .observe(elapsed.as_secs_f64());
         // No worker answer (proxy error, failed connect): settled here.
         self.settle_session(ctx, status);

@@ -11,6 +11,7 @@
 //! | 413 | `payload_too_large` | `Content-Length` over `limits.max_body_bytes` |
 //! | 429 | `rate_limited` (+ `Retry-After`, `RateLimit-*`) | a token bucket is empty |
 //! | 429 | `too_many_websockets` (+ `Retry-After`) | `limits.max_websockets_per_key` reached |
+//! | 429 | `too_many_auth_failures` (+ `Retry-After`) | the client IP failed authentication `limits.auth_failures` times: refused before any key or signature work |
 //!
 //! The key is read from `X-API-Key`, `Authorization: Bearer <key>` or the WebSocket
 //! subprotocol `hotplex-api-<key>`; only its SHA-256 is compared (constant time), and it is
@@ -35,6 +36,12 @@ use crate::limit_store::{RedisStore, StoreError};
 use crate::limits::{Buckets, CounterGuard, Counters, Decision};
 use crate::metrics::ProxyMetrics;
 
+/// `reason` of `hotplex_proxy_auth_failures_total` for attempts refused by the
+/// failed-authentication budget.
+pub const AUTH_RATE_LIMITED: &str = "rate_limited";
+/// Tracked keys per shard of the audit-folding buckets.
+const DEFAULT_FOLDED_AUDIT_KEYS: usize = 10_000;
+
 /// `RateLimit-Limit` header.
 pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 /// `RateLimit-Remaining` header.
@@ -46,6 +53,10 @@ pub const RATELIMIT_RESET: &str = "ratelimit-reset";
 #[derive(Default)]
 pub struct Security {
     buckets: Buckets,
+    /// Failed authentications per client IP (`limits.auth_failures`), always per process.
+    auth_failures: Buckets,
+    /// At most one audit line a minute per IP for refused-before-auth attempts.
+    audit_fold: Buckets,
     websockets: Arc<Counters>,
     store: RedisStore,
     /// (config hash, limits as text) last seen, to audit limit changes.
@@ -270,6 +281,43 @@ impl Security {
         Ok(())
     }
 
+    /// 429 for an IP over its failed-authentication budget (audited once a minute per IP).
+    fn auth_limited(
+        &self,
+        metrics: &ProxyMetrics,
+        ip: Option<IpAddr>,
+        ip_s: &str,
+        retry: u64,
+    ) -> Rejection {
+        metrics
+            .auth_failures
+            .with_label_values(&[AUTH_RATE_LIMITED])
+            .inc();
+        let once_a_minute = RateFile {
+            rate: 1.0 / 60.0,
+            burst: 1,
+        };
+        let fold = ["authaudit|", ip_s].concat();
+        if (self.audit_fold)
+            .check(&fold, &once_a_minute, DEFAULT_FOLDED_AUDIT_KEYS)
+            .allowed
+        {
+            audit::record(
+                Actor { name: "-", ip },
+                "auth",
+                "limited",
+                "too many failed authentications from this address: refused before any key \
+                 check (further refusals of this address are not logged for a minute)",
+            );
+        }
+        Rejection {
+            status: 429,
+            reason: "auth_rate_limit",
+            body: json!({"error": "too_many_auth_failures", "retry_after": retry}),
+            headers: vec![(h::RETRY_AFTER, retry.to_string())],
+        }
+    }
+
     /// Authenticates and applies the limits. `Err`: answer with [`respond`].
     #[allow(clippy::too_many_arguments)]
     pub async fn admit(
@@ -298,16 +346,28 @@ impl Security {
         });
         st.client_ip = ip;
 
-        // Authentication.
+        // Authentication. An IP over its failed-authentication budget is refused before
+        // any key hashing or signature check (auth on), or treated as anonymous (auth off).
         let a = &cfg.auth;
         let path = req.uri.path();
         let public = a.public_paths.iter().any(|p| path.starts_with(p.as_str()));
-        let key = presented_key(req).and_then(|k| {
+        let ip_s = ip.map(ip_text).unwrap_or_default();
+        let fail_key = ["authfail|", &ip_s].concat();
+        let must_auth = a.enabled && !public;
+        let budget = self.auth_failures.peek(&fail_key, &l.auth_failures);
+        if let Err(retry) = budget {
+            if must_auth {
+                return Err(self.auth_limited(metrics, ip, &ip_s, retry));
+            }
+        }
+        let presented = budget.ok().and_then(|()| presented_key(req));
+        let key = presented.and_then(|k| {
             let hsh = hash_key(k);
             a.keys.iter().find(|c| bool::from(c.hash.ct_eq(&hsh)))
         });
         // A bearer token that is not an API key: a JWT when `auth.jwt` is configured.
-        let jwt = match (key, &a.jwt, bearer_token(req)) {
+        let bearer = budget.ok().and_then(|()| bearer_token(req));
+        let jwt = match (key, &a.jwt, bearer) {
             (None, Some(j), Some(t)) if crate::jwt::looks_like_jwt(t) => Some(j.verify(t)),
             _ => None,
         };
@@ -321,10 +381,10 @@ impl Security {
         } else if let Some(Ok(id)) = &jwt {
             st.tenant = Some(id.tenant.clone());
         }
-        if a.enabled && !public {
+        if must_auth {
             let fail = match (key, &jwt) {
                 (None, Some(Err(e))) => Some((e.reason(), 401)),
-                (None, None) if presented_key(req).is_none() => Some(("missing_key", 401)),
+                (None, None) if presented.is_none() => Some(("missing_key", 401)),
                 (None, None) => Some(("invalid_key", 401)),
                 _ if routes.is_some_and(|r| !r.iter().any(|x| x == route)) => {
                     Some(("forbidden_route", 403))
@@ -333,6 +393,11 @@ impl Security {
             };
             if let Some((why, status)) = fail {
                 metrics.auth_failures.with_label_values(&[why]).inc();
+                if status == 401 {
+                    // Spends the IP's failed-authentication budget.
+                    let _ =
+                        (self.auth_failures).check(&fail_key, &l.auth_failures, l.max_tracked_keys);
+                }
                 audit::record(
                     Actor {
                         name: st.tenant_label(),
@@ -390,7 +455,6 @@ impl Security {
 
         // Rate limits.
         // Bucket keys are concatenated, not formatted (this runs for every request).
-        let ip_s = ip.map(ip_text).unwrap_or_default();
         let ident = match &st.tenant {
             Some(t) => ["k:", t].concat(),
             None => ["ip:", &ip_s].concat(),

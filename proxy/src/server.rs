@@ -143,10 +143,14 @@ pub fn run_reporting(
 
     // pingora's HTTP proxy app behind connection limits and the request-head deadline
     // (limits.max_connections*, limits.header_read_timeout: see crate::conn_guard).
-    let http = pingora::proxy::http_proxy(
+    let mut http = pingora::proxy::http_proxy(
         &server.configuration,
         HotplexProxy::new(registry.clone(), metrics.clone()),
     );
+    // Idle HTTP/2 connections (no open stream) are closed and free their slot.
+    let mut opts = http.server_options.take().unwrap_or_default();
+    opts.h2_idle_timeout = Some(cfg.limits.h2_idle_timeout);
+    http.server_options = Some(opts);
     let guarded = crate::conn_guard::GuardedApp::new(http, registry.clone(), &metrics);
     let mut proxy = pingora::services::listening::Service::new("hotplex proxy".into(), guarded);
     let b = cfg.buffers;

@@ -104,6 +104,9 @@ impl TlsMetrics {
         for r in ["success", "failure"] {
             reloads.with_label_values(&[r]);
         }
+        for v in crate::metrics::TLS_VERSIONS {
+            handshakes.with_label_values(&[v]);
+        }
         TlsMetrics {
             handshakes,
             reloads,

@@ -195,7 +195,7 @@ where
     }
 }
 
-/// Value of the first sample of `name` whose label set contains every `labels` pair, in a
+/// Sum of the samples of `name` whose label set contains every `labels` pair, in a
 /// Prometheus text exposition. `labels` are `key="value"` fragments.
 pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
@@ -210,7 +210,9 @@ pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
                 .then(|| value.parse::<f64>().ok())
                 .flatten()
         })
-        .next()
+        // Several series match when `labels` names only some of them (and every known
+        // label value exists from start, at 0): their sum, as PromQL's `sum` would.
+        .reduce(|a, b| a + b)
 }
 
 /// Spawn helper: `Command` for a binary with arguments.
@@ -243,6 +245,11 @@ mod tests {
             metric_value(text, "hotplex_sessions_errors", &["reason=\"idle\""]),
             None
         );
+        // Several matching series (a zero-initialised one among them): their sum.
+        let text = "x{source=\"none\",outcome=\"gone\"} 0\nx{source=\"path\",outcome=\"gone\"} 4\n\
+                    x{source=\"path\",outcome=\"pinned\"} 9\n";
+        assert_eq!(metric_value(text, "x", &["outcome=\"gone\""]), Some(4.0));
+        assert_eq!(metric_value(text, "x", &["source=\"path\""]), Some(13.0));
     }
 
     #[test]

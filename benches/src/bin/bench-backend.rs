@@ -85,6 +85,19 @@ async fn sse(uri: axum::http::Uri) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// `GET /sessions/{id}`: the SSE stream with `?interval_ms=` (or `events=`), else the
+/// 18-byte body.
+async fn session_path(uri: axum::http::Uri) -> Response {
+    if uri
+        .query()
+        .is_some_and(|q| q.contains("interval_ms=") || q.contains("events="))
+    {
+        sse(uri).await
+    } else {
+        BODY_18.into_response()
+    }
+}
+
 async fn echo(mut ws: WebSocket) {
     while let Some(Ok(m)) = ws.recv().await {
         let reply = match m {
@@ -111,6 +124,9 @@ fn app(max_sessions: u64) -> Router {
         )
         .route("/health/live", get(|| async { "ok" }))
         .route("/sse", get(sse))
+        // The SSE stream on a declared route of the proxy's public surface too (GET of a
+        // session path; hotplex-proxy forwards only the HotPlex API).
+        .route("/sessions/{id}", get(session_path))
         .route(
             "/ws/v1/agent",
             get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),

@@ -18,6 +18,16 @@ pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 /// Largest accepted request body (`Content-Length`), bytes. 0 = no limit.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Idle time after which an HTTP/2 connection without open streams is closed.
+pub const DEFAULT_H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Time to receive a whole request body at the edge.
+pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Failed authentications allowed per client IP: a bucket of 20, refilled at 20 a minute.
+/// Past it: 429 before any key or signature work.
+pub const DEFAULT_AUTH_FAILURES: RateFile = RateFile {
+    rate: 20.0 / 60.0,
+    burst: 20,
+};
 
 /// `auth:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +134,24 @@ pub struct LimitsFile {
     /// Absent: per-process buckets.
     #[serde(default)]
     pub store: Option<StoreFile>,
+    /// Longest time to receive a request body whole (bodies are read at the edge before
+    /// routing, see `crate::body`); over it: 408 `body_timeout`. Default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`].
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: std::time::Duration,
+    /// An HTTP/2 connection with no stream open for this long is closed (its
+    /// `max_connections` slot freed). Applies from the end of the preface (a connection that
+    /// never opens a stream is closed after it too); the preface itself must arrive within
+    /// `header_read_timeout`. Not reloadable. Default [`DEFAULT_H2_IDLE_TIMEOUT`].
+    #[serde(default = "default_h2_idle_timeout", with = "humantime_serde")]
+    pub h2_idle_timeout: std::time::Duration,
+    /// Failed authentications (401) per client IP, a token bucket (`rate` per second,
+    /// `burst`). An IP whose bucket is empty gets 429 `too_many_auth_failures` +
+    /// `Retry-After` before any key hashing or JWT signature check, and its audit lines are
+    /// folded (one per IP a minute). Always on (per process). Default
+    /// [`DEFAULT_AUTH_FAILURES`] (20 a minute, burst 20).
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures: RateFile,
     /// Open downstream connections (HTTP/1, HTTP/2, TLS; all listeners) at once; more are
     /// refused. 0: no limit. Default [`DEFAULT_MAX_CONNECTIONS`].
     #[serde(default = "default_max_connections")]
@@ -207,6 +235,9 @@ impl Default for LimitsFile {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
+            auth_failures: DEFAULT_AUTH_FAILURES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            h2_idle_timeout: DEFAULT_H2_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -214,6 +245,15 @@ impl Default for LimitsFile {
     }
 }
 
+fn default_h2_idle_timeout() -> std::time::Duration {
+    DEFAULT_H2_IDLE_TIMEOUT
+}
+fn default_body_read_timeout() -> std::time::Duration {
+    DEFAULT_BODY_READ_TIMEOUT
+}
+fn default_auth_failures() -> RateFile {
+    DEFAULT_AUTH_FAILURES
+}
 fn default_max_body() -> u64 {
     DEFAULT_MAX_BODY_BYTES
 }
@@ -321,6 +361,12 @@ pub struct LimitSettings {
     pub max_body_bytes: u64,
     pub max_tracked_keys: usize,
     pub store: Option<StoreSettings>,
+    /// `limits.auth_failures`.
+    pub auth_failures: RateFile,
+    /// `limits.body_read_timeout`.
+    pub body_read_timeout: std::time::Duration,
+    /// `limits.h2_idle_timeout`.
+    pub h2_idle_timeout: std::time::Duration,
     /// 0: no limit.
     pub max_connections: u32,
     pub max_connections_per_ip: Option<u32>,
@@ -340,6 +386,9 @@ impl Default for LimitSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
+            auth_failures: DEFAULT_AUTH_FAILURES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            h2_idle_timeout: DEFAULT_H2_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -620,6 +669,25 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
         max_websockets_per_key: l.max_websockets_per_key,
         max_body_bytes: l.max_body_bytes,
         max_tracked_keys: l.max_tracked_keys,
+        auth_failures: rate(file, "limits.auth_failures", &l.auth_failures)?,
+        h2_idle_timeout: if l.h2_idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                file,
+                "limits.h2_idle_timeout",
+                "must be greater than 0",
+            ));
+        } else {
+            l.h2_idle_timeout
+        },
+        body_read_timeout: if l.body_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                file,
+                "limits.body_read_timeout",
+                "must be greater than 0",
+            ));
+        } else {
+            l.body_read_timeout
+        },
         max_connections: l.max_connections,
         max_connections_per_ip: l.max_connections_per_ip,
         header_read_timeout: l.header_read_timeout,

@@ -304,6 +304,17 @@ mod tests {
     }
 
     #[test]
+    fn session_ids_are_stable_across_releases() {
+        // Minted independently by benches/scenario1.sh (openssl: kid = 6 hex of
+        // sha256("hotplex-kid" || secret), mac = base64url of the first 16 bytes of
+        // HMAC-SHA256(secret, "bench\n" + signed part)): ids minted by any release verify.
+        let s = signer(&["bench-affinity-secret-0123456789"]);
+        let id = "w2.179075b002a946ac.v2-108fac.22mOllQvjjI0e6lZotb73w";
+        assert_eq!(s.verify_session(id, "bench"), Some(Ok("w2")));
+        assert_eq!(s.verify_session(id, "other"), Some(Err(Refused::BadMac)));
+    }
+
+    #[test]
     fn retargeting_or_editing_any_part_breaks_the_mac() {
         let s = signer(&["0123456789abcdef-secret"]);
         let id = s.mint_session("w1", "t");

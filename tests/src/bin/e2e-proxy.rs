@@ -9,7 +9,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // only place the crate allows it (with the worker launcher's).
 #[allow(unsafe_code, non_upper_case_globals)]
 #[export_name = "malloc_conf"]
-pub static malloc_conf: &[u8] = hotplex_common::profiling::MALLOC_CONF;
+pub static malloc_conf: &[u8] = hotplex_common::profiling::MALLOC_CONF_PROXY;
 
 fn main() -> std::process::ExitCode {
     hotplex_proxy::cli::main()

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod abuse_limits;
 mod observability_metrics;
 mod observability_traces;
 mod proxy_admin;

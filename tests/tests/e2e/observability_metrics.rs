@@ -1,10 +1,13 @@
 //! Every metric the Grafana dashboard (`conf/grafana/hotplex-dashboard.json`) and the alert
 //! rules (`conf/prometheus/alerts.yml`) use exists in a live `/metrics` of the proxy or a
-//! worker, after real traffic: HTTP, a session with an SSE turn, a WebSocket execute, a
-//! rate-limited request, a config reload and a TLS handshake. Equality label matchers of
-//! the expressions (`reason="rate_limit"`, `component="worker"`...) must match a series.
-//! Also: the proxy's `/debug/pprof/heap` (admin listener, bearer token) is a real jemalloc
-//! heap profile.
+//! worker: on fresh processes before any traffic (known label values are zero-initialised,
+//! so no panel or alert starts with "no data"), and again after real traffic: HTTP, a
+//! session with an SSE turn, a WebSocket execute, a rate-limited request, a config reload
+//! and a TLS handshake. Equality label matchers of the expressions (`reason="rate_limit"`,
+//! `component="worker"`...) must match a series.
+//! Also: heap profiles. A worker with its built-in defaults serves `/debug/pprof/heap`
+//! (sampling on); the proxy's (admin listener, bearer token) is off until
+//! `POST /admin/profiling {"active": true}`, then a real jemalloc heap profile.
 
 use hotplex_common::names;
 use std::collections::BTreeSet;
@@ -248,6 +251,16 @@ async fn every_dashboard_and_alert_metric_is_exported() {
     let base = format!("http://{}", p.listen);
     let admin = format!("http://{}", p.admin);
 
+    // Fresh processes (no request through the proxy yet): every selector of the dashboard
+    // and the alerts has a series, equality matchers included.
+    let (all, hist) = scrape(&c, &admin, &workers).await;
+    let wanted = wanted_selectors(&hist);
+    let missing: Vec<&Selector> = wanted.iter().filter(|s| !present(s, &all, &hist)).collect();
+    assert!(
+        missing.is_empty(),
+        "metrics used by the dashboard/alerts but absent from a fresh /metrics: {missing:#?}"
+    );
+
     // Plain HTTP: create a session and read it.
     let (id, _) = create(&c, &base).await;
     assert_eq!(get_session(&c, &base, &id).await.status, 200);
@@ -303,62 +316,66 @@ async fn every_dashboard_and_alert_metric_is_exported() {
         .expect("https request");
     assert!(r.status().is_success(), "{}", r.status());
 
-    // Scrape everything.
-    let mut text = String::new();
-    for url in std::iter::once(format!("{admin}/metrics"))
-        .chain(workers.iter().map(|w| format!("{}/metrics", w.base())))
-    {
-        let t = c
-            .get(url)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.push('\n');
-        text.push_str(&t);
-    }
-    let all = samples(&text);
-    let hist = histograms(&text);
-
-    let mut wanted: BTreeSet<Selector> = BTreeSet::new();
-    let dash = dashboard_exprs();
-    let alerts = alert_exprs();
-    assert!(dash.len() >= 20, "dashboard expressions: {dash:?}");
-    assert!(alerts.len() >= 7, "alert expressions: {alerts:?}");
-    for e in dash.iter().chain(alerts.iter()) {
-        let s = selectors(e);
-        assert!(!s.is_empty(), "no hotplex metric in {e:?}");
-        wanted.extend(s);
-    }
-    assert!(wanted.len() >= 25, "selectors: {wanted:#?}");
+    // After traffic: still every selector (now with real values behind them).
+    let (all, hist) = scrape(&c, &admin, &workers).await;
     let missing: Vec<&Selector> = wanted.iter().filter(|s| !present(s, &all, &hist)).collect();
     assert!(
         missing.is_empty(),
-        "metrics used by the dashboard/alerts but absent from /metrics: {missing:#?}"
+        "metrics used by the dashboard/alerts but absent from /metrics after traffic: {missing:#?}"
     );
-    // Every name is one of the constants of common/src/names.rs (histogram suffixes stripped).
-    let names_rs = include_str!("../../../common/src/names.rs");
-    for s in &wanted {
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suf| s.name.strip_suffix(suf).filter(|b| hist.contains(*b)))
-            .unwrap_or(&s.name);
-        assert!(
-            names_rs.contains(&format!("\"{base}\"")),
-            "{base} is not defined in common/src/names.rs"
-        );
-    }
     drop(ws);
 
-    // The proxy's heap profile: token-protected, a real gzipped pprof.
+    // A worker with its built-in defaults (no MALLOC_CONF) serves a heap profile.
+    let r = c
+        .get(format!("{}/debug/pprof/heap", workers[0].base()))
+        .send()
+        .await
+        .expect("worker pprof");
+    assert_eq!(r.status(), 200, "worker heap profile out of the box");
+    let body = r.bytes().await.expect("worker profile");
+    assert!(body.len() > 20 && body[..2] == [0x1f, 0x8b], "gzip magic");
+
+    // The proxy's heap profile: token-protected, off until switched on at runtime.
     let r = c
         .get(format!("{admin}/debug/pprof/heap"))
         .send()
         .await
         .expect("pprof without token");
     assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{admin}/debug/pprof/heap"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("pprof");
+    assert_eq!(r.status(), 503, "the proxy samples nothing by default");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"], "profiling_disabled", "{v}");
+    let profiling = |active: bool| {
+        let c = c.clone();
+        let url = format!("{admin}/admin/profiling");
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({ "active": active }))
+                .send()
+                .await
+                .expect("profiling switch");
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let st = profiling(true).await;
+    assert_eq!(st, json!({"enabled": true, "active": true, "lg_sample": 0}));
+    // Traffic while sampling. The proxy runs with lg_prof_sample:0 (every allocation is
+    // sampled), so the profile holds the live allocations of these requests whatever
+    // their size: the check does not depend on the sampling rate.
+    // (creates only: the `session` route is rate limited to one request in this test)
+    for _ in 0..5 {
+        let (id, _) = create(&c, &base).await;
+        assert!(!id.is_empty());
+    }
     let r = c
         .get(format!("{admin}/debug/pprof/heap"))
         .bearer_auth(TOKEN)
@@ -390,6 +407,67 @@ async fn every_dashboard_and_alert_metric_is_exported() {
         !profile.sample.is_empty(),
         "the proxy has sampled allocations"
     );
+    // Off again: no profile.
+    assert_eq!(profiling(false).await["active"], false);
+    let r = c
+        .get(format!("{admin}/debug/pprof/heap"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("pprof");
+    assert_eq!(r.status(), 503);
+}
+
+/// `/metrics` of the proxy (admin listener) and of every worker: samples and histogram names.
+async fn scrape(
+    c: &reqwest::Client,
+    admin: &str,
+    workers: &[TestWorker],
+) -> (Vec<Sample>, BTreeSet<String>) {
+    let mut text = String::new();
+    for url in std::iter::once(format!("{admin}/metrics"))
+        .chain(workers.iter().map(|w| format!("{}/metrics", w.base())))
+    {
+        let t = c
+            .get(url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.push('\n');
+        text.push_str(&t);
+    }
+    (samples(&text), histograms(&text))
+}
+
+/// The selectors of every dashboard and alert expression; each name is one of the
+/// constants of common/src/names.rs (histogram suffixes stripped; `hist`: histogram names).
+fn wanted_selectors(hist: &BTreeSet<String>) -> BTreeSet<Selector> {
+    let mut wanted: BTreeSet<Selector> = BTreeSet::new();
+    let dash = dashboard_exprs();
+    let alerts = alert_exprs();
+    assert!(dash.len() >= 20, "dashboard expressions: {dash:?}");
+    assert!(alerts.len() >= 7, "alert expressions: {alerts:?}");
+    for e in dash.iter().chain(alerts.iter()) {
+        let s = selectors(e);
+        assert!(!s.is_empty(), "no hotplex metric in {e:?}");
+        wanted.extend(s);
+    }
+    assert!(wanted.len() >= 25, "selectors: {wanted:#?}");
+    let names_rs = include_str!("../../../common/src/names.rs");
+    for s in &wanted {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suf| s.name.strip_suffix(suf).filter(|b| hist.contains(*b)))
+            .unwrap_or(&s.name);
+        assert!(
+            names_rs.contains(&format!("\"{base}\"")),
+            "{base} is not defined in common/src/names.rs"
+        );
+    }
+    wanted
 }
 
 /// A proxy child process with admin tokens (`spawn_proxy` writes its own `admin:`).
@@ -409,17 +487,14 @@ async fn spawn_proxy_with_token(body: &str) -> Proxy {
     write_config_file(&path, ANY_PORT, ANY_PORT, &admin_extra, body);
     let addr_path = dir.path().join("addr.json");
     let mut cmd = std::process::Command::new(PROXY_BIN);
-    // Heap profiling switched on the way an operator does it (the `/debug/pprof/heap` check),
-    // sampling every allocation (`lg_prof_sample:0`): whether a profile holds a sample then
-    // does not depend on the sampling rate and on how much the process happened to allocate
-    // (with the default 1-in-2^19-bytes rate a quiet proxy could show none).
-    let (k, v) = hotplex_common::profiling::ACTIVATE_ENV;
+    // The proxy's built-in profiling defaults (sampling off, switched on at runtime by the
+    // test), with every allocation sampled once on: the profile check is deterministic.
     cmd.arg("--config")
         .arg(&path)
         .arg("--addr-file")
         .arg(&addr_path)
         .env("RUST_LOG", "warn")
-        .env(k, format!("{v},lg_prof_sample:0"));
+        .env("MALLOC_CONF", "lg_prof_sample:0");
     let mut guard = hotplex_e2e::ChildGuard::spawn("proxy", &mut cmd);
     let bound = addr_file(&addr_path, &mut guard).await;
     let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));

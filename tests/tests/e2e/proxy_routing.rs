@@ -318,7 +318,7 @@ async fn metrics_names_move() {
     );
     assert!(
         m(
-            "hotplex_request_duration_seconds_count",
+            &format!("{}_count", names::shared::REQUEST_DURATION_SECONDS),
             &[
                 comp,
                 "route=\"session\"",
@@ -329,7 +329,7 @@ async fn metrics_names_move() {
     );
     assert!(
         m(
-            "hotplex_proxy_upstream_duration_seconds_count",
+            &format!("{}_count", names::proxy::UPSTREAM_DURATION_SECONDS),
             &[&format!("worker=\"{node}\"")]
         ) >= Some(1.0)
     );

@@ -1,0 +1,141 @@
+//! Request bodies at the edge: read completely before anything reaches a worker.
+//!
+//! A body that fits pingora's replay buffer ([`BUFFERED_BODY_MAX`], 64 KiB) is read whole in
+//! `request_filter`, before routing, within `limits.body_read_timeout`: a slow body never
+//! creates a session, never reaches or holds a worker connection (like nginx's request
+//! buffering). pingora replays the buffered bytes to the worker. This covers every body
+//! without a `Content-Length` (HTTP/1.1 chunked, HTTP/2 without the header): one larger
+//! than the buffer gets 413 as soon as it crosses it, and so does one crossing
+//! `limits.max_body_bytes`.
+//!
+//! A body announced larger than the buffer (`Content-Length` over 64 KiB, within
+//! `max_body_bytes`) is streamed (pingora has no larger replay buffer), except on
+//! `POST /sessions`, which never needs one: 413. The streamed bytes are still counted
+//! ([`Counted`]), so no framing trick carries more than `max_body_bytes`.
+//! WebSocket upgrades have no request body; SSE responses are never buffered.
+
+use std::time::Duration;
+
+use pingora::proxy::Session;
+use serde_json::json;
+
+use crate::errors::ErrorAnswer;
+
+/// Largest body read whole at the edge: pingora's replay ("retry") buffer, bytes.
+pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
+
+/// Why a body was refused.
+fn too_large(limit: u64) -> ErrorAnswer {
+    ErrorAnswer {
+        status: 413,
+        body: json!({"error": "payload_too_large", "max_body_bytes": limit}),
+        retry_after: None,
+        reason: "too_large",
+    }
+}
+
+fn timed_out(timeout: Duration) -> ErrorAnswer {
+    ErrorAnswer {
+        status: 408,
+        body: json!({"error": "body_timeout", "message": format!("the request body did not arrive within {timeout:?}")}),
+        retry_after: None,
+        reason: "body_timeout",
+    }
+}
+
+fn broken() -> ErrorAnswer {
+    ErrorAnswer {
+        status: 400,
+        body: json!({"error": "bad_request", "message": "the request body could not be read"}),
+        retry_after: None,
+        reason: "bad_request",
+    }
+}
+
+/// The announced `Content-Length`, if any.
+pub fn announced(session: &Session) -> Option<u64> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads the request body whole when it can be replayed (see the module docs).
+/// `Ok(true)`: buffered (or none); `Ok(false)`: left to stream (announced over the buffer).
+pub async fn buffer(
+    session: &mut Session,
+    create: bool,
+    max_body: u64,
+    timeout: Duration,
+) -> Result<bool, ErrorAnswer> {
+    if session.is_body_empty() {
+        return Ok(true);
+    }
+    let cap = match max_body {
+        0 => BUFFERED_BODY_MAX,
+        n => n.min(BUFFERED_BODY_MAX),
+    };
+    if announced(session).is_some_and(|n| n > BUFFERED_BODY_MAX) {
+        return if create {
+            Err(too_large(cap))
+        } else {
+            Ok(false)
+        };
+    }
+    session.enable_retry_buffering();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut total: u64 = 0;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+        match chunk {
+            Err(_) => return Err(timed_out(timeout)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "request body read failed");
+                return Err(broken());
+            }
+            Ok(Ok(None)) => return Ok(true),
+            Ok(Ok(Some(b))) => {
+                total += b.len() as u64;
+                if total > cap {
+                    return Err(too_large(cap));
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of a streamed body, checked against `max_body_bytes` on every chunk.
+#[derive(Debug, Default)]
+pub struct Counted(u64);
+
+impl Counted {
+    /// Adds a chunk; `Err` once the total crosses `max_body` (0: no limit).
+    pub fn add(&mut self, chunk: usize, max_body: u64) -> pingora::Result<()> {
+        self.0 += chunk as u64;
+        if max_body > 0 && self.0 > max_body {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::HTTPStatus(413),
+                "request body over limits.max_body_bytes",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_bodies_are_counted() {
+        let mut c = Counted::default();
+        assert!(c.add(600, 1000).is_ok());
+        assert!(c.add(400, 1000).is_ok());
+        let e = c.add(1, 1000).expect_err("over");
+        assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(413));
+        let mut c = Counted::default();
+        assert!(c.add(usize::MAX / 2, 0).is_ok(), "0: no limit");
+    }
+}

@@ -217,7 +217,8 @@ pub fn run_reporting(
 /// Picks a free port for `addr` (port 0) and holds it: a bound, not listening socket with
 /// `SO_REUSEADDR`. Linux lets another `SO_REUSEADDR` socket bind the same address while no
 /// socket listens on it, which is what pingora's listener does (it sets `SO_REUSEADDR`);
-/// any other bind, including the kernel's choice of an ephemeral port, avoids the port.
+/// meanwhile the kernel never hands the port to anyone else's port-0 bind or connect (a
+/// process naming this exact port with `SO_REUSEADDR` could still bind it, as with any port).
 fn reserve_port(
     what: &'static str,
     addr: std::net::SocketAddr,

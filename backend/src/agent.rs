@@ -1,27 +1,30 @@
-//! One agent child process and its JSON-lines protocol.
-//!
-//! Line protocol (one JSON object per line):
-//! - worker → agent (stdin): `{"type":"user","session_id":"...","prompt":"..."}`
-//! - agent → worker (stdout): `{"type":"ready"}` (or `system`) once at startup, then per
-//!   turn any number of `thinking`, `tool_use`, `tool_result`, `answer` objects, ended by
-//!   exactly one `result` (turn done) or `error` (turn failed, agent still usable).
+//! One agent child process, spoken to through its protocol adapter ([`crate::protocol`]).
 //!
 //! The child runs in its own process group (`process_group(0)`), so closing it kills the
-//! whole group (grandchildren included) with `killpg(SIGKILL)`, then reaps the child.
+//! whole group (grandchildren included) with `killpg(SIGKILL)`, then reaps the child. It
+//! inherits only the allowlisted worker variables; with `agent.limits` it is started
+//! through this executable's `agent-exec` launcher, which sets the rlimits and execs it
+//! (same pid). Output lines are read with a hard cap: at most `max_line_bytes` of a line
+//! is ever buffered.
 
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::config::AgentConfig;
+pub use crate::protocol::AgentLine;
+use crate::protocol::{adapter, Protocol};
 
-/// The longest line accepted from an agent, bytes.
-pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+/// The default longest line accepted from an agent, bytes.
+pub const MAX_LINE_BYTES: usize = crate::agent_config::DEFAULT_MAX_LINE_BYTES;
 
 /// What went wrong with an agent process.
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +41,52 @@ pub enum AgentError {
     Io(String),
 }
 
-/// One message read from the agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentLine {
-    /// The `type` field.
-    pub kind: String,
-    /// All other fields.
-    pub fields: Map<String, Value>,
+/// A session's own working directory, removed when the last agent process of the
+/// session is gone.
+#[derive(Debug)]
+pub struct SessionDir(PathBuf);
+
+impl SessionDir {
+    /// Creates `<root>/<session_id>-<random>` (unique even if two tenants use one id).
+    pub fn create(root: &Path, session_id: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        for _ in 0..8 {
+            let suffix: u64 = rand_u64();
+            let p = root.join(format!("{session_id}-{suffix:016x}"));
+            match std::fs::create_dir(&p) {
+                Ok(()) => return Ok(SessionDir(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("no unique session directory name"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SessionDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove session dir");
+            }
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
 }
 
 /// A running agent process.
@@ -52,29 +94,95 @@ pub struct AgentProcess {
     child: Child,
     pgid: Option<Pid>,
     stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
+    stdout: BufReader<ChildStdout>,
+    proto: Box<dyn Protocol>,
+    /// Decoded turn lines not yet returned.
+    pending: VecDeque<AgentLine>,
+    max_line: usize,
+    dir: Option<Arc<SessionDir>>,
     closed: bool,
 }
 
+/// The argv actually executed: the command plus protocol arguments, behind the
+/// `agent-exec` launcher when limits are configured.
+pub fn effective_argv(cfg: &AgentConfig, extra: Vec<String>) -> Vec<String> {
+    let mut argv: Vec<String> = cfg.command.iter().cloned().chain(extra).collect();
+    if !cfg.limits.is_empty() {
+        let mut l = vec![crate::agent_config::current_exe(), "agent-exec".to_string()];
+        l.extend(cfg.limits.launcher_args());
+        l.push("--".to_string());
+        l.extend(argv);
+        argv = l;
+    }
+    argv
+}
+
 impl AgentProcess {
-    /// Spawns the agent and, if configured, waits for its ready line.
+    /// Spawns a fresh agent for a session (with a new session dir when configured) and,
+    /// if configured, waits for its ready signal.
     pub async fn spawn(
         cfg: &AgentConfig,
         session_id: &str,
         startup_timeout: Duration,
     ) -> Result<Self, AgentError> {
-        let program = cfg.command.first().cloned().unwrap_or_default();
+        let dir = match &cfg.session_dirs {
+            Some(root) => Some(Arc::new(SessionDir::create(root, session_id).map_err(
+                |e| AgentError::Spawn {
+                    program: cfg.command.first().cloned().unwrap_or_default(),
+                    reason: format!("session dir under {}: {e}", root.display()),
+                },
+            )?)),
+            None => None,
+        };
+        Self::spawn_with(cfg, session_id, startup_timeout, dir, None).await
+    }
+
+    /// Replaces `old` (closed first) by a new process of the same session: same session
+    /// dir, resuming the agent's own conversation when its protocol can.
+    pub async fn restart(
+        old: Option<AgentProcess>,
+        cfg: &AgentConfig,
+        session_id: &str,
+        startup_timeout: Duration,
+    ) -> Result<Self, AgentError> {
+        let Some(mut old) = old else {
+            return Self::spawn(cfg, session_id, startup_timeout).await;
+        };
+        old.close().await;
+        let dir = old.dir.clone();
+        let resume = old.proto.resume_token();
+        drop(old);
+        Self::spawn_with(cfg, session_id, startup_timeout, dir, resume).await
+    }
+
+    async fn spawn_with(
+        cfg: &AgentConfig,
+        session_id: &str,
+        startup_timeout: Duration,
+        dir: Option<Arc<SessionDir>>,
+        resume: Option<String>,
+    ) -> Result<Self, AgentError> {
+        let mut proto = adapter(cfg.protocol);
+        let argv = effective_argv(cfg, proto.extra_args(resume.as_deref()));
+        let program = argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
-        cmd.args(cfg.command.iter().skip(1))
-            .envs(&cfg.env)
+        cmd.args(argv.iter().skip(1)).env_clear();
+        for name in &cfg.env_allowlist {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.envs(&cfg.env)
             .env("HOTPLEX_SESSION_ID", session_id)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(dir) = &cfg.cwd {
-            cmd.current_dir(dir);
+        if let Some(d) = &dir {
+            cmd.current_dir(d.path());
+        } else if let Some(d) = &cfg.cwd {
+            cmd.current_dir(d);
         }
         let mut child = cmd.spawn().map_err(|e| AgentError::Spawn {
             program: program.clone(),
@@ -92,36 +200,44 @@ impl AgentProcess {
                 reason: "no stdio pipes".into(),
             });
         };
+        let startup = proto.startup_lines();
         let mut agent = AgentProcess {
             child,
             pgid,
             stdin: Some(stdin),
-            stdout: BufReader::new(stdout).lines(),
+            stdout: BufReader::new(stdout),
+            proto,
+            pending: VecDeque::new(),
+            max_line: cfg.max_line_bytes,
+            dir,
             closed: false,
         };
-        if cfg.wait_ready {
-            let ready = tokio::time::timeout(startup_timeout, async {
+        let ready = tokio::time::timeout(startup_timeout, async {
+            for l in &startup {
+                agent.write_line(l).await?;
+            }
+            if cfg.wait_ready {
                 loop {
-                    let line = agent.next_line().await?;
-                    if line.kind == "ready" || line.kind == "system" {
-                        return Ok(());
+                    let line = agent.read_raw().await?;
+                    if agent.proto.is_ready(&line) {
+                        break;
                     }
                 }
-            })
-            .await;
-            match ready {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    agent.close().await;
-                    return Err(e);
-                }
-                Err(_) => {
-                    agent.close().await;
-                    return Err(AgentError::StartupTimeout(startup_timeout));
-                }
+            }
+            Ok(())
+        })
+        .await;
+        match ready {
+            Ok(Ok(())) => Ok(agent),
+            Ok(Err(e)) => {
+                agent.close().await;
+                Err(e)
+            }
+            Err(_) => {
+                agent.close().await;
+                Err(AgentError::StartupTimeout(startup_timeout))
             }
         }
-        Ok(agent)
     }
 
     /// The child's pid (also its process-group id).
@@ -129,14 +245,18 @@ impl AgentProcess {
         self.pgid.map(|p| p.as_raw() as u32)
     }
 
-    /// Sends one prompt line.
-    pub async fn send_prompt(&mut self, session_id: &str, prompt: &str) -> Result<(), AgentError> {
-        let mut line = serde_json::to_vec(&serde_json::json!({
-            "type": "user",
-            "session_id": session_id,
-            "prompt": prompt,
-        }))
-        .map_err(|e| AgentError::Io(e.to_string()))?;
+    /// The session's own working directory, if any.
+    pub fn session_dir(&self) -> Option<&Path> {
+        self.dir.as_deref().map(SessionDir::path)
+    }
+
+    /// Whether a new process can resume this agent's conversation.
+    pub fn can_resume(&self) -> bool {
+        self.proto.resume_token().is_some()
+    }
+
+    async fn write_line(&mut self, v: &Value) -> Result<(), AgentError> {
+        let mut line = serde_json::to_vec(v).map_err(|e| AgentError::Io(e.to_string()))?;
         line.push(b'\n');
         let stdin = self
             .stdin
@@ -153,24 +273,62 @@ impl AgentProcess {
         })
     }
 
-    /// Reads the next non-empty line. EOF means the agent exited.
+    /// Sends one prompt.
+    pub async fn send_prompt(&mut self, session_id: &str, prompt: &str) -> Result<(), AgentError> {
+        self.pending.clear();
+        let line = self.proto.prompt_line(session_id, prompt);
+        self.write_line(&line).await
+    }
+
+    /// Asks the agent to end the running turn and waits (at most `grace`) until it did.
+    /// Returns whether the agent is usable for the next turn; `false` when its protocol
+    /// has no interrupt or it did not finish in time (the caller restarts it).
+    pub async fn interrupt(&mut self, grace: Duration) -> bool {
+        let Some(line) = self.proto.interrupt_line() else {
+            return false;
+        };
+        let done = tokio::time::timeout(grace, async {
+            self.write_line(&line).await?;
+            loop {
+                if matches!(self.next_line().await?.kind.as_str(), "result" | "error") {
+                    return Ok::<(), AgentError>(());
+                }
+            }
+        })
+        .await;
+        self.pending.clear();
+        matches!(done, Ok(Ok(())))
+    }
+
+    /// The next turn line (`thinking`, `tool_use`, `tool_result`, `answer`, `result`,
+    /// `error`). EOF means the agent exited.
     pub async fn next_line(&mut self) -> Result<AgentLine, AgentError> {
         loop {
-            let line = match self.stdout.next_line().await {
-                Ok(Some(l)) => l,
-                Ok(None) => {
-                    let status = match self.child.try_wait() {
-                        Ok(Some(s)) => s.to_string(),
-                        _ => "stdout closed".to_string(),
-                    };
-                    return Err(AgentError::Exited(status));
-                }
-                Err(e) => return Err(AgentError::Garbage(format!("unreadable output: {e}"))),
-            };
-            if line.trim().is_empty() {
+            if let Some(l) = self.pending.pop_front() {
+                return Ok(l);
+            }
+            let raw = self.read_raw().await?;
+            self.pending.extend(self.proto.decode(raw));
+        }
+    }
+
+    /// Reads the next non-empty raw line (bounded by `max_line`).
+    async fn read_raw(&mut self) -> Result<AgentLine, AgentError> {
+        loop {
+            let mut buf = Vec::new();
+            let got = read_line_capped(&mut self.stdout, &mut buf, self.max_line).await?;
+            if !got {
+                let status = match self.child.try_wait() {
+                    Ok(Some(s)) => s.to_string(),
+                    _ => "stdout closed".to_string(),
+                };
+                return Err(AgentError::Exited(status));
+            }
+            let text = String::from_utf8_lossy(&buf);
+            if text.trim().is_empty() {
                 continue;
             }
-            return parse_line(&line);
+            return parse_line_max(&text, self.max_line);
         }
     }
 
@@ -208,9 +366,47 @@ impl Drop for AgentProcess {
     }
 }
 
-/// Parses one agent line; anything but a JSON object with a string `type` is garbage.
+/// Reads one line (without its `\n`) into `buf`, never holding more than `cap` bytes of
+/// it: a longer line is an error as soon as the cap is passed. `Ok(false)`: EOF before
+/// any byte of a new line.
+pub async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> Result<bool, AgentError> {
+    loop {
+        let avail = r
+            .fill_buf()
+            .await
+            .map_err(|e| AgentError::Garbage(format!("unreadable output: {e}")))?;
+        if avail.is_empty() {
+            return Ok(!buf.is_empty());
+        }
+        let (take, end) = match avail.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() + take > cap {
+            return Err(AgentError::Garbage(format!(
+                "line exceeds the limit of {cap} bytes"
+            )));
+        }
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take + usize::from(end));
+        if end {
+            return Ok(true);
+        }
+    }
+}
+
+/// Parses one raw line of at most [`MAX_LINE_BYTES`] (see [`parse_line_max`]).
 pub fn parse_line(line: &str) -> Result<AgentLine, AgentError> {
-    if line.len() > MAX_LINE_BYTES {
+    parse_line_max(line, MAX_LINE_BYTES)
+}
+
+/// Parses one raw line; anything but a JSON object with a string `type` is garbage.
+pub fn parse_line_max(line: &str, max: usize) -> Result<AgentLine, AgentError> {
+    if line.len() > max {
         return Err(AgentError::Garbage(format!(
             "line of {} bytes exceeds the limit",
             line.len()
@@ -272,6 +468,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn capped_reader_stops_at_the_cap() {
+        let data = format!("{}\nshort\n{}", "x".repeat(100), "y".repeat(5));
+        let mut r = BufReader::with_capacity(16, data.as_bytes());
+        let mut buf = Vec::new();
+        assert!(read_line_capped(&mut r, &mut buf, 50).await.is_err());
+        assert!(buf.len() <= 50, "never more than the cap buffered");
+        let mut r = BufReader::with_capacity(16, "short\nlast".as_bytes());
+        let mut buf = Vec::new();
+        assert!(read_line_capped(&mut r, &mut buf, 50).await.expect("line"));
+        assert_eq!(buf, b"short");
+        buf.clear();
+        assert!(read_line_capped(&mut r, &mut buf, 50).await.expect("last"));
+        assert_eq!(buf, b"last");
+        buf.clear();
+        assert!(!read_line_capped(&mut r, &mut buf, 50).await.expect("eof"));
+    }
+
+    #[tokio::test]
     async fn shell_agent_round_trip_and_group_kill() {
         // A tiny agent in sh: ready, then answer + result per input line.
         let script = r#"echo '{"type":"ready"}'; while read -r l; do echo '{"type":"answer","text":"ok"}'; echo '{"type":"result"}'; done"#;
@@ -282,9 +496,70 @@ mod tests {
         a.send_prompt("s1", "hello").await.expect("send");
         assert_eq!(a.next_line().await.expect("line").kind, "answer");
         assert_eq!(a.next_line().await.expect("line").kind, "result");
+        assert!(
+            !a.interrupt(Duration::from_millis(10)).await,
+            "no interrupt"
+        );
         let pid = a.pid().expect("pid");
         a.close().await;
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[tokio::test]
+    async fn env_allowlist_and_session_dir() {
+        std::env::set_var("HOTPLEX_TEST_WORKER_SECRET", "s3cret");
+        let root = tempfile::tempdir().expect("tempdir");
+        let script = r#"echo "{\"type\":\"ready\",\"secret\":\"${HOTPLEX_TEST_WORKER_SECRET:-none}\",\"path\":\"${PATH:+set}\",\"cwd\":\"$(pwd)\"}"; cat >/dev/null"#;
+        let mut cfg = AgentConfig::command(vec!["sh".into(), "-c".into(), script.into()]);
+        cfg.session_dirs = Some(root.path().to_path_buf());
+        cfg.wait_ready = false;
+        let mut a = AgentProcess::spawn(&cfg, "s-dir", Duration::from_secs(5))
+            .await
+            .expect("spawn");
+        let l = a.read_raw().await.expect("line");
+        assert_eq!(
+            l.fields["secret"], "none",
+            "worker variables are not inherited"
+        );
+        assert_eq!(l.fields["path"], "set", "allowlisted ones are");
+        let dir = a.session_dir().expect("dir").to_path_buf();
+        assert_eq!(l.fields["cwd"], Value::from(dir.to_string_lossy().as_ref()));
+        let a = AgentProcess::restart(Some(a), &cfg, "s-dir", Duration::from_secs(5))
+            .await
+            .expect("restart");
+        assert_eq!(a.session_dir(), Some(dir.as_path()), "kept across restarts");
+        drop(a);
+        assert!(!dir.exists(), "removed with the last process");
+    }
+
+    #[tokio::test]
+    async fn unanswered_interrupt_means_restart_with_resume() {
+        // A stand-in for the CLI: answers `initialize` (then reports its argv), starts a
+        // turn (its session id) and never ends it, ignoring the interrupt.
+        let script = r#"while read -r l; do case "$l" in
+            *initialize*) echo '{"type":"control_response","response":{"request_id":"hotplex-init"}}'
+                          printf '{"type":"system","subtype":"argv","argv":"%s"}\n' "$*" ;;
+            *'"type":"user"'*) echo '{"type":"system","subtype":"init","session_id":"cli-1"}' ;;
+            esac; done"#;
+        let mut cfg =
+            AgentConfig::command(vec!["sh".into(), "-c".into(), script.into(), "sh".into()]);
+        cfg.protocol = crate::agent_config::AgentProtocol::ClaudeStreamJson;
+        let t = Duration::from_secs(5);
+        let mut a = AgentProcess::spawn(&cfg, "s", t).await.expect("spawn");
+        assert_eq!(a.read_raw().await.expect("argv").fields["argv"], "");
+        a.send_prompt("s", "hi").await.expect("send");
+        let pending = tokio::time::timeout(Duration::from_millis(300), a.next_line()).await;
+        assert!(pending.is_err(), "no turn line yet");
+        assert!(a.can_resume(), "the CLI's session id was seen");
+        assert!(!a.interrupt(Duration::from_millis(200)).await, "unanswered");
+        let mut b = AgentProcess::restart(Some(a), &cfg, "s", t)
+            .await
+            .expect("restart");
+        assert_eq!(
+            b.read_raw().await.expect("argv").fields["argv"],
+            "--resume cli-1"
+        );
+        b.close().await;
     }
 
     #[tokio::test]

@@ -43,7 +43,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the built-in demo agent on stdin/stdout (what each session starts by default).
-    DemoAgent,
+    DemoAgent {
+        /// Enable the test prompts (crash, garbage, fail, sleep N, spawn, history); the
+        /// worker passes this with `agent.demo_test_hooks: true`.
+        #[arg(long)]
+        test_hooks: bool,
+    },
+    /// Apply resource limits to this process, then exec the agent (the worker's own
+    /// launcher for `agent.limits`).
+    AgentExec(crate::agent_exec::AgentExec),
     /// Validate the config (flags + file) and print the effective values.
     CheckConfig,
     /// Ask a running worker to drain (`POST /admin/drain`), e.g. from a Kubernetes
@@ -125,8 +133,12 @@ impl Cli {
 /// The whole program; both `hotplex-worker` and the e2e launcher call this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Some(Command::DemoAgent)) {
-        return ExitCode::from(crate::demo_agent::run().clamp(0, 255) as u8);
+    match &cli.command {
+        Some(Command::DemoAgent { test_hooks }) => {
+            return ExitCode::from(crate::demo_agent::run(*test_hooks).clamp(0, 255) as u8)
+        }
+        Some(Command::AgentExec(x)) => return ExitCode::from(x.run().clamp(0, 255) as u8),
+        _ => {}
     }
     match &cli.command {
         Some(Command::Drain(call)) => return call.run("drain", crate::admin::DRAIN_PATH),

@@ -3,14 +3,15 @@
 //!
 //! Precedence: command-line flags > config file > the `DEFAULT_*` constants below.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use hotplex_common::logging::LogFormat;
 use hotplex_common::telemetry::{TelemetryFile, TelemetrySettings};
 use serde::Deserialize;
+
+pub use crate::agent_config::{AgentConfig, AgentFileConfig, AgentLimits, AgentProtocol};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -91,21 +92,6 @@ pub struct FileConfig {
     pub telemetry: Option<TelemetryFile>,
 }
 
-/// `agent:` section of the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentFileConfig {
-    /// argv of the agent (program first). Default: `[<this executable>, "demo-agent"]`.
-    pub command: Option<Vec<String>>,
-    /// Extra environment variables for the agent. Default: none.
-    pub env: Option<BTreeMap<String, String>>,
-    /// Working directory of the agent. Default: the worker's.
-    pub cwd: Option<PathBuf>,
-    /// Wait for a `{"type":"ready"}` (or `system`) line before the session counts as
-    /// started (bounded by `startup_timeout`). Default: true.
-    pub wait_ready: Option<bool>,
-}
-
 /// `admin:` section of the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,39 +158,6 @@ pub struct AdminConfig {
     /// Accepted bearer tokens; empty: none required on the admin listener, loopback-only
     /// on the main listener.
     pub tokens: Vec<Secret>,
-}
-
-/// How the agent process of a session is started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentConfig {
-    /// argv, never empty.
-    pub command: Vec<String>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Working directory.
-    pub cwd: Option<PathBuf>,
-    /// Wait for a ready line at startup.
-    pub wait_ready: bool,
-}
-
-impl AgentConfig {
-    /// The built-in demo agent: this very executable with the `demo-agent` subcommand.
-    pub fn demo() -> Self {
-        let exe = std::env::current_exe()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "hotplex-worker".to_string());
-        Self::command(vec![exe, "demo-agent".to_string()])
-    }
-
-    /// An agent started with `argv` and otherwise default settings.
-    pub fn command(argv: Vec<String>) -> Self {
-        AgentConfig {
-            command: argv,
-            env: BTreeMap::new(),
-            cwd: None,
-            wait_ready: true,
-        }
-    }
 }
 
 /// The validated runtime configuration.
@@ -373,18 +326,10 @@ impl FileConfig {
             tokens: resolve_all(&admin_file.tokens.unwrap_or_default())
                 .map_err(|r| invalid("admin.tokens", &r))?,
         };
-        let mut agent = d.agent;
-        if let Some(a) = self.agent {
-            if let Some(cmd) = a.command {
-                if cmd.is_empty() || cmd[0].is_empty() {
-                    return Err(invalid("agent.command", "must name a program"));
-                }
-                agent.command = cmd;
-            }
-            agent.env = a.env.unwrap_or_default();
-            agent.cwd = a.cwd;
-            agent.wait_ready = a.wait_ready.unwrap_or(true);
-        }
+        let agent = match self.agent {
+            Some(a) => AgentConfig::from_file(a).map_err(|(k, r)| invalid(k, &r))?,
+            None => d.agent,
+        };
         let telemetry = self
             .telemetry
             .unwrap_or_default()
@@ -494,6 +439,27 @@ agent:
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.retry_after_secs, DEFAULT_RETRY_AFTER_SECS);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn claude_code_config_is_valid() {
+        let text = include_str!("../../conf/worker.claude-code.yaml");
+        let c = FileConfig::parse(text, "worker.claude-code.yaml")
+            .and_then(|f| f.into_runtime("worker.claude-code.yaml"))
+            .expect("the Claude Code config is valid");
+        assert_eq!(c.agent.protocol, AgentProtocol::ClaudeStreamJson);
+        assert_eq!(c.agent.command.first().map(String::as_str), Some("claude"));
+        assert!(c
+            .agent
+            .env_allowlist
+            .iter()
+            .any(|v| v == "ANTHROPIC_API_KEY"));
+        assert!(!c
+            .agent
+            .env_allowlist
+            .iter()
+            .any(|v| v.starts_with("HOTPLEX_")));
+        assert!(c.agent.session_dirs.is_some());
     }
 
     #[test]

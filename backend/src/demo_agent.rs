@@ -4,7 +4,10 @@
 //! keeps per-session state (turn counter and the conversation so far). For each prompt it
 //! emits `thinking` → `tool_use` → `tool_result` → `answer` → `result`.
 //!
-//! Special prompts, for tests:
+//! Special prompts, for tests. `fail` and `sleep <ms>` always work (harmless: a turn is
+//! bounded by the execution timeout anyway); `crash`, `garbage`, `spawn` and `history`
+//! only with `--test-hooks` (the worker passes it with `agent.demo_test_hooks: true`;
+//! otherwise they are ordinary prompts):
 //! - `crash`: exits abruptly (status 3) without finishing the turn;
 //! - `garbage`: prints a line that is not JSON;
 //! - `fail`: reports an agent `error` for the turn (the agent stays usable);
@@ -21,6 +24,8 @@ use serde_json::{json, Value};
 /// The agent's state for one session.
 #[derive(Debug, Default)]
 pub struct DemoAgent {
+    /// Whether the test prompts are enabled.
+    pub hooks: bool,
     turn: u64,
     history: Vec<String>,
     /// Grandchildren started by `spawn` (kept so they are not reaped by us).
@@ -41,11 +46,14 @@ pub enum Action {
 impl DemoAgent {
     /// Computes the reply to one prompt.
     pub fn respond(&mut self, prompt: &str) -> Action {
-        match prompt.trim() {
-            "crash" => return Action::Exit(3),
-            "garbage" => return Action::Garbage,
-            _ => {}
+        let hook = |name: &str| self.hooks && prompt.trim() == name;
+        if hook("crash") {
+            return Action::Exit(3);
         }
+        if hook("garbage") {
+            return Action::Garbage;
+        }
+        let hooks = self.hooks;
         self.turn += 1;
         self.history.push(prompt.to_string());
         let n = self.turn;
@@ -67,7 +75,7 @@ impl DemoAgent {
         let tool_id = format!("tool-{n}");
         let mut output = json!(prompt);
         let mut answer = format!("Turn {n}: you said: {prompt}");
-        if trimmed == "spawn" {
+        if hooks && trimmed == "spawn" {
             match std::process::Command::new("sleep")
                 .arg("600")
                 .stdin(std::process::Stdio::null())
@@ -81,7 +89,7 @@ impl DemoAgent {
                 }
                 Err(e) => answer = format!("Turn {n}: spawn failed: {e}"),
             }
-        } else if trimmed == "history" {
+        } else if hooks && trimmed == "history" {
             answer = format!("Turn {n}: history: {}", self.history.join(" | "));
         }
         Action::Lines(
@@ -98,10 +106,13 @@ impl DemoAgent {
 }
 
 /// Runs the demo agent on stdin/stdout until stdin closes. Returns the exit status.
-pub fn run() -> i32 {
+pub fn run(test_hooks: bool) -> i32 {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
-    let mut agent = DemoAgent::default();
+    let mut agent = DemoAgent {
+        hooks: test_hooks,
+        ..DemoAgent::default()
+    };
     if writeln!(out, "{}", json!({"type":"ready","agent":"hotplex-demo"})).is_err()
         || out.flush().is_err()
     {
@@ -164,7 +175,10 @@ mod tests {
 
     #[test]
     fn turn_sequence_and_state() {
-        let mut a = DemoAgent::default();
+        let mut a = DemoAgent {
+            hooks: true,
+            ..DemoAgent::default()
+        };
         let r1 = a.respond("hello");
         assert_eq!(
             kinds(&r1),
@@ -183,7 +197,24 @@ mod tests {
 
     #[test]
     fn special_prompts() {
-        let mut a = DemoAgent::default();
+        let mut off = DemoAgent::default();
+        for p in ["crash", "garbage", "spawn", "history"] {
+            let Action::Lines(l, d) = off.respond(p) else {
+                panic!("{p}: an ordinary prompt without hooks")
+            };
+            assert_eq!(l.len(), 5, "{p}");
+            assert!(d.is_zero(), "{p}");
+            assert!(
+                l[3]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("you said")),
+                "{p}"
+            );
+        }
+        let mut a = DemoAgent {
+            hooks: true,
+            ..DemoAgent::default()
+        };
         assert_eq!(a.respond("crash"), Action::Exit(3));
         assert_eq!(a.respond("garbage"), Action::Garbage);
         assert_eq!(kinds(&a.respond("fail")), ["thinking", "error"]);

@@ -10,6 +10,8 @@
 
 pub mod admin;
 pub mod agent;
+pub mod agent_config;
+pub mod agent_exec;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -19,9 +21,11 @@ pub mod drain_client;
 pub mod error;
 pub mod metrics;
 pub mod pool;
+pub mod protocol;
 pub mod session;
 pub mod sse;
 pub mod trust;
+pub mod usage;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -168,6 +168,8 @@ pub struct WorkerMetrics {
     pub websockets_active: IntGauge,
     bad_requests: IntCounterVec,
     refused: IntCounterVec,
+    /// Tokens and cost per tenant.
+    pub usage: crate::usage::UsageMetrics,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -263,6 +265,7 @@ impl WorkerMetrics {
                 "Requests and frames refused for trust reasons, by reason.",
                 &["reason"],
             ),
+            usage: crate::usage::UsageMetrics::new(&r),
             registry: r,
         };
         // Pre-create the known label sets so they render (at 0) from the start.
@@ -308,6 +311,15 @@ impl WorkerMetrics {
         self.sessions_closed
             .with_label_values(&[reason.as_str()])
             .inc();
+    }
+
+    /// Counts what a completed turn cost (`usage`, `cost_usd` of its result).
+    pub fn turn_usage(
+        &self,
+        tenant: Option<&str>,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.usage.record(tenant, fields);
     }
 
     pub fn turn_finished(&self, outcome: TurnOutcome, secs: f64) {

@@ -318,6 +318,7 @@ impl Turn {
                                     let _ = tx.send(event("tool_use", fields)).await;
                                 }
                                 "result" => {
+                                    m.turn_usage(s.tenant.as_deref(), &fields);
                                     fields.insert("turn".into(), Value::from(n));
                                     fields.insert("duration_ms".into(),
                                         Value::from(started.elapsed().as_millis() as u64));
@@ -364,22 +365,35 @@ impl Turn {
             }
             End::Crashed => {
                 m.session_error(ErrorReason::Crashed);
-                close_session = true;
+                // An agent whose conversation a new process can resume is restarted;
+                // otherwise the session ends with it.
+                close_session = !self.guard.as_ref().is_some_and(|a| a.can_resume());
                 TurnOutcome::Error
             }
         };
-        // After an interrupted turn the agent's state is unknown: replace it.
-        if matches!(
-            end,
-            End::Stopped | End::Timeout | End::Garbage | End::Crashed
-        ) {
-            if let Some(mut a) = self.guard.take() {
-                a.close().await;
+        // A stopped turn: the agent ends it itself when its protocol can interrupt.
+        let mut keep = false;
+        if matches!(end, End::Stopped) && !closing {
+            if let Some(a) = self.guard.as_mut() {
+                keep = a.interrupt(INTERRUPT_GRACE).await;
             }
+        }
+        // After an interrupted turn the agent's state is unknown: replace it.
+        if !keep
+            && matches!(
+                end,
+                End::Stopped | End::Timeout | End::Garbage | End::Crashed
+            )
+        {
+            let old = self.guard.take();
             s.pid.store(0, Ordering::Release);
-            if !close_session && !closing {
+            if close_session || closing {
+                if let Some(mut a) = old {
+                    a.close().await;
+                }
+            } else {
                 let cfg = pool.config();
-                match AgentProcess::spawn(&cfg.agent, &sid, cfg.startup_timeout).await {
+                match AgentProcess::restart(old, &cfg.agent, &sid, cfg.startup_timeout).await {
                     Ok(a) => {
                         s.pid.store(a.pid().unwrap_or(0), Ordering::Release);
                         *self.guard = Some(a);
@@ -414,6 +428,10 @@ impl Turn {
         let _ = tx.send(terminal).await;
     }
 }
+
+/// How long a stopped turn's agent may take to end the turn itself (protocols with an
+/// interrupt) before it is restarted instead.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 /// The id a tool use / tool result carries (`id` or `tool_use_id`).
 fn tool_use_id(fields: &Map<String, Value>) -> Option<String> {

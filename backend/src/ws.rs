@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -185,14 +185,25 @@ async fn connection(st: AppState, route: Route, socket: WebSocket) {
     st.metrics.websockets_active.inc();
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(OUTBOUND_BUFFER);
+    // A protocol error closes at once with its RFC 6455 code (kept open until the end of
+    // this function otherwise, so the writer drains the running turns' frames).
+    let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            if sink
-                .send(Message::Text(frame.to_string().into()))
-                .await
-                .is_err()
-            {
-                break;
+        loop {
+            tokio::select! {
+                frame = out_rx.recv() => {
+                    let Some(frame) = frame else { break };
+                    let text = Message::Text(frame.to_string().into());
+                    if sink.send(text).await.is_err() {
+                        break;
+                    }
+                }
+                close = &mut close_rx => {
+                    if let Ok(c) = close {
+                        let _ = sink.send(Message::Close(Some(c))).await;
+                    }
+                    break;
+                }
             }
         }
         let _ = sink.close().await;
@@ -204,7 +215,22 @@ async fn connection(st: AppState, route: Route, socket: WebSocket) {
             m = stream.next() => m,
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let Some(Ok(msg)) = msg else { break };
+        let msg = match msg {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                // Too big, malformed or not UTF-8: say so with the RFC code (1009, 1002,
+                // 1007) rather than a close without one (1005 at the client).
+                if let Some(c) = close_frame(e) {
+                    st.metrics.bad_request("ws_frame");
+                    let _ = close_tx.send(c);
+                    let _ = writer.await;
+                    st.metrics.websockets_active.dec();
+                    return;
+                }
+                break;
+            }
+        };
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -234,6 +260,7 @@ async fn connection(st: AppState, route: Route, socket: WebSocket) {
     drop(out_tx);
     // Running turns keep their own sender; the writer ends once they finish.
     let _ = writer.await;
+    drop(close_tx);
     st.metrics.websockets_active.dec();
 }
 
@@ -407,6 +434,23 @@ async fn handle_frame(
     }
 }
 
+/// The close frame for a read error of the WebSocket protocol layer (RFC 6455 7.4.1):
+/// 1009 for a message over the limit, 1002 for a protocol violation, 1007 for a text
+/// message that is not UTF-8. `None`: the connection itself failed (nothing to say).
+pub fn close_frame(e: axum::Error) -> Option<CloseFrame> {
+    let inner = e.into_inner();
+    let (code, reason) = match inner.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => (1009, "message too big"),
+        tungstenite::Error::Protocol(_) => (1002, "protocol error"),
+        tungstenite::Error::Utf8(_) => (1007, "text message is not UTF-8"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
+}
+
 fn pool_error(st: &AppState, e: PoolError) -> ApiError {
     ApiError::from_pool(e, st.cfg.retry_after_secs)
 }
@@ -483,6 +527,21 @@ mod tests {
         assert_eq!(f["data"]["worker"], "w2");
         assert_eq!(f["data"]["reconnect"], "/ws/v1/agent?session_id=a");
         assert_eq!(f["data"]["error"], "session_elsewhere");
+    }
+
+    #[test]
+    fn protocol_errors_map_to_rfc_close_codes() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let code = |e: tungstenite::Error| close_frame(axum::Error::new(e)).map(|c| c.code);
+        let big = CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        };
+        assert_eq!(code(tungstenite::Error::Capacity(big)), Some(1009));
+        let proto = ProtocolError::NonZeroReservedBits;
+        assert_eq!(code(tungstenite::Error::Protocol(proto)), Some(1002));
+        assert_eq!(code(tungstenite::Error::Utf8("bad".into())), Some(1007));
+        assert_eq!(code(tungstenite::Error::ConnectionClosed), None);
     }
 
     #[test]

@@ -173,6 +173,15 @@ impl JsonFields<'_> {
         }
     }
 
+    /// A string value, escaped beyond JSON's rules: C1 controls (U+0080-U+009F) and the
+    /// bidirectional controls (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069) are
+    /// written as `\uXXXX`, so no field (a path, a header, an agent's text) can reorder or
+    /// hide what a terminal or log viewer shows.
+    fn string(&mut self, name: &str, v: &str) {
+        self.key(name);
+        escape_json_str(self.buf, v);
+    }
+
     fn has(&self, key: &str) -> bool {
         RESERVED
             .iter()
@@ -195,15 +204,51 @@ impl Visit for JsonFields<'_> {
         self.value(f.name(), &v);
     }
     fn record_str(&mut self, f: &Field, v: &str) {
-        self.value(f.name(), v);
+        self.string(f.name(), v);
     }
     fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
-        self.value(f.name(), &v.to_string());
+        self.string(f.name(), &v.to_string());
     }
     fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
         let mut s = String::new();
         let _ = write!(s, "{v:?}");
-        self.value(f.name(), &s);
+        self.string(f.name(), &s);
+    }
+}
+
+/// Whether `c` is escaped in log strings beyond JSON's own rules (see [`escape_json_str`]).
+fn log_unsafe(c: char) -> bool {
+    matches!(c as u32, 0x80..=0x9f | 0x061c | 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069)
+}
+
+/// Writes `s` as a JSON string: JSON's escapes (quote, backslash, C0 controls) plus
+/// `\uXXXX` for C1 and bidirectional controls.
+pub fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let mut tmp = [0u8; 4];
+    for c in s.chars() {
+        match c {
+            '"' => buf.extend_from_slice(b"\\\""),
+            '\\' => buf.extend_from_slice(b"\\\\"),
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 || log_unsafe(c) => {
+                let _ = write!(WriteBuf(buf), "\\u{:04x}", c as u32);
+            }
+            c => buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes()),
+        }
+    }
+    buf.push(b'"');
+}
+
+/// `fmt::Write` into a byte buffer.
+struct WriteBuf<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for WriteBuf<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -349,6 +394,20 @@ mod tests {
             let line: Value = serde_json::from_slice(&buf).expect("a JSON line");
             self.out.lock().expect("lock").push(line);
         }
+    }
+
+    #[test]
+    fn log_strings_escape_c1_and_bidi_controls() {
+        let mut b = Vec::new();
+        escape_json_str(&mut b, "a\"b\\c\nd\u{1}e\u{9b}f\u{202e}g\u{2067}h\u{e9}");
+        let text = String::from_utf8(b).expect("utf8");
+        assert_eq!(
+            text,
+            "\"a\\\"b\\\\c\\nd\\u0001e\\u009bf\\u202eg\\u2067h\u{e9}\""
+        );
+        // Still JSON, and it decodes to the original text.
+        let back: String = serde_json::from_str(&text).expect("json");
+        assert_eq!(back, "a\"b\\c\nd\u{1}e\u{9b}f\u{202e}g\u{2067}h\u{e9}");
     }
 
     #[test]

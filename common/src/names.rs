@@ -53,6 +53,14 @@ pub mod worker {
     /// `reason` (`untrusted_header`, `admin_denied`, `cross_tenant`, `session_elsewhere`,
     /// `session_not_routed`).
     pub const REFUSED_TOTAL: &str = "hotplex_worker_refused_total";
+    /// Counter: tokens used by agent turns (from each completed turn's `usage`), labels
+    /// `tenant` (bounded: the first 100 tenants, then `_other`; `_anonymous` without one)
+    /// and `kind` (`input_tokens`, `output_tokens`, `cache_read_input_tokens`,
+    /// `cache_creation_input_tokens`).
+    pub const AGENT_TOKENS: &str = "hotplex_worker_agent_tokens_total";
+    /// Counter, US dollars: cost of agent turns as the agent reports it (Claude Code's
+    /// `result`), label `tenant` (bounded as for [`AGENT_TOKENS`]).
+    pub const AGENT_COST_USD: &str = "hotplex_worker_agent_cost_usd_total";
 }
 
 /// Every metric family the worker exports (the shared family plus [`worker`]): what a
@@ -72,6 +80,8 @@ pub const WORKER_EXPORTED: &[&str] = &[
     worker::WEBSOCKETS_ACTIVE,
     worker::BAD_REQUESTS,
     worker::REFUSED_TOTAL,
+    worker::AGENT_TOKENS,
+    worker::AGENT_COST_USD,
 ];
 
 /// Proxy-only metrics (`hotplex_proxy_*`).
@@ -105,6 +115,10 @@ pub mod proxy {
     /// Counter: requests rejected by the proxy itself, label `reason`
     /// (`auth`, `rate_limit`, `bad_request`, `too_large`, `no_capacity`, ...).
     pub const REJECTIONS: &str = "hotplex_proxy_rejections_total";
+    /// Counter: streams broken after their response head was sent (a WebSocket tunnel or an
+    /// SSE/streamed response the worker or the client reset), label `kind`
+    /// (`websocket`, `stream`): not a rejection, the client already had its 101 or 200.
+    pub const STREAM_ERRORS: &str = "hotplex_proxy_stream_errors_total";
     /// Counter: requests limited by a rate limit, labels `key`, `route`.
     pub const RATE_LIMITED: &str = "hotplex_proxy_rate_limited_total";
     /// Counter: authentication failures at the proxy, label `reason`

@@ -66,7 +66,11 @@ pub fn router(
         .route("/admin/workers/{id}/resume", post(resume_handler))
         .route("/debug/pprof/heap", get(pprof_heap))
         .route("/admin/profiling", get(profiling_get).post(profiling_set))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_browsers,
+        ));
     Router::new()
         .route(hotplex_common::headers::METRICS_PATH, get(metrics_handler))
         .route(hotplex_common::headers::HEALTH_LIVE_PATH, get(live))
@@ -74,7 +78,99 @@ pub fn router(
         .with_state(state)
 }
 
+/// Whether `host` (a `Host` header value) names the admin listener: an IP literal,
+/// `localhost`, or one of `admin.hosts` (any port).
+pub fn host_allowed(host: &str, names: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split_once(']').is_some_and(|(a, tail)| {
+            a.parse::<std::net::Ipv6Addr>().is_ok()
+                && (tail.is_empty()
+                    || tail
+                        .strip_prefix(':')
+                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        });
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(n, _)| n)
+    };
+    let name = name.to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || names.contains(&name)
+}
+
+/// A browser cannot drive the admin API, with or without tokens: the `Host` must name the
+/// admin listener (DNS rebinding), a state-changing request must carry no `Origin`
+/// (cross-site requests) and no body other than JSON (`text/plain` and form posts are what
+/// a page can send without a preflight).
+async fn refuse_browsers(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let changes =
+        req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let refusal = if !host_allowed(host, &s.registry.config().admin_hosts) {
+        Some((
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            "the Host header does not name this admin listener (add it to admin.hosts)",
+        ))
+    } else if changes && req.headers().contains_key(header::ORIGIN) {
+        Some((
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "state-changing admin requests must not come from a browser page (Origin present)",
+        ))
+    } else if changes
+        && content_type
+            .as_deref()
+            .is_some_and(|t| t != "application/json")
+    {
+        Some((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_only",
+            "admin request bodies must be application/json",
+        ))
+    } else {
+        None
+    };
+    let Some((status, code, message)) = refusal else {
+        return next.run(req).await;
+    };
+    crate::audit::record(
+        crate::audit::Actor {
+            name: "admin",
+            ip: peer,
+        },
+        &format!("admin {} {}", req.method(), req.uri().path()),
+        "denied",
+        code,
+    );
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
 async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let cfg = s.registry.config();
     if cfg.admin_tokens.is_empty() {
         return next.run(req).await;
@@ -91,7 +187,10 @@ async fn require_token(State(s): State<AdminState>, req: Request, next: Next) ->
         }
         _ => {
             crate::audit::record(
-                crate::audit::Actor::named("admin"),
+                crate::audit::Actor {
+                    name: "admin",
+                    ip: peer,
+                },
                 &format!("admin {} {}", req.method(), req.uri().path()),
                 "denied",
                 if presented.is_some() {
@@ -363,11 +462,45 @@ impl BackgroundService for AdminService {
                 }
             }
         };
-        let serve = axum::serve(listener, self.router.clone()).with_graceful_shutdown(async move {
+        let app = self
+            .router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "admin server failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_hosts() {
+        let names = vec!["hotplex-admin.internal".to_string()];
+        for ok in [
+            "127.0.0.1:9900",
+            "127.0.0.1",
+            "10.1.2.3:9900",
+            "[::1]:9900",
+            "localhost:9900",
+            "LOCALHOST",
+            "hotplex-admin.internal:9900",
+        ] {
+            assert!(host_allowed(ok, &names), "{ok}");
+        }
+        for bad in [
+            "rebind.evil.example",
+            "rebind.evil.example:9900",
+            "",
+            "[::1",
+            "localhost.evil:1",
+        ] {
+            assert!(!host_allowed(bad, &names), "{bad}");
         }
     }
 }

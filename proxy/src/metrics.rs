@@ -42,6 +42,9 @@ pub const REJECTION_REASONS: &[&str] = &[
     "payload_too_large",
 ];
 
+/// `kind` values of `hotplex_proxy_stream_errors_total`.
+pub const STREAM_ERROR_KINDS: &[&str] = &["websocket", "stream"];
+
 /// `reason` values of `hotplex_proxy_auth_failures_total` (`security.rs`, `jwt::JwtError`).
 pub const AUTH_FAILURE_REASONS: &[&str] = &[
     crate::security::AUTH_RATE_LIMITED,
@@ -126,6 +129,8 @@ pub struct ProxyMetrics {
     pub websockets_active: IntGauge,
     pub requests_in_flight: IntGauge,
     pub rejections: IntCounterVec,
+    /// `hotplex_proxy_stream_errors_total{kind}`: a tunnel or stream broken after its head.
+    pub stream_errors: IntCounterVec,
     /// `hotplex_proxy_auth_failures_total{reason}` (see [`crate::security`]).
     pub auth_failures: IntCounterVec,
     /// `hotplex_proxy_rate_limited_total{key,route}`.
@@ -246,6 +251,12 @@ impl ProxyMetrics {
                 &["reason"],
             ),
             auth_failures: counter(&r, n::AUTH_FAILURES, "Authentication failures", &["reason"]),
+            stream_errors: counter(
+                &r,
+                n::STREAM_ERRORS,
+                "Streams broken after the response head (WebSocket tunnels, SSE)",
+                &["kind"],
+            ),
             rate_limited: counter(
                 &r,
                 n::RATE_LIMITED,
@@ -286,6 +297,9 @@ impl ProxyMetrics {
 
     /// Creates the series of every known label value (at 0), see the slices above.
     fn zero_init(&self) {
+        for k in STREAM_ERROR_KINDS {
+            self.stream_errors.with_label_values(&[k]);
+        }
         for r in REJECTION_REASONS {
             self.rejections.with_label_values(&[r]);
         }

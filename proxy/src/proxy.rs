@@ -640,6 +640,17 @@ impl ProxyHttp for HotplexProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The client already has its head (a 101 tunnel, an SSE 200): nothing can be
+            // answered any more, and this is a broken stream, not a rejection.
+            let kind = if ctx.websocket { "websocket" } else { "stream" };
+            self.metrics.stream_errors.with_label_values(&[kind]).inc();
+            tracing::debug!(error = %e, kind, "stream broken after its response head");
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let answer = if let Some(re) = ctx.route_error.take() {
             Some(errors::route_error(&re))
         } else {

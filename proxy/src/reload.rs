@@ -11,6 +11,10 @@
 //! address are unchanged (health, fill, ejection) is kept. Pinned sessions keep their
 //! worker across reloads by construction (the worker id is in the signed id).
 //!
+//! A reload never switches protection off silently: see [`crate::config::downgrade`]
+//! (refused unless the new file says `allow_security_downgrade: true`); every reload's
+//! audit line lists the security-relevant changes.
+//!
 //! Not reloadable (pingora cannot add listeners or change its runtime after start,
 //! issue 690): `listen`, `admin.listen`, `threads`, `work_stealing`, `buffers`,
 //! `upstream.keepalive_pool_size` and the probe `health_check.interval`, and the `upgrade:`
@@ -48,6 +52,8 @@ pub struct Reloader {
     hooks: std::sync::RwLock<Vec<Arc<dyn ReloadHook>>>,
     /// Content hash of the last file read by a reload (the watcher skips it).
     last_attempt: std::sync::Mutex<String>,
+    /// Security-relevant changes of the last successful reload (for its audit line).
+    last_diff: std::sync::Mutex<String>,
 }
 
 fn unchanged<T: PartialEq + std::fmt::Debug>(
@@ -116,6 +122,7 @@ impl Reloader {
             lock: tokio::sync::Mutex::new(()),
             hooks: std::sync::RwLock::new(Vec::new()),
             last_attempt: std::sync::Mutex::new(String::new()),
+            last_diff: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -151,11 +158,18 @@ impl Reloader {
                 self.metrics.forget_workers();
                 self.metrics.refresh_worker_gauges(&self.registry);
                 tracing::info!(hash = %hash, trigger, "config reloaded");
+                let diff =
+                    std::mem::take(&mut *self.last_diff.lock().unwrap_or_else(|p| p.into_inner()));
+                let detail = if diff.is_empty() {
+                    format!("hash={hash}")
+                } else {
+                    format!("hash={hash}; security: {diff}")
+                };
                 crate::audit::record(
                     crate::audit::Actor::named(trigger),
                     "config.reload",
                     "success",
-                    &format!("hash={hash}"),
+                    &detail,
                 );
             }
             Err(e) => {
@@ -188,6 +202,8 @@ impl Reloader {
         }
         let new = config::load(path)?;
         check_reloadable(&self.registry.config(), &new)?;
+        config::downgrade::check(&self.registry.config(), &new)?;
+        let security_diff = config::downgrade::diff(&self.registry.config(), &new);
         let hooks = self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone();
         for h in &hooks {
             h.check(&self.registry.config(), &new)?;
@@ -195,6 +211,10 @@ impl Reloader {
         // Last check: swaps the certificates on success (rejects the reload if they are bad).
         crate::tls::on_config_reload(&self.registry.config(), &new)?;
         let hash = new.hash.clone();
+        if !security_diff.is_empty() {
+            tracing::warn!(hash = %hash, changes = %security_diff, "reload changes security settings");
+        }
+        *self.last_diff.lock().unwrap_or_else(|p| p.into_inner()) = security_diff;
         self.registry.set_config(new);
         let active = self.registry.config();
         for h in &hooks {

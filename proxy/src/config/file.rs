@@ -72,6 +72,12 @@ pub struct FileConfig {
     /// API-key authentication (see [`super::security`]).
     #[serde(default)]
     pub auth: super::security::AuthFile,
+    /// Apply this file on reload even though it switches protection off (auth off, every
+    /// key removed, a limit removed, the body limit lifted, admin tokens or the worker key
+    /// dropped): see `config::downgrade`. Set it for the one reload that means it, then
+    /// remove it. Default `false`.
+    #[serde(default)]
+    pub allow_security_downgrade: bool,
     /// The shared key the proxy presents to the workers. Default: none.
     #[serde(default)]
     pub worker_auth: WorkerAuthFile,
@@ -98,6 +104,10 @@ pub struct AdminFile {
     /// File with more tokens, one per line (same syntax; `#` comments). Default none.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// Host names `/admin/*` and `/debug/*` answer to besides IP literals and `localhost`
+    /// (a request whose `Host` names anything else is refused: DNS rebinding). Default none.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminFile {
@@ -106,6 +116,7 @@ impl Default for AdminFile {
             listen: default_admin_listen(),
             tokens: Vec::new(),
             token_file: None,
+            hosts: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! embedded in the binary ([`EMBEDDED_DEFAULT`]) and used when no `--config` is given.
 
 pub mod discovery;
+pub mod downgrade;
 pub mod file;
 pub mod runtime;
 pub mod secret_ref;

@@ -137,6 +137,10 @@ pub struct RuntimeConfig {
     pub upstream_tls: Option<crate::tls::WorkerTls>,
     /// Validated `auth:` (see [`crate::security`]).
     pub auth: super::security::AuthSettings,
+    /// `allow_security_downgrade` (reloads only).
+    pub allow_security_downgrade: bool,
+    /// `admin.hosts`, lower-cased.
+    pub admin_hosts: Vec<String>,
     /// Lifetime of minted session ids (`routing.session_lifetime`).
     pub session_lifetime: Option<Duration>,
     /// `X-Hotplex-Proxy-Auth` value sent to the workers (`worker_auth.key`).
@@ -446,6 +450,13 @@ impl RuntimeConfig {
             upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
             auth,
             session_lifetime: f.routing.session_lifetime,
+            allow_security_downgrade: f.allow_security_downgrade,
+            admin_hosts: f
+                .admin
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             worker_key,
             limits: super::security::limits(file, &f.limits)?,
             telemetry: f

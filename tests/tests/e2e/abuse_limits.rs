@@ -2,6 +2,7 @@
 //! - failed authentication is limited per client IP before any key or signature work;
 //! - metric labels stay bounded whatever methods and paths clients send.
 
+use crate::support::fake_upstream;
 use crate::support::proxy::*;
 use hotplex_common::names;
 use hotplex_common::names::proxy::AUTH_FAILURES;
@@ -378,4 +379,84 @@ async fn bodies_are_limited_and_read_whole_before_any_worker_sees_them() {
     )
     .await;
     assert!(status.contains(" 413 "), "{status}");
+}
+
+/// The close code the worker answers `frame` with, on a fresh WebSocket straight to it.
+async fn close_code_for(base: &str, frame: tokio_tungstenite::tungstenite::Message) -> Option<u16> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("{}/ws/v1/agent", base.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    ws.send(frame).await.expect("send");
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer")
+        {
+            Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_errors_close_with_rfc_codes() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let base = workers[0].base();
+    // Over the worker's 1 MiB message limit: 1009.
+    let big = Message::text("x".repeat(2 * 1024 * 1024));
+    assert_eq!(close_code_for(&base, big).await, Some(1009));
+    // A text frame that is not UTF-8: 1007.
+    let bad = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    assert_eq!(close_code_for(&base, Message::Frame(bad)).await, Some(1007));
+    // A reserved bit set without an extension: 1002.
+    let mut rsv = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+    rsv.header_mut().rsv1 = true;
+    assert_eq!(close_code_for(&base, Message::Frame(rsv)).await, Some(1002));
+    // The worker still serves.
+    let r = send(client().get(format!("{base}/health/live"))).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_the_worker_resets_is_a_stream_error_not_a_502() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = fake_upstream::start(fake_upstream::Mode::UpgradeReset).await;
+    let p = spawn_proxy(&proxy_yaml(&[("w1", up.addr)], "")).await;
+    let c = client();
+    let mut s = tokio::net::TcpStream::connect(p.listen)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"GET /ws/v1/agent HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("upgrade");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(!text.contains(" 502 "), "{text}");
+    let m = metrics_when(&c, &p, |t| {
+        hotplex_e2e::metric_value(
+            t,
+            hotplex_common::names::proxy::STREAM_ERRORS,
+            &["kind=\"websocket\""],
+        ) >= Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        hotplex_e2e::metric_value(
+            &m,
+            hotplex_common::names::proxy::REJECTIONS,
+            &["reason=\"bad_gateway\""]
+        ),
+        Some(0.0),
+        "{m}"
+    );
 }

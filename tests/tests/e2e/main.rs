@@ -8,6 +8,10 @@
 mod support;
 
 mod abuse_limits;
+mod admin_hardening;
+mod agent_claude;
+mod agent_limits;
+mod agent_usage;
 mod observability_metrics;
 mod observability_traces;
 mod proxy_admin;

@@ -231,7 +231,20 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     }
 
     // Hot reload: auth off; then a limits change is audited.
+    // Not silently: the file must say so (a half-written file reads the same).
     p.write_config(&auth_yaml(&wl, dir.path(), false));
+    let r = send(c.post(format!("{admin}/admin/reload"))).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.body["key"], "auth.enabled", "{r:?}");
+    let r = send(c.post(format!("{base}/sessions"))).await;
+    assert_eq!(
+        r.status, 401,
+        "auth still on after the refused reload: {r:?}"
+    );
+    p.write_config(&format!(
+        "allow_security_downgrade: true\n{}",
+        auth_yaml(&wl, dir.path(), false)
+    ));
     let r = send(c.post(format!("{admin}/admin/reload"))).await;
     assert_eq!(r.status, 200, "{r:?}");
     // No key needed any more: a keyless client is the anonymous tenant (not A)...
@@ -245,10 +258,10 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     )
     .await;
     assert_eq!(r.status, 200, "after reload: {r:?}");
-    p.write_config(
-        &auth_yaml(&wl, dir.path(), false)
-            .replace("max_body_bytes: 1000", "max_body_bytes: 100000"),
-    );
+    p.write_config(&format!(
+        "allow_security_downgrade: true\n{}",
+        auth_yaml(&wl, dir.path(), false).replace("max_body_bytes: 1000", "max_body_bytes: 100000")
+    ));
     let r = send(c.post(format!("{admin}/admin/reload"))).await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = send(
@@ -271,11 +284,31 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "audit" && v["action"] == "config.reload")
         .collect();
-    assert!(reloads.len() >= 2, "reload audit lines: {reloads:?}");
-    assert!(reloads
+    assert!(reloads.len() >= 3, "reload audit lines: {reloads:?}");
+    let ok: Vec<&serde_json::Value> = reloads
         .iter()
-        .all(|v| v["outcome"] == "success"
-            && v["detail"].as_str().unwrap_or("").starts_with("hash=")));
+        .filter(|v| v["outcome"] == "success")
+        .collect();
+    assert!(ok.len() >= 2, "{reloads:?}");
+    assert!(ok
+        .iter()
+        .all(|v| v["detail"].as_str().unwrap_or("").starts_with("hash=")));
+    // The auth-off reload names what it changed; the refused one says why.
+    assert!(
+        ok.iter().any(|v| v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("auth.enabled true -> false")),
+        "{reloads:?}"
+    );
+    assert!(
+        reloads.iter().any(|v| v["outcome"] == "failure"
+            && v["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("security downgrade")),
+        "{reloads:?}"
+    );
 }
 
 /// Offers ~2x the configured rate for 4 s from one client: the admitted count must be

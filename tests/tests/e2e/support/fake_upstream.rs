@@ -25,6 +25,9 @@ pub enum Mode {
     Garbage,
     /// Answers a status line with an invalid header block and a lying Content-Length.
     Malformed,
+    /// Answers `101 Switching Protocols`, then resets the connection after 100 ms (a
+    /// WebSocket tunnel the worker breaks).
+    UpgradeReset,
     /// For `.../messages`: an SSE response (chunked) of this many bytes, written as fast as
     /// the proxy reads; other requests are echoed.
     Sse(u64),
@@ -284,6 +287,16 @@ async fn serve(
                     streamed.fetch_add(event.len() as u64, Ordering::Relaxed);
                 }
                 sock.write_all(b"0\r\n\r\n").await?;
+            }
+            Mode::UpgradeReset => {
+                sock.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+                )
+                .await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                #[allow(deprecated)]
+                sock.set_linger(Some(Duration::ZERO))?;
+                return Ok(());
             }
             Mode::Reset => {
                 // Linger 0 on a non-blocking socket: the drop sends RST and never blocks.

@@ -59,6 +59,8 @@ fn worker_yaml(o: &WorkerOpts) -> String {
         y.push_str(
             "agent:\n  command: [\"sh\", \"-c\", \"exec cat >/dev/null\"]\n  wait_ready: false\n",
         );
+    } else {
+        y.push_str("agent:\n  demo_test_hooks: true\n");
     }
     y
 }

@@ -23,9 +23,13 @@ pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_e2e-worker");
 /// How long a test waits for any single expected thing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// The demo agent, started from the launcher binary.
+/// The demo agent with its test prompts on, started from the launcher binary.
 pub fn demo_agent() -> AgentConfig {
-    AgentConfig::command(vec![WORKER_BIN.to_string(), "demo-agent".to_string()])
+    AgentConfig::command(vec![
+        WORKER_BIN.to_string(),
+        "demo-agent".to_string(),
+        "--test-hooks".to_string(),
+    ])
 }
 
 /// A config for in-process workers: demo agent, small timeouts.
@@ -94,6 +98,12 @@ pub struct ChildWorker {
 pub async fn spawn_worker(yaml: &str, node_id: &str) -> ChildWorker {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("worker.yaml");
+    // The demo agent's test prompts (spawn, history, crash, garbage) are a config switch.
+    let yaml = if yaml.contains("agent:") {
+        yaml.to_string()
+    } else {
+        format!("{yaml}\nagent:\n  demo_test_hooks: true\n")
+    };
     std::fs::write(&config_path, yaml).expect("write config");
     let addr_path = dir.path().join("addr.json");
     let mut cmd = Command::new(WORKER_BIN);

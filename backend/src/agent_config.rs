@@ -1,0 +1,269 @@
+//! The `agent:` section of the worker config: the file type (strict) and the validated
+//! runtime type [`AgentConfig`]. Re-exported by [`crate::config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Default agent protocol: the worker's own JSON lines (the demo agent's).
+pub const DEFAULT_AGENT_PROTOCOL: AgentProtocol = AgentProtocol::HotplexJsonl;
+/// Default environment allowlist: the only worker variables an agent inherits (values
+/// taken from the worker's environment when set there). Everything else, secrets
+/// included, is not passed on.
+pub const DEFAULT_ENV_ALLOWLIST: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+/// Default longest line accepted from an agent, bytes (4 MiB). A longer line ends the
+/// turn with `agent_protocol_error`; at most this much of it is ever buffered.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+/// Default for the demo agent's test prompts (`crash`, `garbage`, `fail`, `sleep N`,
+/// `spawn`, `history`): off.
+pub const DEFAULT_DEMO_TEST_HOOKS: bool = false;
+
+/// Which line protocol the agent speaks on stdin/stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentProtocol {
+    /// `{"type":"user","prompt":...}` in; `thinking` / `tool_use` / `tool_result` /
+    /// `answer` / `result` / `error` out (see [`crate::protocol::jsonl`]).
+    HotplexJsonl,
+    /// Claude Code's `-p --input-format stream-json --output-format stream-json
+    /// --verbose` (see [`crate::protocol::claude`]).
+    ClaudeStreamJson,
+}
+
+impl AgentProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentProtocol::HotplexJsonl => "hotplex-jsonl",
+            AgentProtocol::ClaudeStreamJson => "claude-stream-json",
+        }
+    }
+}
+
+/// `agent.limits`: per-agent resource limits (rlimits, set by the `agent-exec` launcher
+/// before it execs the agent; inherited by the agent's children). Absent: unlimited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// RLIMIT_AS: address space, bytes. Default: none. (Runtimes that reserve large
+    /// virtual ranges, e.g. Node/Bun, need several GiB.)
+    pub address_space_bytes: Option<u64>,
+    /// RLIMIT_CPU: CPU time, seconds (SIGXCPU, then SIGKILL). Default: none.
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_NPROC: processes of the agent's user id (per uid, not per session; not
+    /// enforced for root). Default: none.
+    pub processes: Option<u64>,
+    /// RLIMIT_NOFILE: open file descriptors. Default: none.
+    pub open_files: Option<u64>,
+}
+
+impl AgentLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == AgentLimits::default()
+    }
+
+    /// The `agent-exec` flags for these limits.
+    pub fn launcher_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (flag, val) in [
+            ("--rlimit-as", self.address_space_bytes),
+            ("--rlimit-cpu", self.cpu_seconds),
+            ("--rlimit-nproc", self.processes),
+            ("--rlimit-nofile", self.open_files),
+        ] {
+            if let Some(n) = val {
+                v.push(flag.to_string());
+                v.push(n.to_string());
+            }
+        }
+        v
+    }
+}
+
+/// `agent:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFileConfig {
+    /// argv of the agent (program first). Default: `[<this executable>, "demo-agent"]`.
+    pub command: Option<Vec<String>>,
+    /// The agent's line protocol, `hotplex-jsonl` or `claude-stream-json`. Default
+    /// `hotplex-jsonl`.
+    pub protocol: Option<AgentProtocol>,
+    /// Extra environment variables for the agent (literal values). Default: none.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Worker environment variables passed through to the agent (names). Default
+    /// [`DEFAULT_ENV_ALLOWLIST`]; list e.g. `ANTHROPIC_API_KEY` here.
+    pub env_allowlist: Option<Vec<String>>,
+    /// Working directory of the agent. Default: the worker's. Ignored with `session_dirs`.
+    pub cwd: Option<PathBuf>,
+    /// A directory under which each session gets its own working directory (created at
+    /// session start, kept across agent restarts, removed when the session closes).
+    /// Default: none (every agent runs in `cwd`).
+    pub session_dirs: Option<PathBuf>,
+    /// Wait for the agent's ready signal (hotplex-jsonl: a `ready`/`system` line;
+    /// claude-stream-json: the answer to an `initialize` request) before the session
+    /// counts as started (bounded by `startup_timeout`). Default: true.
+    pub wait_ready: Option<bool>,
+    /// Longest line accepted from the agent, bytes. Default 4 MiB.
+    pub max_line_bytes: Option<usize>,
+    /// Resource limits per agent process. Default: none.
+    pub limits: Option<AgentLimits>,
+    /// Enable the demo agent's test prompts (only with the default command). Default false.
+    pub demo_test_hooks: Option<bool>,
+}
+
+/// How the agent process of a session is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// argv, never empty.
+    pub command: Vec<String>,
+    /// The line protocol.
+    pub protocol: AgentProtocol,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Worker variables passed through.
+    pub env_allowlist: Vec<String>,
+    /// Working directory (when `session_dirs` is unset).
+    pub cwd: Option<PathBuf>,
+    /// Root of the per-session working directories.
+    pub session_dirs: Option<PathBuf>,
+    /// Wait for the ready signal at startup.
+    pub wait_ready: bool,
+    /// Longest accepted line, bytes.
+    pub max_line_bytes: usize,
+    /// Resource limits.
+    pub limits: AgentLimits,
+}
+
+impl AgentConfig {
+    /// The built-in demo agent: this very executable with the `demo-agent` subcommand.
+    pub fn demo() -> Self {
+        Self::command(vec![current_exe(), "demo-agent".to_string()])
+    }
+
+    /// An agent started with `argv` and otherwise default settings.
+    pub fn command(argv: Vec<String>) -> Self {
+        AgentConfig {
+            command: argv,
+            protocol: DEFAULT_AGENT_PROTOCOL,
+            env: BTreeMap::new(),
+            env_allowlist: DEFAULT_ENV_ALLOWLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            cwd: None,
+            session_dirs: None,
+            wait_ready: true,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            limits: AgentLimits::default(),
+        }
+    }
+
+    /// Validates the file section; `Err((key, reason))`.
+    pub fn from_file(a: AgentFileConfig) -> Result<Self, (&'static str, String)> {
+        let mut c = AgentConfig::demo();
+        if a.demo_test_hooks.unwrap_or(DEFAULT_DEMO_TEST_HOOKS) {
+            if a.command.is_some() {
+                return Err((
+                    "agent.demo_test_hooks",
+                    "only applies to the default (demo) command".into(),
+                ));
+            }
+            c.command.push("--test-hooks".into());
+        }
+        if let Some(cmd) = a.command {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err(("agent.command", "must name a program".into()));
+            }
+            c.command = cmd;
+        }
+        c.protocol = a.protocol.unwrap_or(DEFAULT_AGENT_PROTOCOL);
+        c.env = a.env.unwrap_or_default();
+        if let Some(list) = a.env_allowlist {
+            if let Some(bad) = list
+                .iter()
+                .find(|n| n.is_empty() || n.contains('=') || n.contains('\0'))
+            {
+                return Err((
+                    "agent.env_allowlist",
+                    format!("not a variable name: {bad:?}"),
+                ));
+            }
+            c.env_allowlist = list;
+        }
+        c.cwd = a.cwd;
+        c.session_dirs = a.session_dirs;
+        c.wait_ready = a.wait_ready.unwrap_or(true);
+        c.max_line_bytes = a.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
+        if c.max_line_bytes < 1024 {
+            return Err(("agent.max_line_bytes", "must be at least 1024".into()));
+        }
+        c.limits = a.limits.unwrap_or_default();
+        let l = c.limits;
+        if [
+            l.address_space_bytes,
+            l.cpu_seconds,
+            l.processes,
+            l.open_files,
+        ]
+        .contains(&Some(0))
+        {
+            return Err(("agent.limits", "a limit must be greater than 0".into()));
+        }
+        Ok(c)
+    }
+}
+
+/// This executable's path (the demo agent and the `agent-exec` launcher live in it).
+pub fn current_exe() -> String {
+    std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "hotplex-worker".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<AgentConfig, (&'static str, String)> {
+        let f: AgentFileConfig = serde_yaml::from_str(y).expect("yaml");
+        AgentConfig::from_file(f)
+    }
+
+    #[test]
+    fn defaults_and_claude_section() {
+        let c = parse("{}").expect("valid");
+        assert_eq!(c.protocol, AgentProtocol::HotplexJsonl);
+        assert_eq!(c.command.get(1).map(String::as_str), Some("demo-agent"));
+        assert_eq!(c.command.len(), 2, "no test hooks by default");
+        assert!(c.limits.is_empty());
+        let c = parse(
+            "command: [claude, -p]\nprotocol: claude-stream-json\nenv_allowlist: [PATH, ANTHROPIC_API_KEY]\nsession_dirs: /tmp/s\nlimits: {open_files: 256, cpu_seconds: 600}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.protocol, AgentProtocol::ClaudeStreamJson);
+        assert_eq!(c.env_allowlist, ["PATH", "ANTHROPIC_API_KEY"]);
+        assert_eq!(
+            c.limits.launcher_args(),
+            ["--rlimit-cpu", "600", "--rlimit-nofile", "256"]
+        );
+        let c = parse("demo_test_hooks: true\n").expect("valid");
+        assert_eq!(c.command.last().map(String::as_str), Some("--test-hooks"));
+    }
+
+    #[test]
+    fn bad_sections() {
+        assert_eq!(
+            parse("command: [x]\ndemo_test_hooks: true\n").map(|_| ()),
+            Err((
+                "agent.demo_test_hooks",
+                "only applies to the default (demo) command".into()
+            ))
+        );
+        assert!(parse("limits: {open_files: 0}\n").is_err());
+        assert!(parse("env_allowlist: ['A=B']\n").is_err());
+        assert!(parse("max_line_bytes: 10\n").is_err());
+        assert!(serde_yaml::from_str::<AgentFileConfig>("protocol: nope\n").is_err());
+        assert!(serde_yaml::from_str::<AgentFileConfig>("limits: {files: 3}\n").is_err());
+    }
+}

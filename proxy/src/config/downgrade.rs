@@ -1,0 +1,202 @@
+//! What a reload may not do silently: switch protection off. And what every reload tells
+//! the audit log: the diff of the security-relevant keys.
+//!
+//! A reload that turns `auth` off, removes every API key and JWT setting, removes a rate
+//! or concurrency limit, lifts `limits.max_body_bytes` to unlimited, or drops the admin
+//! tokens or the worker key, is refused unless the new file says so with
+//! `allow_security_downgrade: true` (turning auth off also passes with
+//! `auth.allow_anonymous: true`). A half-written file (cut before its `auth:` or `limits:`
+//! section) therefore never applies: it reads as a downgrade. Set the key for the one
+//! reload that means it, then remove it.
+
+use super::{ConfigError, RuntimeConfig};
+
+/// Security-relevant facts of a config, comparable across reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Facts {
+    auth: bool,
+    keys: Vec<String>,
+    jwt: bool,
+    limits: Vec<&'static str>,
+    max_body: u64,
+    admin_tokens: usize,
+    worker_key: bool,
+    trusted_proxies: usize,
+}
+
+fn facts(c: &RuntimeConfig) -> Facts {
+    let l = &c.limits;
+    let mut limits = Vec::new();
+    for (name, on) in [
+        ("per_ip", l.per_ip.is_some()),
+        ("per_key", l.per_key.is_some()),
+        ("routes", !l.routes.is_empty()),
+        (
+            "new_sessions_per_minute",
+            l.new_sessions_per_minute.is_some(),
+        ),
+        ("max_websockets_per_key", l.max_websockets_per_key.is_some()),
+        ("max_connections", l.max_connections > 0),
+        ("max_connections_per_ip", l.max_connections_per_ip.is_some()),
+    ] {
+        if on {
+            limits.push(name);
+        }
+    }
+    Facts {
+        auth: c.auth.enabled,
+        keys: c.auth.keys.iter().map(|k| k.name.clone()).collect(),
+        jwt: c.auth.jwt.is_some(),
+        limits,
+        max_body: c.limits.max_body_bytes,
+        admin_tokens: c.admin_tokens.len(),
+        worker_key: c.worker_key.is_some(),
+        trusted_proxies: c.limits.trusted_proxies.len(),
+    }
+}
+
+/// Refuses a reload from `old` to `new` that switches protection off without
+/// `allow_security_downgrade: true` in the new file.
+pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError> {
+    if new.allow_security_downgrade {
+        return Ok(());
+    }
+    let (o, n) = (facts(old), facts(new));
+    let refuse = |key: &str, what: String| {
+        Err(ConfigError::new(
+            &new.source,
+            key,
+            format!("{what}: refused as a security downgrade (a half-written file reads the same); set allow_security_downgrade: true in the new file for this one reload if it is meant"),
+        ))
+    };
+    if o.auth && !n.auth && !new.auth.allow_anonymous {
+        return refuse("auth.enabled", "the reload turns authentication off".into());
+    }
+    if (!o.keys.is_empty() || o.jwt) && n.keys.is_empty() && !n.jwt && !new.auth.allow_anonymous {
+        return refuse(
+            "auth.keys",
+            "the reload removes every API key and JWT setting".into(),
+        );
+    }
+    if let Some(gone) = o.limits.iter().find(|l| !n.limits.contains(l)) {
+        return refuse(
+            &format!("limits.{gone}"),
+            format!("the reload removes limits.{gone}"),
+        );
+    }
+    if o.max_body > 0 && n.max_body == 0 {
+        return refuse(
+            "limits.max_body_bytes",
+            "the reload lifts the body limit".into(),
+        );
+    }
+    if o.admin_tokens > 0 && n.admin_tokens == 0 {
+        return refuse(
+            "admin.tokens",
+            "the reload removes every admin token".into(),
+        );
+    }
+    if o.worker_key && !n.worker_key {
+        return refuse(
+            "worker_auth.key",
+            "the reload removes the worker key".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The security-relevant differences, for the audit line of a reload (`""`: none).
+pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
+    let (o, n) = (facts(old), facts(new));
+    let mut out = Vec::new();
+    if o.auth != n.auth {
+        out.push(format!("auth.enabled {} -> {}", o.auth, n.auth));
+    }
+    let added: Vec<&String> = n.keys.iter().filter(|k| !o.keys.contains(k)).collect();
+    let removed: Vec<&String> = o.keys.iter().filter(|k| !n.keys.contains(k)).collect();
+    if !added.is_empty() {
+        out.push(format!("auth.keys added {added:?}"));
+    }
+    if !removed.is_empty() {
+        out.push(format!("auth.keys removed {removed:?}"));
+    }
+    if o.jwt != n.jwt {
+        out.push(format!("auth.jwt {} -> {}", o.jwt, n.jwt));
+    }
+    if o.limits != n.limits {
+        out.push(format!("limits {:?} -> {:?}", o.limits, n.limits));
+    }
+    if o.max_body != n.max_body {
+        out.push(format!(
+            "limits.max_body_bytes {} -> {}",
+            o.max_body, n.max_body
+        ));
+    }
+    if o.admin_tokens != n.admin_tokens {
+        out.push(format!(
+            "admin.tokens {} -> {}",
+            o.admin_tokens, n.admin_tokens
+        ));
+    }
+    if o.worker_key != n.worker_key {
+        out.push(format!(
+            "worker_auth.key {} -> {}",
+            o.worker_key, n.worker_key
+        ));
+    }
+    if o.trusted_proxies != n.trusted_proxies {
+        out.push(format!(
+            "limits.trusted_proxies {} -> {} entries",
+            o.trusted_proxies, n.trusted_proxies
+        ));
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> RuntimeConfig {
+        let y = format!("workers:\n  - id: w1\n    address: 127.0.0.1:9001\n{extra}");
+        crate::config::parse("t.yaml", &y).expect("valid")
+    }
+
+    const AUTH: &str = "auth:\n  enabled: true\n  keys:\n    - name: a\n      hash: \"sha256:7e9f8fd111802be56c379d597842e29b2cebd35ff2133d431a49fa556a18704e\"\n";
+
+    #[test]
+    fn downgrades_need_the_explicit_key() {
+        let old = cfg(&format!(
+            "{AUTH}limits:\n  per_ip: {{rate: 5, burst: 10}}\n"
+        ));
+        // A file cut before its auth: section.
+        let cut = cfg("");
+        let e = check(&old, &cut).expect_err("auth off");
+        assert_eq!(e.key, "auth.enabled");
+        assert!(e.reason.contains("allow_security_downgrade"), "{e}");
+        // Auth kept, a limit dropped.
+        let e = check(&old, &cfg(AUTH)).expect_err("limit gone");
+        assert_eq!(e.key, "limits.per_ip");
+        // Said explicitly: applied.
+        assert!(check(&old, &cfg("allow_security_downgrade: true\n")).is_ok());
+        assert!(check(
+            &old,
+            &cfg("auth:\n  allow_anonymous: true\nlimits:\n  per_ip: {rate: 5, burst: 10}\n")
+        )
+        .is_ok());
+        // Tightening is always fine, and so is an unchanged config.
+        assert!(check(&cut, &old).is_ok());
+        assert!(check(&old, &old).is_ok());
+    }
+
+    #[test]
+    fn the_diff_names_security_keys() {
+        let old = cfg(AUTH);
+        let new = cfg("allow_security_downgrade: true\nlimits:\n  per_key: {rate: 1, burst: 1}\n");
+        let d = diff(&old, &new);
+        assert!(d.contains("auth.enabled true -> false"), "{d}");
+        assert!(d.contains("auth.keys removed [\"a\"]"), "{d}");
+        assert!(d.contains("per_key"), "{d}");
+        assert_eq!(diff(&old, &old), "");
+    }
+}

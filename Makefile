@@ -15,9 +15,12 @@ test:
 	@bash scripts/install-deps.sh redis-server:redis-server
 	HOTPLEX_E2E_QUIET=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## make lint: rustfmt and clippy, warnings are errors.
+## make lint: rustfmt and clippy, warnings are errors; the test-quality check of the
+## end-to-end suites (scripts/check-tests.py: no /proc existence checks, no #[path], no
+## sleep over 100 ms without an `allow-sleep:` reason).
 lint: deps
 	$(CARGO) fmt --all -- --check
+	python3 scripts/check-tests.py tests
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 build: deps

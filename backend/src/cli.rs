@@ -14,9 +14,15 @@ use crate::config::{resolve_secret, validate_node_id, FileConfig, WorkerConfig};
 #[derive(Debug, Parser)]
 #[command(name = "hotplex-worker", version, about)]
 pub struct Cli {
-    /// Listen address [default: 127.0.0.1:8080, or `listen` from the config file].
+    /// Listen address [default: 127.0.0.1:8080, or `listen` from the config file]. Port 0
+    /// picks a free port (see `--addr-file`).
     #[arg(long, env = "HOTPLEX_WORKER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Once serving, write the bound addresses to this file as JSON
+    /// (`{"listen":"127.0.0.1:PORT","admin":null|"ADDR"}`; written whole, then renamed into
+    /// place), e.g. for `--listen 127.0.0.1:0` under a test harness or supervisor.
+    #[arg(long, value_name = "FILE")]
+    pub addr_file: Option<PathBuf>,
     /// YAML config file (unknown keys are rejected).
     #[arg(long, env = "HOTPLEX_WORKER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -173,7 +179,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(run(cfg));
+    let result = rt.block_on(run_reporting(cfg, cli.addr_file.clone()));
     // Export the spans still queued (the last turns) before exiting.
     hotplex_common::telemetry::shutdown();
     match result {
@@ -188,6 +194,11 @@ pub fn main() -> ExitCode {
 
 /// Binds, serves, and on SIGTERM/SIGINT drains and exits.
 pub async fn run(cfg: WorkerConfig) -> std::io::Result<()> {
+    run_reporting(cfg, None).await
+}
+
+/// [`run`], writing the bound addresses to `addr_file` (when given) once serving.
+pub async fn run_reporting(cfg: WorkerConfig, addr_file: Option<PathBuf>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -195,6 +206,9 @@ pub async fn run(cfg: WorkerConfig) -> std::io::Result<()> {
     let node = cfg.node_id.clone();
     let server = crate::serve(cfg, listener).await?;
     tracing::info!(addr = %server.local_addr(), node_id = %node, version = env!("CARGO_PKG_VERSION"), "hotplex-worker started");
+    if let Some(path) = addr_file {
+        write_addr_file(&path, server.local_addr(), server.admin_addr())?;
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
@@ -203,6 +217,22 @@ pub async fn run(cfg: WorkerConfig) -> std::io::Result<()> {
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// Writes `{"listen":..,"admin":..}` to `path` atomically (a temporary file renamed over it).
+fn write_addr_file(
+    path: &std::path::Path,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "listen": listen.to_string(),
+        "admin": admin.map(|a| a.to_string()),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{body}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("--addr-file {}: {e}", path.display())))
 }
 
 #[cfg(test)]

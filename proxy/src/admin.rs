@@ -3,7 +3,8 @@
 //! - `GET /admin/workers`: JSON list of workers: `id`, `address`, `weight`, `healthy`,
 //!   `ejected`, `ejected_until` (Unix ms, `null` when not ejected), `draining`, `full`,
 //!   `sessions`, `capacity`, `available`, `placeable`, plus the active `config_hash`;
-//!   `state` (`active`, `draining`, `removing`), `drain_requested`, `removing_until` (Unix ms);
+//!   `state` (`active`, `draining`, `removing`), `drain_requested`, `removing_until` (Unix ms),
+//!   `probed` (a readiness probe has answered at least once: `sessions`/`capacity` are known);
 //! - `GET /admin/config`: `hash`, `source`, `loaded_at` (Unix s) of the active config;
 //! - `POST /admin/reload`: reload the config file (see [`crate::reload`]);
 //! - `POST /admin/workers/{id}/drain`, `POST /admin/workers/{id}/resume`: operator drain;
@@ -343,6 +344,7 @@ pub fn workers_json(registry: &Registry) -> Value {
                 "source": if w.discovered { "dns" } else { "config" },
                 "weight": w.spec.weight,
                 "healthy": s.healthy,
+                "probed": s.probed,
                 "ejected": ejected_until.is_some(),
                 "ejected_until": ejected_until,
                 "draining": w.draining_of(&s),

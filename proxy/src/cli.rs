@@ -21,6 +21,12 @@ pub struct Cli {
     /// config, same `upgrade.sock`); then send SIGQUIT to the old process.
     #[arg(long, short = 'u')]
     pub upgrade: bool,
+    /// Write the bound addresses to this file as JSON once the listeners are bound
+    /// (`{"listen":..,"admin":..,"tls":..|null}`; written whole, then renamed into place). With
+    /// port 0 in `listen`, `admin.listen` or `tls.listen` the proxy picks the port itself:
+    /// this file says which (not with `--upgrade`, whose sockets are keyed by address).
+    #[arg(long, value_name = "FILE")]
+    pub addr_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -67,7 +73,12 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_INVALID_CONFIG);
                 }
             };
-            match crate::server::run(cfg, cli.config.clone(), cli.upgrade) {
+            match crate::server::run_reporting(
+                cfg,
+                cli.config.clone(),
+                cli.upgrade,
+                cli.addr_file.as_deref(),
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hotplex-proxy: {e}");

@@ -31,6 +31,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsStartError),
+    #[error("cannot write --addr-file {path}: {source}")]
+    AddrFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// An invalid `OTEL_*` environment variable.
     #[error("invalid environment: {0}")]
     Telemetry(#[from] hotplex_common::telemetry::SettingError),
@@ -43,6 +48,21 @@ pub fn run(
     cfg: RuntimeConfig,
     path: Option<std::path::PathBuf>,
     upgrade: bool,
+) -> Result<(), StartError> {
+    run_reporting(cfg, path, upgrade, None)
+}
+
+/// [`run`], writing the bound listener addresses to `addr_file` (JSON) once they are bound.
+/// Port 0 in `listen`, `admin.listen` or `tls.listen` lets the proxy pick the port: the
+/// admin listener is bound here; a pingora listener's port is picked and held by a bound,
+/// not listening `SO_REUSEADDR` socket (see [`reserve_port`]) until pingora's own listener
+/// (also `SO_REUSEADDR`) binds the same address, so no other process can take it between.
+/// The active config keeps the configured addresses (a reload compares them).
+pub fn run_reporting(
+    cfg: RuntimeConfig,
+    path: Option<std::path::PathBuf>,
+    upgrade: bool,
+    addr_file: Option<&std::path::Path>,
 ) -> Result<(), StartError> {
     let log_opts = hotplex_common::logging::LogOptions {
         telemetry: Some(cfg.telemetry.clone().with_process_env()?),
@@ -59,6 +79,10 @@ pub fn run(
         tracing::warn!(admin = %cfg.admin_listen, "no admin.tokens: /admin/* is open to anyone who can reach the (loopback) admin listener");
     }
     // Fail early and clearly on busy ports (when upgrading, the old process holds them).
+    // `bound`: the config with the addresses as bound (port 0 resolved); only the listeners
+    // use it.
+    let mut bound = cfg.clone();
+    let mut _reserved = Vec::new();
     let admin_listener = if upgrade {
         None
     } else {
@@ -68,13 +92,27 @@ pub fn run(
                 addr: cfg.admin_listen,
                 source,
             })?;
-        drop(
-            std::net::TcpListener::bind(cfg.listen).map_err(|source| StartError::Bind {
-                what: "listen",
-                addr: cfg.listen,
-                source,
-            })?,
-        );
+        if let Ok(a) = l.local_addr() {
+            bound.admin_listen = a;
+        }
+        if cfg.listen.port() == 0 {
+            let (addr, socket) = reserve_port("listen", cfg.listen)?;
+            bound.listen = addr;
+            _reserved.push(socket);
+        } else {
+            drop(
+                std::net::TcpListener::bind(cfg.listen).map_err(|source| StartError::Bind {
+                    what: "listen",
+                    addr: cfg.listen,
+                    source,
+                })?,
+            );
+        }
+        if let Some(tls) = bound.tls.as_mut().filter(|t| t.listen.port() == 0) {
+            let (addr, socket) = reserve_port("tls.listen", tls.listen)?;
+            tls.listen = addr;
+            _reserved.push(socket);
+        }
         Some(l)
     };
 
@@ -117,10 +155,10 @@ pub fn run(
     let mut proxy = pingora::services::listening::Service::new("hotplex proxy".into(), guarded);
     let b = cfg.buffers;
     proxy.add_listener(
-        ListenerConfig::tcp(cfg.listen.to_string())
+        ListenerConfig::tcp(bound.listen.to_string())
             .l4_buffer(L4BufferSettings::new(b.read, b.write)),
     );
-    let https_redirect = crate::tls::setup(&cfg, &mut proxy, &metrics)?;
+    let https_redirect = crate::tls::setup(&bound, &mut proxy, &metrics)?;
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
     backends.set_health_check(ReadyCheck::new(registry.clone(), metrics.clone()));
@@ -145,7 +183,7 @@ pub fn run(
         "admin",
         AdminService::new_or_deferred(
             admin_listener,
-            cfg.admin_listen,
+            bound.admin_listen,
             admin::router(registry, metrics, reloader),
         ),
     );
@@ -163,9 +201,49 @@ pub fn run(
     if let Some(r) = https_redirect {
         server.add_service(r);
     }
-    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, workers = cfg.workers.len(), config = %cfg.source, hash = %cfg.hash, "hotplex-proxy starting");
+    tracing::info!(listen = %bound.listen, admin = %bound.admin_listen, workers = cfg.workers.len(), config = %cfg.source, hash = %cfg.hash, "hotplex-proxy starting");
+    if let Some(path) = addr_file {
+        write_addr_file(path, &bound).map_err(|source| StartError::AddrFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     server.run(pingora::server::RunArgs::default());
     // Export the last spans before exiting (run_forever would exit without it).
     hotplex_common::telemetry::shutdown();
     std::process::exit(0)
+}
+
+/// Picks a free port for `addr` (port 0) and holds it: a bound, not listening socket with
+/// `SO_REUSEADDR`. Linux lets another `SO_REUSEADDR` socket bind the same address while no
+/// socket listens on it, which is what pingora's listener does (it sets `SO_REUSEADDR`);
+/// meanwhile the kernel never hands the port to anyone else's port-0 bind or connect (a
+/// process naming this exact port with `SO_REUSEADDR` could still bind it, as with any port).
+fn reserve_port(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<(std::net::SocketAddr, tokio::net::TcpSocket), StartError> {
+    let err = |source| StartError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let local = socket.local_addr().map_err(err)?;
+    Ok((local, socket))
+}
+
+/// Writes the bound addresses as JSON to `path` (a temporary file renamed over it).
+fn write_addr_file(path: &std::path::Path, bound: &RuntimeConfig) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "listen": bound.listen.to_string(),
+        "admin": bound.admin_listen.to_string(),
+        "tls": bound.tls.as_ref().map(|t| t.listen.to_string()),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{body}\n"))?;
+    std::fs::rename(&tmp, path)
 }

@@ -46,7 +46,7 @@ pub fn validate(
     let c = t
         .validate()
         .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
-    if taken.contains(&c.listen) {
+    if c.listen.port() != 0 && taken.contains(&c.listen) {
         return Err(ConfigError::new(
             file,
             "tls.listen",

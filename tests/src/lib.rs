@@ -1,11 +1,13 @@
 //! Harness for the end-to-end tests: real processes on loopback ports.
 //!
-//! - [`free_port`]: an ephemeral port picked by binding `127.0.0.1:0`;
-//! - [`ChildGuard`]: a spawned child process that is killed (and reaped) on drop;
+//! - [`free_port`]: an ephemeral port picked by binding `127.0.0.1:0` (and released: only
+//!   where bind-then-pass is not possible);
+//! - [`ChildGuard`]: a spawned child process that is killed (and reaped) on drop, with
+//!   [`ChildGuard::assert_alive`] (`try_wait`) and [`ChildGuard::assert_serving`];
 //! - [`wait_until_http_ok`]: polls a URL until it answers 2xx;
 //! - [`sse`]: a real Server-Sent-Events reader over a streaming reqwest response.
 //!
-//! Spawning the binaries themselves happens in `tests/tests/support/`, because
+//! Spawning the binaries themselves happens in `tests/tests/e2e/support/`, because
 //! `CARGO_BIN_EXE_*` is only visible to integration tests.
 
 pub mod sse;
@@ -14,10 +16,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
-///
-/// For servers that bind by themselves (pingora); in-process servers should bind
-/// `127.0.0.1:0` directly and report the address instead.
+/// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it, release it): another process
+/// can take it before it is used. Only for what cannot bind port 0 itself and report it:
+/// an address nobody listens on (a dead worker), `redis-server --port`, and the hand-written
+/// proxy configs that still name their listeners. Workers and proxies the support module
+/// spawns bind `127.0.0.1:0` and report the port (`--addr-file`); in-process servers bind
+/// `127.0.0.1:0` directly.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -98,6 +102,42 @@ impl ChildGuard {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Panics unless the child is still running: `try_wait` reaps it if it exited, so a
+    /// crashed child fails here whether or not it was a zombie (its `/proc/<pid>` entry
+    /// exists until it is reaped, which is why an existence check cannot fail).
+    pub fn assert_alive(&mut self) {
+        let name = self.name.clone();
+        let Some(c) = self.child.as_mut() else {
+            panic!("{name} was already reaped");
+        };
+        match c.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                self.child = None;
+                panic!("{name} exited: {status}");
+            }
+            Err(e) => panic!("{name}: wait failed: {e}"),
+        }
+    }
+
+    /// [`Self::assert_alive`], then `url` must answer 2xx within 5 s: the process is not only
+    /// running but serving.
+    pub async fn assert_serving(&mut self, url: &str) {
+        self.assert_alive();
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} does not answer {url}: {e}", self.name));
+        assert!(
+            r.status().is_success(),
+            "{} answers {url} with {}",
+            self.name,
+            r.status()
+        );
     }
 
     /// True while the child has not exited.
@@ -210,6 +250,19 @@ mod tests {
                     x{source=\"path\",outcome=\"pinned\"} 9\n";
         assert_eq!(metric_value(text, "x", &["outcome=\"gone\""]), Some(4.0));
         assert_eq!(metric_value(text, "x", &["source=\"path\""]), Some(13.0));
+    }
+
+    #[test]
+    fn assert_alive_fails_for_an_exited_child() {
+        let mut g = ChildGuard::spawn("true", &mut command("true", &[]));
+        // Once `true` exits it is a zombie (its /proc entry exists) until try_wait reaps it.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..200 {
+                g.assert_alive();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }));
+        assert!(r.is_err(), "an exited child passed assert_alive");
     }
 
     #[test]

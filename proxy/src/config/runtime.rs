@@ -188,7 +188,8 @@ impl RuntimeConfig {
     pub fn from_file(file: &str, text: &str, f: FileConfig) -> Result<RuntimeConfig, ConfigError> {
         let listen = addr(file, "listen", &f.listen)?;
         let admin_listen = addr(file, "admin.listen", &f.admin.listen)?;
-        if listen == admin_listen {
+        // Port 0 is "a free port, reported by --addr-file": two of them never collide.
+        if listen == admin_listen && listen.port() != 0 {
             return Err(ConfigError::new(
                 file,
                 "admin.listen",

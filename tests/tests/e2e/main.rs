@@ -1,0 +1,44 @@
+//! The end-to-end suites of HotPlex Edge: one test binary (like tokio's and Linkerd's
+//! integration tests), every suite a module, the helpers in [`support`]. One binary links
+//! pingora, the proxy and the worker once, instead of once per suite.
+//!
+//! Run one suite with `cargo test -p hotplex-e2e --test e2e proxy_trust::`, one test with
+//! its full path (`cargo test -p hotplex-e2e --test e2e proxy_trust::some_test -- --exact`).
+
+mod support;
+
+mod abuse_limits;
+mod admin_hardening;
+mod agent_claude;
+mod agent_limits;
+mod agent_usage;
+mod observability_metrics;
+mod observability_traces;
+mod proxy_admin;
+mod proxy_affinity;
+mod proxy_cli;
+mod proxy_conn_limits;
+mod proxy_dns;
+mod proxy_drain;
+mod proxy_failures;
+mod proxy_jwt;
+mod proxy_limits_redis;
+mod proxy_reload;
+mod proxy_routing;
+mod proxy_security;
+mod proxy_streams;
+mod proxy_tls;
+mod proxy_trust;
+mod proxy_upgrade;
+mod reliability_faults;
+mod reliability_flood;
+mod reliability_h2;
+mod reliability_hostile;
+mod reliability_memory;
+mod reliability_restart;
+mod worker_api;
+mod worker_drain;
+mod worker_metrics;
+mod worker_pool;
+mod worker_trust;
+mod worker_ws;

@@ -1,0 +1,86 @@
+//! Helpers of the end-to-end suites, each defined once:
+//!
+//! - [`worker`]: a worker in-process or as an `e2e-worker` child, HTTP/SSE/WebSocket calls;
+//! - [`proxy`]: `e2e-worker` and `e2e-proxy` child processes and calls through the proxy;
+//! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
+//! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
+//! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
+//! - here: the HTTP client, header and metric readers both sides use.
+
+pub mod fake_upstream;
+pub mod h2raw;
+pub mod procs;
+pub mod proxy;
+pub mod worker;
+
+use std::time::Duration;
+
+/// The HTTP client of the tests (30 s timeout, up to 64 idle connections per host).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client")
+}
+
+/// A response header as a string (`None` when absent or not UTF-8).
+pub fn hdr(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The `/metrics` text served at `base` (`http://host:port`).
+pub async fn metrics_at(c: &reqwest::Client, base: &str) -> String {
+    c.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// One series of the `/metrics` served at `base` (0 when absent).
+pub async fn metric_at(c: &reqwest::Client, base: &str, name: &str, labels: &[&str]) -> f64 {
+    metric_in(&metrics_at(c, base).await, name, labels)
+}
+
+/// One series of a `/metrics` text (0 when absent).
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
+    hotplex_e2e::metric_value(text, name, labels).unwrap_or(0.0)
+}
+
+/// The bound addresses a child process wrote to its `--addr-file` (JSON), waited for while
+/// the child runs (bind-then-pass: the process binds port 0 itself and reports the port, so
+/// no port is reserved by the harness and released for it).
+pub async fn addr_file(
+    path: &std::path::Path,
+    child: &mut hotplex_e2e::ChildGuard,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()));
+        }
+        child.assert_alive();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not write {}",
+            child.name(),
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `key` address of an addr file.
+pub fn addr_of(v: &serde_json::Value, key: &str) -> std::net::SocketAddr {
+    v[key]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} address in {v}"))
+}

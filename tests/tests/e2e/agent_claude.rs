@@ -24,7 +24,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use hotplex_e2e::{eventually, free_addr, metric_value, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::{eventually, metric_value, wait_until_http_ok, ChildGuard};
 use serde_json::{json, Value};
 
 /// The pinned CLI version.
@@ -344,10 +344,13 @@ async fn claude_code_behind_worker_and_proxy() {
     std::fs::create_dir_all(&home).expect("home");
     let cfg = dir.path().join("worker.yaml");
     std::fs::write(&cfg, worker_yaml(&cli, &api, &home, &sessions)).expect("config");
-    let waddr = free_addr();
     let mut cmd = Command::new(crate::support::worker::WORKER_BIN);
+    // Bind-then-pass: the worker binds port 0 and reports the address.
+    let addr_path = dir.path().join("worker.addr");
     cmd.arg("--listen")
-        .arg(waddr.to_string())
+        .arg("127.0.0.1:0")
+        .arg("--addr-file")
+        .arg(&addr_path)
         .arg("--node-id")
         .arg("w1")
         .arg("--config")
@@ -355,7 +358,12 @@ async fn claude_code_behind_worker_and_proxy() {
         .env("RUST_LOG", "warn")
         .env("ANTHROPIC_API_KEY", "sk-ant-e2e-dummy")
         .env("HOTPLEX_E2E_WORKER_SECRET", "not-for-agents");
-    let _worker = ChildGuard::spawn("e2e-worker (claude)", &mut cmd);
+    let mut worker_guard = ChildGuard::spawn("e2e-worker (claude)", &mut cmd);
+    let waddr = crate::support::addr_of(
+        &crate::support::addr_file(&addr_path, &mut worker_guard).await,
+        "listen",
+    );
+    let _worker = worker_guard;
     let wbase = format!("http://{waddr}");
     wait_until_http_ok(
         &format!("{wbase}/health/live"),

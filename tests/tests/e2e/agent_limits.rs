@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use crate::support::worker::*;
-use hotplex_e2e::{eventually, free_addr, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::{eventually, wait_until_http_ok, ChildGuard};
 use serde_json::Value;
 
 /// A hotplex-jsonl agent in sh: `limits` reports its limits, environment and directory;
@@ -63,16 +63,24 @@ async fn agents_get_limits_an_env_allowlist_a_session_dir_and_a_line_cap() {
     );
     let cfg = dir.path().join("worker.yaml");
     std::fs::write(&cfg, yaml).expect("write config");
-    let addr = free_addr();
     let mut cmd = Command::new(WORKER_BIN);
+    // Bind-then-pass: the worker binds port 0 and reports the address.
+    let addr_path = dir.path().join("worker.addr");
     cmd.arg("--listen")
-        .arg(addr.to_string())
+        .arg("127.0.0.1:0")
+        .arg("--addr-file")
+        .arg(&addr_path)
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .env("HOTPLEX_E2E_WORKER_SECRET", "do-not-leak")
         .env("HOTPLEX_E2E_PASSED", "yes");
-    let _worker = ChildGuard::spawn("e2e-worker (limits)", &mut cmd);
+    let mut worker_guard = ChildGuard::spawn("e2e-worker (limits)", &mut cmd);
+    let addr = crate::support::addr_of(
+        &crate::support::addr_file(&addr_path, &mut worker_guard).await,
+        "listen",
+    );
+    let _worker = worker_guard;
     let base = format!("http://{addr}");
     wait_until_http_ok(&format!("{base}/health/live"), WAIT).await;
     let c = client();

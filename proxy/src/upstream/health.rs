@@ -53,6 +53,7 @@ impl HealthCheck for ReadyCheck {
         let Some(addr) = target.addr.as_inet().copied() else {
             return Error::e_explain(ErrorType::InternalError, "not an inet address");
         };
+        let mark = self.registry.workers().get(&id).map(|w| w.probe_mark());
         match probe(
             addr,
             &cfg.health.path,
@@ -63,7 +64,10 @@ impl HealthCheck for ReadyCheck {
         {
             Ok(report) => {
                 if let Some(w) = self.registry.workers().get(&id) {
-                    w.observe_ready(report);
+                    match mark {
+                        Some(m) => w.observe_ready_since(report, m),
+                        None => w.observe_ready(report),
+                    }
                 }
                 Ok(())
             }

@@ -194,12 +194,28 @@ impl Worker {
 
     /// A probe answered: take its numbers, clear any passive ejection.
     pub fn observe_ready(&self, r: ReadyReport) {
+        let pending = self.lock().pending;
+        self.observe_ready_since(r, pending);
+    }
+
+    /// The local placements minus deletions not yet seen by a probe: read when a probe is
+    /// sent, handed back to [`Worker::observe_ready_since`] with its answer.
+    pub fn probe_mark(&self) -> i64 {
+        self.lock().pending
+    }
+
+    /// A probe sent when [`Worker::probe_mark`] was `pending_at_send` answered. Its count may
+    /// predate the placements and deletions made while it was in flight: those stay counted
+    /// on top of it (a session deleted meanwhile no longer reads as "full" until the next
+    /// probe); the ones before it are in the count.
+    pub fn observe_ready_since(&self, r: ReadyReport, pending_at_send: i64) {
         let mut s = self.lock();
         s.reported_sessions = r.sessions_active;
         s.worker_max = r.max_sessions;
         s.draining = r.draining;
-        s.full = r.full;
-        s.pending = 0;
+        s.pending -= pending_at_send;
+        // A slot freed while the probe was in flight: its "full" is stale.
+        s.full = r.full && s.pending >= 0;
         s.ejected_until = None;
         s.ejections_in_row = 0;
         s.probed = true;
@@ -443,6 +459,34 @@ mod tests {
                 ..Default::default()
             },
         )
+    }
+
+    #[test]
+    fn a_probe_in_flight_keeps_the_changes_made_meanwhile() {
+        let w = worker(2);
+        let now = Instant::now();
+        assert!(w.try_reserve(now));
+        assert!(w.try_reserve(now));
+        let full = |n| ReadyReport {
+            sessions_active: n,
+            max_sessions: Some(2),
+            draining: false,
+            full: n >= 2,
+        };
+        w.observe_ready(full(2));
+        assert!(!w.try_reserve(now), "full");
+        // A probe is sent; a session is deleted while it is in flight; the probe's count
+        // (taken before the delete) says full: the freed slot stays free.
+        let mark = w.probe_mark();
+        w.release();
+        w.observe_ready_since(full(2), mark);
+        assert!(w.try_reserve(now), "the deleted session's slot");
+        assert!(!w.try_reserve(now));
+        // The next probe (sent after the changes) is the truth again.
+        let mark = w.probe_mark();
+        w.observe_ready_since(full(1), mark);
+        assert!(w.try_reserve(now));
+        assert!(!w.try_reserve(now));
     }
 
     #[test]

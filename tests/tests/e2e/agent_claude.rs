@@ -24,7 +24,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use hotplex_e2e::{eventually, metric_value, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::{eventually, metric_value};
 use serde_json::{json, Value};
 
 /// The pinned CLI version.
@@ -345,31 +345,17 @@ async fn claude_code_behind_worker_and_proxy() {
     let cfg = dir.path().join("worker.yaml");
     std::fs::write(&cfg, worker_yaml(&cli, &api, &home, &sessions)).expect("config");
     let mut cmd = Command::new(crate::support::worker::WORKER_BIN);
-    // Bind-then-pass: the worker binds port 0 and reports the address.
-    let addr_path = dir.path().join("worker.addr");
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .arg("--node-id")
+    cmd.arg("--node-id")
         .arg("w1")
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .env("ANTHROPIC_API_KEY", "sk-ant-e2e-dummy")
         .env("HOTPLEX_E2E_WORKER_SECRET", "not-for-agents");
-    let mut worker_guard = ChildGuard::spawn("e2e-worker (claude)", &mut cmd);
-    let waddr = crate::support::addr_of(
-        &crate::support::addr_file(&addr_path, &mut worker_guard).await,
-        "listen",
-    );
-    let _worker = worker_guard;
+    // Bind-then-pass: the worker binds port 0 and reports its address.
+    let (_worker, waddr) =
+        crate::support::spawn_worker_cmd("e2e-worker (claude)", cmd, dir.path()).await;
     let wbase = format!("http://{waddr}");
-    wait_until_http_ok(
-        &format!("{wbase}/health/live"),
-        crate::support::worker::WAIT,
-    )
-    .await;
     let proxy = crate::support::proxy::spawn_proxy(&crate::support::proxy::proxy_yaml(
         &[("w1", waddr)],
         "",

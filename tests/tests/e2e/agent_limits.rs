@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use crate::support::worker::*;
-use hotplex_e2e::{eventually, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::eventually;
 use serde_json::Value;
 
 /// A hotplex-jsonl agent in sh: `limits` reports its limits, environment and directory;
@@ -64,25 +64,15 @@ async fn agents_get_limits_an_env_allowlist_a_session_dir_and_a_line_cap() {
     let cfg = dir.path().join("worker.yaml");
     std::fs::write(&cfg, yaml).expect("write config");
     let mut cmd = Command::new(WORKER_BIN);
-    // Bind-then-pass: the worker binds port 0 and reports the address.
-    let addr_path = dir.path().join("worker.addr");
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .arg("--config")
+    cmd.arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .env("HOTPLEX_E2E_WORKER_SECRET", "do-not-leak")
         .env("HOTPLEX_E2E_PASSED", "yes");
-    let mut worker_guard = ChildGuard::spawn("e2e-worker (limits)", &mut cmd);
-    let addr = crate::support::addr_of(
-        &crate::support::addr_file(&addr_path, &mut worker_guard).await,
-        "listen",
-    );
-    let _worker = worker_guard;
+    // Bind-then-pass: the worker binds port 0 and reports its address.
+    let (_worker, addr) =
+        crate::support::spawn_worker_cmd("e2e-worker (limits)", cmd, dir.path()).await;
     let base = format!("http://{addr}");
-    wait_until_http_ok(&format!("{base}/health/live"), WAIT).await;
     let c = client();
 
     let id = create_session(&c, &base).await;

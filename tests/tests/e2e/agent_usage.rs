@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use hotplex_common::names::worker::{AGENT_COST_USD, AGENT_TOKENS};
-use hotplex_e2e::{metric_value, wait_until_http_ok, ChildGuard};
+use hotplex_e2e::metric_value;
 use serde_json::json;
 
 const KEY_A: &str = "tenant-a-usage-key-0123456789";
@@ -32,29 +32,15 @@ async fn tokens_and_cost_are_counted_per_tenant() {
     )
     .expect("config");
     let mut cmd = Command::new(crate::support::worker::WORKER_BIN);
-    // Bind-then-pass: the worker binds port 0 and reports the address.
-    let addr_path = dir.path().join("worker.addr");
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .arg("--node-id")
+    cmd.arg("--node-id")
         .arg("w1")
         .arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn");
-    let mut worker_guard = ChildGuard::spawn("e2e-worker (usage)", &mut cmd);
-    let waddr = crate::support::addr_of(
-        &crate::support::addr_file(&addr_path, &mut worker_guard).await,
-        "listen",
-    );
-    let _worker = worker_guard;
+    // Bind-then-pass: the worker binds port 0 and reports its address.
+    let (_worker, waddr) =
+        crate::support::spawn_worker_cmd("e2e-worker (usage)", cmd, dir.path()).await;
     let wbase = format!("http://{waddr}");
-    wait_until_http_ok(
-        &format!("{wbase}/health/live"),
-        crate::support::worker::WAIT,
-    )
-    .await;
     let auth = format!(
         "auth:\n  enabled: true\n  keys:\n    - name: tenant-a\n      hash: \"{}\"\n    - name: tenant-b\n      hash: \"{}\"\n",
         crate::support::proxy::key_hash(KEY_A),

@@ -77,6 +77,29 @@ pub async fn addr_file(
     }
 }
 
+/// Starts the worker command `cmd` (its flags set, but no `--listen`) on `127.0.0.1:0`:
+/// bind-then-pass, it writes its bound address to an address file in `dir`. Returns once
+/// it answers `/health/live`.
+pub async fn spawn_worker_cmd(
+    name: &str,
+    mut cmd: std::process::Command,
+    dir: &std::path::Path,
+) -> (hotplex_e2e::ChildGuard, std::net::SocketAddr) {
+    let addr_path = dir.join("worker.addr");
+    cmd.arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--addr-file")
+        .arg(&addr_path);
+    let mut guard = hotplex_e2e::ChildGuard::spawn(name, &mut cmd);
+    let addr = addr_of(&addr_file(&addr_path, &mut guard).await, "listen");
+    hotplex_e2e::wait_until_http_ok(
+        &format!("http://{addr}/health/live"),
+        Duration::from_secs(15),
+    )
+    .await;
+    (guard, addr)
+}
+
 /// The `key` address of an addr file.
 pub fn addr_of(v: &serde_json::Value, key: &str) -> std::net::SocketAddr {
     v[key]

@@ -192,6 +192,20 @@ async fn worker_internals_are_never_reachable_through_the_edge() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+/// The SSE text of a `history` turn of session `id` through `base`, as the key's tenant
+/// (the demo agent answers with every prompt of the session so far).
+async fn history(c: &reqwest::Client, base: &str, key: &str, id: &str) -> String {
+    c.post(format!("{base}/sessions/{id}/messages"))
+        .header("x-api-key", key)
+        .json(&json!({"prompt": "history"}))
+        .send()
+        .await
+        .expect("history")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Everything tenant B tries on tenant A's session `id`, through `base`: 404, never
 /// forwarded.
 async fn b_cannot_touch(c: &reqwest::Client, base: &str, id: &str) {
@@ -337,16 +351,7 @@ async fn tenants_cannot_touch_each_others_sessions() {
         .await;
         assert_eq!(t.status, 200, "{t:?}");
     }
-    let b_hist = c
-        .post(format!("{}/sessions/demo-1/messages", p1.base()))
-        .header("x-api-key", KEY_B)
-        .json(&json!({"prompt": "history"}))
-        .send()
-        .await
-        .expect("history")
-        .text()
-        .await
-        .expect("text");
+    let b_hist = history(&c, &p1.base(), KEY_B, "demo-1").await;
     assert!(b_hist.contains("b-demo-turn"), "B's own history: {b_hist}");
     assert!(
         !b_hist.contains("a-demo-turn"),
@@ -362,16 +367,7 @@ async fn tenants_cannot_touch_each_others_sessions() {
     assert_eq!(demo, 2, "two tenants, two demo-1 sessions");
 
     // A's session still works, through either proxy, and still holds A's turn.
-    let hist = c
-        .post(format!("{}/sessions/{id}/messages", p2.base()))
-        .header("x-api-key", KEY_A)
-        .json(&json!({"prompt": "history"}))
-        .send()
-        .await
-        .expect("history")
-        .text()
-        .await
-        .expect("text");
+    let hist = history(&c, &p2.base(), KEY_A, &id).await;
     assert!(hist.contains("a-secret-prompt"), "{hist}");
     let r = send(
         c.delete(format!("{}/sessions/{id}", p2.base()))

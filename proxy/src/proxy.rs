@@ -239,12 +239,11 @@ impl HotplexProxy {
                     .sessions_placed
                     .with_label_values(&[&route.worker.spec.id])
                     .inc();
-            } else {
-                route.worker.release();
             }
+            route.worker.settle_create(ok);
         }
-        if ctx.delete && ok {
-            route.worker.release();
+        if ctx.delete {
+            route.worker.settle_delete(ok);
         }
     }
 }
@@ -382,6 +381,9 @@ impl ProxyHttp for HotplexProxy {
         }
         match decision {
             Ok(route) => {
+                if ctx.delete {
+                    route.worker.begin_delete();
+                }
                 ctx.route = Some(route);
                 Ok(false)
             }
@@ -586,7 +588,7 @@ impl ProxyHttp for HotplexProxy {
         let placed = route.outcome == Outcome::Placed;
         if placed && ctx.excluded.len() + 1 < MAX_PLACEMENT_TRIES {
             if route.counted {
-                route.worker.release();
+                route.worker.settle_create(false);
             }
             ctx.excluded.push(worker);
             ctx.reroute = true;

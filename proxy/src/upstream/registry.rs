@@ -47,6 +47,13 @@ pub struct WorkerState {
     pub worker_max: Option<u64>,
     /// Placements minus deletions since the last probe.
     pub pending: i64,
+    /// Creates and deletes sent to the worker and not yet answered.
+    pub in_flight: u32,
+    /// Bumped by every create or delete that starts or ends: a probe that saw it change
+    /// cannot tell which of them its count includes.
+    pub changes: u64,
+    /// Probes in a row whose count was ambiguous (see [`Worker::observe_ready_since`]).
+    pub ambiguous_probes: u32,
     /// Passively ejected until then.
     pub ejected_until: Option<Instant>,
     /// Ejections since the last good probe (the backoff exponent).
@@ -166,59 +173,95 @@ impl Worker {
             .then(|| (Self::sessions_of(&s), self.capacity_of(&s)))
     }
 
-    /// Reserves room for a new session if placeable.
+    /// Reserves room for a new session if placeable (settled by [`Worker::settle_create`]).
     pub fn try_reserve(&self, now: Instant) -> bool {
         let mut s = self.lock();
         if self.placeable_of(&s, now) {
             s.pending += 1;
+            start_op(&mut s);
             true
         } else {
             false
         }
     }
 
-    /// Counts a session created without a capacity check (cookie / foreign key creates).
+    /// Counts a session created without a capacity check (cookie / foreign key creates;
+    /// settled by [`Worker::settle_create`]).
     pub fn add_session(&self) {
-        self.lock().pending += 1;
+        let mut s = self.lock();
+        s.pending += 1;
+        start_op(&mut s);
     }
 
-    /// A session ended (DELETE) or a reserved create failed.
-    pub fn release(&self) {
+    /// A counted create was answered: a failed one gives its slot back.
+    pub fn settle_create(&self, ok: bool) {
         let mut s = self.lock();
-        if Self::sessions_of(&s) > 0 {
+        end_op(&mut s);
+        if !ok && Self::sessions_of(&s) > 0 {
             s.pending -= 1;
         }
-        // A freed slot: the last probe's "full" is stale (capacity still bounds placement).
-        s.full = false;
+    }
+
+    /// A DELETE is sent to the worker (settled by [`Worker::settle_delete`]).
+    pub fn begin_delete(&self) {
+        start_op(&mut self.lock());
+    }
+
+    /// A DELETE was answered: a successful one frees its slot.
+    pub fn settle_delete(&self, ok: bool) {
+        let mut s = self.lock();
+        end_op(&mut s);
+        if ok {
+            if Self::sessions_of(&s) > 0 {
+                s.pending -= 1;
+            }
+            // A freed slot: the last probe's "full" is stale (capacity still bounds placement).
+            s.full = false;
+        }
     }
 
     /// A probe answered: take its numbers, clear any passive ejection.
     pub fn observe_ready(&self, r: ReadyReport) {
-        let pending = self.lock().pending;
-        self.observe_ready_since(r, pending);
+        let mark = self.probe_mark();
+        self.observe_ready_since(r, mark);
     }
 
-    /// The local placements minus deletions not yet seen by a probe: read when a probe is
-    /// sent, handed back to [`Worker::observe_ready_since`] with its answer.
-    pub fn probe_mark(&self) -> i64 {
-        self.lock().pending
+    /// The accounting when a probe is sent, handed back to
+    /// [`Worker::observe_ready_since`] with its answer.
+    pub fn probe_mark(&self) -> ProbeMark {
+        let s = self.lock();
+        ProbeMark {
+            pending: s.pending,
+            changes: s.changes,
+            in_flight: s.in_flight,
+        }
     }
 
-    /// A probe sent when [`Worker::probe_mark`] was `pending_at_send` answered. Its count may
-    /// predate the placements and deletions made while it was in flight: those stay counted
-    /// on top of it (a session deleted meanwhile no longer reads as "full" until the next
-    /// probe); the ones before it are in the count.
-    pub fn observe_ready_since(&self, r: ReadyReport, pending_at_send: i64) {
+    /// A probe sent at `mark` answered. When no create or delete was in flight at any
+    /// time between the mark and now, its count is exact and replaces the estimate.
+    /// Otherwise the worker may or may not have counted those (a create it already
+    /// inserted, a delete it already finished): the local estimate, exact for this
+    /// proxy's own placements, is kept, and only after [`MAX_AMBIGUOUS_PROBES`] such
+    /// probes in a row (steady churn) is the count taken with the changes made since the
+    /// mark on top, so that sessions other proxies placed or that ended on their own are
+    /// still learnt.
+    pub fn observe_ready_since(&self, r: ReadyReport, mark: ProbeMark) {
         let mut s = self.lock();
-        s.reported_sessions = r.sessions_active;
         s.worker_max = r.max_sessions;
         s.draining = r.draining;
-        s.pending -= pending_at_send;
-        // A slot freed while the probe was in flight: its "full" is stale.
-        s.full = r.full && s.pending >= 0;
         s.ejected_until = None;
         s.ejections_in_row = 0;
         s.probed = true;
+        let exact = mark.in_flight == 0 && s.changes == mark.changes;
+        if !exact && s.ambiguous_probes < MAX_AMBIGUOUS_PROBES {
+            s.ambiguous_probes += 1;
+            return;
+        }
+        s.ambiguous_probes = 0;
+        s.reported_sessions = r.sessions_active;
+        s.pending -= mark.pending;
+        // Exact: the worker's word. Otherwise a slot freed since the mark makes it stale.
+        s.full = r.full && (exact || s.pending >= 0);
     }
 
     /// Health flipped (after pingora's thresholds).
@@ -241,6 +284,27 @@ impl Worker {
         s.ejected_until = Some(now + period);
         Some(period)
     }
+}
+
+/// Probes in a row whose count is ambiguous before one is taken anyway.
+pub const MAX_AMBIGUOUS_PROBES: u32 = 3;
+
+/// The accounting of a worker when a probe was sent ([`Worker::probe_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeMark {
+    pending: i64,
+    changes: u64,
+    in_flight: u32,
+}
+
+fn start_op(s: &mut WorkerState) {
+    s.in_flight = s.in_flight.saturating_add(1);
+    s.changes = s.changes.wrapping_add(1);
+}
+
+fn end_op(s: &mut WorkerState) {
+    s.in_flight = s.in_flight.saturating_sub(1);
+    s.changes = s.changes.wrapping_add(1);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -461,32 +525,82 @@ mod tests {
         )
     }
 
+    fn report(n: u64) -> ReadyReport {
+        ReadyReport {
+            sessions_active: n,
+            max_sessions: Some(2),
+            draining: false,
+            full: n >= 2,
+        }
+    }
+
     #[test]
     fn a_probe_in_flight_keeps_the_changes_made_meanwhile() {
         let w = worker(2);
         let now = Instant::now();
         assert!(w.try_reserve(now));
         assert!(w.try_reserve(now));
-        let full = |n| ReadyReport {
-            sessions_active: n,
-            max_sessions: Some(2),
-            draining: false,
-            full: n >= 2,
-        };
-        w.observe_ready(full(2));
+        w.settle_create(true);
+        w.settle_create(true);
+        w.observe_ready(report(2));
         assert!(!w.try_reserve(now), "full");
         // A probe is sent; a session is deleted while it is in flight; the probe's count
         // (taken before the delete) says full: the freed slot stays free.
         let mark = w.probe_mark();
-        w.release();
-        w.observe_ready_since(full(2), mark);
+        w.begin_delete();
+        w.settle_delete(true);
+        w.observe_ready_since(report(2), mark);
         assert!(w.try_reserve(now), "the deleted session's slot");
         assert!(!w.try_reserve(now));
-        // The next probe (sent after the changes) is the truth again.
+        w.settle_create(true);
+        // The next probe (sent with nothing in flight) is the truth again.
         let mark = w.probe_mark();
-        w.observe_ready_since(full(1), mark);
+        w.observe_ready_since(report(1), mark);
         assert!(w.try_reserve(now));
         assert!(!w.try_reserve(now));
+    }
+
+    /// The CI failure of `all_full_gives_503_no_capacity`: a create sent after the mark
+    /// that the worker counted before answering the probe, then a delete, must not leave
+    /// the worker looking full while it has a free slot.
+    #[test]
+    fn a_create_the_probe_already_counted_is_not_counted_twice() {
+        let w = worker(2);
+        let now = Instant::now();
+        assert!(w.try_reserve(now));
+        w.settle_create(true);
+        w.observe_ready(report(1));
+        let mark = w.probe_mark();
+        assert!(w.try_reserve(now));
+        // The worker inserts the session, answers the probe (2, full), then the create.
+        w.settle_create(true);
+        w.begin_delete();
+        w.settle_delete(true);
+        w.observe_ready_since(report(2), mark);
+        assert!(w.try_reserve(now), "one session left of two: room for one");
+        assert!(!w.try_reserve(now));
+    }
+
+    #[test]
+    fn steady_churn_still_learns_the_workers_count() {
+        let w = worker(4);
+        let now = Instant::now();
+        assert!(w.try_reserve(now));
+        // A create in flight for every probe: the first ones are ambiguous and ignored.
+        for _ in 0..MAX_AMBIGUOUS_PROBES {
+            let mark = w.probe_mark();
+            w.observe_ready_since(report(3), mark);
+            assert_eq!(Worker::sessions_of(&w.snapshot()), 1);
+        }
+        // Then the count (sessions placed elsewhere) is taken all the same.
+        let mark = w.probe_mark();
+        w.observe_ready_since(report(3), mark);
+        assert_eq!(Worker::sessions_of(&w.snapshot()), 3);
+        // With the one in flight settled, a quiet probe is exact.
+        w.settle_create(true);
+        let mark = w.probe_mark();
+        w.observe_ready_since(report(0), mark);
+        assert_eq!(Worker::sessions_of(&w.snapshot()), 0);
     }
 
     #[test]
@@ -496,8 +610,11 @@ mod tests {
         assert!(w.try_reserve(now));
         assert!(w.try_reserve(now));
         assert!(!w.try_reserve(now));
-        w.release();
+        w.settle_create(false);
         assert!(w.try_reserve(now));
+        for _ in 0..2 {
+            w.settle_create(true);
+        }
         w.observe_ready(ReadyReport {
             sessions_active: 0,
             max_sessions: Some(1),

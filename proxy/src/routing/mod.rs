@@ -482,6 +482,7 @@ mod tests {
         for _ in 0..10 {
             let r = route(&reg, &req(b"/sessions", None, true), &[]).expect("placed");
             assert_eq!(r.worker.spec.id, "w2");
+            r.worker.settle_create(true);
         }
         ws.get("w2").expect("w2").observe_ready(report(100, false));
         assert_eq!(

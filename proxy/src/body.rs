@@ -8,10 +8,13 @@
 //! than the buffer gets 413 as soon as it crosses it, and so does one crossing
 //! `limits.max_body_bytes`.
 //!
-//! A body announced larger than the buffer (`Content-Length` over 64 KiB, within
-//! `max_body_bytes`) is streamed (pingora has no larger replay buffer), except on
-//! `POST /sessions`, which never needs one: 413. The streamed bytes are still counted
-//! ([`Counted`]), so no framing trick carries more than `max_body_bytes`.
+//! `limits.max_body_bytes` is at most the buffer unless the operator opts in with
+//! `limits.allow_streamed_bodies: true` (checked when the config loads). Only then is a
+//! body announced larger than the buffer (`Content-Length` over 64 KiB, within
+//! `max_body_bytes`) streamed (pingora has no larger replay buffer), except on
+//! `POST /sessions`, which never needs one: 413. A streamed body must arrive whole within
+//! `limits.body_read_timeout` (each read, and in total: 408 after it), and its bytes are
+//! counted ([`Counted`]), so no framing trick carries more than `max_body_bytes`.
 //! WebSocket upgrades have no request body; SSE responses are never buffered.
 
 use std::time::Duration;
@@ -106,18 +109,39 @@ pub async fn buffer(
     }
 }
 
-/// Bytes of a streamed body, checked against `max_body_bytes` on every chunk.
+/// Bytes of a streamed body, checked against `max_body_bytes` on every chunk, and the
+/// time by which it must be complete.
 #[derive(Debug, Default)]
-pub struct Counted(u64);
+pub struct Counted {
+    bytes: u64,
+    deadline: Option<std::time::Instant>,
+}
 
 impl Counted {
-    /// Adds a chunk; `Err` once the total crosses `max_body` (0: no limit).
+    /// The body is streamed from now on: it must be complete within `timeout`.
+    pub fn start_streaming(&mut self, timeout: Duration) {
+        self.deadline = Some(std::time::Instant::now() + timeout);
+    }
+
+    /// Whether the body is streamed (not read whole before routing).
+    pub fn streaming(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Adds a chunk; `Err` once the total crosses `max_body` (0: no limit) or a streamed
+    /// body is still arriving after its deadline.
     pub fn add(&mut self, chunk: usize, max_body: u64) -> pingora::Result<()> {
-        self.0 += chunk as u64;
-        if max_body > 0 && self.0 > max_body {
+        self.bytes += chunk as u64;
+        if max_body > 0 && self.bytes > max_body {
             return pingora::Error::e_explain(
                 pingora::ErrorType::HTTPStatus(413),
                 "request body over limits.max_body_bytes",
+            );
+        }
+        if self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::HTTPStatus(408),
+                "streamed request body not complete within limits.body_read_timeout",
             );
         }
         Ok(())
@@ -137,5 +161,19 @@ mod tests {
         assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(413));
         let mut c = Counted::default();
         assert!(c.add(usize::MAX / 2, 0).is_ok(), "0: no limit");
+    }
+
+    #[test]
+    fn a_streamed_body_must_be_complete_by_its_deadline() {
+        let mut c = Counted::default();
+        assert!(!c.streaming());
+        c.start_streaming(Duration::ZERO);
+        assert!(c.streaming());
+        std::thread::sleep(Duration::from_millis(2));
+        let e = c.add(1, 1000).expect_err("late");
+        assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(408));
+        let mut c = Counted::default();
+        c.start_streaming(Duration::from_secs(60));
+        assert!(c.add(10, 1000).is_ok(), "in time");
     }
 }

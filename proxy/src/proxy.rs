@@ -361,16 +361,27 @@ impl ProxyHttp for HotplexProxy {
         if !ctx.websocket {
             // The body, whole, before routing: a slow body never reaches a worker.
             let (max, timeout) = (cfg.limits.max_body_bytes, cfg.limits.body_read_timeout);
-            if let Err(a) = crate::body::buffer(session, ctx.create, max, timeout).await {
-                self.answer(session, ctx, &a, true).await;
-                return Ok(true);
+            match crate::body::buffer(session, ctx.create, max, timeout).await {
+                Ok(true) => {}
+                // Announced over the edge buffer (`limits.allow_streamed_bodies`): it must
+                // arrive whole within the body timeout, each read and in total.
+                Ok(false) => ctx.body.start_streaming(timeout),
+                Err(a) => {
+                    self.answer(session, ctx, &a, true).await;
+                    return Ok(true);
+                }
             }
         }
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
             // WebSocket (client silent) or a long request (pingora issue 255).
             let idle = self.registry.config().timeouts.stream_idle;
-            session.set_read_timeout(Some(idle));
+            let read = if ctx.body.streaming() {
+                cfg.limits.body_read_timeout
+            } else {
+                idle
+            };
+            session.set_read_timeout(Some(read));
             session.set_write_timeout(Some(idle));
         }
         let select = ctx.trace.as_ref().map(|t| t.select());
@@ -487,15 +498,19 @@ impl ProxyHttp for HotplexProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         // A WebSocket tunnel's frames are not a request body (the worker limits frames).
         if let (Some(b), false) = (body.as_ref(), ctx.websocket) {
             let max = self.registry.config().limits.max_body_bytes;
             ctx.body.add(b.len(), max)?;
+        }
+        if end_of_stream && ctx.body.streaming() && ctx.stream {
+            // The streamed body is complete: the answer may stream for as long as streams do.
+            session.set_read_timeout(Some(self.registry.config().timeouts.stream_idle));
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ struct Facts {
     jwt: bool,
     limits: Vec<&'static str>,
     max_body: u64,
+    streamed_bodies: bool,
     admin_tokens: usize,
     worker_key: bool,
     trusted_proxies: usize,
@@ -49,6 +50,7 @@ fn facts(c: &RuntimeConfig) -> Facts {
         jwt: c.auth.jwt.is_some(),
         limits,
         max_body: c.limits.max_body_bytes,
+        streamed_bodies: c.limits.allow_streamed_bodies,
         admin_tokens: c.admin_tokens.len(),
         worker_key: c.worker_key.is_some(),
         trusted_proxies: c.limits.trusted_proxies.len(),
@@ -88,6 +90,12 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
         return refuse(
             "limits.max_body_bytes",
             "the reload lifts the body limit".into(),
+        );
+    }
+    if !o.streamed_bodies && n.streamed_bodies {
+        return refuse(
+            "limits.allow_streamed_bodies",
+            "the reload lets bodies reach workers before they are complete".into(),
         );
     }
     if o.admin_tokens > 0 && n.admin_tokens == 0 {
@@ -130,6 +138,12 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
         out.push(format!(
             "limits.max_body_bytes {} -> {}",
             o.max_body, n.max_body
+        ));
+    }
+    if o.streamed_bodies != n.streamed_bodies {
+        out.push(format!(
+            "limits.allow_streamed_bodies {} -> {}",
+            o.streamed_bodies, n.streamed_bodies
         ));
     }
     if o.admin_tokens != n.admin_tokens {
@@ -184,7 +198,15 @@ mod tests {
             &cfg("auth:\n  allow_anonymous: true\nlimits:\n  per_ip: {rate: 5, burst: 10}\n")
         )
         .is_ok());
+        // Letting bodies reach workers before they are complete.
+        let streamed = cfg(&format!(
+            "{AUTH}limits:\n  per_ip: {{rate: 5, burst: 10}}\n  allow_streamed_bodies: true\n  max_body_bytes: 1048576\n"
+        ));
+        let e = check(&old, &streamed).expect_err("streamed bodies");
+        assert_eq!(e.key, "limits.allow_streamed_bodies");
+        assert!(diff(&old, &streamed).contains("limits.allow_streamed_bodies false -> true"));
         // Tightening is always fine, and so is an unchanged config.
+        assert!(check(&streamed, &old).is_ok());
         assert!(check(&cut, &old).is_ok());
         assert!(check(&old, &old).is_ok());
     }

@@ -16,8 +16,11 @@ pub const DEFAULT_AUTH_ENABLED: bool = false;
 pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
 /// Entries kept per limiter shard before idle eviction (16 shards).
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
-/// Largest accepted request body (`Content-Length`), bytes. 0 = no limit.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Largest accepted request body, bytes: what the edge reads whole before routing
+/// (pingora's replay buffer, [`crate::body::BUFFERED_BODY_MAX`]). 0 = no limit.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Bodies over the edge buffer are refused unless `limits.allow_streamed_bodies: true`.
+pub const DEFAULT_ALLOW_STREAMED_BODIES: bool = false;
 /// Idle time after which an HTTP/2 connection without open streams is closed.
 pub const DEFAULT_H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Time to receive a whole request body at the edge.
@@ -126,6 +129,11 @@ pub struct LimitsFile {
     /// Default [`DEFAULT_MAX_BODY_BYTES`].
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Accept `max_body_bytes` over the 64 KiB the edge reads whole (or 0): such bodies
+    /// are streamed to the worker as they arrive, within `body_read_timeout` in total.
+    /// Default [`DEFAULT_ALLOW_STREAMED_BODIES`] (off).
+    #[serde(default)]
+    pub allow_streamed_bodies: bool,
     /// Limiter entries kept per shard (16 shards) before idle eviction.
     /// Default [`DEFAULT_MAX_TRACKED_KEYS`].
     #[serde(default = "default_max_tracked")]
@@ -233,6 +241,7 @@ impl Default for LimitsFile {
             new_sessions_per_minute: None,
             max_websockets_per_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            allow_streamed_bodies: DEFAULT_ALLOW_STREAMED_BODIES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
             auth_failures: DEFAULT_AUTH_FAILURES,
@@ -359,6 +368,8 @@ pub struct LimitSettings {
     pub new_sessions_per_minute: Option<u32>,
     pub max_websockets_per_key: Option<u32>,
     pub max_body_bytes: u64,
+    /// `limits.allow_streamed_bodies`.
+    pub allow_streamed_bodies: bool,
     pub max_tracked_keys: usize,
     pub store: Option<StoreSettings>,
     /// `limits.auth_failures`.
@@ -384,6 +395,7 @@ impl Default for LimitSettings {
             new_sessions_per_minute: None,
             max_websockets_per_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            allow_streamed_bodies: DEFAULT_ALLOW_STREAMED_BODIES,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             store: None,
             auth_failures: DEFAULT_AUTH_FAILURES,
@@ -667,7 +679,22 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
         routes,
         new_sessions_per_minute: l.new_sessions_per_minute,
         max_websockets_per_key: l.max_websockets_per_key,
-        max_body_bytes: l.max_body_bytes,
+        max_body_bytes: if !l.allow_streamed_bodies
+            && (l.max_body_bytes == 0 || l.max_body_bytes > crate::body::BUFFERED_BODY_MAX)
+        {
+            return Err(ConfigError::new(
+                file,
+                "limits.max_body_bytes",
+                format!(
+                    "{} is over the {} bytes the edge reads whole before routing (0: unlimited); larger bodies would reach a worker as they arrive: set limits.allow_streamed_bodies: true to accept that",
+                    l.max_body_bytes,
+                    crate::body::BUFFERED_BODY_MAX
+                ),
+            ));
+        } else {
+            l.max_body_bytes
+        },
+        allow_streamed_bodies: l.allow_streamed_bodies,
         max_tracked_keys: l.max_tracked_keys,
         auth_failures: rate(file, "limits.auth_failures", &l.auth_failures)?,
         h2_idle_timeout: if l.h2_idle_timeout.is_zero() {
@@ -728,6 +755,25 @@ mod tests {
         );
         assert!(parse_hash("md5:00").is_none());
         assert!(parse_hash("sha256:abcd").is_none());
+    }
+
+    #[test]
+    fn bodies_over_the_edge_buffer_need_the_opt_in() {
+        let mut l = LimitsFile::default();
+        assert_eq!(
+            limits("f", &l).expect("default").max_body_bytes,
+            crate::body::BUFFERED_BODY_MAX
+        );
+        for n in [crate::body::BUFFERED_BODY_MAX + 1, 0] {
+            l.max_body_bytes = n;
+            let e = limits("f", &l).expect_err("over the buffer");
+            assert_eq!(e.key, "limits.max_body_bytes");
+            assert!(e.to_string().contains("allow_streamed_bodies"), "{e}");
+        }
+        l.allow_streamed_bodies = true;
+        let s = limits("f", &l).expect("opted in");
+        assert!(s.allow_streamed_bodies);
+        assert_eq!(s.max_body_bytes, 0);
     }
 
     #[test]

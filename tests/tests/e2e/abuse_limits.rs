@@ -368,8 +368,8 @@ async fn bodies_are_limited_and_read_whole_before_any_worker_sees_them() {
     }
     let after = sessions(text(&c, &format!("{}/metrics", workers[0].base())).await);
     assert_eq!(after, active, "a slow body created a session");
-    // A create announcing more than the edge buffers (within max_body_bytes, default
-    // 1 MiB): 413 before anything is read.
+    // A create announcing more than the edge buffers (and than max_body_bytes, default
+    // 64 KiB): 413 before anything is read.
     let p2 = spawn_proxy(&proxy_yaml(&worker_list(&workers), "")).await;
     let status = raw_status(
         p2.listen,
@@ -379,6 +379,83 @@ async fn bodies_are_limited_and_read_whole_before_any_worker_sees_them() {
     )
     .await;
     assert!(status.contains(" 413 "), "{status}");
+}
+
+/// Bodies over the 64 KiB the edge reads whole: refused by default before anything is
+/// read; with `limits.allow_streamed_bodies` they stream, but must be complete within
+/// `body_read_timeout` in total (a trickle that keeps every read short gets 408 all the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_over_the_edge_buffer_need_the_opt_in_and_a_deadline() {
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let c = client();
+    let messages_seen = |t: String| {
+        hotplex_e2e::metric_value(
+            &t,
+            &format!("{}_count", names::shared::REQUEST_DURATION_SECONDS),
+            &["route=\"/sessions/{id}/messages\""],
+        )
+        .unwrap_or(0.0)
+    };
+    let big = |id: &str, n: usize| {
+        format!(
+            "POST /sessions/{id}/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n"
+        )
+    };
+    // The default: 413 from the head alone, the worker sees nothing.
+    let p = spawn_proxy(&proxy_yaml(&worker_list(&workers), "")).await;
+    let (id, _) = create(&c, &p.base()).await;
+    let before = messages_seen(text(&c, &format!("{}/metrics", workers[0].base())).await);
+    let status = raw_status(
+        p.listen,
+        big(&id, 100_000),
+        vec![],
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(status.contains(" 413 "), "over the edge buffer: {status}");
+    let after = messages_seen(text(&c, &format!("{}/metrics", workers[0].base())).await);
+    assert_eq!(after, before, "a refused body reached the worker");
+
+    // Opted in: a 100 KB prompt sent at once is proxied whole...
+    let p = spawn_proxy(&proxy_yaml(
+        &worker_list(&workers),
+        "limits:\n  allow_streamed_bodies: true\n  max_body_bytes: 1048576\n  body_read_timeout: 1s\n",
+    ))
+    .await;
+    let (id, _) = create(&c, &p.base()).await;
+    let prompt = format!("{{\"prompt\":\"{}\"}}", "p".repeat(100_000));
+    let status = raw_status(
+        p.listen,
+        big(&id, prompt.len()),
+        vec![prompt.clone().into_bytes()],
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(status.contains(" 200 "), "streamed in time: {status}");
+    // ...and one trickling 40 chunks 100 ms apart (4 s > 1 s, every read well under it)
+    // is cut at the deadline with 408, long before its last byte.
+    let chunks: Vec<Vec<u8>> = prompt
+        .as_bytes()
+        .chunks(prompt.len() / 40 + 1)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let started = std::time::Instant::now();
+    let status = raw_status(
+        p.listen,
+        big(&id, prompt.len()),
+        chunks,
+        std::time::Duration::from_millis(100),
+    )
+    .await;
+    assert!(
+        status.contains(" 408 "),
+        "a trickle past the deadline: {status}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "cut near the 1 s deadline, not at the end of the 4 s trickle: {took:?}"
+    );
 }
 
 /// A masked client frame: `first` is the FIN/RSV/opcode byte.

@@ -260,7 +260,7 @@ async fn api_keys_public_paths_body_limit_audit_and_reload() {
     assert_eq!(r.status, 200, "after reload: {r:?}");
     p.write_config(&format!(
         "allow_security_downgrade: true\n{}",
-        auth_yaml(&wl, dir.path(), false).replace("max_body_bytes: 1000", "max_body_bytes: 100000")
+        auth_yaml(&wl, dir.path(), false).replace("max_body_bytes: 1000", "max_body_bytes: 60000")
     ));
     let r = send(c.post(format!("{admin}/admin/reload"))).await;
     assert_eq!(r.status, 200, "{r:?}");

@@ -105,6 +105,10 @@ pub mod proxy {
     pub const WORKER_EJECTIONS: &str = "hotplex_proxy_worker_ejections_total";
     /// Counter: new sessions placed, label `worker`.
     pub const SESSIONS_PLACED: &str = "hotplex_proxy_sessions_placed_total";
+    /// Counter: new sessions a worker refused with 503 (full or draining; this proxy's
+    /// estimate was stale) and that were placed on another worker, label `worker` (the one
+    /// that refused).
+    pub const SESSIONS_REPLACED: &str = "hotplex_proxy_sessions_replaced_total";
     /// Counter: routing decisions, labels `source` (`path`, `query`, `header`, `cookie`, `none`)
     /// and `outcome` (`pinned`, `hashed`, `placed`, `gone`, `unavailable`, `no_capacity`, `invalid`).
     pub const ROUTING_DECISIONS: &str = "hotplex_proxy_routing_decisions_total";

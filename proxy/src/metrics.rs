@@ -125,6 +125,7 @@ pub struct ProxyMetrics {
     pub worker_draining: IntGaugeVec,
     pub worker_ejections: IntCounterVec,
     pub sessions_placed: IntCounterVec,
+    pub sessions_replaced: IntCounterVec,
     pub routing_decisions: IntCounterVec,
     pub websockets_active: IntGauge,
     pub requests_in_flight: IntGauge,
@@ -238,6 +239,12 @@ impl ProxyMetrics {
             ),
             worker_ejections: counter(&r, n::WORKER_EJECTIONS, "Passive ejections", &["worker"]),
             sessions_placed: counter(&r, n::SESSIONS_PLACED, "New sessions placed", &["worker"]),
+            sessions_replaced: counter(
+                &r,
+                n::SESSIONS_REPLACED,
+                "New sessions a worker refused with 503, placed on another",
+                &["worker"],
+            ),
             routing_decisions: counter(
                 &r,
                 n::ROUTING_DECISIONS,
@@ -360,6 +367,7 @@ impl ProxyMetrics {
             // `increase()` see them before the first event.
             self.worker_ejections.with_label_values(&[id]);
             self.sessions_placed.with_label_values(&[id]);
+            self.sessions_replaced.with_label_values(&[id]);
             self.upstream_duration.with_label_values(&[id]);
             for kind in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.with_label_values(&[id, kind]);

@@ -71,6 +71,8 @@ pub struct Ctx {
     /// Workers that failed to connect (new sessions only).
     excluded: Vec<String>,
     reroute: bool,
+    /// The worker refused a new session with 503 and it is being re-placed.
+    refused_by_worker: bool,
     upstream_start: Option<Instant>,
     head_elapsed: Option<Duration>,
     ws_counted: bool,
@@ -246,6 +248,26 @@ impl HotplexProxy {
             route.worker.settle_delete(ok);
         }
     }
+
+    /// A new session's worker failed (connect) or refused it (503) before the client saw
+    /// anything: gives its slot back and has `upstream_peer` place it on another worker,
+    /// up to [`MAX_PLACEMENT_TRIES`]. `false`: not a placed create, or out of tries.
+    fn replace_elsewhere(&self, ctx: &mut Ctx) -> bool {
+        let Some(route) = ctx.route.as_ref() else {
+            return false;
+        };
+        if route.outcome != Outcome::Placed || ctx.excluded.len() + 1 >= MAX_PLACEMENT_TRIES {
+            return false;
+        }
+        if let Some(route) = ctx.route.take() {
+            if route.counted {
+                route.worker.settle_create(false);
+            }
+            ctx.excluded.push(route.worker.spec.id.clone());
+        }
+        ctx.reroute = true;
+        true
+    }
 }
 
 #[async_trait]
@@ -272,6 +294,7 @@ impl ProxyHttp for HotplexProxy {
             route_error: None,
             excluded: Vec::new(),
             reroute: false,
+            refused_by_worker: false,
             upstream_start: None,
             head_elapsed: None,
             ws_counted: false,
@@ -581,6 +604,41 @@ impl ProxyHttp for HotplexProxy {
         Ok(())
     }
 
+    /// A worker answering 503 to a new session placed on it (full or draining: its fill
+    /// was estimated by this proxy alone, other proxies place too) is not the client's
+    /// answer: the session is placed on the next worker (the body is replayed from the
+    /// edge's buffer) and the worker counts as full until a probe says otherwise.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.create
+            || resp.status != http::StatusCode::SERVICE_UNAVAILABLE
+            || session.as_ref().retry_buffer_truncated()
+        {
+            return Ok(());
+        }
+        let Some(worker) = ctx.route.as_ref().map(|r| r.worker.clone()) else {
+            return Ok(());
+        };
+        if !self.replace_elsewhere(ctx) {
+            return Ok(());
+        }
+        worker.mark_refusing();
+        ctx.refused_by_worker = true;
+        self.metrics
+            .sessions_replaced
+            .with_label_values(&[&worker.spec.id])
+            .inc();
+        tracing::debug!(worker = %worker.spec.id, "worker refused a new session (503): placing it on another");
+        Error::e_explain(
+            ErrorType::Custom("worker_refused_session"),
+            "worker answered 503 to a new session",
+        )
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -600,17 +658,8 @@ impl ProxyHttp for HotplexProxy {
             .with_label_values(&[&worker, error_kind(&e)])
             .inc();
         self.eject(ctx, "connect failure");
-        let placed = route.outcome == Outcome::Placed;
-        if placed && ctx.excluded.len() + 1 < MAX_PLACEMENT_TRIES {
-            if route.counted {
-                route.worker.settle_create(false);
-            }
-            ctx.excluded.push(worker);
-            ctx.reroute = true;
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
-        }
+        let retry = self.replace_elsewhere(ctx);
+        e.set_retry(retry);
         e
     }
 
@@ -623,6 +672,11 @@ impl ProxyHttp for HotplexProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.refused_by_worker) {
+            // Not a failure of the worker: re-placed (see `upstream_response_filter`).
+            e.set_retry(true);
+            return e;
+        }
         if let (Some(t), ErrorSource::Upstream) = (ctx.trace.as_mut(), e.esource()) {
             t.upstream_failed(error_kind(&e), &e);
         }

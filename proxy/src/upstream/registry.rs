@@ -202,6 +202,12 @@ impl Worker {
         }
     }
 
+    /// The worker refused a new session (503 `full` or `draining`): no more placements on
+    /// it until a probe or a freed slot says otherwise.
+    pub fn mark_refusing(&self) {
+        self.lock().full = true;
+    }
+
     /// A DELETE is sent to the worker (settled by [`Worker::settle_delete`]).
     pub fn begin_delete(&self) {
         start_op(&mut self.lock());

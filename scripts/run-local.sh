@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: three HotPlex workers on 127.0.0.1:8081-8083 and the edge proxy in front of
-# them on 127.0.0.1:8000 (admin + /metrics on 127.0.0.1:9900), with the proxy's embedded
-# default config. Ctrl-C stops everything.
+# them on 127.0.0.1:8000 (admin + /metrics on 127.0.0.1:9900). The proxy serves from an
+# editable config file, `.local/hotplex.yaml` (git-ignored), written from the embedded
+# default on first run (HOTPLEX_RUN_CONFIG=FILE picks another): edit it, check it with
+# `hotplex-proxy check FILE`, apply it with `kill -HUP <proxy pid>` or POST /admin/reload.
+# Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +12,15 @@ PROFILE="${PROFILE:-release}"
 BIN="target/${PROFILE}"
 [ "$PROFILE" = "dev" ] && BIN="target/debug"
 cargo build --profile "$PROFILE" -p hotplex-worker -p hotplex-proxy
+
+CONF="${HOTPLEX_RUN_CONFIG:-.local/hotplex.yaml}"
+if [ ! -f "$CONF" ]; then
+  mkdir -p "$(dirname "$CONF")"
+  "$BIN/hotplex-proxy" default-config > "$CONF.tmp"
+  mv "$CONF.tmp" "$CONF"
+  echo "wrote $CONF from the embedded default (edit it; reload with kill -HUP or POST /admin/reload)"
+fi
+"$BIN/hotplex-proxy" check "$CONF" >/dev/null
 
 pids=()
 cleanup() {
@@ -25,8 +37,9 @@ for i in 1 2 3; do
   "$BIN/hotplex-worker" --listen "127.0.0.1:808$i" --node-id "w$i" &
   pids+=($!)
 done
-"$BIN/hotplex-proxy" &
+"$BIN/hotplex-proxy" --config "$CONF" &
 pids+=($!)
+proxy_pid=$!
 
 # Wait for the proxy's admin listener.
 up=0
@@ -39,6 +52,12 @@ if [ "$up" -ne 1 ]; then
   exit 1
 fi
 
+cat <<CONFIG
+
+Config: $CONF (proxy pid $proxy_pid)
+  edit it, then:  $BIN/hotplex-proxy check $CONF && kill -HUP $proxy_pid
+  (or: curl -X POST http://127.0.0.1:9900/admin/reload); a bad file is refused and the old config keeps serving
+CONFIG
 cat <<'HOWTO'
 
 HotPlex Edge is up:

@@ -1,6 +1,7 @@
 //! Command line: `hotplex-proxy [--config FILE]` runs (embedded default without
 //! `--config`); `hotplex-proxy check FILE` validates like `nginx -t` (exit 0 and a summary,
-//! or exit 1 and `FILE: key.path: reason`). `--upgrade` starts a new binary that takes the
+//! or exit 1 and `FILE: key.path: reason`); `hotplex-proxy default-config` prints the
+//! embedded default. `--upgrade` starts a new binary that takes the
 //! listening sockets over from the running one (pingora graceful upgrade).
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print the embedded default config (a starting point to edit: `make run` writes it
+    /// to `.local/hotplex.yaml` on first run and serves from that file).
+    DefaultConfig,
     /// Run the proxy (the default).
     Run,
 }
@@ -61,6 +65,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             }
         },
+        Some(Command::DefaultConfig) => {
+            print!("{}", config::EMBEDDED_DEFAULT);
+            ExitCode::SUCCESS
+        }
         Some(Command::Run) | None => {
             let loaded = match &cli.config {
                 Some(p) => config::load(p),

@@ -46,3 +46,28 @@ fn invalid_configs_exit_non_zero_naming_file_and_key() {
     assert_eq!(code, 1);
     assert!(err.contains("missing.yaml"), "{err}");
 }
+
+/// `make run`'s editable config: `default-config` prints the embedded default, which
+/// checks as valid from a file (so edit, check, reload works on it).
+#[test]
+fn the_default_config_is_printed_and_checks_as_a_file() {
+    let out = std::process::Command::new(crate::support::proxy::PROXY_BIN)
+        .arg("default-config")
+        .output()
+        .expect("run default-config");
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).expect("utf-8");
+    let shipped = std::fs::read_to_string(conf("hotplex.default.yaml")).expect("read");
+    assert_eq!(printed, shipped);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("hotplex.yaml");
+    std::fs::write(&f, &printed).expect("write");
+    let (code, out, err) = check(&f);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is valid"), "{out}");
+    // The bad-config case that follows an edit: named by file, key and reason.
+    std::fs::write(&f, printed.replace("interval: 2s", "interval: often")).expect("write");
+    let (code, _, err) = check(&f);
+    assert_eq!(code, 1);
+    assert!(err.contains("health_check.interval"), "{err}");
+}

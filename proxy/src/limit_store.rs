@@ -1,25 +1,34 @@
 //! Shared rate-limit store on Redis, so several proxy nodes enforce one limit.
 //!
-//! Each check is one `EVAL` of a GCRA script (the token bucket's exact equivalent: `burst`
-//! at once, then `rate` per second; time from Redis `TIME`, so node clocks do not matter).
-//! The client is a minimal RESP2 client over one TCP connection (serialized by a mutex),
-//! re-established on demand. When Redis is unreachable or slow (`limits.store.timeout`),
-//! the check fails open or closed (`limits.store.fail`); the store is then skipped for
-//! [`RETRY_AFTER_DOWN`] before trying again. State goes to the
-//! `hotplex_proxy_ratelimit_store_up` gauge and a WARN/INFO log line on every transition.
+//! Each check is one `EVALSHA` of a GCRA script (the token bucket's exact equivalent:
+//! `burst` at once, then `rate` per second; time from Redis `TIME`, so node clocks do not
+//! matter), through the maintained `redis` crate: one multiplexed connection per process
+//! ([`redis::aio::ConnectionManager`], which reconnects by itself), shared by every request
+//! without a lock. Each command gets its own reply slot in the connection's queue: a check
+//! that gives up after `limits.store.timeout` drops its slot, and the late reply is read and
+//! discarded by the connection, never handed to a later command. After any failure the
+//! connection is replaced by a fresh one (connected and the script loaded in the
+//! background, not on a request's clock), so nothing of a slow or broken stream survives.
+//!
+//! When Redis is unreachable, slow or refuses the login, the check fails open or closed
+//! (`limits.store.fail`); the store is then skipped for [`RETRY_AFTER_DOWN`] before trying
+//! again. State goes to the `hotplex_proxy_ratelimit_store_up` gauge and a WARN/INFO log
+//! line on every transition (in [`crate::security`]; "up" only on a real reply).
 
-use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, TlsCertificates};
 
 use crate::config::security::{RateFile, StoreSettings};
 use crate::limits::Decision;
 
 /// Time the store is skipped after a failure.
 pub const RETRY_AFTER_DOWN: Duration = Duration::from_secs(1);
+/// Longest time one connection attempt (TCP, TLS, AUTH, SELECT) may take. It runs in the
+/// background; a check never waits longer than `limits.store.timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// GCRA: KEYS[1] bucket, ARGV[1] rate/s, ARGV[2] burst. Returns
 /// {allowed, remaining, retry_ms, reset_ms}.
@@ -40,16 +49,30 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_t
 return {1, math.floor((now - allow_at) / em), 0, math.ceil(new_tat - now)}
 "#;
 
-struct Conn {
-    addr: SocketAddr,
-    io: BufStream<TcpStream>,
+/// The connection in use and the settings it was made for.
+struct Live {
+    settings: StoreSettings,
+    /// Bumped on every replacement, so a failed check replaces only the connection it used.
+    generation: u64,
+    conn: ConnectionManager,
 }
 
-/// The store client (one per process; the address comes from the live config).
-#[derive(Default)]
+/// The store client (one per process; the settings come from the live config, a change
+/// of address, credentials or CA makes a new connection).
 pub struct RedisStore {
-    conn: Mutex<Option<Conn>>,
-    down_until: std::sync::Mutex<Option<Instant>>,
+    live: Mutex<Option<Live>>,
+    down_until: Mutex<Option<Instant>>,
+    script: redis::Script,
+}
+
+impl Default for RedisStore {
+    fn default() -> Self {
+        RedisStore {
+            live: Mutex::new(None),
+            down_until: Mutex::new(None),
+            script: redis::Script::new(SCRIPT),
+        }
+    }
 }
 
 /// Why a store check had no answer.
@@ -59,62 +82,64 @@ pub enum StoreError {
     Down,
     #[error("timeout")]
     Timeout,
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
     #[error("redis: {0}")]
-    Protocol(String),
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply {0:?}")]
+    Reply(Vec<i64>),
 }
 
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a.as_bytes());
-        v.extend_from_slice(b"\r\n");
+/// A client for `s`: plain TCP or TLS (with the configured CA, else the web PKI roots),
+/// `AUTH` with the configured user and password, `SELECT db`.
+fn client(s: &StoreSettings) -> Result<Client, redis::RedisError> {
+    let scheme = if s.tls { "rediss" } else { "redis" };
+    let host = if s.host.contains(':') {
+        format!("[{}]", s.host)
+    } else {
+        s.host.clone()
+    };
+    let info = format!("{scheme}://{host}:{}/{}", s.port, s.db).into_connection_info()?;
+    let mut redis_settings = info.redis_settings().clone();
+    if let Some(u) = &s.username {
+        redis_settings = redis_settings.set_username(u);
     }
-    v
+    if let Some(p) = &s.password {
+        redis_settings = redis_settings.set_password(p.expose());
+    }
+    let info = info.set_redis_settings(redis_settings);
+    if !s.tls {
+        return Client::open(info);
+    }
+    // rustls needs a process-wide crypto provider; ring is the one this build carries.
+    // An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &s.tls_ca {
+        None => Client::open(info),
+        Some(ca) => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.pem.clone()),
+            },
+        ),
+    }
 }
 
-async fn line(io: &mut BufStream<TcpStream>) -> Result<String, StoreError> {
-    let mut s = String::new();
-    if io.read_line(&mut s).await? == 0 {
-        return Err(StoreError::Protocol("connection closed".into()));
+/// The decision in a script reply.
+fn decision(v: &[i64], r: &RateFile) -> Result<Decision, StoreError> {
+    let &[allowed, remaining, retry_ms, reset_ms] = v else {
+        return Err(StoreError::Reply(v.to_vec()));
+    };
+    if !(allowed == 0 || allowed == 1) {
+        return Err(StoreError::Reply(v.to_vec()));
     }
-    Ok(s.trim_end_matches(['\r', '\n']).to_string())
-}
-
-/// Reads an array of integers (or an error).
-async fn read_ints(io: &mut BufStream<TcpStream>) -> Result<Vec<i64>, StoreError> {
-    let head = line(io).await?;
-    let (kind, rest) = head.split_at(head.len().min(1));
-    match kind {
-        "*" => {
-            let n: usize = rest
-                .parse()
-                .map_err(|_| StoreError::Protocol(format!("bad array head {head:?}")))?;
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                let l = line(io).await?;
-                let v = l
-                    .strip_prefix(':')
-                    .and_then(|x| x.parse().ok())
-                    .ok_or_else(|| StoreError::Protocol(format!("bad integer {l:?}")))?;
-                out.push(v);
-            }
-            Ok(out)
-        }
-        "-" => Err(StoreError::Protocol(rest.to_string())),
-        "$" => {
-            // Unexpected bulk string: consume it to keep the stream in sync.
-            let n: i64 = rest.parse().unwrap_or(-1);
-            if n >= 0 {
-                let mut buf = vec![0u8; n as usize + 2];
-                io.read_exact(&mut buf).await?;
-            }
-            Err(StoreError::Protocol("unexpected bulk reply".into()))
-        }
-        _ => Err(StoreError::Protocol(format!("unexpected reply {head:?}"))),
-    }
+    let ms_to_s = |ms: i64| (ms.max(0) as u64).div_ceil(1000);
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: r.burst,
+        remaining: remaining.clamp(0, i64::from(r.burst)) as u32,
+        reset_secs: ms_to_s(reset_ms),
+        retry_after_secs: ms_to_s(retry_ms).max(1),
+    })
 }
 
 impl RedisStore {
@@ -140,82 +165,185 @@ impl RedisStore {
         if self.is_down() {
             return Err(StoreError::Down);
         }
-        let res = tokio::time::timeout(s.timeout, self.eval(s, key, r))
+        let (generation, mut conn) = self.connection(s)?;
+        let full_key = format!("{}{key}", s.prefix);
+        let call = async {
+            let v: Vec<i64> = self
+                .script
+                .key(&full_key)
+                .arg(r.rate)
+                .arg(r.burst)
+                .invoke_async(&mut conn)
+                .await?;
+            decision(&v, r)
+        };
+        // On timeout the command's future (and its reply slot) is dropped here: its reply,
+        // should it still come, is discarded by the connection.
+        let res = tokio::time::timeout(s.timeout, call)
             .await
             .unwrap_or(Err(StoreError::Timeout));
         if res.is_err() {
             if let Ok(mut d) = self.down_until.lock() {
                 *d = Some(Instant::now() + RETRY_AFTER_DOWN);
             }
-            // Drop the connection: its reply stream may be out of sync.
-            if let Ok(mut c) = self.conn.try_lock() {
-                *c = None;
-            }
+            self.replace(s, generation);
         }
         res
     }
 
-    async fn eval(
-        &self,
-        s: &StoreSettings,
-        key: &str,
-        r: &RateFile,
-    ) -> Result<Decision, StoreError> {
-        let mut guard = self.conn.lock().await;
-        if guard.as_ref().is_some_and(|c| c.addr != s.addr) {
-            *guard = None;
+    /// The connection for `s` (made, lazily, when there is none or the settings changed).
+    fn connection(&self, s: &StoreSettings) -> Result<(u64, ConnectionManager), StoreError> {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = live.as_ref().filter(|l| l.settings == *s) {
+            return Ok((l.generation, l.conn.clone()));
         }
-        if guard.is_none() {
-            let tcp = TcpStream::connect(s.addr).await?;
-            let _ = tcp.set_nodelay(true);
-            *guard = Some(Conn {
-                addr: s.addr,
-                io: BufStream::new(tcp),
-            });
+        let generation = live.as_ref().map_or(0, |l| l.generation + 1);
+        let conn = self.connect(s)?;
+        *live = Some(Live {
+            settings: s.clone(),
+            generation,
+            conn: conn.clone(),
+        });
+        Ok((generation, conn))
+    }
+
+    /// Replaces the connection a failed check used (unless that happened already).
+    fn replace(&self, s: &StoreSettings, generation: u64) {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if live
+            .as_ref()
+            .is_some_and(|l| l.generation != generation || l.settings != *s)
+        {
+            return;
         }
-        let Some(conn) = guard.as_mut() else {
-            return Err(StoreError::Protocol("no connection".into()));
-        };
-        let full_key = format!("{}{key}", s.prefix);
-        let rate = format!("{}", r.rate);
-        let burst = r.burst.to_string();
-        let cmd = encode(&["EVAL", SCRIPT, "1", &full_key, &rate, &burst]);
-        let res = async {
-            conn.io.write_all(&cmd).await?;
-            conn.io.flush().await?;
-            read_ints(&mut conn.io).await
-        }
-        .await;
-        let v = match res {
-            Ok(v) => v,
+        *live = match self.connect(s) {
+            Ok(conn) => Some(Live {
+                settings: s.clone(),
+                generation: generation + 1,
+                conn,
+            }),
             Err(e) => {
-                *guard = None;
-                return Err(e);
+                tracing::debug!(error = %e, "rate-limit store: no client");
+                None
             }
         };
-        if v.len() != 4 {
-            return Err(StoreError::Protocol(format!("unexpected reply {v:?}")));
-        }
-        let ms_to_s = |ms: i64| (ms.max(0) as u64).div_ceil(1000);
-        Ok(Decision {
-            allowed: v[0] == 1,
-            limit: r.burst,
-            remaining: v[1].clamp(0, i64::from(r.burst)) as u32,
-            reset_secs: ms_to_s(v[3]),
-            retry_after_secs: ms_to_s(v[2]).max(1),
-        })
+    }
+
+    /// A new connection manager for `s`; it connects and loads the script in the
+    /// background (bounded by [`CONNECT_TIMEOUT`]), so the next check finds it ready.
+    fn connect(&self, s: &StoreSettings) -> Result<ConnectionManager, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Replies are awaited under `limits.store.timeout` by each check.
+            .set_response_timeout(None)
+            .set_number_of_retries(1)
+            .set_max_delay(RETRY_AFTER_DOWN);
+        let conn = ConnectionManager::new_lazy_with_config(client(s)?, config)?;
+        let mut warm = conn.clone();
+        let script = self.script.clone();
+        tokio::spawn(async move {
+            let load = script.load_async(&mut warm);
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECT_TIMEOUT, load).await {
+                tracing::debug!(error = %e, "rate-limit store: connecting failed");
+            }
+        });
+        Ok(conn)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::store::{store, StoreFile};
 
     #[test]
-    fn resp_encoding() {
-        assert_eq!(
-            encode(&["GET", "k"]),
-            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec()
+    fn replies_to_decisions() {
+        let r = RateFile {
+            rate: 2.0,
+            burst: 5,
+        };
+        let d = decision(&[1, 4, 0, 500], &r).expect("allowed");
+        assert!(d.allowed);
+        assert_eq!((d.limit, d.remaining, d.reset_secs), (5, 4, 1));
+        let d = decision(&[0, 0, 1500, 2500], &r).expect("refused");
+        assert!(!d.allowed);
+        assert_eq!((d.retry_after_secs, d.reset_secs), (2, 3));
+        // Remaining is clamped to the burst, retry is at least 1 s.
+        let d = decision(&[1, 99, 0, 0], &r).expect("clamped");
+        assert_eq!((d.remaining, d.retry_after_secs), (5, 1));
+        for bad in [
+            &[][..],
+            &[1, 2, 3][..],
+            &[1, 2, 3, 4, 5][..],
+            &[7, 0, 0, 0][..],
+        ] {
+            assert!(
+                matches!(decision(bad, &r), Err(StoreError::Reply(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn settings(redis: &str) -> StoreSettings {
+        store(
+            "f",
+            &StoreFile {
+                redis: redis.into(),
+                username: None,
+                password: None,
+                tls_ca_file: None,
+                fail: "open".into(),
+                timeout: Duration::from_millis(200),
+                prefix: "t:".into(),
+            },
+        )
+        .expect("settings")
+    }
+
+    /// Nobody listens: the check fails within its timeout, the store is skipped for the
+    /// back-off, and a changed address gets a new connection.
+    #[tokio::test]
+    async fn unreachable_fails_fast_then_backs_off() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let s = settings(&dead.to_string());
+        let store = RedisStore::new();
+        let r = RateFile {
+            rate: 1.0,
+            burst: 1,
+        };
+        let t = Instant::now();
+        let e = store.check(&s, "k", &r).await.expect_err("no redis");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(
+            matches!(e, StoreError::Redis(_) | StoreError::Timeout),
+            "{e:?}"
         );
+        assert!(store.is_down());
+        assert!(matches!(
+            store.check(&s, "k", &r).await,
+            Err(StoreError::Down)
+        ));
+        let g0 = store
+            .live
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|l| l.generation);
+        // Replaced after the failure (generation bumped), same settings.
+        assert_eq!(g0, Some(1));
+        let other = settings("localhost:1");
+        store.connection(&other).expect("client");
+        let l = store.live.lock().expect("lock");
+        assert_eq!(l.as_ref().map(|l| l.settings.port), Some(1));
+        assert_eq!(l.as_ref().map(|l| l.generation), Some(2));
     }
 }

@@ -1,72 +1,34 @@
-//! Proxy e2e: the shared rate-limit store. Two proxy processes share one Redis
-//! (`redis-server`, started here on a free loopback port): the limit holds across both
-//! (±5%). Redis down: the fail-open proxy admits, the fail-closed one answers 503, both
-//! report `hotplex_proxy_ratelimit_store_up 0`; Redis back: both recover.
+//! Proxy e2e: the shared rate-limit store on a real `redis-server` (started here on a free
+//! loopback port, see `support::redis`).
 //!
-//! Needs Debian's `redis-server`. Skipped (with a message) only when it is missing and `CI`
-//! is not set; in CI a missing `redis-server` fails the test.
+//! - Two proxy processes share one Redis: the limit holds across both (±5%). Redis down:
+//!   the fail-open proxy admits, the fail-closed one answers 503, both report
+//!   `hotplex_proxy_ratelimit_store_up 0`; Redis back: both recover.
+//! - Slow replies (`DEBUG SLEEP` while checks with a 100 ms timeout run under load): every
+//!   decision, during and after, belongs to its own bucket; the late replies are dropped.
 
 use hotplex_common::names;
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::*;
-use hotplex_e2e::{free_addr, metric_value, ChildGuard};
+use crate::support::redis::*;
+use hotplex_e2e::{eventually, free_addr, metric_value};
 
-fn redis_installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-async fn start_redis(addr: SocketAddr) -> ChildGuard {
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &addr.port().to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .stdout(Stdio::null());
-    let guard = ChildGuard::spawn("redis-server", &mut cmd);
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server never came up");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    guard
-}
-
-async fn gauge(c: &reqwest::Client, p: &TestProxy, name: &str, labels: &[&str]) -> f64 {
+async fn gauge(c: &reqwest::Client, p: &impl Admin, name: &str, labels: &[&str]) -> f64 {
     metric_value(&metrics(c, p).await, name, labels).unwrap_or(-1.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_limit_across_two_proxies_and_fail_open_closed() {
-    if !redis_installed() {
-        assert!(
-            !in_ci(),
-            "redis-server is not installed but CI is set: apt-get install redis-server"
-        );
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+    if skip_without_redis() {
         return;
     }
     const RATE: f64 = 20.0;
     const BURST: u32 = 10;
     let redis_addr = free_addr();
-    let mut redis = start_redis(redis_addr).await;
+    let mut redis = start_redis(redis_addr.port(), &[]).await;
     let workers = spawn_workers(1, WorkerOpts::default()).await;
     let yaml = |fail: &str| {
         proxy_yaml(
@@ -165,7 +127,7 @@ async fn shared_limit_across_two_proxies_and_fail_open_closed() {
     );
 
     // Redis back: both recover (after the 1 s back-off).
-    let _redis = start_redis(redis_addr).await;
+    let _redis = start_redis(redis_addr.port(), &[]).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let r = send(c.get(&urls[1])).await;
@@ -179,4 +141,210 @@ async fn shared_limit_across_two_proxies_and_fail_open_closed() {
         gauge(&c, &b, names::proxy::RATELIMIT_STORE_UP, &[]).await,
         1.0
     );
+}
+
+/// Route `session` (`GET /sessions/{id}`) and route `messages`
+/// (`POST /sessions/{id}/messages`), each a bucket per client IP (`X-Forwarded-For` from
+/// the trusted loopback peer), with very different bursts.
+const A_BURST: u32 = 100;
+const B_BURST: u32 = 5000;
+
+fn route_a(c: &reqwest::Client, base: &str, ip: &str) -> reqwest::RequestBuilder {
+    c.get(format!("{base}/sessions/probe-a"))
+        .header("x-forwarded-for", ip)
+}
+
+fn route_b(c: &reqwest::Client, base: &str, ip: &str) -> reqwest::RequestBuilder {
+    c.post(format!("{base}/sessions/probe-b/messages"))
+        .header("x-forwarded-for", ip)
+        .header("content-type", "application/json")
+        .body(r#"{"prompt":"hi"}"#)
+}
+
+/// Redis stalls three times for 300 ms (`DEBUG SLEEP 0.3` from a side connection) while 6
+/// clients with fresh buckets (one new IP per request) and one tracked client (its own two
+/// buckets, A burst 100 and B burst 5000, no refill) send through a fail-closed proxy whose
+/// store timeout is 100 ms. Every admitted answer must carry its own bucket's remaining
+/// count: a fresh bucket `burst - 1`, the tracked ones one less each time; after the slow
+/// period the tracked bucket A runs out exactly at 0 while B keeps admitting. Commands
+/// Redis ran whose reply came too late are counted (`INFO commandstats` minus the
+/// decisions clients saw): they were dropped, never given to another check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_replies_never_shift_decisions() {
+    if skip_without_redis() {
+        return;
+    }
+    let redis_addr = free_addr();
+    let _redis = start_redis(redis_addr.port(), &["--enable-debug-command", "local"]).await;
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = proxy_yaml(
+        &worker_list(&workers),
+        &format!(
+            "limits:\n  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:\n    session: {{rate: 0.0001, burst: {A_BURST}}}\n    messages: {{rate: 0.0001, burst: {B_BURST}}}\n  store:\n    redis: \"{redis_addr}\"\n    fail: closed\n    timeout: 100ms\n"
+        ),
+    );
+    let p = spawn_logged_proxy(
+        dir.path(),
+        &yaml,
+        &[("RUST_LOG", "warn,hotplex_proxy::security=info")],
+    )
+    .await;
+    let c = client();
+    let base = p.base();
+    let mut side_conn = side(&format!("redis://{redis_addr}/")).await;
+
+    // Background: fresh buckets, so an admitted answer must say burst - 1.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicU32::new(0)); // decisions with a reply (admitted or 429)
+    let mut load = Vec::new();
+    for t in 0..6u32 {
+        let (c, base, stop, seen) = (c.clone(), base.clone(), stop.clone(), seen.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let ip = format!("10.{t}.{}.{}", i / 250, i % 250);
+                let (h, burst) = if i.is_multiple_of(2) {
+                    (hit(route_a(&c, &base, &ip)).await, A_BURST)
+                } else {
+                    (hit(route_b(&c, &base, &ip)).await, B_BURST)
+                };
+                match h.status {
+                    503 => {
+                        assert_eq!(h.error, "rate_limit_unavailable", "{h:?}");
+                        failed += 1;
+                    }
+                    _ => {
+                        assert!(admitted(&h), "fresh bucket {ip}: {h:?}");
+                        assert_eq!(h.remaining, Some(burst - 1), "fresh bucket {ip}: {h:?}");
+                        seen.fetch_add(1, Ordering::Relaxed);
+                        ok += 1;
+                    }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+
+    // The tracked client, throughout: before, during and after the slow periods.
+    let tracked = "198.51.100.7";
+    let mut a = Bucket::new("tracked A", A_BURST);
+    let mut b = Bucket::new("tracked B", B_BURST);
+    let step = |ha: &Hit, hb: &Hit, a: &mut Bucket, b: &mut Bucket| {
+        a.observe(ha);
+        b.observe(hb);
+        let replied = |h: &Hit| u32::from(h.status != 503);
+        seen.fetch_add(replied(ha) + replied(hb), Ordering::Relaxed);
+    };
+    let phase_end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < phase_end {
+        let ha = hit(route_a(&c, &base, tracked)).await;
+        let hb = hit(route_b(&c, &base, tracked)).await;
+        step(&ha, &hb, &mut a, &mut b);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sleeper = {
+        let mut conn = side(&format!("redis://{redis_addr}/")).await;
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                let _: () = redis::cmd("DEBUG")
+                    .arg("SLEEP")
+                    .arg("0.3")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DEBUG SLEEP");
+                // allow-sleep: the gap between two stalls of Redis is the scenario itself
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        })
+    };
+    while !sleeper.is_finished() {
+        let ha = hit(route_a(&c, &base, tracked)).await;
+        let hb = hit(route_b(&c, &base, tracked)).await;
+        step(&ha, &hb, &mut a, &mut b);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sleeper.await.expect("sleeper");
+    let (a_during, failed_during) = (a.admitted, a.failed + b.failed);
+
+    // After: A runs out exactly, B keeps admitting, with the background load still on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = 0;
+    while !(a.exhausted && a.refused >= 5) {
+        assert!(Instant::now() < deadline, "A never ran out: {a:?}");
+        let ha = hit(route_a(&c, &base, tracked)).await;
+        let hb = hit(route_b(&c, &base, tracked)).await;
+        step(&ha, &hb, &mut a, &mut b);
+        after += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut bg_ok, mut bg_failed) = (0, 0);
+    for t in load {
+        let (ok, failed) = t.await.expect("load task");
+        bg_ok += ok;
+        bg_failed += failed;
+    }
+    assert!(!b.exhausted, "B never runs out here: {b:?}");
+    assert!(
+        a.admitted > a_during,
+        "A admitted after the slow period: {a:?}"
+    );
+    assert!(
+        failed_during + bg_failed > 0,
+        "the slow periods were never noticed (no 503)"
+    );
+
+    // Every command Redis completed but no client saw was a reply dropped after its
+    // check's timeout.
+    let ran = completed_calls(&mut side_conn, "evalsha").await;
+    let seen = u64::from(seen.load(Ordering::Relaxed));
+    assert!(ran >= seen, "Redis ran {ran}, clients saw {seen}");
+    let dropped = ran - seen;
+    eprintln!(
+        "slow replies: tracked A {} admitted ({a_during} before the end of the slow periods) + {} refused at 0, B {} admitted, {} + {} store failures (503); background {bg_ok} admitted with a fresh bucket, {bg_failed} store failures; Redis ran {ran} scripts, {dropped} replies came after their check's timeout and were dropped; {after} rounds after",
+        a.admitted, a.refused, b.admitted, a.failed, b.failed
+    );
+    assert!(
+        dropped > 0,
+        "no late reply: the test did not stall Redis under load"
+    );
+
+    // The decisions came from Redis: the tracked buckets are there.
+    let tat: Option<String> = redis::cmd("GET")
+        .arg(format!("hotplex:rl:route|session|ip:{tracked}"))
+        .query_async(&mut side_conn)
+        .await
+        .expect("GET");
+    assert!(
+        tat.is_some_and(|v| v.parse::<f64>().is_ok()),
+        "bucket A not in Redis"
+    );
+
+    // Gauge and log: down once noticed, up again only after a real reply.
+    assert!(
+        eventually(WAIT, || async {
+            gauge(&c, &p, names::proxy::RATELIMIT_STORE_UP, &[]).await == 1.0
+        })
+        .await
+    );
+    assert!(
+        gauge(
+            &c,
+            &p,
+            names::proxy::RATELIMIT_STORE_FAILURES,
+            &["outcome=\"fail_closed\""]
+        )
+        .await
+            >= 1.0
+    );
+    let log = p.log();
+    let down = log
+        .find("rate-limit store unreachable: failing closed")
+        .expect("WARN line on the first failure");
+    let up = log
+        .rfind("rate-limit store is reachable again")
+        .expect("INFO line on recovery");
+    assert!(up > down, "recovery logged after the failure");
 }

@@ -15,7 +15,8 @@
 //! again. State goes to the `hotplex_proxy_ratelimit_store_up` gauge and a WARN/INFO log
 //! line on every transition (in [`crate::security`]; "up" only on a real reply).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -55,6 +56,9 @@ struct Live {
     /// Bumped on every replacement, so a failed check replaces only the connection it used.
     generation: u64,
     conn: ConnectionManager,
+    /// Set when the background connect failed: the next check starts a new one instead of
+    /// reading the failed attempt's cached error.
+    failed: Arc<AtomicBool>,
 }
 
 /// The store client (one per process; the settings come from the live config, a change
@@ -191,22 +195,23 @@ impl RedisStore {
         res
     }
 
-    /// The connection for `s` (made, lazily, when there is none or the settings changed).
+    /// The connection for `s` (made, lazily, when there is none, the settings changed or
+    /// the last connection attempt failed).
     fn connection(&self, s: &StoreSettings) -> Result<(u64, ConnectionManager), StoreError> {
         let mut live = self
             .live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(l) = live.as_ref().filter(|l| l.settings == *s) {
+        if let Some(l) = live
+            .as_ref()
+            .filter(|l| l.settings == *s && !l.failed.load(Ordering::Relaxed))
+        {
             return Ok((l.generation, l.conn.clone()));
         }
         let generation = live.as_ref().map_or(0, |l| l.generation + 1);
-        let conn = self.connect(s)?;
-        *live = Some(Live {
-            settings: s.clone(),
-            generation,
-            conn: conn.clone(),
-        });
+        let l = self.connect(s, generation)?;
+        let conn = l.conn.clone();
+        *live = Some(l);
         Ok((generation, conn))
     }
 
@@ -222,12 +227,8 @@ impl RedisStore {
         {
             return;
         }
-        *live = match self.connect(s) {
-            Ok(conn) => Some(Live {
-                settings: s.clone(),
-                generation: generation + 1,
-                conn,
-            }),
+        *live = match self.connect(s, generation + 1) {
+            Ok(l) => Some(l),
             Err(e) => {
                 tracing::debug!(error = %e, "rate-limit store: no client");
                 None
@@ -237,7 +238,7 @@ impl RedisStore {
 
     /// A new connection manager for `s`; it connects and loads the script in the
     /// background (bounded by [`CONNECT_TIMEOUT`]), so the next check finds it ready.
-    fn connect(&self, s: &StoreSettings) -> Result<ConnectionManager, StoreError> {
+    fn connect(&self, s: &StoreSettings, generation: u64) -> Result<Live, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             // Replies are awaited under `limits.store.timeout` by each check.
@@ -245,15 +246,24 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(RETRY_AFTER_DOWN);
         let conn = ConnectionManager::new_lazy_with_config(client(s)?, config)?;
-        let mut warm = conn.clone();
-        let script = self.script.clone();
+        let failed = Arc::new(AtomicBool::new(false));
+        let (mut warm, script, flag) = (conn.clone(), self.script.clone(), failed.clone());
         tokio::spawn(async move {
             let load = script.load_async(&mut warm);
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECT_TIMEOUT, load).await {
-                tracing::debug!(error = %e, "rate-limit store: connecting failed");
+            let res = tokio::time::timeout(CONNECT_TIMEOUT, load).await;
+            if !matches!(res, Ok(Ok(_))) {
+                flag.store(true, Ordering::Relaxed);
+                if let Ok(Err(e)) = res {
+                    tracing::debug!(error = %e, "rate-limit store: connecting failed");
+                }
             }
         });
-        Ok(conn)
+        Ok(Live {
+            settings: s.clone(),
+            generation,
+            conn,
+            failed,
+        })
     }
 }
 

@@ -34,7 +34,7 @@ async fn shared_limit_across_two_proxies_and_fail_open_closed() {
         proxy_yaml(
             &worker_list(&workers),
             &format!(
-                "limits:\n  per_ip: {{rate: {RATE}, burst: {BURST}}}\n  store:\n    redis: \"{redis_addr}\"\n    fail: {fail}\n    timeout: 200ms\n"
+                "{PATIENT_WORKER_CHECKS}limits:\n  per_ip: {{rate: {RATE}, burst: {BURST}}}\n  store:\n    redis: \"{redis_addr}\"\n    fail: {fail}\n    timeout: 200ms\n"
             ),
         )
     };
@@ -181,7 +181,7 @@ async fn slow_replies_never_shift_decisions() {
     let yaml = proxy_yaml(
         &worker_list(&workers),
         &format!(
-            "limits:\n  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:\n    session: {{rate: 0.0001, burst: {A_BURST}}}\n    messages: {{rate: 0.0001, burst: {B_BURST}}}\n  store:\n    redis: \"{redis_addr}\"\n    fail: closed\n    timeout: 100ms\n"
+            "{PATIENT_WORKER_CHECKS}limits:\n  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:\n    session: {{rate: 0.0001, burst: {A_BURST}}}\n    messages: {{rate: 0.0001, burst: {B_BURST}}}\n  store:\n    redis: \"{redis_addr}\"\n    fail: closed\n    timeout: 100ms\n"
         ),
     );
     let p = spawn_logged_proxy(
@@ -347,4 +347,182 @@ async fn slow_replies_never_shift_decisions() {
         .rfind("rate-limit store is reachable again")
         .expect("INFO line on recovery");
     assert!(up > down, "recovery logged after the failure");
+}
+
+/// What a load client saw: (send time, status, whether a store decision came with it).
+type Seen = Vec<(Instant, u16, bool)>;
+
+/// Load on the `session` route of `base` from fresh client IPs (`10.<t>.x.y`, one per
+/// request) until `stop`: a fresh bucket admits (404) or the store failed.
+fn fresh_load(
+    c: &reqwest::Client,
+    base: &str,
+    t: u32,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Seen> {
+    let (c, base, stop) = (c.clone(), base.to_string(), stop.clone());
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut i = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let ip = format!("10.{t}.{}.{}", i / 250, i % 250);
+            let at = Instant::now();
+            let h = hit(route_a(&c, &base, &ip)).await;
+            if admitted(&h) && h.remaining.is_some() {
+                assert_eq!(
+                    h.remaining,
+                    Some(RESTART_BURST - 1),
+                    "fresh bucket {ip}: {h:?}"
+                );
+            }
+            seen.push((at, h.status, h.remaining.is_some()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    })
+}
+
+const RESTART_BURST: u32 = 10;
+
+/// Redis is killed and started again (same port, empty: no persistence) while a fail-open
+/// and a fail-closed proxy carry steady load from fresh client IPs. Every request is
+/// answered: the open proxy admits all of them, the closed one answers 503
+/// `rate_limit_unavailable` for every request sent while Redis is down; both report the
+/// store up again after the restart, and then one bucket shared by both proxies admits
+/// exactly its burst (remaining 9..0 across the two), then 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_under_load() {
+    if skip_without_redis() {
+        return;
+    }
+    let redis_addr = free_addr();
+    let mut redis = start_redis(redis_addr.port(), &[]).await;
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let yaml = |fail: &str| {
+        proxy_yaml(
+            &worker_list(&workers),
+            &format!(
+                "{PATIENT_WORKER_CHECKS}limits:\n  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:\n    session: {{rate: 0.0001, burst: {RESTART_BURST}}}\n  store:\n    redis: \"{redis_addr}\"\n    fail: {fail}\n    timeout: 300ms\n"
+            ),
+        )
+    };
+    let open = spawn_proxy(&yaml("open")).await;
+    let closed = spawn_proxy(&yaml("closed")).await;
+    let c = client();
+    wait_store_answers(&c, &open.base()).await;
+    wait_store_answers(&c, &closed.base()).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let open_load: Vec<_> = (0..3)
+        .map(|t| fresh_load(&c, &open.base(), t, &stop))
+        .collect();
+    let closed_load: Vec<_> = (3..6)
+        .map(|t| fresh_load(&c, &closed.base(), t, &stop))
+        .collect();
+    // allow-sleep: steady load before the kill (the scenario's timeline)
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let killed = Instant::now();
+    redis.kill();
+    // allow-sleep: Redis stays down under load for 1.5 s (the scenario's timeline)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let restarted = Instant::now();
+    let _redis = start_redis(redis_addr.port(), &[]).await;
+    let listening = restarted.elapsed();
+    let mut recovered = Vec::new();
+    for p in [&open, &closed] {
+        assert!(
+            eventually(WAIT, || async {
+                gauge(&c, p, names::proxy::RATELIMIT_STORE_UP, &[]).await == 1.0
+            })
+            .await,
+            "store never up again"
+        );
+        recovered.push(restarted.elapsed());
+    }
+    // allow-sleep: steady load after the recovery (the scenario's timeline)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut open_seen = Seen::new();
+    for t in open_load {
+        open_seen.extend(t.await.expect("load"));
+    }
+    let mut closed_seen = Seen::new();
+    for t in closed_load {
+        closed_seen.extend(t.await.expect("load"));
+    }
+    // Fail open: everything admitted, decided by Redis whenever it answered.
+    assert!(
+        open_seen.iter().all(|&(_, s, _)| s == 404),
+        "fail open answered {:?}",
+        open_seen.iter().find(|&&(_, s, _)| s != 404)
+    );
+    let down = |at: Instant| at >= killed && at < restarted;
+    let open_down = open_seen.iter().filter(|&&(at, _, _)| down(at)).count();
+    let open_decided_down = open_seen
+        .iter()
+        .filter(|&&(at, _, d)| down(at) && d)
+        .count();
+    assert!(open_down > 0);
+    assert_eq!(open_decided_down, 0, "a decision from a dead Redis");
+    // Fail closed: admitted with a decision, or 503; 503 for everything sent while down.
+    for &(at, s, d) in &closed_seen {
+        assert!(s == 503 || (s == 404 && d), "fail closed answered {s}");
+        if down(at) {
+            assert_eq!(s, 503, "admitted while Redis was down");
+        }
+    }
+    let closed_down = closed_seen.iter().filter(|&&(at, _, _)| down(at)).count();
+    let after = |v: &Seen| {
+        v.iter()
+            .filter(|&&(at, s, d)| at >= restarted && s == 404 && d)
+            .count()
+    };
+    assert!(after(&open_seen) > 0 && after(&closed_seen) > 0);
+    let failed = |v: &Seen| {
+        v.iter()
+            .filter(|&&(_, s, d)| s == 404 && !d || s == 503)
+            .count()
+    };
+    let failed_before = |v: &Seen| {
+        v.iter()
+            .filter(|&&(at, s, d)| at < killed && (s == 404 && !d || s == 503))
+            .count()
+    };
+    let before = |v: &Seen| v.iter().filter(|&&(at, _, _)| at < killed).count();
+    eprintln!(
+        "redis restart under load, before the kill: fail-open proxy {} requests, {} without a store decision; fail-closed {} requests, {} store failures",
+        before(&open_seen),
+        failed_before(&open_seen),
+        before(&closed_seen),
+        failed_before(&closed_seen)
+    );
+    eprintln!(
+        "redis restart under load: {} requests to the fail-open proxy ({open_down} while Redis was down, all admitted; {} without a store decision), {} to the fail-closed one ({closed_down} while down, all 503; {} store failures in all); redis listening {listening:?} after the restart, store up again on the proxies {:?} after it; then {} + {} store-decided admissions",
+        open_seen.len(),
+        failed(&open_seen),
+        closed_seen.len(),
+        failed(&closed_seen),
+        recovered,
+        after(&open_seen),
+        after(&closed_seen),
+    );
+
+    // Limits hold again, across both proxies: one bucket, exactly its burst.
+    let tracked = "198.51.100.9";
+    let mut b = Bucket::new("shared after restart", RESTART_BURST).with_fail_open();
+    for i in 0..(RESTART_BURST + 6) {
+        let base = if i.is_multiple_of(2) {
+            open.base()
+        } else {
+            closed.base()
+        };
+        b.observe(&hit(route_a(&c, &base, tracked)).await);
+    }
+    assert!(b.exhausted && b.refused >= 5, "{b:?}");
+    if b.failed + b.failed_open == 0 {
+        // No store failure in the sequence: exactly the burst, remaining 9..0.
+        assert_eq!((b.admitted, b.last), (RESTART_BURST, 0), "{b:?}");
+    }
 }

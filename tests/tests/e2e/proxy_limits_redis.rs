@@ -232,11 +232,16 @@ async fn slow_replies_never_shift_decisions() {
     let tracked = "198.51.100.7";
     let mut a = Bucket::new("tracked A", A_BURST);
     let mut b = Bucket::new("tracked B", B_BURST);
-    let step = |ha: &Hit, hb: &Hit, a: &mut Bucket, b: &mut Bucket| {
+    // Times of the tracked client's store failures, for the length of each 503 window.
+    let mut fails: Vec<Instant> = Vec::new();
+    let mut step = |ha: &Hit, hb: &Hit, a: &mut Bucket, b: &mut Bucket| {
         a.observe(ha);
         b.observe(hb);
         let replied = |h: &Hit| u32::from(h.status != 503);
         seen.fetch_add(replied(ha) + replied(hb), Ordering::Relaxed);
+        if ha.status == 503 || hb.status == 503 {
+            fails.push(Instant::now());
+        }
     };
     let phase_end = Instant::now() + Duration::from_millis(500);
     while Instant::now() < phase_end {
@@ -310,6 +315,19 @@ async fn slow_replies_never_shift_decisions() {
         dropped > 0,
         "no late reply: the test did not stall Redis under load"
     );
+    // 503 windows: failures less than 400 ms apart belong to one window.
+    let mut windows: Vec<(Instant, Instant)> = Vec::new();
+    for t in fails {
+        match windows.last_mut() {
+            Some(w) if t.duration_since(w.1) < Duration::from_millis(400) => w.1 = t,
+            _ => windows.push((t, t)),
+        }
+    }
+    let spans: Vec<String> = windows
+        .iter()
+        .map(|(s, e)| format!("{:.2}s", e.duration_since(*s).as_secs_f64()))
+        .collect();
+    eprintln!("slow replies: the tracked client's 503 windows (first to last 503): {spans:?}");
 
     // The decisions came from Redis: the tracked buckets are there.
     let tat: Option<String> = redis::cmd("GET")

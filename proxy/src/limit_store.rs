@@ -169,7 +169,13 @@ impl RedisStore {
         if self.is_down() {
             return Err(StoreError::Down);
         }
-        let (generation, mut conn) = self.connection(s)?;
+        let (generation, mut conn) = match self.connection(s) {
+            Ok(c) => c,
+            Err(e) => {
+                self.back_off();
+                return Err(e);
+            }
+        };
         let full_key = format!("{}{key}", s.prefix);
         let call = async {
             let v: Vec<i64> = self
@@ -187,12 +193,17 @@ impl RedisStore {
             .await
             .unwrap_or(Err(StoreError::Timeout));
         if res.is_err() {
-            if let Ok(mut d) = self.down_until.lock() {
-                *d = Some(Instant::now() + RETRY_AFTER_DOWN);
-            }
+            self.back_off();
             self.replace(s, generation);
         }
         res
+    }
+
+    /// Skips the store for [`RETRY_AFTER_DOWN`].
+    fn back_off(&self) {
+        if let Ok(mut d) = self.down_until.lock() {
+            *d = Some(Instant::now() + RETRY_AFTER_DOWN);
+        }
     }
 
     /// The connection for `s` (made, lazily, when there is none, the settings changed or

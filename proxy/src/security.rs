@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::audit::{self, Actor};
-use crate::config::security::{hash_key, Cidr, LimitSettings, RateFile};
+use crate::config::security::{hash_key, Cidr, LimitSettings, RateFile, StoreSettings};
 use crate::config::RuntimeConfig;
 use crate::limit_store::{RedisStore, StoreError};
 use crate::limits::{Buckets, CounterGuard, Counters, Decision};
@@ -215,21 +215,29 @@ impl Security {
         *seen = (cfg.hash.clone(), now);
     }
 
-    fn store_state(&self, metrics: &ProxyMetrics, up: bool, err: Option<&StoreError>, open: bool) {
+    /// Gauge and a log line on a transition. `up` only after a real reply from Redis.
+    fn store_state(
+        &self,
+        metrics: &ProxyMetrics,
+        up: bool,
+        err: Option<&StoreError>,
+        s: &StoreSettings,
+    ) {
         if i64::from(up) == metrics.ratelimit_store_up.get() {
             return;
         }
         metrics.ratelimit_store_up.set(i64::from(up));
+        let store = s.display_url();
         if up {
-            tracing::info!("rate-limit store is reachable again");
+            tracing::info!(%store, "rate-limit store is reachable again");
         } else {
-            let mode = if open {
+            let mode = if s.fail_open {
                 "open (admitting)"
             } else {
                 "closed (503)"
             };
             let error = err.map(|e| e.to_string()).unwrap_or_default();
-            tracing::warn!(%error, "rate-limit store unreachable: failing {mode}");
+            tracing::warn!(%store, %error, "rate-limit store unreachable: failing {mode}");
         }
     }
 
@@ -246,11 +254,11 @@ impl Security {
             None => self.buckets.check(key, r, l.max_tracked_keys),
             Some(s) => match self.store.check(s, key, r).await {
                 Ok(d) => {
-                    self.store_state(metrics, true, None, s.fail_open);
+                    self.store_state(metrics, true, None, s);
                     d
                 }
                 Err(e) => {
-                    self.store_state(metrics, false, Some(&e), s.fail_open);
+                    self.store_state(metrics, false, Some(&e), s);
                     let outcome = if s.fail_open {
                         "fail_open"
                     } else {

@@ -17,6 +17,7 @@ pub mod file;
 pub mod runtime;
 pub mod secret_ref;
 pub mod security;
+pub mod store;
 pub mod tokens;
 
 use std::time::Duration;

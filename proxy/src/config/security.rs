@@ -190,46 +190,7 @@ fn default_header_read_timeout() -> std::time::Duration {
     DEFAULT_HEADER_READ_TIMEOUT
 }
 
-/// Store failure behaviour.
-pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
-/// Key prefix in Redis.
-pub const DEFAULT_STORE_PREFIX: &str = "hotplex:rl:";
-
-/// `limits.store:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreFile {
-    /// Redis `ip:port`.
-    pub redis: String,
-    /// `open` (admit when Redis is down) or `closed` (503). Default `open`.
-    #[serde(default = "default_fail")]
-    pub fail: String,
-    /// Longest wait for Redis per check. Default [`DEFAULT_STORE_TIMEOUT`].
-    #[serde(default = "default_store_timeout", with = "humantime_serde")]
-    pub timeout: std::time::Duration,
-    /// Key prefix. Default [`DEFAULT_STORE_PREFIX`].
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-}
-
-fn default_fail() -> String {
-    "open".into()
-}
-fn default_store_timeout() -> std::time::Duration {
-    DEFAULT_STORE_TIMEOUT
-}
-fn default_prefix() -> String {
-    DEFAULT_STORE_PREFIX.into()
-}
-
-/// Validated `limits.store`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
-    pub addr: std::net::SocketAddr,
-    pub fail_open: bool,
-    pub timeout: std::time::Duration,
-    pub prefix: String,
-}
+pub use super::store::{StoreFile, StoreSettings, DEFAULT_STORE_PREFIX, DEFAULT_STORE_TIMEOUT};
 
 impl Default for LimitsFile {
     fn default() -> Self {
@@ -640,36 +601,7 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
     }
     let store = match &l.store {
         None => None,
-        Some(s) => Some(StoreSettings {
-            addr: s.redis.parse().map_err(|_| {
-                ConfigError::new(
-                    file,
-                    "limits.store.redis",
-                    format!("{:?} is not an ip:port address", s.redis),
-                )
-            })?,
-            fail_open: match s.fail.as_str() {
-                "open" => true,
-                "closed" => false,
-                o => {
-                    return Err(ConfigError::new(
-                        file,
-                        "limits.store.fail",
-                        format!("{o:?}: expected open or closed"),
-                    ))
-                }
-            },
-            timeout: if s.timeout.is_zero() {
-                return Err(ConfigError::new(
-                    file,
-                    "limits.store.timeout",
-                    "must be greater than 0",
-                ));
-            } else {
-                s.timeout
-            },
-            prefix: s.prefix.clone(),
-        }),
+        Some(s) => Some(super::store::store(file, s)?),
     };
     Ok(LimitSettings {
         store,
@@ -774,31 +706,6 @@ mod tests {
         let s = limits("f", &l).expect("opted in");
         assert!(s.allow_streamed_bodies);
         assert_eq!(s.max_body_bytes, 0);
-    }
-
-    #[test]
-    fn store_settings() {
-        let mut l = LimitsFile {
-            store: Some(StoreFile {
-                redis: "127.0.0.1:6379".into(),
-                fail: "closed".into(),
-                timeout: DEFAULT_STORE_TIMEOUT,
-                prefix: DEFAULT_STORE_PREFIX.into(),
-            }),
-            ..Default::default()
-        };
-        let s = limits("f", &l).expect("valid").store.expect("store");
-        assert!(!s.fail_open);
-        assert_eq!(s.addr.port(), 6379);
-        if let Some(st) = l.store.as_mut() {
-            st.fail = "maybe".into();
-        }
-        assert_eq!(limits("f", &l).expect_err("fail").key, "limits.store.fail");
-        if let Some(st) = l.store.as_mut() {
-            st.fail = "open".into();
-            st.redis = "redis.local".into();
-        }
-        assert_eq!(limits("f", &l).expect_err("addr").key, "limits.store.redis");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod proxy_drain;
 mod proxy_failures;
 mod proxy_jwt;
 mod proxy_limits_redis;
+mod proxy_limits_redis_auth;
 mod proxy_reload;
 mod proxy_routing;
 mod proxy_security;

@@ -5,12 +5,14 @@
 //! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
 //! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
 //! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
+//! - [`redis`]: a real `redis-server`, a side connection, a per-bucket decision checker;
 //! - here: the HTTP client, header and metric readers both sides use.
 
 pub mod fake_upstream;
 pub mod h2raw;
 pub mod procs;
 pub mod proxy;
+pub mod redis;
 pub mod worker;
 
 use std::time::Duration;

@@ -62,6 +62,10 @@ pub struct WorkerState {
     pub probed: bool,
     /// Drained by the operator (admin API).
     pub drain_requested: bool,
+    /// Its identity was proven by the last authenticated probe (see [`super::identity`]).
+    pub verified: bool,
+    /// Its last identity check failed: held out of all traffic until a probe proves it.
+    pub impostor: bool,
 }
 
 /// One configured worker and its state.
@@ -73,6 +77,8 @@ pub struct Worker {
     pub removing_until: Option<Instant>,
     /// Found by DNS discovery (not in `workers:`).
     pub discovered: bool,
+    /// `worker_auth.key` is set: no traffic before an authenticated probe proved it.
+    pub identity_required: bool,
 }
 
 /// Lifecycle state shown by `/admin/workers`.
@@ -102,7 +108,46 @@ impl Worker {
             state: Mutex::new(state),
             removing_until: None,
             discovered: false,
+            identity_required: false,
         }
+    }
+
+    /// Its identity allows traffic: not an impostor, and proven when proofs are required.
+    pub fn identity_ok_of(&self, s: &WorkerState) -> bool {
+        !s.impostor && (s.verified || !self.identity_required)
+    }
+
+    /// `verified`, `impostor`, `unverified` (required, not proven yet) or `unchecked`
+    /// (no `worker_auth.key`: identity is not authenticated).
+    pub fn identity_of(&self, s: &WorkerState) -> &'static str {
+        if s.impostor {
+            "impostor"
+        } else if s.verified {
+            "verified"
+        } else if self.identity_required {
+            "unverified"
+        } else {
+            "unchecked"
+        }
+    }
+
+    /// An identity check passed (`true`: it was an impostor or unproven until now).
+    pub fn identity_proven(&self) -> bool {
+        let mut s = self.lock();
+        let changed = s.impostor || !s.verified;
+        s.impostor = false;
+        s.verified = true;
+        changed
+    }
+
+    /// An identity check failed: no traffic until a probe proves it again. Returns `true`
+    /// the first time (log and audit once per episode, count every time).
+    pub fn identity_failed(&self) -> bool {
+        let mut s = self.lock();
+        let first = !s.impostor;
+        s.impostor = true;
+        s.verified = false;
+        first
     }
 
     /// Removed and its grace is over.
@@ -154,13 +199,14 @@ impl Worker {
     /// Healthy and not ejected: may receive requests.
     pub fn available(&self, now: Instant) -> bool {
         let s = self.lock();
-        s.healthy && !ejected(&s, now)
+        s.healthy && !ejected(&s, now) && self.identity_ok_of(&s)
     }
 
     /// Available, not draining, not full, below capacity: may receive new sessions.
     pub fn placeable_of(&self, s: &WorkerState, now: Instant) -> bool {
         s.healthy
             && !ejected(s, now)
+            && self.identity_ok_of(s)
             && !self.draining_of(s)
             && !s.full
             && Self::sessions_of(s) < self.capacity_of(s)
@@ -453,6 +499,7 @@ impl Registry {
                 state.drain_requested = drained.contains(&spec.id);
                 let mut w = Worker::new(spec.clone(), state);
                 w.discovered = *found;
+                w.identity_required = config.worker_key.is_some();
                 Arc::new(w)
             })
             .collect();
@@ -467,6 +514,7 @@ impl Registry {
                 let mut gone = Worker::new(w.spec.clone(), w.snapshot());
                 gone.removing_until = Some(until);
                 gone.discovered = w.discovered;
+                gone.identity_required = config.worker_key.is_some();
                 list.push(Arc::new(gone));
             }
         }
@@ -637,6 +685,34 @@ mod tests {
             w.available(now),
             "draining workers still serve their sessions"
         );
+    }
+
+    #[test]
+    fn an_impostor_or_unproven_worker_gets_nothing() {
+        let mut w = worker(10);
+        let now = Instant::now();
+        assert_eq!(w.identity_of(&w.snapshot()), "unchecked");
+        assert!(
+            w.available(now),
+            "no worker_auth.key: identity not required"
+        );
+        w.identity_required = true;
+        assert_eq!(w.identity_of(&w.snapshot()), "unverified");
+        assert!(!w.available(now) && !w.try_reserve(now), "not proven yet");
+        assert!(w.identity_proven());
+        assert!(!w.identity_proven(), "already proven");
+        assert!(w.available(now) && w.try_reserve(now));
+        assert!(w.identity_failed(), "first failure of an episode");
+        assert!(!w.identity_failed());
+        assert_eq!(w.identity_of(&w.snapshot()), "impostor");
+        assert!(!w.available(now) && !w.try_reserve(now));
+        w.identity_required = false;
+        assert!(
+            !w.available(now),
+            "an impostor is held out even without the key"
+        );
+        assert!(w.identity_proven());
+        assert!(w.available(now));
     }
 
     #[test]

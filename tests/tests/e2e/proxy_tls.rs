@@ -571,6 +571,66 @@ async fn upstream_tls_to_workers_is_verified() {
     assert_eq!(ws["healthy"], false, "{ws}");
 }
 
+/// `upstream_tls` proves which worker answers (issue 24): each worker's certificate must
+/// carry its own name (`server_name: "{id}.workers.test"`) under the private CA. Two TLS
+/// "workers" (proxies B1, B2 in front of one real worker) with valid certificates of that
+/// CA: B1's names w1, B2's names w9 although A knows it as w2. A refuses B2 at the
+/// handshake (identity `impostor`, reason `certificate`, counted) and places every session
+/// on w1; B2 never sees one HTTP request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_certificates_must_name_their_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let (c1, k1) = ca.leaf(&["w1.workers.test"]).write(dir.path(), "w1");
+    let (c9, k9) = ca.leaf(&["w9.workers.test"]).write(dir.path(), "w9");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let front = |name: &str, c: &Path, k: &Path| {
+        proxy_yaml(
+            &worker_list(&workers),
+            &tls_yaml(ANY_PORT, &[(name, c, k)], ""),
+        )
+    };
+    let b1 = spawn_proxy(&front("w1.workers.test", &c1, &k1)).await;
+    let b2 = spawn_proxy(&front("w9.workers.test", &c9, &k9)).await;
+    let (b1_tls, b2_tls) = (b1.tls.expect("B1 TLS"), b2.tls.expect("B2 TLS"));
+    let up = format!(
+        "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  server_name: \"{{id}}.workers.test\"\nhealth_check:\n  path: /health/live\n  interval: 200ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
+        ca_file.display()
+    );
+    let a = spawn_proxy(&proxy_yaml(&[("w1", b1_tls), ("w2", b2_tls)], &up)).await;
+    let c = client();
+    let identities = || async {
+        let w1 = admin_worker(&c, &a, "w1").await;
+        let w2 = admin_worker(&c, &a, "w2").await;
+        w1["identity"] == "verified" && w2["identity"] == "impostor"
+    };
+    assert!(
+        eventually(WAIT, identities).await,
+        "w1 verified, w2 impostor: {}",
+        admin_workers(&c, &a).await
+    );
+    for _ in 0..8 {
+        let (id, _) = create(&c, &a.base()).await;
+        assert!(
+            id.starts_with("w1."),
+            "placed on the worker whose certificate names it: {id}"
+        );
+    }
+    let m = metrics(&c, &a).await;
+    let failures = metric_value(&m, names::identity::FAILURES, &["reason=\"certificate\""]);
+    assert!(failures.unwrap_or(0.0) >= 1.0, "{m}");
+    // B2 refused at the handshake: not one HTTP request reached it.
+    let b2m = metrics(&c, &b2).await;
+    let seen: f64 = b2m
+        .lines()
+        .filter(|l| l.starts_with(names::proxy::REQUESTS_TOTAL))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(seen, 0.0, "B2 got requests: {b2m}");
+}
+
 /// Reads HTTP/2 frames from `s` until the server's (non-ACK) SETTINGS frame; returns its
 /// parameters as (identifier, value) pairs.
 fn read_server_settings(s: &mut impl std::io::Read) -> Vec<(u16, u32)> {

@@ -2,11 +2,13 @@
 //!
 //! - [`worker`]: a worker in-process or as an `e2e-worker` child, HTTP/SSE/WebSocket calls;
 //! - [`proxy`]: `e2e-worker` and `e2e-proxy` child processes and calls through the proxy;
+//! - [`dns`]: an in-test DNS server and the DNS discovery helpers;
 //! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
 //! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
 //! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
 //! - here: the HTTP client, header and metric readers both sides use.
 
+pub mod dns;
 pub mod fake_upstream;
 pub mod h2raw;
 pub mod procs;

@@ -408,6 +408,46 @@ async fn dns_with_the_worker_key_never_uses_a_fake() {
     assert_eq!(fake.others.load(Ordering::Relaxed), 0);
 }
 
+/// `discovery.dns.max_records` caps what one answer can add: 40 A records with a cap of 4
+/// use only 4 addresses (the worker among them is found), the 36 others are counted and
+/// the cut is logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_record_counts_are_capped() {
+    let port = shared_port(&[ip(2)]);
+    let _w = spawn_worker_at(
+        "dns-a",
+        Some(SocketAddr::from((ip(2), port))),
+        WorkerOpts::default(),
+    )
+    .await;
+    let dns = DnsServer::start(Zone {
+        a: (2..42).map(ip).collect(),
+        ..Zone::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = dns_proxy_yaml(&dns, "a", Some(port), "10s").replacen(
+        "    interval: 200ms\n",
+        "    interval: 200ms\n    max_records: 4\n",
+        1,
+    );
+    assert!(yaml.contains("max_records: 4"), "{yaml}");
+    let p = spawn_logged_proxy(dir.path(), &yaml, &[]).await;
+    let (c, admin) = (client(), p.admin_base());
+    wait_workers(&c, &admin, &[("dns-a", "active")]).await;
+    let capped =
+        |m: &str| metric_value(m, names::discovery::RECORDS_CAPPED, &[]).unwrap_or(0.0) >= 72.0;
+    let m = metrics_when_at(&c, &admin, capped).await;
+    assert!(capped(&m), "two rounds of 36 dropped records: {m}");
+    let log = p.log();
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("discovery.dns.max_records"))
+        .count();
+    assert_eq!(warns, 1, "one WARN per episode: {log}");
+    assert!(log.contains("\"dropped\":36"), "{log}");
+}
+
 /// The client's credentials (`X-API-Key`, `Authorization`) never reach a worker; the
 /// authenticated tenant does (`X-Hotplex-Tenant`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,8 @@ pub struct ReadyCheck {
 impl ReadyCheck {
     pub fn new(registry: Arc<Registry>, metrics: Arc<ProxyMetrics>) -> Box<ReadyCheck> {
         let cfg = registry.config();
-        let remote = cfg.discovery.is_some()
-            || cfg.workers.iter().any(|w| !w.address.ip().is_loopback());
+        let remote =
+            cfg.discovery.is_some() || cfg.workers.iter().any(|w| !w.address.ip().is_loopback());
         if remote && cfg.worker_key.is_none() && cfg.upstream_tls.is_none() {
             tracing::warn!(
                 "neither worker_auth.key nor upstream_tls: worker identity is not authenticated (a worker is whoever answers at its address as its node id)"

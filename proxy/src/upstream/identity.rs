@@ -26,6 +26,7 @@ use prometheus::{IntCounterVec, Opts, Registry as PromRegistry};
 use std::time::Duration;
 
 use super::health::FetchError;
+use super::registry::{Worker, WorkerState};
 use crate::audit;
 use crate::config::runtime::valid_worker_id;
 use crate::tls::TlsName;
@@ -235,9 +236,50 @@ pub async fn identify(
     Ok(id)
 }
 
+impl Worker {
+    /// Its identity allows traffic: not an impostor, and proven when proofs are required.
+    pub fn identity_ok_of(&self, s: &WorkerState) -> bool {
+        !s.impostor && (s.verified || !self.identity_required)
+    }
+
+    /// `verified`, `impostor`, `unverified` (required, not proven yet) or `unchecked`
+    /// (no `worker_auth.key`: identity is not authenticated).
+    pub fn identity_of(&self, s: &WorkerState) -> &'static str {
+        if s.impostor {
+            "impostor"
+        } else if s.verified {
+            "verified"
+        } else if self.identity_required {
+            "unverified"
+        } else {
+            "unchecked"
+        }
+    }
+
+    /// An identity check passed (`true`: it was an impostor or unproven until now).
+    pub fn identity_proven(&self) -> bool {
+        let mut s = self.lock();
+        let changed = s.impostor || !s.verified;
+        s.impostor = false;
+        s.verified = true;
+        changed
+    }
+
+    /// An identity check failed: no traffic until a probe proves it again. Returns `true`
+    /// the first time (log and audit once per episode, count every time).
+    pub fn identity_failed(&self) -> bool {
+        let mut s = self.lock();
+        let first = !s.impostor;
+        s.impostor = true;
+        s.verified = false;
+        first
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn answer(body: &str, proof: Option<&str>) -> Vec<u8> {
         let h = proof
@@ -276,5 +318,82 @@ mod tests {
         let old = idp::proof(key, &idp::new_challenge(), "w1", body.as_bytes());
         assert_eq!(reason(answer(body, Some(&old)), "w1"), "bad_proof");
         assert_eq!(reason(b"garbage".to_vec(), "w1"), "missing_proof");
+    }
+
+    #[test]
+    fn an_impostor_or_unproven_worker_gets_nothing() {
+        let mut w = crate::upstream::registry::tests::worker(10);
+        let now = Instant::now();
+        assert_eq!(w.identity_of(&w.snapshot()), "unchecked");
+        assert!(
+            w.available(now),
+            "no worker_auth.key: identity not required"
+        );
+        w.identity_required = true;
+        assert_eq!(w.identity_of(&w.snapshot()), "unverified");
+        assert!(!w.available(now) && !w.try_reserve(now), "not proven yet");
+        assert!(w.identity_proven());
+        assert!(!w.identity_proven(), "already proven");
+        assert!(w.available(now) && w.try_reserve(now));
+        assert!(w.identity_failed(), "first failure of an episode");
+        assert!(!w.identity_failed());
+        assert_eq!(w.identity_of(&w.snapshot()), "impostor");
+        assert!(!w.available(now) && !w.try_reserve(now));
+        w.identity_required = false;
+        assert!(
+            !w.available(now),
+            "an impostor is held out even without the key"
+        );
+        assert!(w.identity_proven());
+        assert!(w.available(now));
+    }
+
+    #[test]
+    fn identify_parses_node_id() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let at = l.local_addr().expect("addr");
+            let bodies = [
+                r#"{"status":"live","node_id":"w-7"}"#,
+                r#"{"status":"live","node_id":"Not_Valid"}"#,
+                r#"{"status":"live"}"#,
+            ];
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                for body in bodies {
+                    let (mut s, _) = l.accept().await.expect("accept");
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                }
+            });
+            let t = Duration::from_secs(2);
+            assert_eq!(
+                identify(at, "/health/live", t, Auth::NONE).await,
+                Ok("w-7".into())
+            );
+            assert!(matches!(
+                identify(at, "/health/live", t, Auth::NONE).await,
+                Err(IdentifyError::InvalidId(_))
+            ));
+            assert!(matches!(
+                identify(at, "/health/live", t, Auth::NONE).await,
+                Err(IdentifyError::InvalidId(_))
+            ));
+            assert!(matches!(
+                identify(at, "/health/live", t, Auth::NONE).await,
+                Err(IdentifyError::Unreachable(_))
+            ));
+        });
     }
 }

@@ -112,44 +112,6 @@ impl Worker {
         }
     }
 
-    /// Its identity allows traffic: not an impostor, and proven when proofs are required.
-    pub fn identity_ok_of(&self, s: &WorkerState) -> bool {
-        !s.impostor && (s.verified || !self.identity_required)
-    }
-
-    /// `verified`, `impostor`, `unverified` (required, not proven yet) or `unchecked`
-    /// (no `worker_auth.key`: identity is not authenticated).
-    pub fn identity_of(&self, s: &WorkerState) -> &'static str {
-        if s.impostor {
-            "impostor"
-        } else if s.verified {
-            "verified"
-        } else if self.identity_required {
-            "unverified"
-        } else {
-            "unchecked"
-        }
-    }
-
-    /// An identity check passed (`true`: it was an impostor or unproven until now).
-    pub fn identity_proven(&self) -> bool {
-        let mut s = self.lock();
-        let changed = s.impostor || !s.verified;
-        s.impostor = false;
-        s.verified = true;
-        changed
-    }
-
-    /// An identity check failed: no traffic until a probe proves it again. Returns `true`
-    /// the first time (log and audit once per episode, count every time).
-    pub fn identity_failed(&self) -> bool {
-        let mut s = self.lock();
-        let first = !s.impostor;
-        s.impostor = true;
-        s.verified = false;
-        first
-    }
-
     /// Removed and its grace is over.
     pub fn expired(&self, now: Instant) -> bool {
         self.removing_until.is_some_and(|t| t <= now)
@@ -176,7 +138,7 @@ impl Worker {
         self.lock().drain_requested = on;
     }
 
-    fn lock(&self) -> MutexGuard<'_, WorkerState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, WorkerState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -554,10 +516,10 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn worker(cap: u64) -> Worker {
+    pub(in crate::upstream) fn worker(cap: u64) -> Worker {
         Worker::new(
             WorkerSpec {
                 id: "w1".into(),
@@ -685,34 +647,6 @@ mod tests {
             w.available(now),
             "draining workers still serve their sessions"
         );
-    }
-
-    #[test]
-    fn an_impostor_or_unproven_worker_gets_nothing() {
-        let mut w = worker(10);
-        let now = Instant::now();
-        assert_eq!(w.identity_of(&w.snapshot()), "unchecked");
-        assert!(
-            w.available(now),
-            "no worker_auth.key: identity not required"
-        );
-        w.identity_required = true;
-        assert_eq!(w.identity_of(&w.snapshot()), "unverified");
-        assert!(!w.available(now) && !w.try_reserve(now), "not proven yet");
-        assert!(w.identity_proven());
-        assert!(!w.identity_proven(), "already proven");
-        assert!(w.available(now) && w.try_reserve(now));
-        assert!(w.identity_failed(), "first failure of an episode");
-        assert!(!w.identity_failed());
-        assert_eq!(w.identity_of(&w.snapshot()), "impostor");
-        assert!(!w.available(now) && !w.try_reserve(now));
-        w.identity_required = false;
-        assert!(
-            !w.available(now),
-            "an impostor is held out even without the key"
-        );
-        assert!(w.identity_proven());
-        assert!(w.available(now));
     }
 
     #[test]

@@ -9,59 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::proxy::*;
+use crate::support::tls::{Ca, Leaf};
 use hotplex_e2e::sse::Reader;
 use hotplex_e2e::{eventually, free_addr, metric_value};
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use openssl::x509::X509;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "hotplex e2e CA");
-        let issuer =
-            CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca");
-        Ca { issuer }
-    }
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-    fn leaf(&self, names: &[&str]) -> Leaf {
-        let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-}
-
-impl Leaf {
-    fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-        let c = dir.join(format!("{stem}.crt"));
-        let k = dir.join(format!("{stem}.key"));
-        std::fs::write(&c, &self.cert_pem).expect("write cert");
-        std::fs::write(&k, &self.key_pem).expect("write key");
-        (c, k)
-    }
-}
 
 /// An HTTPS client trusting `ca`, resolving `a.test`/`b.test` to `tls`, keeping TLS info.
 fn https_client(ca: &Ca, tls: SocketAddr, http1_only: bool) -> reqwest::Client {

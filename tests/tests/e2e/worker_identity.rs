@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::support::dns::*;
 use crate::support::fake_upstream::{self, Mode};
 use crate::support::proxy::*;
+use crate::support::tls::{Ca, TlsFakeWorker};
 use hotplex_common::identity as idp;
 use hotplex_common::names;
 use hotplex_e2e::{eventually, metric_value, ChildGuard};
@@ -406,6 +407,68 @@ async fn dns_with_the_worker_key_never_uses_a_fake() {
     // allow-sleep: a few more discovery rounds (200 ms) must still not use the fake
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fake.others.load(Ordering::Relaxed), 0);
+}
+
+/// DNS discovery over `upstream_tls`: an address is used only when its certificate (from
+/// the private CA) names the id it reports. The address whose certificate names `dns-a`
+/// and that reports `dns-a` is used (and `verified` by its probes); the one with a valid
+/// certificate of the same CA for `dns-z` that reports `dns-b` is refused (reason
+/// `certificate`) and gets nothing but identity probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_over_tls_uses_only_addresses_whose_certificate_names_them() {
+    let ips = [ip(2), ip(3)];
+    let port = shared_port(&ips);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let good = ca.leaf(&["dns-a.workers.test"]);
+    let other = ca.leaf(&["dns-z.workers.test"]);
+    let _a = TlsFakeWorker::start(SocketAddr::from((ips[0], port)), &good, "dns-a").await;
+    let b = TlsFakeWorker::start(SocketAddr::from((ips[1], port)), &other, "dns-b").await;
+    let dns = DnsServer::start(Zone {
+        a: ips.to_vec(),
+        ..Zone::default()
+    })
+    .await;
+    let yaml = format!(
+        "{}upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  server_name: \"{{id}}.workers.test\"\n",
+        dns_proxy_yaml(&dns, "a", Some(port), "10s"),
+        ca_file.display()
+    );
+    let p = spawn_logged_proxy(dir.path(), &yaml, &[]).await;
+    let (c, admin) = (client(), p.admin_base());
+    wait_workers(&c, &admin, &[("dns-a", "active")]).await;
+    wait_identities(&c, &admin, &[("dns-a", "verified")]).await;
+    let refused = |m: &str| {
+        metric_value(
+            m,
+            names::discovery::IDENTIFY_FAILURES,
+            &["reason=\"unauthenticated\""],
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+            && metric_value(m, names::identity::FAILURES, &["reason=\"certificate\""])
+                .unwrap_or(0.0)
+                >= 1.0
+    };
+    let m = metrics_when_at(&c, &admin, refused).await;
+    assert!(refused(&m), "{m}");
+    assert!(
+        b.probes.load(Ordering::Relaxed) >= 1,
+        "asked over a verified chain"
+    );
+    assert_eq!(
+        b.others.load(Ordering::Relaxed),
+        0,
+        "refused address got requests"
+    );
+    let log = p.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("worker.identity") && l.contains(&ips[1].to_string())),
+        "audit line: {log}"
+    );
 }
 
 /// `discovery.dns.max_records` caps what one answer can add: 40 A records with a cap of 4

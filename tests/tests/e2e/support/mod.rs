@@ -5,6 +5,7 @@
 //! - [`dns`]: an in-test DNS server and the DNS discovery helpers;
 //! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
 //! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
+//! - [`tls`]: a private test CA, its leaf certificates, a fake TLS worker;
 //! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
 //! - here: the HTTP client, header and metric readers both sides use.
 
@@ -13,6 +14,7 @@ pub mod fake_upstream;
 pub mod h2raw;
 pub mod procs;
 pub mod proxy;
+pub mod tls;
 pub mod worker;
 
 use std::time::Duration;

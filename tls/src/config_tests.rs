@@ -202,6 +202,16 @@ fn upstream_validation() {
             "{bad}"
         );
     }
+    let ca = tempfile::NamedTempFile::new().expect("tempfile");
+    let u: UpstreamTlsFile = serde_yaml::from_str(&format!(
+        "enabled: true\ntrust_system_roots: true\nca_file: \"{}\"",
+        ca.path().display()
+    ))
+    .expect("yaml");
+    assert_eq!(
+        u.validate().expect_err("both").path,
+        "upstream_tls.trust_system_roots"
+    );
     let u: UpstreamTlsFile = serde_yaml::from_str(
         "enabled: true\ntrust_system_roots: true\nsni: a.b\nserver_name: \"{id}.b\"",
     )

@@ -28,9 +28,9 @@ pub struct UpstreamTlsFile {
     /// `enabled` and `verify`, unless `trust_system_roots: true`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Trust the system roots for worker certificates (instead of, or next to, `ca_file`):
-    /// any public CA could then vouch for a "worker". Default
-    /// [`DEFAULT_UPSTREAM_TRUST_SYSTEM_ROOTS`].
+    /// Without `ca_file`, trust the system roots for worker certificates: any public CA
+    /// could then vouch for a "worker". With `ca_file` only `ca_file` is trusted and this is
+    /// not allowed. Default [`DEFAULT_UPSTREAM_TRUST_SYSTEM_ROOTS`].
     #[serde(default)]
     pub trust_system_roots: bool,
     /// The name each worker's certificate must carry (and the SNI sent), `{id}` replaced by
@@ -55,7 +55,7 @@ pub struct UpstreamTls {
     pub enabled: bool,
     /// CA bundle path (`None` only with `trust_system_roots` or without `verify`).
     pub ca_file: Option<PathBuf>,
-    /// The system roots are trusted too (explicit opt-in).
+    /// The system roots are trusted (explicit opt-in, only without `ca_file`).
     pub trust_system_roots: bool,
     /// Verify chain and name.
     pub verify: bool,
@@ -117,6 +117,12 @@ impl UpstreamTlsFile {
                 format!("{prefix}.ca_file"),
                 "required: the private CA that signs the worker certificates (or set \
                  trust_system_roots: true to let any public CA vouch for a worker)",
+            ));
+        }
+        if self.trust_system_roots && self.ca_file.is_some() {
+            return Err(ConfigError::new(
+                format!("{prefix}.trust_system_roots"),
+                "not with ca_file (only ca_file is trusted when it is set): remove one",
             ));
         }
         if self.enabled && self.verify && self.trust_system_roots {

@@ -18,12 +18,11 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use hotplex_common::identity as idp;
 use hotplex_common::names::identity as n;
 use prometheus::{IntCounterVec, Opts, Registry as PromRegistry};
-
-use std::time::Duration;
 
 use super::health::FetchError;
 use super::registry::{Worker, WorkerState};
@@ -225,12 +224,21 @@ pub async fn identify(
     }
     if let Some(t) = auth.tls.filter(|t| t.cfg.verify) {
         // The certificate must name the id the address reports.
-        if let Err(e) = crate::tls::connect_worker(addr, Some((t, TlsName::Worker(&id)))).await {
-            let f = match e {
-                FetchError::Certificate(e) => Failure::new("certificate", e),
-                FetchError::Other(e) => return Err(IdentifyError::Unreachable(e)),
-            };
-            return Err(IdentifyError::Unauthenticated(f));
+        let check = crate::tls::connect_worker(addr, Some((t, TlsName::Worker(&id))));
+        match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(FetchError::Certificate(e))) => {
+                return Err(IdentifyError::Unauthenticated(Failure::new(
+                    "certificate",
+                    e,
+                )))
+            }
+            Ok(Err(FetchError::Other(e))) => return Err(IdentifyError::Unreachable(e)),
+            Err(_) => {
+                return Err(IdentifyError::Unreachable(format!(
+                    "TLS name check timed out after {timeout:?}"
+                )))
+            }
         }
     }
     Ok(id)

@@ -172,13 +172,51 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
-pub async fn live(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({"status":"live","node_id":st.cfg.node_id}))
+pub async fn live(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let body = json!({"status":"live","node_id":st.cfg.node_id});
+    identified(&st.cfg, &headers, StatusCode::OK, &body)
+}
+
+/// A JSON health answer, with the identity proof ([`hotplex_common::identity`]) when the
+/// request carries a challenge and the worker has `proxy_keys`: one HMAC per key over the
+/// challenge, the node id and these exact body bytes.
+fn identified(
+    cfg: &WorkerConfig,
+    headers: &axum::http::HeaderMap,
+    code: StatusCode,
+    body: &serde_json::Value,
+) -> Response {
+    use hotplex_common::identity as idp;
+    let bytes = body.to_string().into_bytes();
+    let challenge = headers
+        .get(idp::X_HOTPLEX_CHALLENGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| idp::valid_challenge(c));
+    let proof = match challenge {
+        Some(c) if !cfg.proxy_keys.is_empty() => {
+            let keys = cfg.proxy_keys.iter().map(|k| k.expose().as_bytes());
+            HeaderValue::from_str(&idp::proofs(keys, c, &cfg.node_id, &bytes)).ok()
+        }
+        _ => None,
+    };
+    let mut resp = (
+        code,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
+    if let Some(p) = proof {
+        resp.headers_mut().insert(idp::X_HOTPLEX_IDENTITY, p);
+    }
+    resp
 }
 
 /// `{"status":"ready"|"draining"|"full","node_id","sessions_active","max_sessions"}`;
 /// the proxy parses this for load-aware placement.
-pub async fn ready(State(st): State<AppState>) -> Response {
+pub async fn ready(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let status = st.pool.readiness();
     let body = json!({
         "status": status,
@@ -191,7 +229,7 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
+    identified(&st.cfg, &headers, code, &body)
 }
 
 /// `POST /sessions`: creates a session in the caller's tenant, under the id the proxy

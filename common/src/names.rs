@@ -169,10 +169,28 @@ pub mod discovery {
     pub const LAST_SUCCESS_TIMESTAMP: &str =
         "hotplex_proxy_discovery_last_success_timestamp_seconds";
     /// Counter: discovered addresses whose worker id could not be established, label
-    /// `reason` (`unreachable`, `invalid_id`, `duplicate_id`).
+    /// `reason` (`unreachable`, `invalid_id`, `duplicate_id`, `unauthenticated`: no valid
+    /// identity proof or certificate, `identity_conflict`: the id of a worker still reachable
+    /// at its known address).
     pub const IDENTIFY_FAILURES: &str = "hotplex_proxy_discovery_identify_failures_total";
+    /// Counter: discovered records dropped by `discovery.dns.max_records` (rounds whose
+    /// answer had more records than the cap add the excess).
+    pub const RECORDS_CAPPED: &str = "hotplex_proxy_discovery_records_capped_total";
 }
 // --- end DNS worker discovery ----------------------------------------------------------
+
+// --- Worker identity (issue #24) --------------------------------------------------------
+/// Worker identity metrics (proxy).
+pub mod identity {
+    /// Counter: worker identity checks that failed, label `reason`: `missing_proof` (no
+    /// `X-Hotplex-Identity` on an answer while `worker_auth.key` is set), `bad_proof` (a
+    /// proof not made with the key), `wrong_node` (the answer names another node id than
+    /// the one expected at that address), `conflict` (a discovered address claims the id
+    /// of a worker still reachable at its known address), `certificate` (the worker's TLS
+    /// certificate does not name its node id).
+    pub const FAILURES: &str = "hotplex_proxy_worker_identity_failures_total";
+}
+// --- end worker identity ----------------------------------------------------------------
 
 /// Config reload metrics (proxy).
 pub mod config {

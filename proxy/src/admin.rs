@@ -5,6 +5,8 @@
 //!   `sessions`, `capacity`, `available`, `placeable`, plus the active `config_hash`;
 //!   `state` (`active`, `draining`, `removing`), `drain_requested`, `removing_until` (Unix ms),
 //!   `probed` (a readiness probe has answered at least once: `sessions`/`capacity` are known);
+//!   `identity` (`verified`, `impostor`, `unverified` or `unchecked`: see
+//!   [`crate::upstream::identity`]);
 //! - `GET /admin/config`: `hash`, `source`, `loaded_at` (Unix s) of the active config;
 //! - `POST /admin/reload`: reload the config file (see [`crate::reload`]);
 //! - `POST /admin/workers/{id}/drain`, `POST /admin/workers/{id}/resume`: operator drain;
@@ -345,6 +347,7 @@ pub fn workers_json(registry: &Registry) -> Value {
                 "weight": w.spec.weight,
                 "healthy": s.healthy,
                 "probed": s.probed,
+                "identity": w.identity_of(&s),
                 "ejected": ejected_until.is_some(),
                 "ejected_until": ejected_until,
                 "draining": w.draining_of(&s),

@@ -350,7 +350,7 @@ impl ProxyMetrics {
         for w in reg.workers().live() {
             let s = w.snapshot();
             let id = w.spec.id.as_str();
-            let up = s.healthy && s.ejected_until.is_none_or(|t| t <= now);
+            let up = s.healthy && s.ejected_until.is_none_or(|t| t <= now) && w.identity_ok_of(&s);
             self.worker_sessions
                 .with_label_values(&[id])
                 .set(Worker::sessions_of(&s) as i64);

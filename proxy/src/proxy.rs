@@ -451,8 +451,11 @@ impl ProxyHttp for HotplexProxy {
         };
         let cfg = self.registry.config();
         let t = &cfg.timeouts;
-        let mut peer =
-            crate::tls::worker_peer(cfg.upstream_tls.as_ref(), route.worker.spec.address);
+        let mut peer = crate::tls::worker_peer(
+            cfg.upstream_tls.as_ref(),
+            route.worker.spec.address,
+            &route.worker.spec.id,
+        );
         peer.options.connection_timeout = Some(t.connect);
         if ctx.stream {
             peer.options.read_timeout = Some(t.stream_idle);

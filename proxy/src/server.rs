@@ -161,6 +161,7 @@ pub fn run_reporting(
     let https_redirect = crate::tls::setup(&bound, &mut proxy, &metrics)?;
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
+    crate::upstream::identity::register_metrics(&metrics.registry);
     backends.set_health_check(ReadyCheck::new(registry.clone(), metrics.clone()));
     let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(backends);
     lb.health_check_frequency = Some(cfg.health.interval);

@@ -33,6 +33,7 @@ use prometheus::{GaugeVec, IntCounterVec, Opts};
 use crate::admin::AdminService;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::metrics::ProxyMetrics;
+use crate::upstream::health::FetchError;
 
 /// Validates the `tls:` section; `taken` are the other listen addresses.
 pub fn validate(
@@ -443,12 +444,34 @@ mod tests {
         let plain = cfg("upstream_tls:\n  enabled: false\n").expect("valid");
         assert!(plain.upstream_tls.is_none());
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-        assert!(worker_peer(None, addr).scheme.to_string().contains("HTTP"));
-        let t = cfg("upstream_tls:\n  enabled: true\n  sni: Workers.Internal\n").expect("valid");
-        let p = worker_peer(t.upstream_tls.as_ref(), addr);
+        assert!(worker_peer(None, addr, "w1")
+            .scheme
+            .to_string()
+            .contains("HTTP"));
+        let t = cfg(
+            "upstream_tls:\n  enabled: true\n  sni: Workers.Internal\n  trust_system_roots: true\n",
+        )
+        .expect("valid");
+        let p = worker_peer(t.upstream_tls.as_ref(), addr, "w1");
         assert!(p.is_tls());
         assert_eq!(p.sni, "workers.internal");
         assert!(p.options.verify_cert && p.options.verify_hostname);
+        // Default: each worker's certificate names its id; hostname checks stay on.
+        let t = cfg("upstream_tls:\n  enabled: true\n  trust_system_roots: true\n").expect("valid");
+        let p = worker_peer(t.upstream_tls.as_ref(), addr, "w1");
+        assert_eq!(p.sni, "w1");
+        assert!(p.options.verify_cert && p.options.verify_hostname);
+        let t = cfg("upstream_tls:\n  enabled: true\n  server_name: \"{id}.workers.internal\"\n  trust_system_roots: true\n")
+            .expect("valid");
+        let p = worker_peer(t.upstream_tls.as_ref(), addr, "w2");
+        assert_eq!(p.sni, "w2.workers.internal");
+        // The discovery identity probe checks the chain only, never with an empty SNI
+        // (pingora would skip verification entirely).
+        let u = t.upstream_tls.as_ref().expect("tls");
+        let p = tls_peer(u, addr, TlsName::ChainOnly(""));
+        assert!(!p.sni.is_empty() && p.options.verify_cert && !p.options.verify_hostname);
+        let e = cfg("upstream_tls:\n  enabled: true\n").expect_err("no CA, no opt-in");
+        assert_eq!(e.key, "upstream_tls.ca_file");
         let e = cfg("upstream_tls:\n  enabled: true\n  ca_file: /nonexistent/ca.pem\n")
             .expect_err("missing CA");
         assert_eq!(e.key, "upstream_tls.ca_file");
@@ -505,18 +528,49 @@ pub fn validate_upstream(
     Ok(Some(WorkerTls { cfg, ca }))
 }
 
-/// The peer for a worker: plain HTTP, or TLS per `upstream_tls` (SNI, CA, verification).
+/// The name a TLS connection to a worker checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsName<'a> {
+    /// Worker `id`: its certificate must carry `upstream_tls.server_name` for that id (or
+    /// the shared `sni`). Every request and health probe.
+    Worker(&'a str),
+    /// Chain only, sending this SNI: the discovery identity probe of an address whose
+    /// worker id is not known yet (the id it reports is then checked with
+    /// [`TlsName::Worker`] before the address is used).
+    ChainOnly(&'a str),
+}
+
+/// The peer for worker `id` at `addr`: plain HTTP, or TLS per `upstream_tls` (chain
+/// against `ca_file`, the worker's name checked).
 pub fn worker_peer(
     tls: Option<&WorkerTls>,
     addr: SocketAddr,
+    id: &str,
 ) -> pingora::upstreams::peer::HttpPeer {
-    let Some(t) = tls else {
-        return pingora::upstreams::peer::HttpPeer::new(addr, false, String::new());
+    match tls {
+        None => pingora::upstreams::peer::HttpPeer::new(addr, false, String::new()),
+        Some(t) => tls_peer(t, addr, TlsName::Worker(id)),
+    }
+}
+
+fn tls_peer(
+    t: &WorkerTls,
+    addr: SocketAddr,
+    name: TlsName<'_>,
+) -> pingora::upstreams::peer::HttpPeer {
+    let (sni, check_name) = match name {
+        TlsName::Worker(id) => (t.cfg.name_for(id), true),
+        TlsName::ChainOnly(sni) => (sni.trim_end_matches('.').to_ascii_lowercase(), false),
     };
-    let sni = t.cfg.sni.clone().unwrap_or_default();
-    let mut peer = pingora::upstreams::peer::HttpPeer::new(addr, true, sni.clone());
+    // pingora skips ALL verification for an empty SNI: never send one.
+    let sni = if sni.is_empty() {
+        "worker.invalid".to_string()
+    } else {
+        sni
+    };
+    let mut peer = pingora::upstreams::peer::HttpPeer::new(addr, true, sni);
     peer.options.verify_cert = t.cfg.verify;
-    peer.options.verify_hostname = t.cfg.verify && !sni.is_empty();
+    peer.options.verify_hostname = t.cfg.verify && check_name;
     peer.options.ca = t.ca.clone();
     peer
 }
@@ -525,23 +579,29 @@ pub fn worker_peer(
 pub trait WorkerIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> WorkerIo for T {}
 
-/// Connects to a worker for a health probe, over TLS when `upstream_tls` is on.
+/// Connects to a worker for a probe: plain TCP, or TLS (`upstream_tls`) checking `name`.
+/// A refused certificate is [`FetchError::Certificate`].
 pub async fn connect_worker(
     addr: SocketAddr,
-    tls: Option<&WorkerTls>,
-) -> Result<Box<dyn WorkerIo>, String> {
-    if tls.is_none() {
+    tls: Option<(&WorkerTls, TlsName<'_>)>,
+) -> Result<Box<dyn WorkerIo>, FetchError> {
+    let Some((t, name)) = tls else {
         let s = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| FetchError::Other(format!("connect: {e}")))?;
         return Ok(Box::new(s));
-    }
+    };
     static CONNECTOR: OnceLock<pingora::connectors::TransportConnector> = OnceLock::new();
     let c = CONNECTOR.get_or_init(|| pingora::connectors::TransportConnector::new(None));
-    let peer = worker_peer(tls, addr);
-    let s = c
-        .new_stream(&peer)
-        .await
-        .map_err(|e| format!("TLS connect: {e}"))?;
-    Ok(Box::new(s))
+    let peer = tls_peer(t, addr, name);
+    match c.new_stream(&peer).await {
+        Ok(s) => Ok(Box::new(s)),
+        Err(e) if matches!(e.etype(), pingora::ErrorType::InvalidCert) => {
+            Err(FetchError::Certificate(format!(
+                "certificate refused (expected name {:?}): {e}",
+                peer.sni
+            )))
+        }
+        Err(e) => Err(FetchError::Other(format!("TLS connect: {e}"))),
+    }
 }

@@ -166,11 +166,57 @@ fn weak_ciphers_refused() {
 #[test]
 fn upstream_validation() {
     let u: UpstreamTlsFile =
-        serde_yaml::from_str("enabled: true\nsni: Worker.internal").expect("yaml");
+        serde_yaml::from_str("enabled: true\nsni: Worker.internal\ntrust_system_roots: true")
+            .expect("yaml");
     let u = u.validate().expect("valid");
     assert!(u.verify);
     assert_eq!(u.sni.as_deref(), Some("worker.internal"));
+    assert_eq!(u.name_for("w7"), "worker.internal", "one shared name");
     assert!(u.load_ca().expect("no ca").is_none());
+
+    // Secure by default: no system roots unless asked, one name per worker.
+    let u: UpstreamTlsFile = serde_yaml::from_str("enabled: true").expect("yaml");
+    let e = u.validate().expect_err("no CA, no opt-in");
+    assert_eq!(e.path, "upstream_tls.ca_file");
+    assert!(e.reason.contains("trust_system_roots"), "{}", e.reason);
+    let u: UpstreamTlsFile =
+        serde_yaml::from_str("enabled: true\ntrust_system_roots: true").expect("yaml");
+    let u = u.validate().expect("opt-in");
+    assert_eq!(u.name_for("w7"), "w7", "default: the node id");
+    let u: UpstreamTlsFile = serde_yaml::from_str(
+        "enabled: true\ntrust_system_roots: true\nserver_name: \"{id}.Workers.Internal\"",
+    )
+    .expect("yaml");
+    assert_eq!(
+        u.validate().expect("pattern").name_for("w7"),
+        "w7.workers.internal"
+    );
+    for bad in ["workers.internal", "{id}.{id}.x", "{id}..x", "*.{id}"] {
+        let u: UpstreamTlsFile = serde_yaml::from_str(&format!(
+            "enabled: true\ntrust_system_roots: true\nserver_name: \"{bad}\""
+        ))
+        .expect("yaml");
+        assert_eq!(
+            u.validate().expect_err(bad).path,
+            "upstream_tls.server_name",
+            "{bad}"
+        );
+    }
+    let ca = tempfile::NamedTempFile::new().expect("tempfile");
+    let u: UpstreamTlsFile = serde_yaml::from_str(&format!(
+        "enabled: true\ntrust_system_roots: true\nca_file: \"{}\"",
+        ca.path().display()
+    ))
+    .expect("yaml");
+    assert_eq!(
+        u.validate().expect_err("both").path,
+        "upstream_tls.trust_system_roots"
+    );
+    let u: UpstreamTlsFile = serde_yaml::from_str(
+        "enabled: true\ntrust_system_roots: true\nsni: a.b\nserver_name: \"{id}.b\"",
+    )
+    .expect("yaml");
+    assert_eq!(u.validate().expect_err("both").path, "upstream_tls.sni");
 
     let u: UpstreamTlsFile =
         serde_yaml::from_str("enabled: true\nca_file: /nonexistent/ca.pem").expect("yaml");

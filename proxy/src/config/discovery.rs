@@ -12,6 +12,7 @@
 //!     identity_path: /health/live
 //!     weight: 1
 //!     capacity: 1000
+//!     max_records: 64      # addresses used per round; the rest is dropped and logged
 //! ```
 //!
 //! Every key is hot-reloadable (the discovery loop reads the live config each round).
@@ -30,6 +31,10 @@ pub const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Path asked for the worker's `node_id` (the worker id) on each discovered address.
 pub const DEFAULT_IDENTITY_PATH: &str = hotplex_common::headers::HEALTH_LIVE_PATH;
+/// Most discovered addresses used per round (known addresses first); more are dropped.
+pub const DEFAULT_MAX_RECORDS: usize = 64;
+/// Upper bound of `max_records`.
+pub const MAX_MAX_RECORDS: usize = 4096;
 /// Port of a resolver given without one.
 pub const DEFAULT_RESOLVER_PORT: u16 = 53;
 /// Longest DNS name accepted (RFC 1035).
@@ -96,6 +101,11 @@ pub struct DnsFile {
     /// Capacity of each discovered worker (sessions). Default [`super::DEFAULT_CAPACITY`].
     #[serde(default = "default_capacity")]
     pub capacity: u64,
+    /// Most addresses used per round (1-4096): an answer with more records is cut (the
+    /// addresses of known workers are kept first) and the cut is logged. Default
+    /// [`DEFAULT_MAX_RECORDS`].
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
 }
 
 /// Validated `discovery.dns`.
@@ -113,6 +123,7 @@ pub struct DnsDiscovery {
     pub identity_path: String,
     pub weight: u32,
     pub capacity: u64,
+    pub max_records: usize,
 }
 
 impl DnsDiscovery {
@@ -146,6 +157,9 @@ fn default_weight() -> u32 {
 }
 fn default_capacity() -> u64 {
     super::DEFAULT_CAPACITY
+}
+fn default_max_records() -> usize {
+    DEFAULT_MAX_RECORDS
 }
 
 fn valid_dns_name(n: &str) -> bool {
@@ -232,6 +246,9 @@ pub fn validate(
     if f.capacity == 0 {
         return Err(err("capacity", "must be at least 1".into()));
     }
+    if f.max_records == 0 || f.max_records > MAX_MAX_RECORDS {
+        return Err(err("max_records", format!("must be 1..={MAX_MAX_RECORDS}")));
+    }
     Ok(Some(DnsDiscovery {
         name: f.name.clone(),
         record: f.record,
@@ -242,6 +259,7 @@ pub fn validate(
         identity_path: f.identity_path.clone(),
         weight: f.weight,
         capacity: f.capacity,
+        max_records: f.max_records,
     }))
 }
 
@@ -264,6 +282,7 @@ mod tests {
         assert_eq!(d.resolver, None);
         assert_eq!(d.identity_path, "/health/live");
         assert_eq!((d.weight, d.capacity), (1, 1000));
+        assert_eq!(d.max_records, DEFAULT_MAX_RECORDS);
         let c = parse(
             "t.yaml",
             &format!("{DNS}    record: srv\n    resolver: 127.0.0.1:5353\n    interval: 200ms\n"),
@@ -310,6 +329,14 @@ mod tests {
         assert_eq!(
             key("    port: 1\n    capacity: 0\n"),
             "discovery.dns.capacity"
+        );
+        assert_eq!(
+            key("    port: 1\n    max_records: 0\n"),
+            "discovery.dns.max_records"
+        );
+        assert_eq!(
+            key("    port: 1\n    max_records: 5000\n"),
+            "discovery.dns.max_records"
         );
         assert!(key("    port: 1\n    record: mx\n").starts_with("discovery.dns"));
         assert!(key("    port: 1\n    nme: x\n").starts_with("discovery.dns"));

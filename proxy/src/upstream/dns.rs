@@ -12,6 +12,14 @@
 //!    known ids keep their state, and a worker gone from DNS is removed exactly like one
 //!    deleted from `workers:` (draining for `workers_removal_grace`, then 410).
 //!
+//! Identity is authenticated when it can be ([`super::identity`]): with `worker_auth.key`
+//! the identity probe carries a challenge and an answer without a valid proof is not used
+//! (`unauthenticated`); with `upstream_tls` the chain is verified and the certificate must
+//! name the id the address reports. An address claiming the id of a known worker that
+//! still answers as that id at its known address is refused (`identity_conflict`, WARN,
+//! audit): a DNS change alone cannot move a worker's sessions to another host. At most
+//! `max_records` addresses are used per round (known ones first); the cut is logged.
+//!
 //! A failed resolution (no answer, timeout, SERVFAIL) or an empty one (NXDOMAIN, no
 //! records) changes nothing: the last good set is kept, `hotplex_proxy_discovery_stale` is
 //! 1 and a WARN is logged once per outage. An address that stops answering its identity
@@ -37,9 +45,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
 
+use super::identity::Failure;
+pub use super::identity::{identify, Auth, IdentifyError};
 use super::Registry;
 use crate::config::discovery::{DnsDiscovery, DnsRecord};
-use crate::config::runtime::valid_worker_id;
 use crate::config::{RuntimeConfig, WorkerSpec};
 
 /// How often the loop looks at the config while discovery is off, and how quickly a
@@ -55,6 +64,7 @@ pub struct DiscoveryMetrics {
     pub stale: IntGauge,
     pub last_success: Gauge,
     pub identify_failures: IntCounterVec,
+    pub records_capped: prometheus::IntCounter,
 }
 
 impl DiscoveryMetrics {
@@ -103,6 +113,14 @@ impl DiscoveryMetrics {
                     "Discovered addresses without a usable worker id",
                     "reason",
                 ),
+            ),
+            records_capped: register(
+                r,
+                prometheus::IntCounter::new(
+                    n::RECORDS_CAPPED,
+                    "Discovered records dropped by discovery.dns.max_records",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
             ),
         };
         for result in ["success", "failure", "empty"] {
@@ -264,41 +282,14 @@ pub fn srv_targets(records: &[Record]) -> Vec<(Name, u16)> {
         .collect()
 }
 
-/// Why an address got no worker id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentifyError {
-    /// No (parsable) answer.
-    Unreachable(String),
-    /// `node_id` missing or not a valid worker id (`[a-z0-9-]`, 1-63).
-    InvalidId(String),
-}
-
-/// Asks `addr` for its `node_id`.
-pub async fn identify(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-    tls: Option<&crate::tls::WorkerTls>,
-) -> Result<String, IdentifyError> {
-    let raw = super::health::fetch(addr, path, timeout, tls)
-        .await
-        .map_err(IdentifyError::Unreachable)?;
-    let (_, json) = super::health::parse_json(&raw).map_err(IdentifyError::Unreachable)?;
-    match json.get("node_id").and_then(|v| v.as_str()) {
-        Some(id) if valid_worker_id(id) => Ok(id.to_string()),
-        Some(id) => Err(IdentifyError::InvalidId(format!(
-            "node_id {id:?} is not a worker id (1-63 characters of [a-z0-9-])"
-        ))),
-        None => Err(IdentifyError::InvalidId("no node_id in the answer".into())),
-    }
-}
-
 /// A discovered address left out of the set, and why (`reason` is the metric label).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub addr: SocketAddr,
     pub reason: &'static str,
     pub detail: String,
+    /// An identity failure (unauthenticated, identity conflict): counted, WARN, audited.
+    pub identity: Option<Failure>,
 }
 
 /// Builds the worker set from the identity answers. `previous`: address → id of the last
@@ -321,6 +312,7 @@ pub fn assemble(
                         addr,
                         reason: "unreachable",
                         detail: e,
+                        identity: None,
                     });
                     continue;
                 }
@@ -330,6 +322,16 @@ pub fn assemble(
                     addr,
                     reason: "invalid_id",
                     detail: e,
+                    identity: None,
+                });
+                continue;
+            }
+            Err(IdentifyError::Unauthenticated(f)) => {
+                skipped.push(Skipped {
+                    addr,
+                    reason: "unauthenticated",
+                    detail: f.to_string(),
+                    identity: Some(f),
                 });
                 continue;
             }
@@ -343,12 +345,25 @@ pub fn assemble(
             .iter()
             .position(|a| previous.get(a) == Some(&id))
             .unwrap_or(0);
+        let known = previous.get(&addrs[keep]) == Some(&id);
         let address = addrs.remove(keep);
         for other in addrs {
+            let (reason, detail) = if known {
+                (
+                    "identity_conflict",
+                    format!("claims worker id {id:?}, which is still reachable at its known address {address}"),
+                )
+            } else {
+                (
+                    "duplicate_id",
+                    format!("worker id {id:?} is already served by {address}"),
+                )
+            };
             skipped.push(Skipped {
                 addr: other,
-                reason: "duplicate_id",
-                detail: format!("worker id {id:?} is already served by {address}"),
+                reason,
+                identity: known.then(|| Failure::new("conflict", detail.clone())),
+                detail,
             });
         }
         specs.push(WorkerSpec {
@@ -362,6 +377,46 @@ pub fn assemble(
     (specs, skipped)
 }
 
+/// Cuts `addrs` to `max` addresses, those of `known` first (then in order). Returns the
+/// number dropped.
+pub fn cap_records(
+    addrs: &mut Vec<SocketAddr>,
+    known: &HashMap<SocketAddr, String>,
+    max: usize,
+) -> usize {
+    if addrs.len() <= max {
+        return 0;
+    }
+    let dropped = addrs.len() - max;
+    addrs.sort_by_key(|a| (!known.contains_key(a), *a));
+    addrs.truncate(max);
+    addrs.sort();
+    dropped
+}
+
+/// Known addresses to re-check this round: `(known address, id)` for every id that an
+/// address answered with although another address (no longer in the answer) had it.
+pub fn conflicts_to_check(
+    answers: &[(SocketAddr, Result<String, IdentifyError>)],
+    previous: &HashMap<SocketAddr, String>,
+) -> Vec<(SocketAddr, String)> {
+    let resolved: HashSet<SocketAddr> = answers.iter().map(|(a, _)| *a).collect();
+    let mut out: Vec<(SocketAddr, String)> = Vec::new();
+    for (addr, answer) in answers {
+        let Ok(id) = answer else { continue };
+        if previous.get(addr) == Some(id) {
+            continue;
+        }
+        for (known, kid) in previous {
+            if kid == id && !resolved.contains(known) && !out.iter().any(|(a, _)| a == known) {
+                out.push((*known, id.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// State kept by the loop between rounds.
 #[derive(Default)]
 struct LoopState {
@@ -372,6 +427,8 @@ struct LoopState {
     stale: bool,
     /// Skipped addresses already logged at WARN (logged again at DEBUG only).
     warned: HashSet<(SocketAddr, &'static str)>,
+    /// The record cap cut the last answer (WARN once per episode).
+    capped: bool,
 }
 
 /// The background service running the discovery loop.
@@ -383,6 +440,37 @@ pub struct DnsDiscoveryService {
 impl DnsDiscoveryService {
     pub fn new(registry: Arc<Registry>, metrics: DiscoveryMetrics) -> DnsDiscoveryService {
         DnsDiscoveryService { registry, metrics }
+    }
+
+    /// Identity probes of `addrs`, in parallel.
+    async fn identify_all(
+        &self,
+        cfg: &Arc<RuntimeConfig>,
+        d: &DnsDiscovery,
+        addrs: Vec<SocketAddr>,
+    ) -> Vec<(SocketAddr, Result<String, IdentifyError>)> {
+        let mut probes = tokio::task::JoinSet::new();
+        for addr in addrs {
+            let cfg = cfg.clone();
+            let (path, timeout, name) = (d.identity_path.clone(), d.timeout, d.name.clone());
+            probes.spawn(async move {
+                let auth = Auth {
+                    key: cfg.worker_key.as_ref().map(|v| v.as_bytes()),
+                    tls: cfg.upstream_tls.as_ref(),
+                    sni: &name,
+                };
+                let id = identify(addr, &path, timeout, auth).await;
+                (addr, id)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(r) = probes.join_next().await {
+            match r {
+                Ok(a) => answers.push(a),
+                Err(e) => tracing::error!(error = %e, "identity probe task failed"),
+            }
+        }
+        answers
     }
 
     fn failed(&self, st: &mut LoopState, result: &str, detail: &str) {
@@ -407,7 +495,7 @@ impl DnsDiscoveryService {
         let Some(resolver) = st.resolver.as_ref() else {
             return;
         };
-        let addrs = match resolver.resolve().await {
+        let mut addrs = match resolver.resolve().await {
             Ok(a) => a,
             Err(ResolveError::Empty) => {
                 let what = format!("{} {}: no records", d.record.as_str(), d.name);
@@ -415,20 +503,29 @@ impl DnsDiscoveryService {
             }
             Err(ResolveError::Failure(e)) => return self.failed(st, "failure", &e),
         };
-        let mut probes = tokio::task::JoinSet::new();
-        for addr in addrs {
-            let cfg = cfg.clone();
-            let (path, timeout) = (d.identity_path.clone(), d.timeout);
-            probes.spawn(async move {
-                let id = identify(addr, &path, timeout, cfg.upstream_tls.as_ref()).await;
-                (addr, id)
-            });
+        let total = addrs.len();
+        let dropped = cap_records(&mut addrs, &st.ids, d.max_records);
+        if dropped > 0 {
+            self.metrics.records_capped.inc_by(dropped as u64);
+            if !st.capped {
+                tracing::warn!(name = %d.name, records = total, max_records = d.max_records, dropped, "DNS answer has more records than discovery.dns.max_records: the excess is not used");
+            }
         }
-        let mut answers = Vec::new();
-        while let Some(r) = probes.join_next().await {
-            match r {
-                Ok(a) => answers.push(a),
-                Err(e) => tracing::error!(error = %e, "identity probe task failed"),
+        st.capped = dropped > 0;
+        let mut answers = self.identify_all(cfg, d, addrs).await;
+        // An id answered by a new address while its known address left the answer: the
+        // known address keeps it if it still answers as that id.
+        let recheck: Vec<SocketAddr> = conflicts_to_check(&answers, &st.ids)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        if !recheck.is_empty() {
+            for (addr, answer) in self.identify_all(cfg, d, recheck).await {
+                if let Ok(id) = &answer {
+                    if st.ids.get(&addr) == Some(id) {
+                        answers.push((addr, answer));
+                    }
+                }
             }
         }
         let (specs, skipped) = assemble(answers, &st.ids, d);
@@ -437,7 +534,10 @@ impl DnsDiscoveryService {
                 .identify_failures
                 .with_label_values(&[s.reason])
                 .inc();
-            if st.warned.insert((s.addr, s.reason)) {
+            let first = st.warned.insert((s.addr, s.reason));
+            if let Some(f) = &s.identity {
+                super::identity::record("(discovered)", s.addr, f, first);
+            } else if first {
                 tracing::warn!(address = %s.addr, reason = s.reason, detail = %s.detail, "discovered address not used");
             } else {
                 tracing::debug!(address = %s.addr, reason = s.reason, detail = %s.detail, "discovered address not used");
@@ -526,6 +626,7 @@ mod tests {
             identity_path: "/health/live".into(),
             weight: 2,
             capacity: 7,
+            max_records: 64,
         }
     }
 
@@ -583,6 +684,66 @@ mod tests {
     }
 
     #[test]
+    fn a_known_id_claimed_elsewhere_stays_where_it_is() {
+        let known = addr("10.0.0.1:8080");
+        let fake = addr("10.0.0.9:8080");
+        let prev = HashMap::from([(known, "w".to_string())]);
+        // DNS now lists only the fake, which claims "w": the known address is re-checked.
+        let answers = vec![(fake, Ok("w".to_string()))];
+        assert_eq!(
+            conflicts_to_check(&answers, &prev),
+            [(known, "w".to_string())]
+        );
+        // It still answers as "w": it keeps the id; the fake is refused as a conflict.
+        let mut with_known = answers.clone();
+        with_known.push((known, Ok("w".to_string())));
+        let (specs, skipped) = assemble(with_known, &prev, &dns());
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].address, known);
+        assert_eq!(skipped[0].addr, fake);
+        assert_eq!(skipped[0].reason, "identity_conflict");
+        assert_eq!(
+            skipped[0].identity.as_ref().map(|f| f.reason),
+            Some("conflict")
+        );
+        // The known address is gone (did not answer): the worker moved, the new one is used.
+        let (specs, skipped) = assemble(answers, &prev, &dns());
+        assert_eq!(specs[0].address, fake);
+        assert!(skipped.is_empty());
+        // Nothing to re-check when the id stays where it was, or is new.
+        let same = vec![(known, Ok("w".to_string())), (fake, Ok("v".to_string()))];
+        assert!(conflicts_to_check(&same, &prev).is_empty());
+        // An address that cannot prove its identity never keeps its old id.
+        let unauth = vec![(
+            known,
+            Err(IdentifyError::Unauthenticated(Failure::new(
+                "bad_proof",
+                "x",
+            ))),
+        )];
+        let (specs, skipped) = assemble(unauth, &prev, &dns());
+        assert!(specs.is_empty());
+        assert_eq!(skipped[0].reason, "unauthenticated");
+    }
+
+    #[test]
+    fn the_record_cap_keeps_known_addresses_first() {
+        let mut addrs: Vec<SocketAddr> =
+            (1..=10).map(|i| addr(&format!("10.0.0.{i}:80"))).collect();
+        let known = HashMap::from([(addr("10.0.0.9:80"), "w9".to_string())]);
+        assert_eq!(cap_records(&mut addrs.clone(), &known, 10), 0);
+        assert_eq!(cap_records(&mut addrs, &known, 3), 7);
+        assert_eq!(
+            addrs,
+            [
+                addr("10.0.0.1:80"),
+                addr("10.0.0.2:80"),
+                addr("10.0.0.9:80")
+            ]
+        );
+    }
+
+    #[test]
     fn records_to_addresses() {
         let name = Name::from_ascii("w.test.").expect("name");
         let t1 = Name::from_ascii("t1.test.").expect("name");
@@ -617,54 +778,5 @@ mod tests {
             ),
         ];
         assert_eq!(srv_targets(&srv), [(t1, 8081), (t2, 8082)]);
-    }
-
-    #[test]
-    fn identify_parses_node_id() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let at = l.local_addr().expect("addr");
-            let bodies = [
-                r#"{"status":"live","node_id":"w-7"}"#,
-                r#"{"status":"live","node_id":"Not_Valid"}"#,
-                r#"{"status":"live"}"#,
-            ];
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                for body in bodies {
-                    let (mut s, _) = l.accept().await.expect("accept");
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                }
-            });
-            let t = Duration::from_secs(2);
-            assert_eq!(
-                identify(at, "/health/live", t, None).await,
-                Ok("w-7".into())
-            );
-            assert!(matches!(
-                identify(at, "/health/live", t, None).await,
-                Err(IdentifyError::InvalidId(_))
-            ));
-            assert!(matches!(
-                identify(at, "/health/live", t, None).await,
-                Err(IdentifyError::InvalidId(_))
-            ));
-            assert!(matches!(
-                identify(at, "/health/live", t, None).await,
-                Err(IdentifyError::Unreachable(_))
-            ));
-        });
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! A good check also ends a passive ejection early. The probe is a minimal HTTP/1.1 client
 //! (`Connection: close`, bounded read) so the proxy needs no second HTTP stack.
+//!
+//! With `worker_auth.key` every probe carries a fresh challenge and the answer must prove
+//! the worker's identity ([`super::identity`]); over `upstream_tls` the certificate must
+//! name the worker. A failed identity check holds the worker out at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +24,10 @@ use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::discovery::WorkerId;
+use super::identity::{check_answer, Failure};
 use super::{ReadyReport, Registry};
 use crate::metrics::ProxyMetrics;
+pub use crate::tls::TlsName;
 
 /// Largest probe response read.
 const MAX_PROBE_BYTES: usize = 64 * 1024;
@@ -34,6 +40,14 @@ pub struct ReadyCheck {
 
 impl ReadyCheck {
     pub fn new(registry: Arc<Registry>, metrics: Arc<ProxyMetrics>) -> Box<ReadyCheck> {
+        let cfg = registry.config();
+        let remote =
+            cfg.discovery.is_some() || cfg.workers.iter().any(|w| !w.address.ip().is_loopback());
+        if remote && cfg.worker_key.is_none() && cfg.upstream_tls.is_none() {
+            tracing::warn!(
+                "neither worker_auth.key nor upstream_tls: worker identity is not authenticated (a worker is whoever answers at its address as its node id)"
+            );
+        }
         Box::new(ReadyCheck { registry, metrics })
     }
 }
@@ -54,14 +68,51 @@ impl HealthCheck for ReadyCheck {
             return Error::e_explain(ErrorType::InternalError, "not an inet address");
         };
         let mark = self.registry.workers().get(&id).map(|w| w.probe_mark());
-        match probe(
+        let key = cfg.worker_key.as_ref().map(|v| v.as_bytes());
+        let challenge = key.map(|_| hotplex_common::identity::new_challenge());
+        let tls = cfg.upstream_tls.as_ref();
+        let raw = fetch(
             addr,
             &cfg.health.path,
             cfg.health.timeout,
-            cfg.upstream_tls.as_ref(),
+            tls.map(|t| (t, TlsName::Worker(&id))),
+            challenge.as_deref(),
         )
-        .await
-        {
+        .await;
+        let checked = match raw {
+            Err(FetchError::Certificate(e)) => Err(Failure::new("certificate", e)),
+            Err(FetchError::Other(e)) => {
+                tracing::debug!(worker = %id, error = %e, "health check failed");
+                return Error::e_explain(ErrorType::ConnectError, e);
+            }
+            Ok(raw) => match (key, challenge.as_deref()) {
+                (Some(k), Some(c)) => check_answer(&raw, k, c, &id).map(|()| raw),
+                _ => Ok(raw),
+            },
+        };
+        let raw = match checked {
+            Ok(raw) => raw,
+            Err(f) => {
+                let first = self
+                    .registry
+                    .workers()
+                    .get(&id)
+                    .is_none_or(|w| w.identity_failed());
+                super::identity::record(&id, addr, &f, first);
+                self.metrics.refresh_worker_gauges(&self.registry);
+                return Error::e_explain(ErrorType::ConnectError, f.to_string());
+            }
+        };
+        let proven = key.is_some() || tls.is_some_and(|t| t.cfg.verify);
+        if proven {
+            if let Some(w) = self.registry.workers().get(&id) {
+                if w.identity_proven() {
+                    tracing::info!(worker = %id, address = %addr, "worker identity verified");
+                    self.metrics.refresh_worker_gauges(&self.registry);
+                }
+            }
+        }
+        match parse_response(&raw) {
             Ok(report) => {
                 if let Some(w) = self.registry.workers().get(&id) {
                     match mark {
@@ -105,27 +156,46 @@ impl HealthCheck for ReadyCheck {
     }
 }
 
-/// One probe: GET `path`, parse the readiness report.
-pub async fn probe(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-    tls: Option<&crate::tls::WorkerTls>,
-) -> Result<ReadyReport, String> {
-    parse_response(&fetch(addr, path, timeout, tls).await?)
+/// Why a probe got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The worker's TLS certificate was refused (chain or name).
+    Certificate(String),
+    /// Connect, I/O, timeout, oversized answer.
+    Other(String),
 }
 
-/// GET `path` (`Connection: close`, bounded read); the raw response.
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Certificate(e) | FetchError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for FetchError {
+    fn from(e: String) -> FetchError {
+        FetchError::Other(e)
+    }
+}
+
+/// GET `path` (`Connection: close`, bounded read); the raw response. Over TLS when `tls`
+/// is given (with the name the certificate must carry); with `challenge`, the identity
+/// challenge header.
 pub async fn fetch(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
-    tls: Option<&crate::tls::WorkerTls>,
-) -> Result<Vec<u8>, String> {
+    tls: Option<(&crate::tls::WorkerTls, TlsName<'_>)>,
+    challenge: Option<&str>,
+) -> Result<Vec<u8>, FetchError> {
     let fut = async {
         let mut s = crate::tls::connect_worker(addr, tls).await?;
+        let challenge = challenge
+            .map(|c| format!("{}: {c}\r\n", hotplex_common::identity::X_HOTPLEX_CHALLENGE))
+            .unwrap_or_default();
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hotplex-proxy-health\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hotplex-proxy-health\r\nAccept: application/json\r\n{challenge}Connection: close\r\n\r\n"
         );
         s.write_all(req.as_bytes())
             .await
@@ -139,7 +209,7 @@ pub async fn fetch(
             }
             buf.extend_from_slice(&chunk[..n]);
             if buf.len() > MAX_PROBE_BYTES {
-                return Err("response too large".to_string());
+                return Err(FetchError::Other("response too large".to_string()));
             }
             if response_complete(&buf) {
                 break;
@@ -149,7 +219,7 @@ pub async fn fetch(
     };
     tokio::time::timeout(timeout, fut)
         .await
-        .map_err(|_| format!("timed out after {timeout:?}"))?
+        .map_err(|_| FetchError::Other(format!("timed out after {timeout:?}")))?
 }
 
 fn split_head(buf: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -157,7 +227,8 @@ fn split_head(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&buf[..i], &buf[i + 4..]))
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+/// The value of header `name` in a response head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -216,6 +287,14 @@ pub fn parse_response(buf: &[u8]) -> Result<ReadyReport, String> {
 
 /// Parses a raw HTTP response with a JSON body: (status, body).
 pub fn parse_json(buf: &[u8]) -> Result<(u16, serde_json::Value), String> {
+    let (status, _, body) = split_response(buf)?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("status {status}: bad JSON body: {e}"))?;
+    Ok((status, json))
+}
+
+/// Splits a raw HTTP response: (status, head, body bytes as sent by the worker).
+pub fn split_response(buf: &[u8]) -> Result<(u16, String, Vec<u8>), String> {
     let (head, body) = split_head(buf).ok_or("incomplete response head")?;
     let head = String::from_utf8_lossy(head);
     let status: u16 = head
@@ -232,9 +311,7 @@ pub fn parse_json(buf: &[u8]) -> Result<(u16, serde_json::Value), String> {
             None => body.to_vec(),
         }
     };
-    let json: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("status {status}: bad JSON body: {e}"))?;
-    Ok((status, json))
+    Ok((status, head.into_owned(), body))
 }
 
 #[cfg(test)]

@@ -62,6 +62,10 @@ pub struct WorkerState {
     pub probed: bool,
     /// Drained by the operator (admin API).
     pub drain_requested: bool,
+    /// Its identity was proven by the last authenticated probe (see [`super::identity`]).
+    pub verified: bool,
+    /// Its last identity check failed: held out of all traffic until a probe proves it.
+    pub impostor: bool,
 }
 
 /// One configured worker and its state.
@@ -73,6 +77,8 @@ pub struct Worker {
     pub removing_until: Option<Instant>,
     /// Found by DNS discovery (not in `workers:`).
     pub discovered: bool,
+    /// `worker_auth.key` is set: no traffic before an authenticated probe proved it.
+    pub identity_required: bool,
 }
 
 /// Lifecycle state shown by `/admin/workers`.
@@ -102,6 +108,7 @@ impl Worker {
             state: Mutex::new(state),
             removing_until: None,
             discovered: false,
+            identity_required: false,
         }
     }
 
@@ -131,7 +138,7 @@ impl Worker {
         self.lock().drain_requested = on;
     }
 
-    fn lock(&self) -> MutexGuard<'_, WorkerState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, WorkerState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -154,13 +161,14 @@ impl Worker {
     /// Healthy and not ejected: may receive requests.
     pub fn available(&self, now: Instant) -> bool {
         let s = self.lock();
-        s.healthy && !ejected(&s, now)
+        s.healthy && !ejected(&s, now) && self.identity_ok_of(&s)
     }
 
     /// Available, not draining, not full, below capacity: may receive new sessions.
     pub fn placeable_of(&self, s: &WorkerState, now: Instant) -> bool {
         s.healthy
             && !ejected(s, now)
+            && self.identity_ok_of(s)
             && !self.draining_of(s)
             && !s.full
             && Self::sessions_of(s) < self.capacity_of(s)
@@ -459,6 +467,7 @@ impl Registry {
                 state.drain_requested = drained.contains(&spec.id);
                 let mut w = Worker::new(spec.clone(), state);
                 w.discovered = *found;
+                w.identity_required = config.worker_key.is_some();
                 Arc::new(w)
             })
             .collect();
@@ -473,6 +482,7 @@ impl Registry {
                 let mut gone = Worker::new(w.spec.clone(), w.snapshot());
                 gone.removing_until = Some(until);
                 gone.discovered = w.discovered;
+                gone.identity_required = config.worker_key.is_some();
                 list.push(Arc::new(gone));
             }
         }
@@ -512,10 +522,10 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn worker(cap: u64) -> Worker {
+    pub(in crate::upstream) fn worker(cap: u64) -> Worker {
         Worker::new(
             WorkerSpec {
                 id: "w1".into(),

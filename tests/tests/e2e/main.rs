@@ -39,6 +39,7 @@ mod reliability_memory;
 mod reliability_restart;
 mod worker_api;
 mod worker_drain;
+mod worker_identity;
 mod worker_metrics;
 mod worker_pool;
 mod worker_trust;

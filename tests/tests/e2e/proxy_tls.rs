@@ -9,59 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::proxy::*;
+use crate::support::tls::{Ca, Leaf};
 use hotplex_e2e::sse::Reader;
 use hotplex_e2e::{eventually, free_addr, metric_value};
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use openssl::x509::X509;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "hotplex e2e CA");
-        let issuer =
-            CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca");
-        Ca { issuer }
-    }
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-    fn leaf(&self, names: &[&str]) -> Leaf {
-        let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-}
-
-impl Leaf {
-    fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-        let c = dir.join(format!("{stem}.crt"));
-        let k = dir.join(format!("{stem}.key"));
-        std::fs::write(&c, &self.cert_pem).expect("write cert");
-        std::fs::write(&k, &self.key_pem).expect("write key");
-        (c, k)
-    }
-}
 
 /// An HTTPS client trusting `ca`, resolving `a.test`/`b.test` to `tls`, keeping TLS info.
 fn https_client(ca: &Ca, tls: SocketAddr, http1_only: bool) -> reqwest::Client {
@@ -569,6 +523,66 @@ async fn upstream_tls_to_workers_is_verified() {
     assert!(r.status >= 500, "unverifiable worker must fail: {r:?}");
     let ws = admin_worker(&c, &bad, "w1").await;
     assert_eq!(ws["healthy"], false, "{ws}");
+}
+
+/// `upstream_tls` proves which worker answers (issue 24): each worker's certificate must
+/// carry its own name (`server_name: "{id}.workers.test"`) under the private CA. Two TLS
+/// "workers" (proxies B1, B2 in front of one real worker) with valid certificates of that
+/// CA: B1's names w1, B2's names w9 although A knows it as w2. A refuses B2 at the
+/// handshake (identity `impostor`, reason `certificate`, counted) and places every session
+/// on w1; B2 never sees one HTTP request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_certificates_must_name_their_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    let (c1, k1) = ca.leaf(&["w1.workers.test"]).write(dir.path(), "w1");
+    let (c9, k9) = ca.leaf(&["w9.workers.test"]).write(dir.path(), "w9");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let front = |name: &str, c: &Path, k: &Path| {
+        proxy_yaml(
+            &worker_list(&workers),
+            &tls_yaml(ANY_PORT, &[(name, c, k)], ""),
+        )
+    };
+    let b1 = spawn_proxy(&front("w1.workers.test", &c1, &k1)).await;
+    let b2 = spawn_proxy(&front("w9.workers.test", &c9, &k9)).await;
+    let (b1_tls, b2_tls) = (b1.tls.expect("B1 TLS"), b2.tls.expect("B2 TLS"));
+    let up = format!(
+        "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  server_name: \"{{id}}.workers.test\"\nhealth_check:\n  path: /health/live\n  interval: 200ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
+        ca_file.display()
+    );
+    let a = spawn_proxy(&proxy_yaml(&[("w1", b1_tls), ("w2", b2_tls)], &up)).await;
+    let c = client();
+    let identities = || async {
+        let w1 = admin_worker(&c, &a, "w1").await;
+        let w2 = admin_worker(&c, &a, "w2").await;
+        w1["identity"] == "verified" && w2["identity"] == "impostor"
+    };
+    assert!(
+        eventually(WAIT, identities).await,
+        "w1 verified, w2 impostor: {}",
+        admin_workers(&c, &a).await
+    );
+    for _ in 0..8 {
+        let (id, _) = create(&c, &a.base()).await;
+        assert!(
+            id.starts_with("w1."),
+            "placed on the worker whose certificate names it: {id}"
+        );
+    }
+    let m = metrics(&c, &a).await;
+    let failures = metric_value(&m, names::identity::FAILURES, &["reason=\"certificate\""]);
+    assert!(failures.unwrap_or(0.0) >= 1.0, "{m}");
+    // B2 refused at the handshake: not one HTTP request reached it.
+    let b2m = metrics(&c, &b2).await;
+    let seen: f64 = b2m
+        .lines()
+        .filter(|l| l.starts_with(names::proxy::REQUESTS_TOTAL))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(seen, 0.0, "B2 got requests: {b2m}");
 }
 
 /// Reads HTTP/2 frames from `s` until the server's (non-ACK) SETTINGS frame; returns its

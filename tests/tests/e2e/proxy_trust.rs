@@ -15,7 +15,6 @@ use hotplex_common::names;
 use std::time::Duration;
 
 use crate::support::proxy::*;
-use hotplex_common::names::shared::REQUEST_DURATION_SECONDS;
 use serde_json::{json, Value};
 
 const KEY_A: &str = "tenant-a-secret-key-0123456789";
@@ -32,29 +31,7 @@ fn tenants_yaml(extra: &str) -> String {
 /// Requests the worker counted (every route but the scrape itself and the proxy's health
 /// probes), from its own /metrics.
 async fn worker_requests(c: &reqwest::Client, w: &TestWorker) -> f64 {
-    let text = c
-        .get(format!("{}/metrics", w.base()))
-        .send()
-        .await
-        .expect("worker metrics")
-        .text()
-        .await
-        .expect("text");
-    let count = format!("{REQUEST_DURATION_SECONDS}_count{{");
-    let n: Vec<f64> = text
-        .lines()
-        .filter(|l| {
-            l.starts_with(&count)
-                && !l.contains("route=\"/metrics\"")
-                && !l.contains("route=\"/health/")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .collect();
-    assert!(
-        !text.is_empty() && text.contains(&count),
-        "no request counts: {text}"
-    );
-    n.iter().sum()
+    worker_requests_at(c, &w.base()).await
 }
 
 /// The sessions a worker holds (its admin list, read directly on loopback).

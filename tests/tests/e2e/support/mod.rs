@@ -2,17 +2,21 @@
 //!
 //! - [`worker`]: a worker in-process or as an `e2e-worker` child, HTTP/SSE/WebSocket calls;
 //! - [`proxy`]: `e2e-worker` and `e2e-proxy` child processes and calls through the proxy;
+//! - [`dns`]: an in-test DNS server and the DNS discovery helpers;
 //! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
 //! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
+//! - [`tls`]: a private test CA, its leaf certificates, a fake TLS worker;
 //! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
 //! - [`redis`]: a real `redis-server`, a side connection, a per-bucket decision checker;
 //! - here: the HTTP client, header and metric readers both sides use.
 
+pub mod dns;
 pub mod fake_upstream;
 pub mod h2raw;
 pub mod procs;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 pub mod worker;
 
 use std::time::Duration;

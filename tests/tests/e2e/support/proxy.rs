@@ -621,3 +621,34 @@ pub async fn ws_connect_checked(
     }
     panic!("websocket tunnel failed 3 times in a row: {last_err}");
 }
+
+/// Requests the worker counted (every route but the scrape itself and the proxy's health
+/// probes), from its own /metrics at `base` (loopback: no admin token needed).
+pub async fn worker_requests_at(c: &reqwest::Client, base: &str) -> f64 {
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("worker metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = format!(
+        "{}_count{{",
+        hotplex_common::names::shared::REQUEST_DURATION_SECONDS
+    );
+    let n: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with(&count)
+                && !l.contains("route=\"/metrics\"")
+                && !l.contains("route=\"/health/")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    assert!(
+        !text.is_empty() && text.contains(&count),
+        "no request counts: {text}"
+    );
+    n.iter().sum()
+}

@@ -54,6 +54,8 @@ pub struct WorkerState {
     pub changes: u64,
     /// Probes in a row whose count was ambiguous (see [`Worker::observe_ready_since`]).
     pub ambiguous_probes: u32,
+    /// Successful deletes, ever (a probe mark keeps the value it saw).
+    pub deleted: u64,
     /// Passively ejected until then.
     pub ejected_until: Option<Instant>,
     /// Ejections since the last good probe (the backoff exponent).
@@ -226,6 +228,7 @@ impl Worker {
         let mut s = self.lock();
         end_op(&mut s);
         if ok {
+            s.deleted = s.deleted.wrapping_add(1);
             if Self::sessions_of(&s) > 0 {
                 s.pending -= 1;
             }
@@ -248,6 +251,7 @@ impl Worker {
             pending: s.pending,
             changes: s.changes,
             in_flight: s.in_flight,
+            deleted: s.deleted,
         }
     }
 
@@ -256,9 +260,11 @@ impl Worker {
     /// Otherwise the worker may or may not have counted those (a create it already
     /// inserted, a delete it already finished): the local estimate, exact for this
     /// proxy's own placements, is kept, and only after [`MAX_AMBIGUOUS_PROBES`] such
-    /// probes in a row (steady churn) is the count taken with the changes made since the
-    /// mark on top, so that sessions other proxies placed or that ended on their own are
-    /// still learnt.
+    /// probes in a row (steady churn) is the count taken anyway, so that sessions other
+    /// proxies placed or that ended on their own are still learnt. Then it is read the
+    /// optimistic way: every create as counted by the worker, every delete answered since
+    /// the mark as not. An estimate too low costs nothing (a worker's 503 to a new session
+    /// is re-placed); one too high refuses sessions while a worker has room.
     pub fn observe_ready_since(&self, r: ReadyReport, mark: ProbeMark) {
         let mut s = self.lock();
         s.worker_max = r.max_sessions;
@@ -273,9 +279,15 @@ impl Worker {
         }
         s.ambiguous_probes = 0;
         s.reported_sessions = r.sessions_active;
-        s.pending -= mark.pending;
-        // Exact: the worker's word. Otherwise a slot freed since the mark makes it stale.
-        s.full = r.full && (exact || s.pending >= 0);
+        if exact {
+            s.pending -= mark.pending;
+            s.full = r.full;
+        } else {
+            let deleted_since = s.deleted.wrapping_sub(mark.deleted);
+            s.pending = -i64::try_from(deleted_since).unwrap_or(i64::MAX);
+            // A slot freed since the mark makes the worker's "full" stale.
+            s.full = r.full && deleted_since == 0;
+        }
     }
 
     /// Health flipped (after pingora's thresholds).
@@ -309,6 +321,7 @@ pub struct ProbeMark {
     pending: i64,
     changes: u64,
     in_flight: u32,
+    deleted: u64,
 }
 
 fn start_op(s: &mut WorkerState) {
@@ -617,6 +630,29 @@ pub(crate) mod tests {
         let mark = w.probe_mark();
         w.observe_ready_since(report(0), mark);
         assert_eq!(Worker::sessions_of(&w.snapshot()), 0);
+    }
+
+    /// The CI interleaving under churn, past the ambiguous probes: the count taken anyway
+    /// never makes a worker with a free slot look full.
+    #[test]
+    fn a_count_taken_under_churn_errs_low() {
+        let w = worker(2);
+        let now = Instant::now();
+        assert!(w.try_reserve(now));
+        w.settle_create(true);
+        w.observe_ready(report(1));
+        for _ in 0..=MAX_AMBIGUOUS_PROBES {
+            // A create the worker counts before answering (2, full), then a delete: one
+            // session left.
+            let mark = w.probe_mark();
+            assert!(w.try_reserve(now));
+            w.settle_create(true);
+            w.begin_delete();
+            w.settle_delete(true);
+            w.observe_ready_since(report(2), mark);
+            assert!(w.try_reserve(now), "one of two slots is free");
+            w.settle_create(false);
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! to its command; reconnects by itself); every call is bounded by `timeout`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
@@ -83,6 +83,10 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_t
 return {1, 0}
 "#;
 
+/// After a failed call the store is not asked for this long: decisions are taken at once
+/// as `on_error` says, instead of each waiting for another failing connection attempt.
+pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
 /// Which rate a GCRA key limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -99,6 +103,8 @@ struct Inner {
     gcra: Script,
     /// The last call failed (logs once per outage).
     down: AtomicBool,
+    /// No call before this instant (see [`SKIP_AFTER_FAILURE`]).
+    skip_until: Mutex<Option<Instant>>,
     errors: prometheus::IntCounter,
 }
 
@@ -113,8 +119,16 @@ impl QuotaStore {
         node: &str,
         errors: prometheus::IntCounter,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| format!("quota_store.url: {:?}", e.kind()))?;
+        use redis::IntoConnectionInfo;
+        // TCP_NODELAY: one small command per decision, never held back by Nagle.
+        let info = cfg
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("quota_store.url: {:?}", e.kind()))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client =
+            redis::Client::open(info).map_err(|e| format!("quota_store.url: {:?}", e.kind()))?;
         let mcfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))
@@ -130,6 +144,7 @@ impl QuotaStore {
             publish: Script::new(PUBLISH),
             gcra: Script::new(GCRA),
             down: AtomicBool::new(false),
+            skip_until: Mutex::new(None),
             errors,
         })))
     }
@@ -161,6 +176,9 @@ impl QuotaStore {
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, ()> {
+        if self.skipping() {
+            return Err(());
+        }
         let mut conn = self.0.conn.clone();
         let res = tokio::time::timeout(self.0.cfg.timeout, inv.invoke_async::<T>(&mut conn)).await;
         match res {
@@ -181,8 +199,18 @@ impl QuotaStore {
         }
     }
 
+    fn skip_until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0.skip_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Within [`SKIP_AFTER_FAILURE`] of the last failure.
+    fn skipping(&self) -> bool {
+        self.skip_until().is_some_and(|t| Instant::now() < t)
+    }
+
     fn failed(&self, why: &str) {
         self.0.errors.inc();
+        *self.skip_until() = Some(Instant::now() + SKIP_AFTER_FAILURE);
         if !self.0.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 error = why,
@@ -271,6 +299,21 @@ mod tests {
         assert_eq!(s.key("tr", Some("-")), "hotplex:tr:{-}");
         // Nothing listens on port 1: a failure, counted, never a decision.
         assert!(s.reserve_session(Some("a"), 1, 5).await.is_err());
-        assert!(errors.get() >= 1);
+        assert_eq!(errors.get(), 1);
+        // Then skipped for a while: an immediate failure, not another attempt.
+        let t = Instant::now();
+        assert!(s
+            .gcra(
+                StoreKind::Turns,
+                None,
+                Rate {
+                    per_minute: 1,
+                    burst: 1
+                }
+            )
+            .await
+            .is_err());
+        assert!(t.elapsed() < Duration::from_millis(20));
+        assert_eq!(errors.get(), 1, "a skipped call is not a store error");
     }
 }

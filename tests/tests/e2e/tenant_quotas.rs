@@ -6,8 +6,13 @@
 //!   the same frame works once a session is closed); HTTP creates count against the same
 //!   budget (429 + `Retry-After`); tenant B is unaffected.
 //! - Turns: SSE turns and WebSocket turns share one turn rate (`tenant_turn_rate`).
+//! - One WebSocket straight to a worker (dev mode, the anonymous tenant) creating a
+//!   session per frame: the quota holds there too (through the proxy, a socket only ever
+//!   creates its routed session).
 //! - Fleet-wide: two workers sharing a real `redis-server` hold one tenant quota and one
-//!   turn rate between them.
+//!   turn rate between them; a killed worker's sessions stop counting after
+//!   `stale_after`; Redis down: `on_error: open` decides with the per-worker quota,
+//!   `closed` answers 503 `quota_store_unavailable`; Redis back: the store is used again.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,7 +41,7 @@ fn tenants_yaml() -> String {
 struct QWorker {
     id: String,
     addr: std::net::SocketAddr,
-    _guard: ChildGuard,
+    guard: ChildGuard,
     _dir: tempfile::TempDir,
 }
 
@@ -65,7 +70,7 @@ async fn quota_worker(id: &str, extra: &str) -> QWorker {
     QWorker {
         id: id.to_string(),
         addr,
-        _guard: guard,
+        guard,
         _dir: dir,
     }
 }
@@ -275,6 +280,31 @@ async fn sse_and_websocket_turns_share_the_tenant_turn_rate() {
     assert!(refusals(&c, &w, "tenant_turn_rate").await >= 2.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_direct_websocket_creating_sessions_hits_the_quota() {
+    let w = quota_worker("qw3", "tenant_quotas:\n  max_sessions: 2\n").await;
+    let url = format!("ws://{}/ws/v1/agent", w.addr);
+    let (mut ws, _, _) = ws_connect_checked(&url, &[]).await;
+    for (rid, sid) in [(1, "mine-1"), (2, "mine-2")] {
+        assert_eq!(ws_turn(&mut ws, rid, sid).await["event"], "completed");
+    }
+    let f = ws_turn(&mut ws, 3, "mine-3").await;
+    assert_refusal_frame(&f, "tenant_session_quota", 2);
+    ws_alive(&mut ws).await;
+    assert_eq!(ws_turn(&mut ws, 4, "mine-1").await["event"], "completed");
+    // A stop frame on an existing session, then a close frees a place for a new id.
+    let c = client();
+    let del = send(c.delete(format!("{}/sessions/mine-2", w.base()))).await;
+    assert_eq!(del.status, 204, "{del:?}");
+    assert_eq!(ws_turn(&mut ws, 5, "mine-3").await["event"], "completed");
+    assert_refusal_frame(
+        &ws_turn(&mut ws, 6, "mine-4").await,
+        "tenant_session_quota",
+        2,
+    );
+    assert_eq!(refusals(&c, &w, "tenant_session_quota").await, 2.0);
+}
+
 fn redis_installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -418,4 +448,124 @@ async fn two_workers_share_one_tenant_quota_through_redis() {
         let errs = metric_at(&c, &w.base(), wnames::QUOTA_STORE_ERRORS, &[]).await;
         assert_eq!(errs, 0.0, "{}: no store errors", w.id);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_store_outage_and_dead_workers() {
+    if !redis_installed() {
+        assert!(!in_ci(), "redis-server is required in CI");
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    }
+    let raddr = free_addr();
+    let mut redis = start_redis(raddr).await;
+    let extra = |on_error: &str| {
+        format!(
+            "tenant_quotas:\n  max_sessions: 2\n\
+             quota_store:\n  url: redis://{raddr}/0\n  timeout: 300ms\n  \
+             refresh_interval: 200ms\n  stale_after: 1s\n  on_error: {on_error}\n"
+        )
+    };
+    // Straight to the workers (dev mode): the anonymous tenant is one tenant fleet-wide.
+    let open = quota_worker("open-w", &extra("open")).await;
+    let closed = quota_worker("closed-w", &extra("closed")).await;
+    let mut doomed = quota_worker("doomed-w", &extra("open")).await;
+    let c = client();
+    let create = |w: &QWorker| {
+        let c = c.clone();
+        let url = format!("{}/sessions", w.base());
+        async move { send(c.post(url)).await }
+    };
+    assert_eq!(create(&doomed).await.status, 201);
+    let first = create(&open).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    for w in [&open, &closed] {
+        let r = create(w).await;
+        assert_eq!(r.status, 429, "{}: {r:?}", w.id);
+        assert_eq!(r.body["error"], "tenant_session_quota");
+    }
+    // A worker that dies stops counting once its count is stale (1 s).
+    doomed.guard.kill();
+    let killed = Instant::now();
+    let freed = loop {
+        let r = create(&open).await;
+        if r.status == 201 {
+            break killed.elapsed();
+        }
+        assert_eq!(r.status, 429, "{r:?}");
+        assert!(
+            killed.elapsed() < WAIT,
+            "the dead worker's sessions still count"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("a killed worker's sessions stopped counting after {freed:?} (stale_after 1s)");
+    assert!(
+        freed >= Duration::from_millis(700),
+        "not before stale_after: {freed:?}"
+    );
+
+    // Redis down. Open: the per-worker quota decides (open-w holds 2 of 2, then 1 of 2).
+    redis.kill();
+    let r = create(&open).await;
+    assert_eq!(r.status, 429, "the local quota still holds: {r:?}");
+    let id = first.body["session_id"].as_str().expect("id");
+    let del = send(c.delete(format!("{}/sessions/{id}", open.base()))).await;
+    assert_eq!(del.status, 204);
+    let t = Instant::now();
+    let r = create(&open).await;
+    println!(
+        "fail-open create with Redis down: {} in {:?}",
+        r.status,
+        t.elapsed()
+    );
+    assert_eq!(r.status, 201, "open: admitted by the local quota: {r:?}");
+    // Closed: refused with 503 and Retry-After, whatever the local count.
+    let t = Instant::now();
+    let r = create(&closed).await;
+    println!(
+        "fail-closed create with Redis down: {} in {:?}",
+        r.status,
+        t.elapsed()
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body["error"], "quota_store_unavailable", "{r:?}");
+    assert_eq!(r.retry_after.as_deref(), Some("2"), "{r:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "bounded by the timeout"
+    );
+    for w in [&open, &closed] {
+        let errs = metric_at(&c, &w.base(), wnames::QUOTA_STORE_ERRORS, &[]).await;
+        assert!(errs >= 1.0, "{}: store errors counted", w.id);
+    }
+    assert_eq!(refusals(&c, &closed, "quota_store_unavailable").await, 1.0);
+
+    // Redis back (empty): the workers republish their counts and use it again; the
+    // fleet (open-w holds 2) is full for closed-w once open-w's counts are back.
+    let _redis = start_redis(raddr).await;
+    let back = Instant::now();
+    let ok = loop {
+        let r = create(&closed).await;
+        if r.status == 429 && r.body["error"] == "tenant_session_quota" {
+            break true;
+        }
+        assert!(
+            r.status == 503 || r.status == 201,
+            "while Redis comes back: {r:?}"
+        );
+        if r.status == 201 {
+            let id = r.body["session_id"].as_str().expect("id").to_string();
+            send(c.delete(format!("{}/sessions/{id}", closed.base()))).await;
+        }
+        if back.elapsed() > WAIT {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ok, "the store decides again after Redis is back");
+    println!(
+        "store used again {:?} after Redis restarted",
+        back.elapsed()
+    );
 }

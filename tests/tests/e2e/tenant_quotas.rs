@@ -219,10 +219,11 @@ async fn websocket_and_http_creates_share_the_tenant_session_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sse_and_websocket_turns_share_the_tenant_turn_rate() {
-    // 4 turns at once, then one every 10 s.
+    // 4 turns at once, then one every 15 s (the five turns below fit in 15 s even on a
+    // loaded machine).
     let w = quota_worker(
         "qw2",
-        "tenant_quotas:\n  turns_per_minute: 6\n  turns_burst: 4\n",
+        "tenant_quotas:\n  turns_per_minute: 4\n  turns_burst: 4\n",
     )
     .await;
     let p = spawn_proxy(&proxy_yaml(&[("qw2", w.addr)], &tenants_yaml())).await;
@@ -243,7 +244,7 @@ async fn sse_and_websocket_turns_share_the_tenant_turn_rate() {
     }
     // The fifth turn, by a frame: refused in-band; by SSE: 429.
     let f = ws_turn(&mut ws, 3, &id).await;
-    let ra = assert_refusal_frame(&f, "tenant_turn_rate", 10);
+    let ra = assert_refusal_frame(&f, "tenant_turn_rate", 15);
     assert_eq!(f["data"]["session_id"], id.as_str(), "{f}");
     ws_alive(&mut ws).await;
     let (status, retry, body) = sse_turn(&c, &p, KEY_A, &id).await;
@@ -251,7 +252,7 @@ async fn sse_and_websocket_turns_share_the_tenant_turn_rate() {
     let v: Value = serde_json::from_str(&body).expect("json error");
     assert_eq!(v["error"], "tenant_turn_rate", "{v}");
     let retry: u64 = retry.and_then(|r| r.parse().ok()).expect("Retry-After");
-    assert!((1..=10).contains(&retry), "{retry}");
+    assert!((1..=15).contains(&retry), "{retry}");
 
     // Tenant B has its own rate.
     let r = http_create(&c, &p, KEY_B).await;
@@ -260,9 +261,9 @@ async fn sse_and_websocket_turns_share_the_tenant_turn_rate() {
     assert_eq!(sse_turn(&c, &p, KEY_B, &idb).await.0, 200);
 
     // Once the rate allows it, the same socket runs the turn.
-    // allow-sleep: waiting out the refusal's own retry_after (one token per 10 s).
+    // allow-sleep: waiting out the refusal's own retry_after (one token per 15 s).
     tokio::time::sleep(Duration::from_secs(ra)).await;
-    let deadline = Instant::now() + Duration::from_secs(12);
+    let deadline = Instant::now() + Duration::from_secs(17);
     let mut rid = 100;
     let ok = loop {
         rid += 1;
@@ -350,7 +351,7 @@ async fn two_workers_share_one_tenant_quota_through_redis() {
     let raddr = free_addr();
     let _redis = start_redis(raddr).await;
     let extra = format!(
-        "tenant_quotas:\n  max_sessions: 4\n  turns_per_minute: 6\n  turns_burst: 3\n\
+        "tenant_quotas:\n  max_sessions: 4\n  turns_per_minute: 3\n  turns_burst: 3\n\
          quota_store:\n  url: redis://{raddr}/0\n  timeout: 500ms\n  \
          refresh_interval: 200ms\n  stale_after: 2s\n  on_error: open\n"
     );
@@ -463,7 +464,7 @@ async fn quota_store_outage_and_dead_workers() {
         format!(
             "tenant_quotas:\n  max_sessions: 2\n\
              quota_store:\n  url: redis://{raddr}/0\n  timeout: 300ms\n  \
-             refresh_interval: 200ms\n  stale_after: 1s\n  on_error: {on_error}\n"
+             refresh_interval: 200ms\n  stale_after: 3s\n  on_error: {on_error}\n"
         )
     };
     // Straight to the workers (dev mode): the anonymous tenant is one tenant fleet-wide.
@@ -484,7 +485,7 @@ async fn quota_store_outage_and_dead_workers() {
         assert_eq!(r.status, 429, "{}: {r:?}", w.id);
         assert_eq!(r.body["error"], "tenant_session_quota");
     }
-    // A worker that dies stops counting once its count is stale (1 s).
+    // A worker that dies stops counting once its count is stale (3 s).
     doomed.guard.kill();
     let killed = Instant::now();
     let freed = loop {
@@ -499,9 +500,10 @@ async fn quota_store_outage_and_dead_workers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("a killed worker's sessions stopped counting after {freed:?} (stale_after 1s)");
+    println!("a killed worker's sessions stopped counting after {freed:?} (stale_after 3s)");
+    // Not before stale_after less one (possibly late) refresh interval.
     assert!(
-        freed >= Duration::from_millis(700),
+        freed >= Duration::from_millis(1500),
         "not before stale_after: {freed:?}"
     );
 

@@ -96,6 +96,11 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
     let node_header = HeaderValue::from_str(&cfg.node_id).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("node id: {e}"))
     })?;
+    if let Some(store) = &cfg.quota_store {
+        // Fleet-wide quotas were asked for: never fall back to per-worker ones silently.
+        quota_store::QuotaStore::client(store)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    }
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(WorkerMetrics::new());
     let pool = Pool::new(cfg.clone(), metrics.clone());

@@ -113,12 +113,9 @@ struct Inner {
 pub struct QuotaStore(Arc<Inner>);
 
 impl QuotaStore {
-    /// A lazily connecting client (must run inside a Tokio runtime).
-    pub fn new(
-        cfg: &QuotaStoreConfig,
-        node: &str,
-        errors: prometheus::IntCounter,
-    ) -> Result<Self, String> {
+    /// The client of `cfg` (no connection yet): what [`QuotaStore::new`] builds on; a
+    /// worker refuses to start when this fails.
+    pub fn client(cfg: &QuotaStoreConfig) -> Result<redis::Client, String> {
         use redis::IntoConnectionInfo;
         // TCP_NODELAY: one small command per decision, never held back by Nagle.
         let info = cfg
@@ -127,8 +124,16 @@ impl QuotaStore {
             .into_connection_info()
             .map_err(|e| format!("quota_store.url: {:?}", e.kind()))?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client =
-            redis::Client::open(info).map_err(|e| format!("quota_store.url: {:?}", e.kind()))?;
+        redis::Client::open(info).map_err(|e| format!("quota_store.url: {:?}", e.kind()))
+    }
+
+    /// A lazily connecting client (must run inside a Tokio runtime).
+    pub fn new(
+        cfg: &QuotaStoreConfig,
+        node: &str,
+        errors: prometheus::IntCounter,
+    ) -> Result<Self, String> {
+        let client = Self::client(cfg)?;
         let mcfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::time::timeout;
+
 use crate::config::{OnError, Rate, WorkerConfig};
 use crate::metrics::WorkerMetrics;
 use crate::quota_store::{QuotaStore, StoreKind};
@@ -137,23 +139,37 @@ impl Buckets {
 pub struct Quotas {
     session_quota: usize,
     retry_after_secs: u64,
-    counts: Mutex<HashMap<Option<String>, usize>>,
+    counts: Mutex<HashMap<Option<String>, Count>>,
     new_sessions: Buckets,
     turns: Buckets,
     store: Option<QuotaStore>,
+    /// Orders this worker's store checks and writes of session counts: a count is read
+    /// and written under it, so an older count never overwrites a newer one.
+    store_order: tokio::sync::Mutex<()>,
     metrics: Arc<WorkerMetrics>,
     me: Weak<Quotas>,
+}
+
+/// A tenant's sessions on this worker.
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    /// Admitted or being admitted (the local quota check).
+    reserved: usize,
+    /// Admitted (what this worker publishes to the store).
+    held: usize,
 }
 
 /// One session's place in its tenant's quota: released on drop.
 pub struct TenantSlot {
     quotas: Arc<Quotas>,
     tenant: Option<String>,
+    /// Counted in `held` (admitted).
+    held: bool,
 }
 
 impl Drop for TenantSlot {
     fn drop(&mut self) {
-        self.quotas.release(self.tenant.as_deref());
+        self.quotas.release(self.tenant.as_deref(), self.held);
     }
 }
 
@@ -187,6 +203,7 @@ impl Quotas {
             new_sessions: Buckets::new(q.new_sessions),
             turns: Buckets::new(q.turns),
             store,
+            store_order: tokio::sync::Mutex::new(()),
             metrics,
             me: me.clone(),
         })
@@ -197,16 +214,15 @@ impl Quotas {
         self.session_quota
     }
 
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<Option<String>, usize>> {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<Option<String>, Count>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sessions `tenant` holds on this worker (reserved ones included).
+    /// Sessions `tenant` holds on this worker (reservations in flight included).
     pub fn tenant_count(&self, tenant: Option<&str>) -> usize {
         self.counts()
             .get(&tenant.map(str::to_string))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |c| c.reserved)
     }
 
     fn refuse(&self, r: QuotaRefusal) -> QuotaRefusal {
@@ -237,10 +253,10 @@ impl Quotas {
                 0,
             ));
         };
-        let mine = {
+        {
             let mut counts = self.counts();
-            let c = counts.entry(tenant.map(str::to_string)).or_insert(0);
-            if *c >= quota {
+            let c = counts.entry(tenant.map(str::to_string)).or_default();
+            if c.reserved >= quota {
                 drop(counts);
                 let wait = Duration::from_secs(self.retry_after_secs);
                 return Err(self.refuse(QuotaRefusal::new(
@@ -249,39 +265,78 @@ impl Quotas {
                     quota as u64,
                 )));
             }
-            *c += 1;
-            *c
-        };
-        let slot = TenantSlot {
+            c.reserved += 1;
+        }
+        let mut slot = TenantSlot {
             quotas: me,
             tenant: tenant.map(str::to_string),
+            held: false,
         };
         let limit = u64::from(self.new_sessions.rate.per_minute);
-        if let Some(store) = &self.store {
-            match store.reserve_session(tenant, mine, quota).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let wait = Duration::from_secs(self.retry_after_secs);
-                    let r = QuotaRefusal::new(QuotaCode::SessionQuota, wait, quota as u64);
-                    return Err(self.refuse(r));
+        let Some(store) = &self.store else {
+            self.hold(&mut slot);
+            return match self.new_sessions.take(tenant, Instant::now()) {
+                Ok(()) => Ok(slot),
+                Err(wait) => {
+                    Err(self.refuse(QuotaRefusal::new(QuotaCode::SessionRate, wait, limit)))
                 }
-                Err(()) => self.on_store_error()?,
+            };
+        };
+        // One check at a time per worker: the count sent is the admitted sessions plus
+        // this one, exact (a reservation in flight is neither counted twice nor missed).
+        let reserved = match timeout(store.timeout(), self.store_order.lock()).await {
+            Ok(order) => {
+                let mine = self.held(tenant) + 1;
+                let r = store.reserve_session(tenant, mine, quota).await;
+                if r == Ok(true) {
+                    self.hold(&mut slot);
+                }
+                drop(order);
+                r
             }
-            match store
-                .gcra(StoreKind::NewSessions, tenant, self.new_sessions.rate)
-                .await
-            {
-                Ok(Ok(())) => return Ok(slot),
-                Ok(Err(wait)) => {
-                    let r = QuotaRefusal::new(QuotaCode::SessionRate, wait, limit);
-                    return Err(self.refuse(r));
-                }
-                Err(()) => self.on_store_error()?,
+            Err(_) => Err(()),
+        };
+        match reserved {
+            Ok(true) => {}
+            Ok(false) => {
+                let wait = Duration::from_secs(self.retry_after_secs);
+                let r = QuotaRefusal::new(QuotaCode::SessionQuota, wait, quota as u64);
+                return Err(self.refuse(r));
+            }
+            Err(()) => {
+                self.on_store_error()?;
+                // Open: admitted by the local quota; published once the store is back.
+                self.hold(&mut slot);
             }
         }
-        match self.new_sessions.take(tenant, Instant::now()) {
-            Ok(()) => Ok(slot),
-            Err(wait) => Err(self.refuse(QuotaRefusal::new(QuotaCode::SessionRate, wait, limit))),
+        let local = match store
+            .gcra(StoreKind::NewSessions, tenant, self.new_sessions.rate)
+            .await
+        {
+            Ok(Ok(())) => return Ok(slot),
+            Ok(Err(wait)) => Err(wait),
+            Err(()) => {
+                self.on_store_error()?;
+                self.new_sessions.take(tenant, Instant::now())
+            }
+        };
+        local
+            .map(|()| slot)
+            .map_err(|wait| self.refuse(QuotaRefusal::new(QuotaCode::SessionRate, wait, limit)))
+    }
+
+    /// Admitted sessions of `tenant` on this worker.
+    fn held(&self, tenant: Option<&str>) -> usize {
+        self.counts()
+            .get(&tenant.map(str::to_string))
+            .map_or(0, |c| c.held)
+    }
+
+    /// Counts `slot` as admitted.
+    fn hold(&self, slot: &mut TenantSlot) {
+        if let Some(c) = self.counts().get_mut(&slot.tenant) {
+            c.held += 1;
+            slot.held = true;
         }
     }
 
@@ -302,28 +357,40 @@ impl Quotas {
             .map_err(|wait| self.refuse(QuotaRefusal::new(QuotaCode::TurnRate, wait, limit)))
     }
 
-    fn release(&self, tenant: Option<&str>) {
+    fn release(&self, tenant: Option<&str>, held: bool) {
         let key = tenant.map(str::to_string);
-        let left = {
+        {
             let mut counts = self.counts();
-            let left = match counts.get_mut(&key) {
-                Some(c) => {
-                    *c = c.saturating_sub(1);
-                    *c
+            if let Some(c) = counts.get_mut(&key) {
+                c.reserved = c.reserved.saturating_sub(1);
+                if held {
+                    c.held = c.held.saturating_sub(1);
                 }
-                None => 0,
-            };
-            if left == 0 {
-                counts.remove(&key);
+                if c.reserved == 0 {
+                    counts.remove(&key);
+                }
             }
-            left
-        };
-        if let (Some(store), Ok(rt)) = (&self.store, tokio::runtime::Handle::try_current()) {
-            let store = store.clone();
+        }
+        if let (Some(_), Some(me), Ok(rt)) = (
+            &self.store,
+            self.me.upgrade(),
+            tokio::runtime::Handle::try_current(),
+        ) {
             rt.spawn(async move {
-                let _ = store.publish(key.as_deref(), left).await;
+                let _ = me.publish(key.as_deref()).await;
             });
         }
+    }
+
+    /// Writes this worker's current count of `tenant` to the store (in order).
+    async fn publish(&self, tenant: Option<&str>) -> Result<(), ()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _order = timeout(store.timeout(), self.store_order.lock())
+            .await
+            .map_err(|_| ())?;
+        store.publish(tenant, self.held(tenant)).await
     }
 
     /// Republishes this worker's counts every `refresh_interval` (store only) so that
@@ -337,15 +404,13 @@ impl Quotas {
             loop {
                 tick.tick().await;
                 let Some(q) = weak.upgrade() else { return };
-                let Some(store) = q.store.clone() else { return };
-                let counts: Vec<(Option<String>, usize)> =
-                    q.counts().iter().map(|(k, v)| (k.clone(), *v)).collect();
-                drop(q);
-                for (tenant, n) in counts {
-                    if store.publish(tenant.as_deref(), n).await.is_err() {
+                let tenants: Vec<Option<String>> = q.counts().keys().cloned().collect();
+                for tenant in tenants {
+                    if q.publish(tenant.as_deref()).await.is_err() {
                         break;
                     }
                 }
+                drop(q);
             }
         }))
     }

@@ -158,6 +158,11 @@ impl QuotaStore {
         self.0.cfg.on_error
     }
 
+    /// The longest wait for one call.
+    pub fn timeout(&self) -> Duration {
+        self.0.cfg.timeout
+    }
+
     pub fn refresh_interval(&self) -> Duration {
         self.0.cfg.refresh_interval
     }

@@ -571,3 +571,57 @@ async fn quota_store_outage_and_dead_workers() {
         back.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_on_two_workers_never_exceed_the_fleet_quota() {
+    if !redis_installed() {
+        assert!(!in_ci(), "redis-server is required in CI");
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    }
+    let raddr = free_addr();
+    let _redis = start_redis(raddr).await;
+    let extra = format!(
+        "tenant_quotas:\n  max_sessions: 5\nquota_store:\n  url: redis://{raddr}/0\n  \
+         timeout: 2s\n  stale_after: 10s\n"
+    );
+    let w1 = quota_worker("cq1", &extra).await;
+    let w2 = quota_worker("cq2", &extra).await;
+    let c = client();
+    // 30 creates at once, alternating between the workers (the anonymous tenant).
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let c = c.clone();
+            let url = format!("{}/sessions", [&w1, &w2][i % 2].base());
+            tokio::spawn(async move { send(c.post(url)).await })
+        })
+        .collect();
+    let mut created = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let r = t.await.expect("task");
+        match r.status {
+            201 => created += 1,
+            429 => {
+                assert_eq!(r.body["error"], "tenant_session_quota", "{r:?}");
+                refused += 1;
+            }
+            s => panic!("create: {s} {r:?}"),
+        }
+    }
+    println!(
+        "30 concurrent creates on 2 workers, fleet quota 5: {created} created, {refused} refused"
+    );
+    assert_eq!((created, refused), (5, 25));
+    let mut held = 0.0;
+    for w in [&w1, &w2] {
+        held += metric_at(
+            &c,
+            &w.base(),
+            hotplex_common::names::shared::SESSIONS_ACTIVE,
+            &[],
+        )
+        .await;
+    }
+    assert_eq!(held, 5.0, "the fleet holds exactly the quota");
+}

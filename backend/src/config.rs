@@ -12,6 +12,9 @@ use hotplex_common::telemetry::{TelemetryFile, TelemetrySettings};
 use serde::Deserialize;
 
 pub use crate::agent_config::{AgentConfig, AgentFileConfig, AgentLimits, AgentProtocol};
+pub use crate::quota_config::{
+    OnError, QuotaStoreConfig, QuotaStoreFile, Rate, TenantQuotas, TenantQuotasFile,
+};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -90,6 +93,10 @@ pub struct FileConfig {
     /// OpenTelemetry traces (OTLP/HTTP); absent or without `endpoint`: off. See
     /// `hotplex_common::telemetry` for the keys and their defaults.
     pub telemetry: Option<TelemetryFile>,
+    /// Per-tenant quotas on sessions and turns (see [`crate::quota_config`]).
+    pub tenant_quotas: Option<TenantQuotasFile>,
+    /// Shared store (Redis) that makes the tenant quotas fleet-wide. Default: none.
+    pub quota_store: Option<QuotaStoreFile>,
 }
 
 /// `admin:` section of the config file.
@@ -182,6 +189,10 @@ pub struct WorkerConfig {
     pub agent: AgentConfig,
     /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
     pub telemetry: TelemetrySettings,
+    /// Validated `tenant_quotas:`.
+    pub tenant_quotas: TenantQuotas,
+    /// Validated `quota_store:`; `None`: per-worker quotas only.
+    pub quota_store: Option<QuotaStoreConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -210,6 +221,8 @@ impl Default for WorkerConfig {
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             agent: AgentConfig::demo(),
             telemetry: TelemetrySettings::off(DEFAULT_SERVICE_NAME),
+            tenant_quotas: TenantQuotas::default(),
+            quota_store: None,
         }
     }
 }
@@ -339,6 +352,14 @@ impl FileConfig {
                 key: e.key,
                 reason: e.reason,
             })?;
+        let tenant_quotas = match self.tenant_quotas {
+            Some(q) => TenantQuotas::from_file(q).map_err(|(k, r)| invalid(k, &r))?,
+            None => d.tenant_quotas,
+        };
+        let quota_store = match self.quota_store {
+            Some(q) => Some(QuotaStoreConfig::from_file(q).map_err(|(k, r)| invalid(k, &r))?),
+            None => None,
+        };
         Ok(WorkerConfig {
             listen: self.listen.unwrap_or(d.listen),
             node_id,
@@ -357,6 +378,8 @@ impl FileConfig {
             log_level: self.log_level.unwrap_or(d.log_level),
             agent,
             telemetry,
+            tenant_quotas,
+            quota_store,
         })
     }
 }
@@ -439,6 +462,43 @@ agent:
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.retry_after_secs, DEFAULT_RETRY_AFTER_SECS);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.tenant_quotas, TenantQuotas::default());
+        assert!(c.quota_store.is_none());
+    }
+
+    #[test]
+    fn tenant_quotas_and_store_parse_and_name_bad_keys() {
+        let y = "tenant_quotas:\n  max_sessions: 7\n  turns_per_minute: 30\n  turns_burst: 5\n\
+                 quota_store:\n  url: redis://127.0.0.1:6379\n  timeout: 50ms\n  on_error: closed\n";
+        let c = FileConfig::parse(y, "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect("valid");
+        assert_eq!(c.tenant_quotas.session_quota(1000), 7);
+        assert_eq!(c.tenant_quotas.turns.per_minute, 30);
+        assert_eq!(c.tenant_quotas.turns.burst, 5);
+        let store = c.quota_store.expect("store");
+        assert_eq!(store.on_error, OnError::Closed);
+        assert_eq!(store.timeout, Duration::from_millis(50));
+        for (bad, key) in [
+            (
+                "tenant_quotas: {max_sesions: 1}\n",
+                "tenant_quotas.max_sesions",
+            ),
+            (
+                "tenant_quotas: {turns_burst: 0}\n",
+                "tenant_quotas.turns_burst",
+            ),
+            ("quota_store: {url: 'x://y'}\n", "quota_store.url"),
+            (
+                "quota_store: {url: 'redis://h', on_error: maybe}\n",
+                "quota_store.on_error",
+            ),
+        ] {
+            let e = FileConfig::parse(bad, "w.yaml")
+                .and_then(|f| f.into_runtime("w.yaml"))
+                .expect_err(bad);
+            assert!(e.to_string().contains(&format!("key `{key}`")), "{e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use hotplex_common::headers::RETRY_AFTER;
 use serde_json::{Map, Value};
 
 use crate::pool::PoolError;
+use crate::quota::{QuotaCode, QuotaRefusal};
 
 /// An error answer.
 #[derive(Debug)]
@@ -65,10 +66,27 @@ impl ApiError {
             PoolError::StartFailed(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "agent_start_failed", msg)
             }
+            PoolError::Quota(r) => ApiError::from_quota(&r),
         }
     }
 
-    fn retry(mut self, secs: u64) -> Self {
+    /// A quota refusal: 429 (503 when the store is down and `on_error: closed`) with
+    /// `Retry-After` and `retry_after` in the body.
+    pub fn from_quota(r: &QuotaRefusal) -> Self {
+        let status = match r.code {
+            QuotaCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        };
+        let mut e = ApiError::new(status, r.code.as_str(), r.message())
+            .with("retry_after", r.retry_after_secs)
+            .retry(r.retry_after_secs);
+        if r.limit > 0 {
+            e = e.with("limit", r.limit);
+        }
+        e
+    }
+
+    pub fn retry(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
     }
@@ -109,6 +127,24 @@ mod tests {
         assert_eq!(
             r.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
             Some(&b"7"[..])
+        );
+    }
+
+    #[test]
+    fn quota_refusal_is_429_with_retry_after_and_code() {
+        let r = QuotaRefusal {
+            code: QuotaCode::TurnRate,
+            retry_after_secs: 2,
+            limit: 60,
+        };
+        let e = ApiError::from_quota(&r);
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.body()["error"], "tenant_turn_rate");
+        assert_eq!(e.body()["retry_after"], 2);
+        let resp = e.into_response();
+        assert_eq!(
+            resp.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"2"[..])
         );
     }
 

@@ -22,6 +22,9 @@ pub mod error;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod quota;
+pub mod quota_config;
+pub mod quota_store;
 pub mod session;
 pub mod sse;
 pub mod trust;
@@ -54,6 +57,7 @@ pub struct Server {
     http: JoinHandle<std::io::Result<()>>,
     admin_http: Option<JoinHandle<std::io::Result<()>>>,
     reaper: JoinHandle<()>,
+    quota_refresher: Option<JoinHandle<()>>,
 }
 
 /// Serves an application on `listener` until `stop` turns true; handlers see the peer
@@ -92,10 +96,16 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
     let node_header = HeaderValue::from_str(&cfg.node_id).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("node id: {e}"))
     })?;
+    if let Some(store) = &cfg.quota_store {
+        // Fleet-wide quotas were asked for: never fall back to per-worker ones silently.
+        quota_store::QuotaStore::client(store)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    }
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(WorkerMetrics::new());
     let pool = Pool::new(cfg.clone(), metrics.clone());
     let reaper = pool.spawn_reaper();
+    let quota_refresher = pool.quotas().spawn_refresher();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = api::AppState {
         pool: pool.clone(),
@@ -117,6 +127,7 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
         http,
         admin_http,
         reaper,
+        quota_refresher,
     })
 }
 
@@ -165,6 +176,9 @@ impl Server {
             }
         }
         self.reaper.abort();
+        if let Some(r) = self.quota_refresher {
+            r.abort();
+        }
         tracing::info!("worker stopped");
     }
 }

@@ -168,6 +168,9 @@ pub struct WorkerMetrics {
     pub websockets_active: IntGauge,
     bad_requests: IntCounterVec,
     refused: IntCounterVec,
+    quota_refusals: IntCounterVec,
+    /// Failed calls to the shared quota store.
+    pub quota_store_errors: IntCounter,
     /// Tokens and cost per tenant.
     pub usage: crate::usage::UsageMetrics,
 }
@@ -265,6 +268,16 @@ impl WorkerMetrics {
                 "Requests and frames refused for trust reasons, by reason.",
                 &["reason"],
             ),
+            quota_refusals: counter_vec(
+                &r,
+                worker::QUOTA_REFUSALS,
+                "Session creations and turns refused by a tenant quota, by code.",
+                &["code"],
+            ),
+            quota_store_errors: counter(
+                worker::QUOTA_STORE_ERRORS,
+                "Failed or timed-out calls to the shared quota store.",
+            ),
             usage: crate::usage::UsageMetrics::new(&r),
             registry: r,
         };
@@ -283,6 +296,9 @@ impl WorkerMetrics {
         }
         for r in Refusal::ALL {
             m.refused.with_label_values(&[r.as_str()]);
+        }
+        for c in crate::quota::QuotaCode::ALL {
+            m.quota_refusals.with_label_values(&[c.as_str()]);
         }
         m.tools_invoked.with_label_values(&[OTHER_TOOL]);
         for (route, method, status) in ROUTE_ANSWERS {
@@ -336,6 +352,13 @@ impl WorkerMetrics {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
         let label = if ok { tool } else { OTHER_TOOL };
         self.tools_invoked.with_label_values(&[label]).inc();
+    }
+
+    /// Counts a create or turn refused by a tenant quota.
+    pub fn quota_refused(&self, code: crate::quota::QuotaCode) {
+        self.quota_refusals
+            .with_label_values(&[code.as_str()])
+            .inc();
     }
 
     pub fn refused(&self, reason: Refusal) {

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, Semaphore};
 use crate::agent::AgentProcess;
 use crate::config::WorkerConfig;
 use crate::metrics::{CloseReason, ErrorReason, WorkerMetrics};
-use crate::session::{Session, SessionKey};
+use crate::quota::{QuotaRefusal, Quotas};
+use crate::session::{Session, SessionKey, Turn, TurnRefused};
 
 /// Why a session could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +30,15 @@ pub enum PoolError {
     Exists(String),
     #[error("the agent could not be started: {0}")]
     StartFailed(String),
+    #[error("{}", .0.message())]
+    Quota(QuotaRefusal),
 }
 
 /// The session pool.
 pub struct Pool {
     cfg: Arc<WorkerConfig>,
     metrics: Arc<WorkerMetrics>,
+    quotas: Arc<Quotas>,
     sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
     slots: Arc<Semaphore>,
     draining: AtomicBool,
@@ -47,8 +51,10 @@ pub struct Pool {
 impl Pool {
     pub fn new(cfg: Arc<WorkerConfig>, metrics: Arc<WorkerMetrics>) -> Arc<Self> {
         metrics.sessions_max.set(cfg.max_sessions as i64);
+        let quotas = Quotas::new(&cfg, metrics.clone());
         Arc::new(Pool {
             slots: Arc::new(Semaphore::new(cfg.max_sessions)),
+            quotas,
             cfg,
             metrics,
             sessions: Mutex::new(HashMap::new()),
@@ -66,6 +72,11 @@ impl Pool {
 
     pub fn metrics(&self) -> &WorkerMetrics {
         &self.metrics
+    }
+
+    /// The tenant quotas every create and turn goes through.
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<Session>>> {
@@ -144,9 +155,15 @@ impl Pool {
             self.metrics.pool_rejections.inc();
             return Err(PoolError::Full(self.cfg.max_sessions));
         };
+        // Every creation (HTTP, WebSocket) passes the tenant's quotas here.
+        let slot = self
+            .quotas
+            .admit_create(tenant)
+            .await
+            .map_err(PoolError::Quota)?;
         let id = id.unwrap_or_else(|| SessionId::generate(&self.cfg.node_id));
         let key = SessionKey::new(tenant, id.clone());
-        let session = Arc::new(Session::new(key.clone(), permit));
+        let session = Arc::new(Session::new(key.clone(), permit, slot));
         // Hold the agent lock while starting so a concurrent turn waits for the start.
         let mut guard = session.agent.clone().lock_owned().await;
         {
@@ -180,6 +197,18 @@ impl Pool {
                 Err(PoolError::StartFailed(e.to_string()))
             }
         }
+    }
+
+    /// Begins a turn of `session` (SSE message, WebSocket `execute`): the session must be
+    /// idle and open, then the tenant's turn rate must admit it. The one entry point of
+    /// every turn.
+    pub async fn begin_turn(self: &Arc<Self>, session: &Arc<Session>) -> Result<Turn, TurnRefused> {
+        let turn = Turn::begin(self, session)?;
+        self.quotas
+            .admit_turn(session.tenant.as_deref())
+            .await
+            .map_err(TurnRefused::Quota)?;
+        Ok(turn)
     }
 
     /// The session `id` of `tenant`, created if it does not exist (WebSocket `execute`).
@@ -351,6 +380,7 @@ impl Pool {
             "max_sessions": self.cfg.max_sessions,
             "turns_running": self.turns_running(),
             "sessions_total": self.metrics.sessions_total.get(),
+            "tenant_session_quota": self.quotas.session_quota(),
             "draining": self.is_draining(),
             "status": self.readiness(),
             "uptime_secs": self.started.elapsed().as_secs(),
@@ -388,7 +418,8 @@ mod tests {
         assert!(!p.owned_by_other(Some("b"), &id));
         p.close_all(CloseReason::Shutdown).await;
     }
-    use crate::session::{Turn, TurnEvent};
+    use crate::config::TenantQuotas;
+    use crate::session::TurnEvent;
 
     fn shell_agent() -> AgentConfig {
         let script = r#"echo '{"type":"ready"}'; while read -r l; do echo '{"type":"tool_use","tool":"sh"}'; echo '{"type":"result"}'; done"#;
@@ -401,6 +432,11 @@ mod tests {
             node_id: "t".into(),
             idle_timeout: Duration::from_millis(50),
             agent: shell_agent(),
+            // The pool's own cap is under test: one tenant may fill it.
+            tenant_quotas: TenantQuotas {
+                max_sessions: Some(max),
+                ..TenantQuotas::default()
+            },
             ..WorkerConfig::default()
         };
         Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()))
@@ -422,6 +458,46 @@ mod tests {
         assert_eq!(p.metrics().sessions_active.get(), 2);
         p.close_all(CloseReason::Shutdown).await;
         assert!(p.is_empty());
+    }
+
+    #[tokio::test]
+    async fn creates_pass_the_tenant_quota_and_closes_free_it() {
+        let cfg = WorkerConfig {
+            max_sessions: 4,
+            node_id: "t".into(),
+            agent: shell_agent(),
+            ..WorkerConfig::default()
+        };
+        let p = Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()));
+        assert_eq!(p.quotas().session_quota(), 2, "default: half the pool");
+        let a = p.create(Some("a"), None).await.expect("a1");
+        let a2 = SessionId::parse("a-2").expect("id");
+        p.get_or_create(Some("a"), a2.clone()).await.expect("a2");
+        let Err(e) = p.create(Some("a"), None).await else {
+            panic!("a3 over the quota");
+        };
+        assert!(
+            matches!(&e, PoolError::Quota(r) if r.code.as_str() == "tenant_session_quota"),
+            "{e:?}"
+        );
+        let Err(e) = p
+            .get_or_create(Some("a"), SessionId::parse("a-3").expect("id"))
+            .await
+        else {
+            panic!("a3 by id over the quota");
+        };
+        assert!(matches!(e, PoolError::Quota(_)), "{e:?}");
+        p.get_or_create(Some("a"), a2)
+            .await
+            .expect("an existing session is not a new one");
+        p.create(Some("b"), None).await.expect("b unaffected");
+        assert_eq!(p.len(), 3, "refused creates started no agent");
+        assert!(p.close(&a.key(), CloseReason::Deleted).await);
+        p.create(Some("a"), None)
+            .await
+            .expect("room again after a close");
+        p.close_all(CloseReason::Shutdown).await;
+        assert_eq!(p.quotas().tenant_count(Some("a")), 0);
     }
 
     #[tokio::test]
@@ -455,8 +531,8 @@ mod tests {
         let p = pool(5);
         let s = p.create(None, None).await.expect("create");
         let (tx, mut rx) = tokio::sync::mpsc::channel::<TurnEvent>(16);
-        let turn = Turn::begin(&p, &s).expect("begin");
-        assert!(Turn::begin(&p, &s).is_err(), "one turn at a time");
+        let turn = p.begin_turn(&s).await.expect("begin");
+        assert!(p.begin_turn(&s).await.is_err(), "one turn at a time");
         turn.run("hi".into(), tx).await;
         let mut events = vec![];
         while let Some(e) = rx.recv().await {

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::agent::{AgentError, AgentLine, AgentProcess};
 use crate::metrics::{CloseReason, ErrorReason, TurnOutcome};
 use crate::pool::Pool;
+use crate::quota::{QuotaRefusal, TenantSlot};
 
 /// One event of a turn: a server frame without its `request_id`.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +70,8 @@ pub struct Session {
     stop_tx: watch::Sender<u64>,
     pub(crate) agent: Arc<tokio::sync::Mutex<Option<AgentProcess>>>,
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The session's place in its tenant's quota (released with the pool slot).
+    tenant_slot: Mutex<Option<TenantSlot>>,
 }
 
 /// A JSON snapshot of a session (`GET /sessions/{id}`).
@@ -77,7 +80,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Session {
-    pub(crate) fn new(key: SessionKey, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(key: SessionKey, permit: OwnedSemaphorePermit, slot: TenantSlot) -> Self {
         let now = (Instant::now(), SystemTime::now());
         Session {
             id: key.id,
@@ -92,6 +95,7 @@ impl Session {
             stop_tx: watch::channel(0).0,
             agent: Arc::new(tokio::sync::Mutex::new(None)),
             permit: Mutex::new(Some(permit)),
+            tenant_slot: Mutex::new(Some(slot)),
         }
     }
 
@@ -185,6 +189,9 @@ impl Session {
         if let Ok(mut p) = self.permit.lock() {
             p.take();
         }
+        if let Ok(mut s) = self.tenant_slot.lock() {
+            s.take();
+        }
     }
 }
 
@@ -195,6 +202,8 @@ pub enum TurnRefused {
     Busy,
     /// The session is closing.
     Closed,
+    /// The tenant's turn rate (or the quota store) refused it.
+    Quota(QuotaRefusal),
 }
 
 /// A turn holding the session's agent; run it with [`Turn::run`].

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{lookup, read_json, AppState, MessageBody};
 use crate::error::ApiError;
-use crate::session::{Turn, TurnEvent, TurnRefused};
+use crate::session::{TurnEvent, TurnRefused};
 use crate::trust::Caller;
 
 /// Channel depth between a turn and its client.
@@ -37,7 +37,7 @@ pub async fn post_message(
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
-    let turn = match Turn::begin(&st.pool, &session) {
+    let turn = match st.pool.begin_turn(&session).await {
         Ok(t) => t,
         Err(TurnRefused::Busy) => {
             return ApiError::new(
@@ -49,6 +49,11 @@ pub async fn post_message(
             .into_response()
         }
         Err(TurnRefused::Closed) => return ApiError::session_not_found(&id).into_response(),
+        Err(TurnRefused::Quota(r)) => {
+            return ApiError::from_quota(&r)
+                .with("session_id", id)
+                .into_response()
+        }
     };
     let request_id = msg.request_id.unwrap_or_else(|| st.pool.next_request_id());
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);

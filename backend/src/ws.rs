@@ -34,7 +34,7 @@ use crate::api::{find, AppState};
 use crate::error::ApiError;
 use crate::metrics::Refusal;
 use crate::pool::PoolError;
-use crate::session::{Session, Turn, TurnEvent, TurnRefused};
+use crate::session::{Session, TurnEvent, TurnRefused};
 use crate::sse::EVENT_BUFFER;
 use crate::trust::Caller;
 
@@ -163,6 +163,21 @@ fn error_frame(request_id: u64, code: &str, message: &str, session_id: Option<&s
         data["session_id"] = Value::from(s);
     }
     json!({"request_id": request_id, "event": "error", "data": data})
+}
+
+/// An `error` frame for an API error: its code, message and context fields, and
+/// `retry_after` (seconds) when the error has one (quota refusals, pool full, draining).
+fn api_error_frame(request_id: u64, e: &ApiError, session_id: Option<&str>) -> Value {
+    let mut f = error_frame(request_id, e.code, &e.message, session_id);
+    for (k, v) in &e.extra {
+        if k != "error" && k != "message" {
+            f["data"][k.as_str()] = v.clone();
+        }
+    }
+    if let Some(secs) = e.retry_after {
+        f["data"]["retry_after"] = Value::from(secs);
+    }
+    f
 }
 
 /// A refusal frame with a reconnect hint.
@@ -342,17 +357,24 @@ async fn handle_frame(
                 Ok(s) => s,
                 Err(e) => {
                     let e = pool_error(st, e);
-                    let _ = out.send(error_frame(rid, e.code, &e.message, None)).await;
+                    let raw = (!raw.is_empty()).then_some(raw.as_str());
+                    let _ = out.send(api_error_frame(rid, &e, raw)).await;
                     return;
                 }
             };
             *last = Some(session.clone());
-            let turn = match Turn::begin(&st.pool, &session) {
+            let turn = match st.pool.begin_turn(&session).await {
                 Ok(t) => t,
                 Err(r) => {
                     let (code, msg) = match r {
                         TurnRefused::Busy => ("session_busy", "a turn is already running"),
                         TurnRefused::Closed => ("session_not_found", "the session was closed"),
+                        TurnRefused::Quota(q) => {
+                            let e = ApiError::from_quota(&q);
+                            let f = api_error_frame(rid, &e, Some(session.id.as_str()));
+                            let _ = out.send(f).await;
+                            return;
+                        }
                     };
                     let _ = out
                         .send(error_frame(rid, code, msg, Some(session.id.as_str())))
@@ -550,6 +572,17 @@ mod tests {
         assert_eq!(f.kind, "stats");
         assert_eq!(f.request_id, 0);
         assert!(serde_json::from_str::<ClientFrame>(r#"{"request_id":1}"#).is_err());
+        let q = crate::quota::QuotaRefusal {
+            code: crate::quota::QuotaCode::SessionQuota,
+            retry_after_secs: 5,
+            limit: 2,
+        };
+        let f = api_error_frame(7, &ApiError::from_quota(&q), Some("s1"));
+        assert_eq!(f["event"], "error");
+        assert_eq!(f["data"]["error"], "tenant_session_quota");
+        assert_eq!(f["data"]["retry_after"], 5);
+        assert_eq!(f["data"]["limit"], 2);
+        assert_eq!(f["data"]["session_id"], "s1");
         let e = error_frame(3, "bad_frame", "m", Some("s"));
         assert_eq!(e["data"]["session_id"], "s");
         assert_eq!(e["event"], "error");

@@ -61,6 +61,12 @@ pub mod worker {
     /// Counter, US dollars: cost of agent turns as the agent reports it (Claude Code's
     /// `result`), label `tenant` (bounded as for [`AGENT_TOKENS`]).
     pub const AGENT_COST_USD: &str = "hotplex_worker_agent_cost_usd_total";
+    /// Counter: session creations and turns refused by a tenant quota, label `code`
+    /// (`tenant_session_quota`, `tenant_session_rate`, `tenant_turn_rate`,
+    /// `quota_store_unavailable`); never the tenant.
+    pub const QUOTA_REFUSALS: &str = "hotplex_worker_quota_refusals_total";
+    /// Counter: failed or timed-out calls to the shared quota store (`quota_store`).
+    pub const QUOTA_STORE_ERRORS: &str = "hotplex_worker_quota_store_errors_total";
 }
 
 /// Every metric family the worker exports (the shared family plus [`worker`]): what a
@@ -82,6 +88,8 @@ pub const WORKER_EXPORTED: &[&str] = &[
     worker::REFUSED_TOTAL,
     worker::AGENT_TOKENS,
     worker::AGENT_COST_USD,
+    worker::QUOTA_REFUSALS,
+    worker::QUOTA_STORE_ERRORS,
 ];
 
 /// Proxy-only metrics (`hotplex_proxy_*`).

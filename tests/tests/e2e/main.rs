@@ -37,6 +37,7 @@ mod reliability_h2;
 mod reliability_hostile;
 mod reliability_memory;
 mod reliability_restart;
+mod tenant_quotas;
 mod worker_api;
 mod worker_drain;
 mod worker_identity;

@@ -106,6 +106,14 @@ pub async fn spawn_worker_cmd(
     (guard, addr)
 }
 
+/// Worker `tenant_quotas` for suites that test the pool, routing or load rather than
+/// tenant quotas: one tenant (the anonymous one, or a test's key) may fill the pool and
+/// create sessions and run turns as fast as the test needs (the shipped defaults hold a
+/// tenant to half the pool and 60/120-burst rates; `tenant_quotas.rs` tests those).
+pub const POOL_TESTS_TENANT_QUOTAS: &str = "tenant_quotas:\n  max_sessions: 100000\n  \
+     new_sessions_per_minute: 1000000\n  new_sessions_burst: 1000000\n  \
+     turns_per_minute: 1000000\n  turns_burst: 1000000\n";
+
 /// The `key` address of an addr file.
 pub fn addr_of(v: &serde_json::Value, key: &str) -> std::net::SocketAddr {
     v[key]

@@ -1,7 +1,9 @@
 //! Helpers of the proxy end-to-end tests: real `e2e-worker` and `e2e-proxy` child
 //! processes on loopback ports, killed on drop.
 
-pub use super::{addr_file, addr_of, client, hdr, metric_at, metric_in, metrics_at};
+pub use super::{
+    addr_file, addr_of, client, hdr, metric_at, metric_in, metrics_at, POOL_TESTS_TENANT_QUOTAS,
+};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +57,7 @@ fn worker_yaml(o: &WorkerOpts) -> String {
         "max_sessions: {}\nidle_timeout: 1h\nexecution_timeout: 60s\nretry_after_secs: 1\n",
         o.max_sessions
     );
+    y.push_str(POOL_TESTS_TENANT_QUOTAS);
     if o.light {
         y.push_str(
             "agent:\n  command: [\"sh\", \"-c\", \"exec cat >/dev/null\"]\n  wait_ready: false\n",

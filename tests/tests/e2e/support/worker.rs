@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use hotplex_common::profiling::ACTIVATE_ENV;
 use hotplex_e2e::sse::{Event, Reader};
 use hotplex_e2e::{wait_until_http_ok, ChildGuard};
+use hotplex_worker::config::{Rate, TenantQuotas};
 use hotplex_worker::{AgentConfig, Server, WorkerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -45,6 +46,18 @@ pub fn test_config() -> WorkerConfig {
         max_body_bytes: 64 * 1024,
         retry_after_secs: 3,
         agent: demo_agent(),
+        // Pool tests: one tenant may fill the pool (see POOL_TESTS_TENANT_QUOTAS).
+        tenant_quotas: TenantQuotas {
+            max_sessions: Some(100_000),
+            new_sessions: Rate {
+                per_minute: 1_000_000,
+                burst: 1_000_000,
+            },
+            turns: Rate {
+                per_minute: 1_000_000,
+                burst: 1_000_000,
+            },
+        },
         ..WorkerConfig::default()
     }
 }
@@ -99,11 +112,14 @@ pub async fn spawn_worker(yaml: &str, node_id: &str) -> ChildWorker {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("worker.yaml");
     // The demo agent's test prompts (spawn, history, crash, garbage) are a config switch.
-    let yaml = if yaml.contains("agent:") {
+    let mut yaml = if yaml.contains("agent:") {
         yaml.to_string()
     } else {
         format!("{yaml}\nagent:\n  demo_test_hooks: true\n")
     };
+    if !yaml.contains("tenant_quotas:") {
+        yaml = format!("{yaml}\n{}", super::POOL_TESTS_TENANT_QUOTAS);
+    }
     std::fs::write(&config_path, yaml).expect("write config");
     let addr_path = dir.path().join("addr.json");
     let mut cmd = Command::new(WORKER_BIN);

@@ -46,6 +46,9 @@ pub enum Command {
 pub const EXIT_INVALID_CONFIG: u8 = 1;
 /// Exit code of a startup failure (busy port...).
 pub const EXIT_STARTUP: u8 = 2;
+/// Exit code after a SIGQUIT that handed the listening sockets to no new process (so that
+/// systemd's `Restart=on-failure` starts the proxy again).
+pub const EXIT_NO_HANDOVER: u8 = 3;
 
 /// Entry point of both `hotplex-proxy` and the test launcher.
 pub fn main() -> ExitCode {
@@ -80,6 +83,10 @@ pub fn main() -> ExitCode {
                 cli.addr_file.as_deref(),
             ) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ crate::server::StartError::Config(_)) => {
+                    eprintln!("hotplex-proxy: {e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
                 Err(e) => {
                     eprintln!("hotplex-proxy: {e}");
                     ExitCode::from(EXIT_STARTUP)

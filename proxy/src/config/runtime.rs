@@ -125,8 +125,11 @@ pub struct RuntimeConfig {
     pub admin_tokens: Vec<[u8; 32]>,
     /// Grace of a worker removed from the config.
     pub workers_removal_grace: Duration,
-    /// `upgrade.sock`: the graceful-upgrade socket path.
-    pub upgrade_sock: String,
+    /// `upgrade.sock`: the graceful-upgrade socket path (configured, or the private runtime
+    /// directory's: see [`crate::upgrade_sock`]); `None`: upgrades are disabled.
+    pub upgrade_sock: Option<std::path::PathBuf>,
+    /// Whether `upgrade.sock` was set in the file (else the default is used).
+    pub upgrade_sock_configured: bool,
     /// `upgrade.grace_period`.
     pub upgrade_grace: Duration,
     /// `upgrade.shutdown_timeout`.
@@ -434,12 +437,18 @@ impl RuntimeConfig {
             log_level: f.log.level.clone(),
             admin_tokens: super::tokens::admin_tokens(file, &f.admin, admin_listen)?,
             workers_removal_grace: f.workers_removal_grace,
-            upgrade_sock: f.upgrade.sock.clone().unwrap_or_else(|| {
-                std::env::temp_dir()
-                    .join(format!("hotplex-proxy-{}.sock", listen.port()))
-                    .display()
-                    .to_string()
-            }),
+            upgrade_sock: match &f.upgrade.sock {
+                Some(s) if !s.starts_with('/') => {
+                    return Err(ConfigError::new(
+                        file,
+                        "upgrade.sock",
+                        "must be an absolute path",
+                    ))
+                }
+                Some(s) => Some(std::path::PathBuf::from(s)),
+                None => crate::upgrade_sock::default_path_from_env(),
+            },
+            upgrade_sock_configured: f.upgrade.sock.is_some(),
             upgrade_grace: positive(file, "upgrade.grace_period", f.upgrade.grace_period)?,
             shutdown_timeout: positive(
                 file,

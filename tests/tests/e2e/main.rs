@@ -30,6 +30,7 @@ mod proxy_streams;
 mod proxy_tls;
 mod proxy_trust;
 mod proxy_upgrade;
+mod proxy_upgrade_hijack;
 mod reliability_faults;
 mod reliability_flood;
 mod reliability_h2;

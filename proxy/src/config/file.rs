@@ -146,7 +146,8 @@ pub struct WorkerFile {
 #[serde(deny_unknown_fields)]
 pub struct UpgradeFile {
     /// Unix socket the listening sockets are handed over on. Both the old and the new
-    /// process must use the same path. Default: `$TMPDIR/hotplex-proxy-<listen port>.sock`.
+    /// process must use the same path. Default: a private runtime directory (see
+    /// [`crate::upgrade_sock`]); checked at start.
     #[serde(default)]
     pub sock: Option<String>,
     /// After SIGQUIT/SIGTERM, how long the old process keeps serving (open WebSockets and

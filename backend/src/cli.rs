@@ -166,6 +166,7 @@ pub fn main() -> ExitCode {
     let opts = logging::LogOptions {
         telemetry: Some(telemetry),
         static_fields: vec![("node_id", cfg.node_id.clone())],
+        audit: None,
     };
     // A failed exporter is logged; the worker runs without traces.
     let _ = logging::init_with(cfg.log_format, &cfg.log_level, opts);

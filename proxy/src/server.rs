@@ -70,9 +70,13 @@ pub fn run_reporting(
     upgrade: bool,
     addr_file: Option<&std::path::Path>,
 ) -> Result<(), StartError> {
+    let audit = cfg.audit_sink.open().map_err(|e| {
+        crate::config::ConfigError::new(&cfg.source, "audit.file", format!("cannot open: {e}"))
+    })?;
     let log_opts = hotplex_common::logging::LogOptions {
         telemetry: Some(cfg.telemetry.clone().with_process_env()?),
         static_fields: Vec::new(),
+        audit: Some(audit),
     };
     // A failed exporter is logged; the proxy runs without traces.
     let _ = hotplex_common::logging::init_with(cfg.log_format, &cfg.log_level, log_opts);

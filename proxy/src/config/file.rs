@@ -60,6 +60,9 @@ pub struct FileConfig {
     /// Upstream connection pool.
     #[serde(default)]
     pub upstream: UpstreamFile,
+    /// Audit log sink (`audit.file` or `audit.stream`), independent of `log.level`.
+    #[serde(default)]
+    pub audit: AuditFile,
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
@@ -338,6 +341,19 @@ impl Default for UpstreamFile {
             keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
         }
     }
+}
+
+/// `audit:` section: where audit lines (target `audit`) go, at any log level. Default:
+/// standard error. Not reloadable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// A file (absolute path), opened for appending, created with mode 0600.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
+    /// `stderr` or `stdout` (not with `file`).
+    #[serde(default)]
+    pub stream: Option<hotplex_common::logging::AuditStream>,
 }
 
 /// `log:` section.

@@ -121,6 +121,8 @@ pub struct RuntimeConfig {
     pub keepalive_idle: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `audit.file` / `audit.stream`: the audit lines' own sink.
+    pub audit_sink: hotplex_common::logging::AuditSink,
     /// SHA-256 digests of the admin bearer tokens (empty: admin API open, loopback only).
     pub admin_tokens: Vec<[u8; 32]>,
     /// Grace of a worker removed from the config.
@@ -435,6 +437,11 @@ impl RuntimeConfig {
             keepalive_idle: f.upstream.keepalive_idle,
             log_format: f.log.format,
             log_level: f.log.level.clone(),
+            audit_sink: hotplex_common::logging::AuditSink::from_config(
+                f.audit.file.as_deref(),
+                f.audit.stream,
+            )
+            .map_err(|reason| ConfigError::new(file, "audit.file", reason))?,
             admin_tokens: super::tokens::admin_tokens(file, &f.admin, admin_listen)?,
             workers_removal_grace: f.workers_removal_grace,
             upgrade_sock: match &f.upgrade.sock {

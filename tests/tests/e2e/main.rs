@@ -16,6 +16,7 @@ mod observability_metrics;
 mod observability_traces;
 mod proxy_admin;
 mod proxy_affinity;
+mod proxy_audit_sink;
 mod proxy_cli;
 mod proxy_conn_limits;
 mod proxy_dns;

@@ -170,6 +170,9 @@ pub fn main() -> ExitCode {
     };
     // A failed exporter is logged; the worker runs without traces.
     let _ = logging::init_with(cfg.log_format, &cfg.log_level, opts);
+    for w in &cfg.secret_warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -90,6 +90,17 @@ pub struct FileConfig {
     /// OpenTelemetry traces (OTLP/HTTP); absent or without `endpoint`: off. See
     /// `hotplex_common::telemetry` for the keys and their defaults.
     pub telemetry: Option<TelemetryFile>,
+    /// Checks of the secret files named by `proxy_keys` and `admin.tokens` (`file:`).
+    pub security: Option<SecurityFileConfig>,
+}
+
+/// `security:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFileConfig {
+    /// Refuse the config when a secret file is readable by group or others; otherwise a
+    /// warning. Default [`hotplex_common::secrets::DEFAULT_REFUSE_READABLE_SECRETS`].
+    pub refuse_readable_secrets: Option<bool>,
 }
 
 /// `admin:` section of the config file.
@@ -182,6 +193,8 @@ pub struct WorkerConfig {
     pub agent: AgentConfig,
     /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
     pub telemetry: TelemetrySettings,
+    /// Secret files readable by group or others (`key: reason`), logged at startup.
+    pub secret_warnings: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -210,6 +223,7 @@ impl Default for WorkerConfig {
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             agent: AgentConfig::demo(),
             telemetry: TelemetrySettings::off(DEFAULT_SERVICE_NAME),
+            secret_warnings: Vec::new(),
         }
     }
 }
@@ -277,6 +291,40 @@ impl FileConfig {
         Self::parse(&text, &file)
     }
 
+    /// The `file:` secrets of `proxy_keys` and `admin.tokens` readable by group or others:
+    /// warnings, or `Err((key, reason))` with `security.refuse_readable_secrets`.
+    fn readable_secrets(&self) -> Result<Vec<String>, (String, String)> {
+        use hotplex_common::secrets;
+        let mut files = Vec::new();
+        for (i, k) in self.proxy_keys.iter().flatten().enumerate() {
+            if let Some(p) = secrets::file_ref(k) {
+                files.push((format!("proxy_keys[{i}]"), p.to_path_buf()));
+            }
+        }
+        let tokens = self.admin.as_ref().and_then(|a| a.tokens.as_ref());
+        for (i, k) in tokens.into_iter().flatten().enumerate() {
+            if let Some(p) = secrets::file_ref(k) {
+                files.push((format!("admin.tokens[{i}]"), p.to_path_buf()));
+            }
+        }
+        let found = secrets::check(&files);
+        let refuse = self
+            .security
+            .as_ref()
+            .and_then(|s| s.refuse_readable_secrets)
+            .unwrap_or(secrets::DEFAULT_REFUSE_READABLE_SECRETS);
+        match found.first() {
+            Some(f) if refuse => Err((
+                f.key.clone(),
+                format!("{} (security.refuse_readable_secrets is on)", f.reason()),
+            )),
+            _ => Ok(found
+                .iter()
+                .map(|x| format!("{}: {}", x.key, x.reason()))
+                .collect()),
+        }
+    }
+
     /// Validates and fills defaults. `file` names the source in errors.
     pub fn into_runtime(self, file: &str) -> Result<WorkerConfig, ConfigError> {
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
@@ -285,6 +333,7 @@ impl FileConfig {
             reason: reason.to_string(),
         };
         let d = WorkerConfig::default();
+        let secret_warnings = self.readable_secrets().map_err(|(k, r)| invalid(&k, &r))?;
         let node_id = match self.node_id {
             Some(n) => {
                 validate_node_id(&n).map_err(|r| invalid("node_id", &r))?;
@@ -357,6 +406,7 @@ impl FileConfig {
             log_level: self.log_level.unwrap_or(d.log_level),
             agent,
             telemetry,
+            secret_warnings,
         })
     }
 }

@@ -56,6 +56,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { file }) => match config::load(&file) {
             Ok(c) => {
+                for w in &c.secret_warnings {
+                    eprintln!("hotplex-proxy: warning: {}: {w}", c.source);
+                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }

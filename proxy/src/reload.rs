@@ -226,6 +226,9 @@ impl Reloader {
             tracing::warn!(hash = %hash, changes = %security_diff, "reload changes security settings");
         }
         *self.last_diff.lock().unwrap_or_else(|p| p.into_inner()) = security_diff;
+        for w in &new.secret_warnings {
+            tracing::warn!(config = %new.source, "{w}");
+        }
         self.registry.set_config(new);
         let active = self.registry.config();
         for h in &hooks {

@@ -80,6 +80,9 @@ pub fn run_reporting(
     };
     // A failed exporter is logged; the proxy runs without traces.
     let _ = hotplex_common::logging::init_with(cfg.log_format, &cfg.log_level, log_opts);
+    for w in &cfg.secret_warnings {
+        tracing::warn!(config = %cfg.source, "{w}");
+    }
     if cfg.insecure_secret {
         tracing::warn!(
             "the public development affinity secret is in use: set routing.affinity_secrets"

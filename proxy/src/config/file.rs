@@ -60,6 +60,9 @@ pub struct FileConfig {
     /// Upstream connection pool.
     #[serde(default)]
     pub upstream: UpstreamFile,
+    /// Checks of the secret files the config names.
+    #[serde(default)]
+    pub security: SecurityFile,
     /// Audit log sink (`audit.file` or `audit.stream`), independent of `log.level`.
     #[serde(default)]
     pub audit: AuditFile,
@@ -341,6 +344,17 @@ impl Default for UpstreamFile {
             keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
         }
     }
+}
+
+/// `security:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFile {
+    /// Refuse the config (at start and on reload) when a private key or secret file it names
+    /// is readable by group or others; `false`: a warning. Default
+    /// [`hotplex_common::secrets::DEFAULT_REFUSE_READABLE_SECRETS`].
+    #[serde(default)]
+    pub refuse_readable_secrets: bool,
 }
 
 /// `audit:` section: where audit lines (target `audit`) go, at any log level. Default:

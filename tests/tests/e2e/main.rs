@@ -38,6 +38,7 @@ mod reliability_h2;
 mod reliability_hostile;
 mod reliability_memory;
 mod reliability_restart;
+mod secret_files;
 mod worker_api;
 mod worker_drain;
 mod worker_metrics;

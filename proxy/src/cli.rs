@@ -40,6 +40,14 @@ pub enum Command {
     },
     /// Run the proxy (the default).
     Run,
+    /// Binary upgrade in one step: start `<this binary> --upgrade` with the same config,
+    /// send SIGQUIT to the running proxy `--pid`, exit 0 once the new process took the
+    /// listening sockets (1 otherwise). For systemd: `ExecReload=... upgrade --pid $MAINPID`.
+    Upgrade {
+        /// The running proxy's pid.
+        #[arg(long)]
+        pid: i32,
+    },
 }
 
 /// Exit code of an invalid config.
@@ -67,6 +75,18 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             }
         },
+        Some(Command::Upgrade { pid }) => {
+            match crate::upgrade_cmd::run(cli.config.as_deref(), pid) {
+                Ok(new_pid) => {
+                    println!("hotplex-proxy: upgraded: process {new_pid} took the listening sockets from {pid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hotplex-proxy: upgrade failed: {e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
+            }
+        }
         Some(Command::Run) | None => {
             let loaded = match &cli.config {
                 Some(p) => config::load(p),

@@ -19,6 +19,8 @@
 //! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
 //! - [`upgrade_sock`], [`handover`]: the private upgrade socket and the checked handover of
 //!   the listening sockets (peer uid, configured addresses only, non-zero exit without one);
+//! - [`upgrade_cmd`], [`sd_notify`]: `hotplex-proxy upgrade --pid PID` (the upgrade in one
+//!   command, e.g. systemd `ExecReload=`) and `READY=1`/`MAINPID=` for `Type=notify`;
 //! - [`tls`]: TLS termination, HTTP/2, HSTS, HTTPS redirect, certificate reload;
 //! - [`jwt`]: JWT bearer-token validation (`auth.jwt`);
 //! - [`conn_guard`]: connection limits and the request-head deadline (slowloris);
@@ -47,6 +49,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod sd_notify;
 pub mod security;
 pub mod server;
 pub mod surface;
@@ -54,5 +57,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod trust;
 pub mod upgrade;
+pub mod upgrade_cmd;
 pub mod upgrade_sock;
 pub mod upstream;

@@ -214,6 +214,10 @@ pub fn run_reporting(
         "upgrade watch",
         crate::upgrade::LeavingService,
     ));
+    server.add_service(background_service(
+        "systemd notify",
+        crate::sd_notify::NotifyReady,
+    ));
     if let Some(r) = https_redirect {
         server.add_service(r);
     }

@@ -121,6 +121,10 @@ struct Proc {
 }
 
 async fn start(dir: &Path, name: &str, yaml: &str, rt: &Path) -> Proc {
+    start_env(dir, name, yaml, rt, &[]).await
+}
+
+async fn start_env(dir: &Path, name: &str, yaml: &str, rt: &Path, env: &[(&str, &Path)]) -> Proc {
     let config = dir.join(format!("{name}.yaml"));
     write_config_file(&config, ANY_PORT, ANY_PORT, "", yaml);
     let addr_path = dir.join(format!("{name}.addr.json"));
@@ -132,6 +136,7 @@ async fn start(dir: &Path, name: &str, yaml: &str, rt: &Path) -> Proc {
         .arg(&addr_path)
         .env("RUST_LOG", "warn,audit=info")
         .env("RUNTIME_DIRECTORY", rt)
+        .envs(env.iter().copied())
         .stderr(std::fs::File::create(&log).expect("log"));
     let mut guard = ChildGuard::spawn_with_output(name, &mut cmd);
     let bound = addr_file(&addr_path, &mut guard).await;
@@ -388,4 +393,85 @@ async fn injected_listeners_are_refused_and_the_upgrade_still_works() {
     assert_eq!(r.status(), 200);
     hotplex_e2e::wait_until_http_ok(&format!("http://{}/health/live", a.admin), WAIT).await;
     assert!(log_of(&b_log).contains("upgrade.listeners_taken"));
+}
+
+/// Kills a process the test did not spawn itself (the upgraded proxy) when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// One `sd_notify` datagram as `KEY=value` lines.
+fn notified(rx: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = rx
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_command_hands_over_and_moves_systemds_main_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime_dir(dir.path());
+    let notify_path = dir.path().join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    rx.set_read_timeout(Some(WAIT)).expect("timeout");
+    let env = [("NOTIFY_SOCKET", notify_path.as_path())];
+    let mut a = start_env(dir.path(), "a", &base_yaml(), &rt, &env).await;
+    let first = notified(&rx);
+    assert!(
+        first.contains("READY=1") && first.contains(&format!("MAINPID={}", a.guard.pid())),
+        "{first}"
+    );
+
+    // What `ExecReload=hotplex-proxy --config F upgrade --pid $MAINPID` runs.
+    let b_config = dir.path().join("b.yaml");
+    write_config_file(&b_config, a.listen, a.admin, "", &base_yaml());
+    let status = Command::new(PROXY_BIN)
+        .arg("--config")
+        .arg(&b_config)
+        .arg("upgrade")
+        .arg("--pid")
+        .arg(a.guard.pid().to_string())
+        .env("RUNTIME_DIRECTORY", &rt)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("upgrade.out")).expect("out"))
+        .stderr(std::fs::File::create(dir.path().join("upgrade.err")).expect("err"))
+        .status()
+        .expect("upgrade command");
+    let second = notified(&rx);
+    let new_pid: i32 = second
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("MAINPID in {second:?}"));
+    let _b = KillOnDrop(new_pid);
+    assert!(
+        status.success(),
+        "upgrade: {}",
+        log_of(&dir.path().join("upgrade.err"))
+    );
+    assert_ne!(
+        new_pid as u32,
+        a.guard.pid(),
+        "the new process is the main pid"
+    );
+    let code = exit_code(&mut a.guard, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "A handed over:\n{}", log_of(&a.log));
+    let r = client()
+        .get(format!("http://{}/health/live", a.listen))
+        .send()
+        .await
+        .expect("the new process serves the port");
+    assert_eq!(r.status(), 200);
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(new_pid), None).is_ok());
 }

@@ -92,6 +92,18 @@ pub struct FileConfig {
     pub telemetry: Option<TelemetryFile>,
     /// Checks of the secret files named by `proxy_keys` and `admin.tokens` (`file:`).
     pub security: Option<SecurityFileConfig>,
+    /// Where audit lines (target `audit`) go, at any log level. Default: stderr.
+    pub audit: Option<AuditFileConfig>,
+}
+
+/// `audit:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFileConfig {
+    /// A file (absolute path), appended to, created with mode 0600.
+    pub file: Option<std::path::PathBuf>,
+    /// `stderr` or `stdout` (not with `file`).
+    pub stream: Option<hotplex_common::logging::AuditStream>,
 }
 
 /// `security:` section of the config file.
@@ -195,6 +207,8 @@ pub struct WorkerConfig {
     pub telemetry: TelemetrySettings,
     /// Secret files readable by group or others (`key: reason`), logged at startup.
     pub secret_warnings: Vec<String>,
+    /// `audit.file` / `audit.stream`: the audit lines' own sink.
+    pub audit_sink: hotplex_common::logging::AuditSink,
 }
 
 impl Default for WorkerConfig {
@@ -224,6 +238,7 @@ impl Default for WorkerConfig {
             agent: AgentConfig::demo(),
             telemetry: TelemetrySettings::off(DEFAULT_SERVICE_NAME),
             secret_warnings: Vec::new(),
+            audit_sink: Default::default(),
         }
     }
 }
@@ -375,6 +390,10 @@ impl FileConfig {
             tokens: resolve_all(&admin_file.tokens.unwrap_or_default())
                 .map_err(|r| invalid("admin.tokens", &r))?,
         };
+        let audit = self.audit.unwrap_or_default();
+        let audit_sink =
+            hotplex_common::logging::AuditSink::from_config(audit.file.as_deref(), audit.stream)
+                .map_err(|r| invalid("audit.file", &r))?;
         let agent = match self.agent {
             Some(a) => AgentConfig::from_file(a).map_err(|(k, r)| invalid(k, &r))?,
             None => d.agent,
@@ -407,6 +426,7 @@ impl FileConfig {
             agent,
             telemetry,
             secret_warnings,
+            audit_sink,
         })
     }
 }
@@ -463,6 +483,26 @@ agent:
         let c = FileConfig::parse(y, "w.yaml")
             .and_then(|f| f.into_runtime("w.yaml"))
             .expect("valid");
+        assert_eq!(
+            c.audit_sink,
+            hotplex_common::logging::AuditSink::Stderr,
+            "default audit sink"
+        );
+        let audit = |y: &str| FileConfig::parse(y, "w.yaml").and_then(|f| f.into_runtime("w.yaml"));
+        assert_eq!(
+            audit("audit:\n  file: /var/log/a.log\n")
+                .expect("file")
+                .audit_sink,
+            hotplex_common::logging::AuditSink::File("/var/log/a.log".into())
+        );
+        assert_eq!(
+            audit("audit:\n  stream: stdout\n")
+                .expect("stdout")
+                .audit_sink,
+            hotplex_common::logging::AuditSink::Stdout
+        );
+        let e = audit("audit:\n  file: /a.log\n  stream: stderr\n").expect_err("both");
+        assert!(e.to_string().contains("audit.file"), "{e}");
         assert_eq!(c.node_id, "node-7");
         assert_eq!(c.max_sessions, 5);
         assert_eq!(c.idle_timeout, Duration::from_secs(120));

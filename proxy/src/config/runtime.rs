@@ -183,48 +183,6 @@ fn buffer_size(file: &str, key: &str, n: usize) -> Result<usize, ConfigError> {
     }
 }
 
-/// The secret files `f` names (TLS keys, token and key files, `file:` references) that
-/// group or others can read: warnings, or an error with `security.refuse_readable_secrets`.
-fn readable_secrets(file: &str, f: &FileConfig) -> Result<Vec<String>, ConfigError> {
-    use hotplex_common::secrets;
-    use std::path::PathBuf;
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for (i, c) in f.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
-        files.push((format!("tls.certificates[{i}].key"), c.key.clone()));
-    }
-    if let Some(t) = &f.admin.token_file {
-        files.push(("admin.token_file".into(), PathBuf::from(t)));
-    }
-    for (i, k) in f.auth.keys.iter().enumerate() {
-        if let Some(p) = &k.file {
-            files.push((format!("auth.keys[{i}].file"), p.clone()));
-        }
-    }
-    for (i, s) in f.routing.affinity_secrets.iter().enumerate() {
-        if let Some(p) = secrets::file_ref(s) {
-            files.push((format!("routing.affinity_secrets[{i}]"), p.to_path_buf()));
-        }
-    }
-    if let Some(p) = f.worker_auth.key.as_deref().and_then(secrets::file_ref) {
-        files.push(("worker_auth.key".into(), p.to_path_buf()));
-    }
-    let found = secrets::check(&files);
-    match found.first() {
-        Some(first) if f.security.refuse_readable_secrets => Err(ConfigError::new(
-            file,
-            &first.key,
-            format!(
-                "{} (security.refuse_readable_secrets is on)",
-                first.reason()
-            ),
-        )),
-        _ => Ok(found
-            .iter()
-            .map(|x| format!("{}: {}", x.key, x.reason()))
-            .collect()),
-    }
-}
-
 fn positive(file: &str, key: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(ConfigError::new(file, key, "must be greater than 0"))
@@ -448,7 +406,7 @@ impl RuntimeConfig {
             }
         };
 
-        let secret_warnings = readable_secrets(file, &f)?;
+        let secret_warnings = super::secret_files::readable_secrets(file, &f)?;
         let digest = Sha256::digest(text.as_bytes());
         Ok(RuntimeConfig {
             source: file.to_string(),

@@ -163,12 +163,23 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let audit = match cfg.audit_sink.open() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hotplex-worker: invalid configuration: audit.file: cannot open: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = logging::LogOptions {
         telemetry: Some(telemetry),
         static_fields: vec![("node_id", cfg.node_id.clone())],
+        audit: Some(audit),
     };
     // A failed exporter is logged; the worker runs without traces.
     let _ = logging::init_with(cfg.log_format, &cfg.log_level, opts);
+    for w in &cfg.secret_warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

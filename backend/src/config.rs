@@ -97,6 +97,29 @@ pub struct FileConfig {
     pub tenant_quotas: Option<TenantQuotasFile>,
     /// Shared store (Redis) that makes the tenant quotas fleet-wide. Default: none.
     pub quota_store: Option<QuotaStoreFile>,
+    /// Checks of the secret files named by `proxy_keys` and `admin.tokens` (`file:`).
+    pub security: Option<SecurityFileConfig>,
+    /// Where audit lines (target `audit`) go, at any log level. Default: stderr.
+    pub audit: Option<AuditFileConfig>,
+}
+
+/// `audit:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFileConfig {
+    /// A file (absolute path), appended to, created with mode 0600.
+    pub file: Option<std::path::PathBuf>,
+    /// `stderr` or `stdout` (not with `file`).
+    pub stream: Option<hotplex_common::logging::AuditStream>,
+}
+
+/// `security:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFileConfig {
+    /// Refuse the config when a secret file is readable by group or others; otherwise a
+    /// warning. Default [`hotplex_common::secrets::DEFAULT_REFUSE_READABLE_SECRETS`].
+    pub refuse_readable_secrets: Option<bool>,
 }
 
 /// `admin:` section of the config file.
@@ -193,6 +216,10 @@ pub struct WorkerConfig {
     pub tenant_quotas: TenantQuotas,
     /// Validated `quota_store:`; `None`: per-worker quotas only.
     pub quota_store: Option<QuotaStoreConfig>,
+    /// Secret files readable by group or others (`key: reason`), logged at startup.
+    pub secret_warnings: Vec<String>,
+    /// `audit.file` / `audit.stream`: the audit lines' own sink.
+    pub audit_sink: hotplex_common::logging::AuditSink,
 }
 
 impl Default for WorkerConfig {
@@ -223,6 +250,8 @@ impl Default for WorkerConfig {
             telemetry: TelemetrySettings::off(DEFAULT_SERVICE_NAME),
             tenant_quotas: TenantQuotas::default(),
             quota_store: None,
+            secret_warnings: Vec::new(),
+            audit_sink: Default::default(),
         }
     }
 }
@@ -290,6 +319,40 @@ impl FileConfig {
         Self::parse(&text, &file)
     }
 
+    /// The `file:` secrets of `proxy_keys` and `admin.tokens` readable by group or others:
+    /// warnings, or `Err((key, reason))` with `security.refuse_readable_secrets`.
+    fn readable_secrets(&self) -> Result<Vec<String>, (String, String)> {
+        use hotplex_common::secrets;
+        let mut files = Vec::new();
+        for (i, k) in self.proxy_keys.iter().flatten().enumerate() {
+            if let Some(p) = secrets::file_ref(k) {
+                files.push((format!("proxy_keys[{i}]"), p.to_path_buf()));
+            }
+        }
+        let tokens = self.admin.as_ref().and_then(|a| a.tokens.as_ref());
+        for (i, k) in tokens.into_iter().flatten().enumerate() {
+            if let Some(p) = secrets::file_ref(k) {
+                files.push((format!("admin.tokens[{i}]"), p.to_path_buf()));
+            }
+        }
+        let found = secrets::check(&files);
+        let refuse = self
+            .security
+            .as_ref()
+            .and_then(|s| s.refuse_readable_secrets)
+            .unwrap_or(secrets::DEFAULT_REFUSE_READABLE_SECRETS);
+        match found.first() {
+            Some(f) if refuse => Err((
+                f.key.clone(),
+                format!("{} (security.refuse_readable_secrets is on)", f.reason()),
+            )),
+            _ => Ok(found
+                .iter()
+                .map(|x| format!("{}: {}", x.key, x.reason()))
+                .collect()),
+        }
+    }
+
     /// Validates and fills defaults. `file` names the source in errors.
     pub fn into_runtime(self, file: &str) -> Result<WorkerConfig, ConfigError> {
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
@@ -298,6 +361,7 @@ impl FileConfig {
             reason: reason.to_string(),
         };
         let d = WorkerConfig::default();
+        let secret_warnings = self.readable_secrets().map_err(|(k, r)| invalid(&k, &r))?;
         let node_id = match self.node_id {
             Some(n) => {
                 validate_node_id(&n).map_err(|r| invalid("node_id", &r))?;
@@ -339,6 +403,10 @@ impl FileConfig {
             tokens: resolve_all(&admin_file.tokens.unwrap_or_default())
                 .map_err(|r| invalid("admin.tokens", &r))?,
         };
+        let audit = self.audit.unwrap_or_default();
+        let audit_sink =
+            hotplex_common::logging::AuditSink::from_config(audit.file.as_deref(), audit.stream)
+                .map_err(|r| invalid("audit.file", &r))?;
         let agent = match self.agent {
             Some(a) => AgentConfig::from_file(a).map_err(|(k, r)| invalid(k, &r))?,
             None => d.agent,
@@ -380,6 +448,8 @@ impl FileConfig {
             telemetry,
             tenant_quotas,
             quota_store,
+            secret_warnings,
+            audit_sink,
         })
     }
 }
@@ -436,6 +506,26 @@ agent:
         let c = FileConfig::parse(y, "w.yaml")
             .and_then(|f| f.into_runtime("w.yaml"))
             .expect("valid");
+        assert_eq!(
+            c.audit_sink,
+            hotplex_common::logging::AuditSink::Stderr,
+            "default audit sink"
+        );
+        let audit = |y: &str| FileConfig::parse(y, "w.yaml").and_then(|f| f.into_runtime("w.yaml"));
+        assert_eq!(
+            audit("audit:\n  file: /var/log/a.log\n")
+                .expect("file")
+                .audit_sink,
+            hotplex_common::logging::AuditSink::File("/var/log/a.log".into())
+        );
+        assert_eq!(
+            audit("audit:\n  stream: stdout\n")
+                .expect("stdout")
+                .audit_sink,
+            hotplex_common::logging::AuditSink::Stdout
+        );
+        let e = audit("audit:\n  file: /a.log\n  stream: stderr\n").expect_err("both");
+        assert!(e.to_string().contains("audit.file"), "{e}");
         assert_eq!(c.node_id, "node-7");
         assert_eq!(c.max_sessions, 5);
         assert_eq!(c.idle_timeout, Duration::from_secs(120));

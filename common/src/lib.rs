@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod profiling;
+pub mod secrets;
 pub mod session_id;
 pub mod telemetry;
 

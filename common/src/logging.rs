@@ -49,9 +49,90 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The target of audit lines (`tracing::info!(target: "audit", ...)`).
+pub const AUDIT_TARGET: &str = "audit";
+
+/// Where audit lines (target [`AUDIT_TARGET`]) go: their own sink, written at any log
+/// level and never into the main log. Always JSON lines.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Standard error (the default; shared with the main log, but not filtered by its level).
+    #[default]
+    Stderr,
+    /// Standard output.
+    Stdout,
+    /// A file, opened for appending, created with mode 0600.
+    File(std::path::PathBuf),
+}
+
+/// `stderr` or `stdout` (config `audit.stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditStream {
+    Stderr,
+    Stdout,
+}
+
+impl AuditSink {
+    /// From the config keys `audit.file` / `audit.stream` (at most one set; `None`, `None`
+    /// is the default). `Err`: the reason, for the caller's config error.
+    pub fn from_config(
+        file: Option<&std::path::Path>,
+        stream: Option<AuditStream>,
+    ) -> Result<AuditSink, String> {
+        match (file, stream) {
+            (Some(_), Some(_)) => Err("set audit.file or audit.stream, not both".into()),
+            (Some(f), None) if !f.is_absolute() => Err("must be an absolute path".into()),
+            (Some(f), None) => Ok(AuditSink::File(f.to_path_buf())),
+            (None, Some(AuditStream::Stdout)) => Ok(AuditSink::Stdout),
+            (None, _) => Ok(AuditSink::Stderr),
+        }
+    }
+
+    /// Opens the sink (a file: append, created 0600).
+    pub fn open(&self) -> std::io::Result<AuditOut> {
+        use std::os::unix::fs::OpenOptionsExt;
+        Ok(match self {
+            AuditSink::Stderr => AuditOut::Stderr,
+            AuditSink::Stdout => AuditOut::Stdout,
+            AuditSink::File(p) => AuditOut::File(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(p)?,
+            ),
+        })
+    }
+}
+
+/// An opened [`AuditSink`].
+#[derive(Debug)]
+pub enum AuditOut {
+    Stderr,
+    Stdout,
+    File(std::fs::File),
+}
+
+impl AuditOut {
+    fn write_line(&self, line: &[u8]) {
+        let _ = match self {
+            AuditOut::Stderr => std::io::stderr().lock().write_all(line),
+            AuditOut::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(line).and_then(|()| o.flush())
+            }
+            // One write(2) per line on an O_APPEND file.
+            AuditOut::File(f) => (&*f).write_all(line),
+        };
+    }
+}
+
 /// Options of [`init_with`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct LogOptions {
+    /// Where audit lines go (default stderr), whatever the log level.
+    pub audit: Option<AuditOut>,
     /// Traces: exported when it has an endpoint.
     pub telemetry: Option<TelemetrySettings>,
     /// Fields added to every JSON line lacking them, e.g. `("node_id", "w1")`.
@@ -81,6 +162,16 @@ pub fn init_with(
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };
+    // Audit lines are enabled at any level; the main output skips them, the audit layer
+    // writes only them, to its own sink.
+    let filter = match format!("{AUDIT_TARGET}=trace").parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
+    let audit = JsonLayer::audit(
+        opts.audit.unwrap_or(AuditOut::Stderr),
+        opts.static_fields.clone(),
+    );
     type Base = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
     let mut otel: Option<telemetry::OtelLayer<Base>> = None;
     let mut result = Ok(());
@@ -90,7 +181,10 @@ pub fn init_with(
             Err(e) => result = Err(e),
         }
     }
-    let base = tracing_subscriber::registry().with(filter).with(otel);
+    let base = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(audit);
     // The output layer is outermost: JsonLayer needs `on_register_dispatch`, which
     // `Option`/`Vec` layers do not forward.
     let _ = match format {
@@ -98,7 +192,7 @@ pub fn init_with(
         LogFormat::Text => base
             .with(fmt::layer().with_writer(std::io::stderr).with_filter(
                 tracing_subscriber::filter::filter_fn(|m| {
-                    m.target() != SPAN_TARGET || !m.is_span()
+                    m.target() != AUDIT_TARGET && (m.target() != SPAN_TARGET || !m.is_span())
                 }),
             ))
             .try_init(),
@@ -252,10 +346,14 @@ impl std::fmt::Write for WriteBuf<'_> {
     }
 }
 
-/// The JSON-lines layer (stderr).
+/// The JSON-lines layer: the main log (stderr, audit lines skipped) or the audit log (only
+/// audit lines, to an [`AuditOut`]).
 pub struct JsonLayer {
     static_fields: Vec<(&'static str, String)>,
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
+    /// `Some`: the audit layer (only audit lines, there; it keeps no span state of its own,
+    /// reading what the main layer recorded).
+    audit: Option<AuditOut>,
 }
 
 impl JsonLayer {
@@ -263,6 +361,14 @@ impl JsonLayer {
         JsonLayer {
             static_fields,
             dispatch: OnceLock::new(),
+            audit: None,
+        }
+    }
+
+    fn audit(out: AuditOut, static_fields: Vec<(&'static str, String)>) -> JsonLayer {
+        JsonLayer {
+            audit: Some(out),
+            ..JsonLayer::new(static_fields)
         }
     }
 
@@ -338,6 +444,9 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if self.audit.is_some() {
+            return;
+        }
         let mut f = SpanLogFields::default();
         attrs.record(&mut f);
         if !f.is_empty() {
@@ -348,6 +457,9 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if self.audit.is_some() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
         if let Some(f) = ext.get_mut::<SpanLogFields>() {
@@ -362,10 +474,19 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let is_audit = event.metadata().target() == AUDIT_TARGET;
+        if is_audit != self.audit.is_some() {
+            return;
+        }
         let mut buf = Vec::with_capacity(512);
         self.write_line(event, &ctx, &mut buf);
         buf.push(b'\n');
-        let _ = std::io::stderr().lock().write_all(&buf);
+        match &self.audit {
+            Some(out) => out.write_line(&buf),
+            None => {
+                let _ = std::io::stderr().lock().write_all(&buf);
+            }
+        }
     }
 }
 
@@ -394,6 +515,28 @@ mod tests {
             let line: Value = serde_json::from_slice(&buf).expect("a JSON line");
             self.out.lock().expect("lock").push(line);
         }
+    }
+
+    #[test]
+    fn audit_sink_from_config_and_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(AuditSink::from_config(None, None), Ok(AuditSink::Stderr));
+        assert_eq!(
+            AuditSink::from_config(None, Some(AuditStream::Stdout)),
+            Ok(AuditSink::Stdout)
+        );
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("audit.log");
+        assert!(AuditSink::from_config(Some(&p), Some(AuditStream::Stderr)).is_err());
+        assert!(AuditSink::from_config(Some(std::path::Path::new("a.log")), None).is_err());
+        let sink = AuditSink::from_config(Some(&p), None).expect("file");
+        let out = sink.open().expect("open");
+        out.write_line(b"one\n");
+        drop(out);
+        sink.open().expect("reopen").write_line(b"two\n");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "one\ntwo\n");
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

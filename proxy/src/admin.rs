@@ -215,7 +215,10 @@ async fn config_handler(State(s): State<AdminState>) -> Json<Value> {
     Json(config_json(&s))
 }
 
-fn set_drain(s: &AdminState, id: &str, on: bool) -> (StatusCode, Json<Value>) {
+/// The admin client's address, for audit lines.
+type Peer = axum::extract::ConnectInfo<std::net::SocketAddr>;
+
+fn set_drain(s: &AdminState, id: &str, on: bool, peer: Peer) -> (StatusCode, Json<Value>) {
     if !s.registry.set_drain(id, on) {
         return (
             StatusCode::NOT_FOUND,
@@ -224,7 +227,10 @@ fn set_drain(s: &AdminState, id: &str, on: bool) -> (StatusCode, Json<Value>) {
     }
     tracing::info!(worker = id, drain = on, "operator drain changed");
     crate::audit::record(
-        crate::audit::Actor::named("admin"),
+        crate::audit::Actor {
+            name: "admin",
+            ip: Some(peer.0.ip()),
+        },
         if on { "admin.drain" } else { "admin.resume" },
         "success",
         &format!("worker={id}"),
@@ -239,20 +245,22 @@ fn set_drain(s: &AdminState, id: &str, on: bool) -> (StatusCode, Json<Value>) {
 
 async fn drain_handler(
     State(s): State<AdminState>,
+    peer: Peer,
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
-    set_drain(&s, &id, true)
+    set_drain(&s, &id, true, peer)
 }
 
 async fn resume_handler(
     State(s): State<AdminState>,
+    peer: Peer,
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
-    set_drain(&s, &id, false)
+    set_drain(&s, &id, false, peer)
 }
 
-async fn reload_handler(State(s): State<AdminState>) -> impl IntoResponse {
-    match s.reloader.reload().await {
+async fn reload_handler(State(s): State<AdminState>, peer: Peer) -> impl IntoResponse {
+    match s.reloader.reload_by("admin", Some(peer.0.ip())).await {
         Ok(hash) => (
             StatusCode::OK,
             Json(json!({"status": "reloaded", "config_hash": hash, "config": config_json(&s)})),
@@ -293,7 +301,7 @@ async fn profiling_get() -> Json<Value> {
 }
 
 /// `POST /admin/profiling {"active": bool}`.
-async fn profiling_set(body: axum::body::Bytes) -> Response {
+async fn profiling_set(peer: Peer, body: axum::body::Bytes) -> Response {
     let active = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("active").and_then(Value::as_bool));
@@ -303,7 +311,10 @@ async fn profiling_set(body: axum::body::Bytes) -> Response {
     };
     let r = hotplex_common::profiling::set_active(active).await;
     crate::audit::record(
-        crate::audit::Actor::named("admin"),
+        crate::audit::Actor {
+            name: "admin",
+            ip: Some(peer.0.ip()),
+        },
         "admin.profiling",
         if r.is_ok() { "success" } else { "failure" },
         &format!("active={active}"),

@@ -44,12 +44,23 @@ pub enum Command {
     DefaultConfig,
     /// Run the proxy (the default).
     Run,
+    /// Binary upgrade in one step: start `<this binary> --upgrade` with the same config,
+    /// send SIGQUIT to the running proxy `--pid`, exit 0 once the new process took the
+    /// listening sockets (1 otherwise). For systemd: `ExecReload=... upgrade --pid $MAINPID`.
+    Upgrade {
+        /// The running proxy's pid.
+        #[arg(long)]
+        pid: i32,
+    },
 }
 
 /// Exit code of an invalid config.
 pub const EXIT_INVALID_CONFIG: u8 = 1;
 /// Exit code of a startup failure (busy port...).
 pub const EXIT_STARTUP: u8 = 2;
+/// Exit code after a SIGQUIT that handed the listening sockets to no new process (so that
+/// systemd's `Restart=on-failure` starts the proxy again).
+pub const EXIT_NO_HANDOVER: u8 = 3;
 
 /// Entry point of both `hotplex-proxy` and the test launcher.
 pub fn main() -> ExitCode {
@@ -57,6 +68,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { file }) => match config::load(&file) {
             Ok(c) => {
+                for w in &c.secret_warnings {
+                    eprintln!("hotplex-proxy: warning: {}: {w}", c.source);
+                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }
@@ -68,6 +82,18 @@ pub fn main() -> ExitCode {
         Some(Command::DefaultConfig) => {
             print!("{}", config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
+        }
+        Some(Command::Upgrade { pid }) => {
+            match crate::upgrade_cmd::run(cli.config.as_deref(), pid) {
+                Ok(new_pid) => {
+                    println!("hotplex-proxy: upgraded: process {new_pid} took the listening sockets from {pid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hotplex-proxy: upgrade failed: {e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
+            }
         }
         Some(Command::Run) | None => {
             let loaded = match &cli.config {
@@ -88,6 +114,10 @@ pub fn main() -> ExitCode {
                 cli.addr_file.as_deref(),
             ) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ crate::server::StartError::Config(_)) => {
+                    eprintln!("hotplex-proxy: {e}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
                 Err(e) => {
                     eprintln!("hotplex-proxy: {e}");
                     ExitCode::from(EXIT_STARTUP)

@@ -17,6 +17,10 @@
 //! - [`hostile`]: raw HTTP/1 head checks (bare LF/CR, NUL, missing `Host`: 400);
 //! - [`server`]: assembles the pingora server;
 //! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
+//! - [`upgrade_sock`], [`handover`]: the private upgrade socket and the checked handover of
+//!   the listening sockets (peer uid, configured addresses only, non-zero exit without one);
+//! - [`upgrade_cmd`], [`sd_notify`]: `hotplex-proxy upgrade --pid PID` (the upgrade in one
+//!   command, e.g. systemd `ExecReload=`) and `READY=1`/`MAINPID=` for `Type=notify`;
 //! - [`tls`]: TLS termination, HTTP/2, HSTS, HTTPS redirect, certificate reload;
 //! - [`jwt`]: JWT bearer-token validation (`auth.jwt`);
 //! - [`conn_guard`]: connection limits and the request-head deadline (slowloris);
@@ -36,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod conn_guard;
 pub mod errors;
+pub mod handover;
 pub mod hostile;
 pub mod jwt;
 pub mod limit_store;
@@ -44,6 +49,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod sd_notify;
 pub mod security;
 pub mod server;
 pub mod surface;
@@ -51,4 +57,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod trust;
 pub mod upgrade;
+pub mod upgrade_cmd;
+pub mod upgrade_sock;
 pub mod upstream;

@@ -94,6 +94,7 @@ pub fn check_reloadable(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), 
         new.health.interval,
     )?;
     unchanged(f, "upgrade.sock", &old.upgrade_sock, &new.upgrade_sock)?;
+    unchanged(f, "audit", &old.audit_sink, &new.audit_sink)?;
     unchanged(
         f,
         "upgrade.grace_period",
@@ -141,11 +142,21 @@ impl Reloader {
 
     /// Reloads (admin API); returns the new config hash.
     pub async fn reload(&self) -> Result<String, ConfigError> {
-        self.reload_from("admin").await
+        self.reload_by("admin", None).await
     }
 
     /// Reloads; `trigger` (`sighup`, `watch`, `admin`) is only logged.
     pub async fn reload_from(&self, trigger: &str) -> Result<String, ConfigError> {
+        self.reload_by(trigger, None).await
+    }
+
+    /// Reloads; `trigger` and the requester's address `ip` (admin API) go into the log and
+    /// the audit line.
+    pub async fn reload_by(
+        &self,
+        trigger: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<String, ConfigError> {
         let _one_at_a_time = self.lock.lock().await;
         let result = self.try_reload();
         match &result {
@@ -166,7 +177,7 @@ impl Reloader {
                     format!("hash={hash}; security: {diff}")
                 };
                 crate::audit::record(
-                    crate::audit::Actor::named(trigger),
+                    crate::audit::Actor { name: trigger, ip },
                     "config.reload",
                     "success",
                     &detail,
@@ -179,7 +190,7 @@ impl Reloader {
                     .inc();
                 tracing::error!(error = %e, trigger, "config reload failed; keeping the running config");
                 crate::audit::record(
-                    crate::audit::Actor::named(trigger),
+                    crate::audit::Actor { name: trigger, ip },
                     "config.reload",
                     "failure",
                     &e.to_string(),
@@ -215,6 +226,9 @@ impl Reloader {
             tracing::warn!(hash = %hash, changes = %security_diff, "reload changes security settings");
         }
         *self.last_diff.lock().unwrap_or_else(|p| p.into_inner()) = security_diff;
+        for w in &new.secret_warnings {
+            tracing::warn!(config = %new.source, "{w}");
+        }
         self.registry.set_config(new);
         let active = self.registry.config();
         for h in &hooks {

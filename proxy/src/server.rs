@@ -36,6 +36,12 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// A config value refused at start (e.g. an `upgrade.sock` others could reach).
+    #[error("invalid config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// `--upgrade` got no listening sockets.
+    #[error("graceful upgrade: {0}")]
+    Upgrade(String),
     /// An invalid `OTEL_*` environment variable.
     #[error("invalid environment: {0}")]
     Telemetry(#[from] hotplex_common::telemetry::SettingError),
@@ -64,12 +70,19 @@ pub fn run_reporting(
     upgrade: bool,
     addr_file: Option<&std::path::Path>,
 ) -> Result<(), StartError> {
+    let audit = cfg.audit_sink.open().map_err(|e| {
+        crate::config::ConfigError::new(&cfg.source, "audit.file", format!("cannot open: {e}"))
+    })?;
     let log_opts = hotplex_common::logging::LogOptions {
         telemetry: Some(cfg.telemetry.clone().with_process_env()?),
         static_fields: Vec::new(),
+        audit: Some(audit),
     };
     // A failed exporter is logged; the proxy runs without traces.
     let _ = hotplex_common::logging::init_with(cfg.log_format, &cfg.log_level, log_opts);
+    for w in &cfg.secret_warnings {
+        tracing::warn!(config = %cfg.source, "{w}");
+    }
     if cfg.insecure_secret {
         tracing::warn!(
             "the public development affinity secret is in use: set routing.affinity_secrets"
@@ -78,6 +91,7 @@ pub fn run_reporting(
     if cfg.admin_tokens.is_empty() {
         tracing::warn!(admin = %cfg.admin_listen, "no admin.tokens: /admin/* is open to anyone who can reach the (loopback) admin listener");
     }
+    let upgrade_sock = prepare_upgrade_sock(&cfg)?;
     // Fail early and clearly on busy ports (when upgrading, the old process holds them).
     // `bound`: the config with the addresses as bound (port 0 resolved); only the listeners
     // use it.
@@ -131,14 +145,16 @@ pub fn run_reporting(
             .join(format!("hotplex-proxy-{pid}.pid"))
             .display()
             .to_string(),
-        upgrade_sock: cfg.upgrade_sock.clone(),
         ..ServerConf::default()
     };
-    let opt = pingora::server::configuration::Opt {
-        upgrade,
-        ..Default::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // The handover is the proxy's own (crate::handover): pingora's upgrade stays off and its
+    // listener table empty; the listening service gets `listen_fds` instead.
+    let listen_fds = crate::handover::table(if upgrade {
+        receive_listeners(&bound, upgrade_sock.as_deref())?
+    } else {
+        pingora::server::Fds::new()
+    });
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
     // pingora's HTTP proxy app behind connection limits and the request-head deadline
@@ -189,7 +205,7 @@ pub fn run_reporting(
         ),
     );
 
-    server.add_service(proxy);
+    server.add_service(crate::handover::OwnFds::new(proxy, listen_fds.clone()));
     server.add_service(health);
     server.add_service(dns_discovery);
     server.add_service(admin);
@@ -198,6 +214,10 @@ pub fn run_reporting(
     server.add_service(background_service(
         "upgrade watch",
         crate::upgrade::LeavingService,
+    ));
+    server.add_service(background_service(
+        "systemd notify",
+        crate::sd_notify::NotifyReady,
     ));
     if let Some(r) = https_redirect {
         server.add_service(r);
@@ -209,10 +229,62 @@ pub fn run_reporting(
             source,
         })?;
     }
-    server.run(pingora::server::RunArgs::default());
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::handover::HandoverSignals {
+            sock: upgrade_sock,
+            fds: listen_fds,
+        }),
+    });
     // Export the last spans before exiting (run_forever would exit without it).
     hotplex_common::telemetry::shutdown();
-    std::process::exit(0)
+    // A SIGQUIT that handed nothing over is a failure (systemd's Restart=on-failure).
+    std::process::exit(if crate::handover::handover_failed() {
+        i32::from(crate::cli::EXIT_NO_HANDOVER)
+    } else {
+        0
+    })
+}
+
+/// The upgrade socket to use, checked: a configured path must be private (see
+/// [`crate::upgrade_sock::check`]: refused otherwise); the default one's directory is
+/// created 0700 when missing (when that is impossible, upgrades are disabled, with a warning).
+fn prepare_upgrade_sock(cfg: &RuntimeConfig) -> Result<Option<std::path::PathBuf>, StartError> {
+    let disabled = |reason: &str| {
+        tracing::warn!(
+            reason,
+            "graceful upgrade disabled: SIGQUIT stops the proxy with a failure status; set upgrade.sock (a private directory) to enable it"
+        );
+        Ok(None)
+    };
+    let Some(sock) = cfg.upgrade_sock.clone() else {
+        return disabled(
+            "no private runtime directory: RUNTIME_DIRECTORY and XDG_RUNTIME_DIR unset, not root",
+        );
+    };
+    if !cfg.upgrade_sock_configured {
+        if let Err(reason) = crate::upgrade_sock::create_dir(&sock) {
+            return disabled(&reason);
+        }
+    }
+    crate::upgrade_sock::check(&sock, crate::upgrade_sock::euid())
+        .map_err(|reason| crate::config::ConfigError::new(&cfg.source, "upgrade.sock", reason))?;
+    Ok(Some(sock))
+}
+
+/// `--upgrade`: the running proxy's listening sockets for `listen` and `tls.listen`.
+fn receive_listeners(
+    bound: &RuntimeConfig,
+    sock: Option<&std::path::Path>,
+) -> Result<pingora::server::Fds, StartError> {
+    let sock = sock.ok_or_else(|| {
+        StartError::Upgrade(
+            "no upgrade socket (upgrade.sock, or a private runtime directory)".into(),
+        )
+    })?;
+    let mut expected = vec![bound.listen];
+    expected.extend(bound.tls.as_ref().map(|t| t.listen));
+    crate::handover::receive(sock, &expected, crate::handover::RECEIVE_WAIT)
+        .map_err(StartError::Upgrade)
 }
 
 /// Picks a free port for `addr` (port 0) and holds it: a bound, not listening socket with

@@ -60,6 +60,12 @@ pub struct FileConfig {
     /// Upstream connection pool.
     #[serde(default)]
     pub upstream: UpstreamFile,
+    /// Checks of the secret files the config names.
+    #[serde(default)]
+    pub security: SecurityFile,
+    /// Audit log sink (`audit.file` or `audit.stream`), independent of `log.level`.
+    #[serde(default)]
+    pub audit: AuditFile,
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
@@ -146,7 +152,8 @@ pub struct WorkerFile {
 #[serde(deny_unknown_fields)]
 pub struct UpgradeFile {
     /// Unix socket the listening sockets are handed over on. Both the old and the new
-    /// process must use the same path. Default: `$TMPDIR/hotplex-proxy-<listen port>.sock`.
+    /// process must use the same path. Default: a private runtime directory (see
+    /// [`crate::upgrade_sock`]); checked at start.
     #[serde(default)]
     pub sock: Option<String>,
     /// After SIGQUIT/SIGTERM, how long the old process keeps serving (open WebSockets and
@@ -337,6 +344,30 @@ impl Default for UpstreamFile {
             keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
         }
     }
+}
+
+/// `security:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFile {
+    /// Refuse the config (at start and on reload) when a private key or secret file it names
+    /// is readable by group or others; `false`: a warning. Default
+    /// [`hotplex_common::secrets::DEFAULT_REFUSE_READABLE_SECRETS`].
+    #[serde(default)]
+    pub refuse_readable_secrets: bool,
+}
+
+/// `audit:` section: where audit lines (target `audit`) go, at any log level. Default:
+/// standard error. Not reloadable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// A file (absolute path), opened for appending, created with mode 0600.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
+    /// `stderr` or `stdout` (not with `file`).
+    #[serde(default)]
+    pub stream: Option<hotplex_common::logging::AuditStream>,
 }
 
 /// `log:` section.

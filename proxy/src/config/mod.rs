@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod downgrade;
 pub mod file;
 pub mod runtime;
+pub mod secret_files;
 pub mod secret_ref;
 pub mod security;
 pub mod store;

@@ -121,12 +121,20 @@ pub struct RuntimeConfig {
     pub keepalive_idle: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Secret files readable by group or others (`key: reason`), logged as warnings at start
+    /// and on reload (with `security.refuse_readable_secrets` the config is refused instead).
+    pub secret_warnings: Vec<String>,
+    /// `audit.file` / `audit.stream`: the audit lines' own sink.
+    pub audit_sink: hotplex_common::logging::AuditSink,
     /// SHA-256 digests of the admin bearer tokens (empty: admin API open, loopback only).
     pub admin_tokens: Vec<[u8; 32]>,
     /// Grace of a worker removed from the config.
     pub workers_removal_grace: Duration,
-    /// `upgrade.sock`: the graceful-upgrade socket path.
-    pub upgrade_sock: String,
+    /// `upgrade.sock`: the graceful-upgrade socket path (configured, or the private runtime
+    /// directory's: see [`crate::upgrade_sock`]); `None`: upgrades are disabled.
+    pub upgrade_sock: Option<std::path::PathBuf>,
+    /// Whether `upgrade.sock` was set in the file (else the default is used).
+    pub upgrade_sock_configured: bool,
     /// `upgrade.grace_period`.
     pub upgrade_grace: Duration,
     /// `upgrade.shutdown_timeout`.
@@ -398,6 +406,7 @@ impl RuntimeConfig {
             }
         };
 
+        let secret_warnings = super::secret_files::readable_secrets(file, &f)?;
         let digest = Sha256::digest(text.as_bytes());
         Ok(RuntimeConfig {
             source: file.to_string(),
@@ -432,14 +441,26 @@ impl RuntimeConfig {
             keepalive_idle: f.upstream.keepalive_idle,
             log_format: f.log.format,
             log_level: f.log.level.clone(),
+            secret_warnings,
+            audit_sink: hotplex_common::logging::AuditSink::from_config(
+                f.audit.file.as_deref(),
+                f.audit.stream,
+            )
+            .map_err(|reason| ConfigError::new(file, "audit.file", reason))?,
             admin_tokens: super::tokens::admin_tokens(file, &f.admin, admin_listen)?,
             workers_removal_grace: f.workers_removal_grace,
-            upgrade_sock: f.upgrade.sock.clone().unwrap_or_else(|| {
-                std::env::temp_dir()
-                    .join(format!("hotplex-proxy-{}.sock", listen.port()))
-                    .display()
-                    .to_string()
-            }),
+            upgrade_sock: match &f.upgrade.sock {
+                Some(s) if !s.starts_with('/') => {
+                    return Err(ConfigError::new(
+                        file,
+                        "upgrade.sock",
+                        "must be an absolute path",
+                    ))
+                }
+                Some(s) => Some(std::path::PathBuf::from(s)),
+                None => crate::upgrade_sock::default_path_from_env(),
+            },
+            upgrade_sock_configured: f.upgrade.sock.is_some(),
             upgrade_grace: positive(file, "upgrade.grace_period", f.upgrade.grace_period)?,
             shutdown_timeout: positive(
                 file,

@@ -330,6 +330,16 @@ impl FileConfig {
             Some(a) => AgentConfig::from_file(a).map_err(|(k, r)| invalid(k, &r))?,
             None => d.agent,
         };
+        let uids = agent
+            .isolation
+            .uid_range
+            .unwrap_or(crate::agent_config::DEFAULT_UID_RANGE);
+        if (uids.count as usize) < max_sessions {
+            return Err(invalid(
+                "agent.isolation.uid_range.count",
+                "must be at least max_sessions (one uid per session)",
+            ));
+        }
         let telemetry = self
             .telemetry
             .unwrap_or_default()

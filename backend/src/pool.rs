@@ -16,6 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::agent::AgentProcess;
 use crate::config::WorkerConfig;
 use crate::metrics::{CloseReason, ErrorReason, WorkerMetrics};
+use crate::sandbox::Sandbox;
 use crate::session::{Session, SessionKey};
 
 /// Why a session could not be created.
@@ -42,10 +43,15 @@ pub struct Pool {
     turns_idle: Notify,
     request_ids: AtomicU64,
     started: Instant,
+    sandbox: Arc<Sandbox>,
 }
 
 impl Pool {
-    pub fn new(cfg: Arc<WorkerConfig>, metrics: Arc<WorkerMetrics>) -> Arc<Self> {
+    pub fn new(
+        cfg: Arc<WorkerConfig>,
+        metrics: Arc<WorkerMetrics>,
+        sandbox: Arc<Sandbox>,
+    ) -> Arc<Self> {
         metrics.sessions_max.set(cfg.max_sessions as i64);
         Arc::new(Pool {
             slots: Arc::new(Semaphore::new(cfg.max_sessions)),
@@ -57,11 +63,17 @@ impl Pool {
             turns_idle: Notify::new(),
             request_ids: AtomicU64::new(1),
             started: Instant::now(),
+            sandbox,
         })
     }
 
     pub fn config(&self) -> &WorkerConfig {
         &self.cfg
+    }
+
+    /// How agents are isolated.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
     }
 
     pub fn metrics(&self) -> &WorkerMetrics {
@@ -158,7 +170,8 @@ impl Pool {
             self.update_active(map.len());
         }
         let cfg = &self.cfg;
-        match AgentProcess::spawn(&cfg.agent, id.as_str(), cfg.startup_timeout).await {
+        match AgentProcess::spawn(&cfg.agent, &self.sandbox, id.as_str(), cfg.startup_timeout).await
+        {
             Ok(agent) => {
                 session.mark_started(agent.pid());
                 *guard = Some(agent);
@@ -403,7 +416,8 @@ mod tests {
             agent: shell_agent(),
             ..WorkerConfig::default()
         };
-        Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()))
+        let sb = Arc::new(Sandbox::worker_user(&cfg.agent));
+        Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()), sb)
     }
 
     #[tokio::test]

@@ -181,6 +181,9 @@ impl Server {
             }
         }
         self.reaper.abort();
+        // The process may exit with the pool still referenced: remove the private
+        // session-directory root now (every session is closed).
+        self.pool.sandbox().remove_own_root();
         tracing::info!("worker stopped");
     }
 }

@@ -218,11 +218,23 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Removes the private session-directory root this worker made (at shutdown, once
+    /// every session is closed; again on drop, harmlessly).
+    pub fn remove_own_root(&self) {
+        if let (true, Some(root)) = (self.own_root, &self.root) {
+            if let Err(e) = std::fs::remove_dir_all(root) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %root.display(), error = %e, "cannot remove the session root");
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        if let (true, Some(root)) = (self.own_root, &self.root) {
-            let _ = std::fs::remove_dir_all(root);
-        }
+        self.remove_own_root();
     }
 }
 
@@ -266,12 +278,15 @@ fn searchable_by_others(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `<temp dir>/hotplex-sessions-<random>`, mode 0711 (agents reach their own directory
-/// but cannot list the others').
+/// `<temp dir>/hotplex-sessions-<pid>-<random>`, mode 0711 (agents reach their own
+/// directory but cannot list the others'). Roots left by workers that are gone (killed
+/// before their shutdown) are removed first.
 fn private_root() -> std::io::Result<PathBuf> {
     let base = std::env::temp_dir();
+    remove_stale_roots(&base);
+    let pid = std::process::id();
     for _ in 0..8 {
-        let p = base.join(format!("hotplex-sessions-{:016x}", rand_u64()));
+        let p = base.join(format!("hotplex-sessions-{pid}-{:016x}", rand_u64()));
         match std::fs::DirBuilder::new().mode(0o711).create(&p) {
             Ok(()) => {
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))?;
@@ -282,6 +297,31 @@ fn private_root() -> std::io::Result<PathBuf> {
         }
     }
     Err(std::io::Error::other("no unique directory name"))
+}
+
+/// Removes `hotplex-sessions-<pid>-*` directories of `base` owned by this user whose
+/// worker process no longer exists.
+fn remove_stale_roots(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    let euid = Privileges::detect().euid;
+    for e in dir.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hotplex-sessions-"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == euid);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Creates `<root>/<session_id>-<random>` and its `.tmp`, mode 0700, owned by `uid`.
@@ -668,6 +708,22 @@ mod tests {
             (ua, 1_999_000_000),
             "freed by the other worker"
         );
+    }
+
+    #[test]
+    fn stale_roots_of_gone_workers_are_removed() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let gone = base.path().join("hotplex-sessions-4000000000-ab");
+        let live = base
+            .path()
+            .join(format!("hotplex-sessions-{}-cd", std::process::id()));
+        let other = base.path().join("hotplex-sessions-x");
+        for d in [&gone, &live, &other] {
+            std::fs::create_dir_all(d.join("s1")).expect("mkdir");
+        }
+        remove_stale_roots(base.path());
+        assert!(!gone.exists(), "a gone worker's root is removed");
+        assert!(live.exists() && other.exists(), "others are kept");
     }
 
     #[test]

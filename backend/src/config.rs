@@ -580,5 +580,16 @@ agent:
             .and_then(|f| f.into_runtime("f"))
             .expect_err("bad node id");
         assert!(e.to_string().contains("node_id"), "{e}");
+        let e = FileConfig::parse(
+            "max_sessions: 10\nagent: {isolation: {uid_range: {start: 300000, count: 5}}}\n",
+            "w.yaml",
+        )
+        .and_then(|f| f.into_runtime("w.yaml"))
+        .expect_err("fewer uids than sessions");
+        let e = e.to_string();
+        assert!(
+            e.contains("w.yaml") && e.contains("agent.isolation.uid_range.count"),
+            "{e}"
+        );
     }
 }

@@ -1,14 +1,16 @@
 //! One agent child process, spoken to through its protocol adapter ([`crate::protocol`]).
 //!
 //! The child runs in its own process group (`process_group(0)`), so closing it kills the
-//! whole group (grandchildren included) with `killpg(SIGKILL)`, then reaps the child. It
-//! inherits only the allowlisted worker variables; with `agent.limits` it is started
-//! through this executable's `agent-exec` launcher, which sets the rlimits and execs it
-//! (same pid). Output lines are read with a hard cap: at most `max_line_bytes` of a line
-//! is ever buffered.
+//! whole group (grandchildren included) with `killpg(SIGKILL)`, then, with a per-session
+//! uid, every process of that uid (those that left the group with `setsid` too; see
+//! [`crate::sandbox`]), then reaps the child. It inherits only the allowlisted worker
+//! variables; with `agent.limits` it is started through this executable's `agent-exec`
+//! launcher, which sets the rlimits and execs it (same pid). Its stderr is a pipe of its
+//! own, logged capped and escaped ([`crate::agent_stderr`]). Output lines are read with
+//! a hard cap: at most `max_line_bytes` of a line is ever buffered.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +24,13 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use crate::config::AgentConfig;
 pub use crate::protocol::AgentLine;
 use crate::protocol::{adapter, Protocol};
+use crate::sandbox::{Sandbox, SessionSandbox};
 
 /// The default longest line accepted from an agent, bytes.
 pub const MAX_LINE_BYTES: usize = crate::agent_config::DEFAULT_MAX_LINE_BYTES;
+
+/// How long a closed agent's stderr may still be read before the reader is stopped.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
 
 /// What went wrong with an agent process.
 #[derive(Debug, thiserror::Error)]
@@ -41,54 +47,6 @@ pub enum AgentError {
     Io(String),
 }
 
-/// A session's own working directory, removed when the last agent process of the
-/// session is gone.
-#[derive(Debug)]
-pub struct SessionDir(PathBuf);
-
-impl SessionDir {
-    /// Creates `<root>/<session_id>-<random>` (unique even if two tenants use one id).
-    pub fn create(root: &Path, session_id: &str) -> std::io::Result<Self> {
-        std::fs::create_dir_all(root)?;
-        for _ in 0..8 {
-            let suffix: u64 = rand_u64();
-            let p = root.join(format!("{session_id}-{suffix:016x}"));
-            match std::fs::create_dir(&p) {
-                Ok(()) => return Ok(SessionDir(p)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(std::io::Error::other("no unique session directory name"))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for SessionDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove session dir");
-            }
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
-}
-
 /// A running agent process.
 pub struct AgentProcess {
     child: Child,
@@ -99,7 +57,8 @@ pub struct AgentProcess {
     /// Decoded turn lines not yet returned.
     pending: VecDeque<AgentLine>,
     max_line: usize,
-    dir: Option<Arc<SessionDir>>,
+    sandbox: Arc<SessionSandbox>,
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
     closed: bool,
 }
 
@@ -118,23 +77,19 @@ pub fn effective_argv(cfg: &AgentConfig, extra: Vec<String>) -> Vec<String> {
 }
 
 impl AgentProcess {
-    /// Spawns a fresh agent for a session (with a new session dir when configured) and,
-    /// if configured, waits for its ready signal.
+    /// Spawns a fresh agent for a session (with a new uid and session dir when the
+    /// sandbox has them) and, if configured, waits for its ready signal.
     pub async fn spawn(
         cfg: &AgentConfig,
+        sandbox: &Sandbox,
         session_id: &str,
         startup_timeout: Duration,
     ) -> Result<Self, AgentError> {
-        let dir = match &cfg.session_dirs {
-            Some(root) => Some(Arc::new(SessionDir::create(root, session_id).map_err(
-                |e| AgentError::Spawn {
-                    program: cfg.command.first().cloned().unwrap_or_default(),
-                    reason: format!("session dir under {}: {e}", root.display()),
-                },
-            )?)),
-            None => None,
-        };
-        Self::spawn_with(cfg, session_id, startup_timeout, dir, None).await
+        let sb = sandbox.session(session_id).map_err(|e| AgentError::Spawn {
+            program: cfg.command.first().cloned().unwrap_or_default(),
+            reason: format!("session sandbox: {e}"),
+        })?;
+        Self::spawn_with(cfg, session_id, startup_timeout, sb, None).await
     }
 
     /// Replaces `old` (closed first) by a new process of the same session: same session
@@ -142,14 +97,15 @@ impl AgentProcess {
     pub async fn restart(
         old: Option<AgentProcess>,
         cfg: &AgentConfig,
+        sandbox: &Arc<Sandbox>,
         session_id: &str,
         startup_timeout: Duration,
     ) -> Result<Self, AgentError> {
         let Some(mut old) = old else {
-            return Self::spawn(cfg, session_id, startup_timeout).await;
+            return Self::spawn(cfg, sandbox, session_id, startup_timeout).await;
         };
         old.close().await;
-        let dir = old.dir.clone();
+        let dir = old.sandbox.clone();
         let resume = old.proto.resume_token();
         drop(old);
         Self::spawn_with(cfg, session_id, startup_timeout, dir, resume).await
@@ -159,7 +115,7 @@ impl AgentProcess {
         cfg: &AgentConfig,
         session_id: &str,
         startup_timeout: Duration,
-        dir: Option<Arc<SessionDir>>,
+        sandbox: Arc<SessionSandbox>,
         resume: Option<String>,
     ) -> Result<Self, AgentError> {
         let mut proto = adapter(cfg.protocol);
@@ -172,19 +128,23 @@ impl AgentProcess {
                 cmd.env(name, v);
             }
         }
+        if let Some(d) = &cfg.cwd {
+            cmd.current_dir(d);
+        }
+        sandbox.apply(&mut cmd);
         cmd.envs(&cfg.env)
             .env("HOTPLEX_SESSION_ID", session_id)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(d) = &dir {
-            cmd.current_dir(d.path());
-        } else if let Some(d) = &cfg.cwd {
-            cmd.current_dir(d);
-        }
-        let mut child = cmd.spawn().map_err(|e| AgentError::Spawn {
+        // With a uid switch std cannot use posix_spawn and forks the worker: off the
+        // runtime threads, so a burst of session starts does not stall the event loop.
+        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let mut child = spawned.map_err(|e| AgentError::Spawn {
             program: program.clone(),
             reason: e.to_string(),
         })?;
@@ -192,6 +152,9 @@ impl AgentProcess {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
+        let stderr_task = child.stderr.take().map(|e| {
+            crate::agent_stderr::spawn(e, session_id.to_string(), sandbox.stderr_budget())
+        });
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -209,7 +172,8 @@ impl AgentProcess {
             proto,
             pending: VecDeque::new(),
             max_line: cfg.max_line_bytes,
-            dir,
+            sandbox,
+            stderr_task,
             closed: false,
         };
         let ready = tokio::time::timeout(startup_timeout, async {
@@ -247,7 +211,12 @@ impl AgentProcess {
 
     /// The session's own working directory, if any.
     pub fn session_dir(&self) -> Option<&Path> {
-        self.dir.as_deref().map(SessionDir::path)
+        self.sandbox.dir()
+    }
+
+    /// The session's own uid, when agents run as per-session users.
+    pub fn uid(&self) -> Option<u32> {
+        self.sandbox.uid()
     }
 
     /// Whether a new process can resume this agent's conversation.
@@ -332,7 +301,8 @@ impl AgentProcess {
         }
     }
 
-    /// Kills the whole process group and reaps the child. Idempotent.
+    /// Kills the whole process group and every process of the session's uid, and reaps
+    /// the child. Idempotent.
     pub async fn close(&mut self) {
         if self.closed {
             return;
@@ -341,6 +311,23 @@ impl AgentProcess {
         self.stdin = None;
         if let Err(e) = self.child.wait().await {
             tracing::warn!(error = %e, "waiting for agent failed");
+        }
+        if self.sandbox.uid().is_some() {
+            // Whatever left the process group (setsid) dies with the uid.
+            let sb = self.sandbox.clone();
+            let swept = tokio::task::spawn_blocking(move || sb.sweep()).await;
+            if !matches!(swept, Ok(true)) {
+                tracing::warn!(uid = ?self.sandbox.uid(), "uid sweep incomplete at agent close");
+            }
+        }
+        if let Some(mut t) = self.stderr_task.take() {
+            // Its last lines (a crash report) are still logged; a writer that escaped the
+            // kill (no per-session uid) does not keep the reader alive. Not awaited here.
+            tokio::spawn(async move {
+                if tokio::time::timeout(STDERR_GRACE, &mut t).await.is_err() {
+                    t.abort();
+                }
+            });
         }
         self.closed = true;
     }
@@ -362,6 +349,9 @@ impl Drop for AgentProcess {
         // killed by `kill_on_drop` and reaped by tokio's orphan queue).
         if !self.closed {
             self.kill_group();
+        }
+        if let Some(t) = self.stderr_task.take() {
+            t.abort();
         }
     }
 }
@@ -490,9 +480,14 @@ mod tests {
         // A tiny agent in sh: ready, then answer + result per input line.
         let script = r#"echo '{"type":"ready"}'; while read -r l; do echo '{"type":"answer","text":"ok"}'; echo '{"type":"result"}'; done"#;
         let cfg = AgentConfig::command(vec!["sh".into(), "-c".into(), script.into()]);
-        let mut a = AgentProcess::spawn(&cfg, "s1", Duration::from_secs(5))
-            .await
-            .expect("spawn");
+        let mut a = AgentProcess::spawn(
+            &cfg,
+            &Arc::new(Sandbox::worker_user(&cfg)),
+            "s1",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("spawn");
         a.send_prompt("s1", "hello").await.expect("send");
         assert_eq!(a.next_line().await.expect("line").kind, "answer");
         assert_eq!(a.next_line().await.expect("line").kind, "result");
@@ -513,9 +508,14 @@ mod tests {
         let mut cfg = AgentConfig::command(vec!["sh".into(), "-c".into(), script.into()]);
         cfg.session_dirs = Some(root.path().to_path_buf());
         cfg.wait_ready = false;
-        let mut a = AgentProcess::spawn(&cfg, "s-dir", Duration::from_secs(5))
-            .await
-            .expect("spawn");
+        let mut a = AgentProcess::spawn(
+            &cfg,
+            &Arc::new(Sandbox::worker_user(&cfg)),
+            "s-dir",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("spawn");
         let l = a.read_raw().await.expect("line");
         assert_eq!(
             l.fields["secret"], "none",
@@ -524,9 +524,15 @@ mod tests {
         assert_eq!(l.fields["path"], "set", "allowlisted ones are");
         let dir = a.session_dir().expect("dir").to_path_buf();
         assert_eq!(l.fields["cwd"], Value::from(dir.to_string_lossy().as_ref()));
-        let a = AgentProcess::restart(Some(a), &cfg, "s-dir", Duration::from_secs(5))
-            .await
-            .expect("restart");
+        let a = AgentProcess::restart(
+            Some(a),
+            &cfg,
+            &Arc::new(Sandbox::worker_user(&cfg)),
+            "s-dir",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("restart");
         assert_eq!(a.session_dir(), Some(dir.as_path()), "kept across restarts");
         drop(a);
         assert!(!dir.exists(), "removed with the last process");
@@ -545,16 +551,19 @@ mod tests {
             AgentConfig::command(vec!["sh".into(), "-c".into(), script.into(), "sh".into()]);
         cfg.protocol = crate::agent_config::AgentProtocol::ClaudeStreamJson;
         let t = Duration::from_secs(5);
-        let mut a = AgentProcess::spawn(&cfg, "s", t).await.expect("spawn");
+        let mut a = AgentProcess::spawn(&cfg, &Arc::new(Sandbox::worker_user(&cfg)), "s", t)
+            .await
+            .expect("spawn");
         assert_eq!(a.read_raw().await.expect("argv").fields["argv"], "");
         a.send_prompt("s", "hi").await.expect("send");
         let pending = tokio::time::timeout(Duration::from_millis(300), a.next_line()).await;
         assert!(pending.is_err(), "no turn line yet");
         assert!(a.can_resume(), "the CLI's session id was seen");
         assert!(!a.interrupt(Duration::from_millis(200)).await, "unanswered");
-        let mut b = AgentProcess::restart(Some(a), &cfg, "s", t)
-            .await
-            .expect("restart");
+        let mut b =
+            AgentProcess::restart(Some(a), &cfg, &Arc::new(Sandbox::worker_user(&cfg)), "s", t)
+                .await
+                .expect("restart");
         assert_eq!(
             b.read_raw().await.expect("argv").fields["argv"],
             "--resume cli-1"
@@ -565,10 +574,22 @@ mod tests {
     #[tokio::test]
     async fn startup_timeout_and_spawn_failure() {
         let cfg = AgentConfig::command(vec!["sleep".into(), "10".into()]);
-        let r = AgentProcess::spawn(&cfg, "s", Duration::from_millis(100)).await;
+        let r = AgentProcess::spawn(
+            &cfg,
+            &Arc::new(Sandbox::worker_user(&cfg)),
+            "s",
+            Duration::from_millis(100),
+        )
+        .await;
         assert!(matches!(r, Err(AgentError::StartupTimeout(_))));
         let cfg = AgentConfig::command(vec!["/nonexistent/agent".into()]);
-        let r = AgentProcess::spawn(&cfg, "s", Duration::from_millis(100)).await;
+        let r = AgentProcess::spawn(
+            &cfg,
+            &Arc::new(Sandbox::worker_user(&cfg)),
+            "s",
+            Duration::from_millis(100),
+        )
+        .await;
         assert!(matches!(r, Err(AgentError::Spawn { .. })));
     }
 }

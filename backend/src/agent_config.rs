@@ -19,6 +19,86 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// `spawn`, `history`): off.
 pub const DEFAULT_DEMO_TEST_HOOKS: bool = false;
 
+/// Default uid range of the per-session agent users (`agent.isolation.uid_range`): 65536
+/// uids from 1 900 000 000, a block no distribution, systemd or subuid default hands out.
+/// The worker kills every process of a session's uid when the session closes, so the
+/// range must belong to the worker alone.
+pub const DEFAULT_UID_RANGE: UidRange = UidRange {
+    start: 1_900_000_000,
+    count: 65_536,
+};
+/// Default directory of the host-wide uid locks (`agent.isolation.lock_dir`): every
+/// worker on a host takes a lock file per uid there before handing the uid to a session,
+/// so workers sharing a range never share a uid (nor sweep another's agents).
+pub const DEFAULT_UID_LOCK_DIR: &str = "/run/hotplex-agent-uids";
+/// Default longest agent stderr line logged, bytes; the rest of a longer line is dropped
+/// (the log line says `truncated`).
+pub const DEFAULT_STDERR_LINE_BYTES: usize = 1024;
+/// Default agent stderr logged per session, bytes (all restarts of its agent together);
+/// past it the worker logs one notice and drains the rest unlogged.
+pub const DEFAULT_STDERR_SESSION_BYTES: usize = 64 * 1024;
+
+/// `agent.isolation.uid_range`: the uids (and equal gids) handed to sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UidRange {
+    /// First uid.
+    pub start: u32,
+    /// Number of uids (at least `max_sessions`).
+    pub count: u32,
+}
+
+impl UidRange {
+    /// The uid at `i` (`i < count`).
+    pub fn nth(&self, i: u32) -> u32 {
+        self.start + i
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.count == 0 {
+            return Err("count must be at least 1".into());
+        }
+        if self.start < 1000 {
+            return Err("start must be at least 1000 (system accounts live below)".into());
+        }
+        let end = u64::from(self.start) + u64::from(self.count);
+        if end > 0x7fff_ffff {
+            return Err("the range must end below 2^31 - 1".into());
+        }
+        if (u64::from(self.start)..end).contains(&65_534) {
+            return Err("the range must not contain 65534 (nobody)".into());
+        }
+        Ok(())
+    }
+}
+
+/// `agent.isolation`: how agents are kept apart from each other and from the worker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationFileConfig {
+    /// uids for the sessions' agents, used when the worker can switch uids (root, or
+    /// CAP_SETUID + CAP_SETGID). Default [`DEFAULT_UID_RANGE`]. Setting it on a worker
+    /// that cannot switch is a startup error.
+    pub uid_range: Option<UidRange>,
+    /// Directory of the host-wide uid locks (created 0700; must be owned by the worker's
+    /// user and writable by no one else). Default [`DEFAULT_UID_LOCK_DIR`].
+    pub lock_dir: Option<PathBuf>,
+    /// Run agents as the worker's own user even though it could switch (as root: agents
+    /// run as root). Insecure; default false.
+    pub insecure_agents_as_worker_user: Option<bool>,
+}
+
+/// The validated `agent.isolation`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IsolationConfig {
+    /// The configured range (`None`: [`DEFAULT_UID_RANGE`]).
+    pub uid_range: Option<UidRange>,
+    /// The configured lock directory (`None`: [`DEFAULT_UID_LOCK_DIR`]).
+    pub lock_dir: Option<PathBuf>,
+    /// The named opt-out.
+    pub insecure_agents_as_worker_user: bool,
+}
+
 /// Which line protocol the agent speaks on stdin/stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -110,6 +190,12 @@ pub struct AgentFileConfig {
     pub limits: Option<AgentLimits>,
     /// Enable the demo agent's test prompts (only with the default command). Default false.
     pub demo_test_hooks: Option<bool>,
+    /// Per-session users and their limits. Default: see [`IsolationFileConfig`].
+    pub isolation: Option<IsolationFileConfig>,
+    /// Longest agent stderr line logged, bytes. Default 1024.
+    pub stderr_line_bytes: Option<usize>,
+    /// Agent stderr logged per session, bytes. Default 64 KiB.
+    pub stderr_session_bytes: Option<usize>,
 }
 
 /// How the agent process of a session is started.
@@ -133,6 +219,12 @@ pub struct AgentConfig {
     pub max_line_bytes: usize,
     /// Resource limits.
     pub limits: AgentLimits,
+    /// Per-session users.
+    pub isolation: IsolationConfig,
+    /// Longest agent stderr line logged, bytes.
+    pub stderr_line_bytes: usize,
+    /// Agent stderr logged per session, bytes.
+    pub stderr_session_bytes: usize,
 }
 
 impl AgentConfig {
@@ -156,6 +248,9 @@ impl AgentConfig {
             wait_ready: true,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             limits: AgentLimits::default(),
+            isolation: IsolationConfig::default(),
+            stderr_line_bytes: DEFAULT_STDERR_LINE_BYTES,
+            stderr_session_bytes: DEFAULT_STDERR_SESSION_BYTES,
         }
     }
 
@@ -210,6 +305,34 @@ impl AgentConfig {
         {
             return Err(("agent.limits", "a limit must be greater than 0".into()));
         }
+        let iso = a.isolation.unwrap_or_default();
+        c.isolation = IsolationConfig {
+            uid_range: iso.uid_range,
+            lock_dir: iso.lock_dir,
+            insecure_agents_as_worker_user: iso.insecure_agents_as_worker_user.unwrap_or(false),
+        };
+        if let Some(r) = iso.uid_range {
+            if c.isolation.insecure_agents_as_worker_user {
+                return Err((
+                    "agent.isolation.uid_range",
+                    "contradicts insecure_agents_as_worker_user: true".into(),
+                ));
+            }
+            r.validate().map_err(|e| ("agent.isolation.uid_range", e))?;
+        }
+        c.stderr_line_bytes = a.stderr_line_bytes.unwrap_or(DEFAULT_STDERR_LINE_BYTES);
+        if !(64..=65_536).contains(&c.stderr_line_bytes) {
+            return Err(("agent.stderr_line_bytes", "must be 64 to 65536".into()));
+        }
+        c.stderr_session_bytes = a
+            .stderr_session_bytes
+            .unwrap_or(DEFAULT_STDERR_SESSION_BYTES);
+        if c.stderr_session_bytes < c.stderr_line_bytes {
+            return Err((
+                "agent.stderr_session_bytes",
+                "must be at least agent.stderr_line_bytes".into(),
+            ));
+        }
         Ok(c)
     }
 }
@@ -237,6 +360,16 @@ mod tests {
         assert_eq!(c.command.get(1).map(String::as_str), Some("demo-agent"));
         assert_eq!(c.command.len(), 2, "no test hooks by default");
         assert!(c.limits.is_empty());
+        assert_eq!(c.isolation, IsolationConfig::default());
+        assert_eq!(c.stderr_line_bytes, DEFAULT_STDERR_LINE_BYTES);
+        let c = parse("isolation: {uid_range: {start: 300000, count: 100}}\n").expect("valid");
+        assert_eq!(
+            c.isolation.uid_range,
+            Some(UidRange {
+                start: 300000,
+                count: 100
+            })
+        );
         let c = parse(
             "command: [claude, -p]\nprotocol: claude-stream-json\nenv_allowlist: [PATH, ANTHROPIC_API_KEY]\nsession_dirs: /tmp/s\nlimits: {open_files: 256, cpu_seconds: 600}\n",
         )
@@ -263,6 +396,22 @@ mod tests {
         assert!(parse("limits: {open_files: 0}\n").is_err());
         assert!(parse("env_allowlist: ['A=B']\n").is_err());
         assert!(parse("max_line_bytes: 10\n").is_err());
+        for bad in [
+            "isolation: {uid_range: {start: 0, count: 10}}\n",
+            "isolation: {uid_range: {start: 60000, count: 10000}}\n",
+            "isolation: {uid_range: {start: 2147483000, count: 10000}}\n",
+            "isolation: {uid_range: {start: 100000, count: 0}}\n",
+            "isolation: {uid_range: {start: 100000, count: 5}, insecure_agents_as_worker_user: true}\n",
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).map_err(|e| e.0),
+                Err("agent.isolation.uid_range"),
+                "{bad}"
+            );
+        }
+        assert!(parse("stderr_line_bytes: 10\n").is_err());
+        assert!(parse("stderr_line_bytes: 2048\nstderr_session_bytes: 1024\n").is_err());
+        assert!(serde_yaml::from_str::<AgentFileConfig>("isolation: {uid: 3}\n").is_err());
         assert!(serde_yaml::from_str::<AgentFileConfig>("protocol: nope\n").is_err());
         assert!(serde_yaml::from_str::<AgentFileConfig>("limits: {files: 3}\n").is_err());
     }

@@ -411,6 +411,16 @@ impl FileConfig {
             Some(a) => AgentConfig::from_file(a).map_err(|(k, r)| invalid(k, &r))?,
             None => d.agent,
         };
+        let uids = agent
+            .isolation
+            .uid_range
+            .unwrap_or(crate::agent_config::DEFAULT_UID_RANGE);
+        if (uids.count as usize) < max_sessions {
+            return Err(invalid(
+                "agent.isolation.uid_range.count",
+                "must be at least max_sessions (one uid per session)",
+            ));
+        }
         let telemetry = self
             .telemetry
             .unwrap_or_default()
@@ -720,5 +730,16 @@ agent:
             .and_then(|f| f.into_runtime("f"))
             .expect_err("bad node id");
         assert!(e.to_string().contains("node_id"), "{e}");
+        let e = FileConfig::parse(
+            "max_sessions: 10\nagent: {isolation: {uid_range: {start: 300000, count: 5}}}\n",
+            "w.yaml",
+        )
+        .and_then(|f| f.into_runtime("w.yaml"))
+        .expect_err("fewer uids than sessions");
+        let e = e.to_string();
+        assert!(
+            e.contains("w.yaml") && e.contains("agent.isolation.uid_range.count"),
+            "{e}"
+        );
     }
 }

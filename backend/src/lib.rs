@@ -12,6 +12,7 @@ pub mod admin;
 pub mod agent;
 pub mod agent_config;
 pub mod agent_exec;
+pub mod agent_stderr;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod protocol;
 pub mod quota;
 pub mod quota_config;
 pub mod quota_store;
+pub mod sandbox;
 pub mod session;
 pub mod sse;
 pub mod trust;
@@ -103,7 +105,21 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
     }
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(WorkerMetrics::new());
-    let pool = Pool::new(cfg.clone(), metrics.clone());
+    let sandbox = sandbox::Sandbox::resolve(&cfg.agent)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    match sandbox.mode() {
+        sandbox::IsolationMode::PerSessionUid(r) => tracing::info!(
+            uid_start = r.start,
+            uid_count = r.count,
+            session_dirs = %sandbox.root().map(|p| p.display().to_string()).unwrap_or_default(),
+            "agents run as per-session users"
+        ),
+        sandbox::IsolationMode::WorkerUser { euid } => tracing::warn!(
+            euid,
+            "agents run as the worker's user: they can signal and read each other and the worker (see docs/reliability.md, Agent isolation)"
+        ),
+    }
+    let pool = Pool::new(cfg.clone(), metrics.clone(), Arc::new(sandbox));
     let reaper = pool.spawn_reaper();
     let quota_refresher = pool.quotas().spawn_refresher();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -179,6 +195,9 @@ impl Server {
         if let Some(r) = self.quota_refresher {
             r.abort();
         }
+        // The process may exit with the pool still referenced: remove the private
+        // session-directory root now (every session is closed).
+        self.pool.sandbox().remove_own_root();
         tracing::info!("worker stopped");
     }
 }

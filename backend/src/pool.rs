@@ -17,6 +17,7 @@ use crate::agent::AgentProcess;
 use crate::config::WorkerConfig;
 use crate::metrics::{CloseReason, ErrorReason, WorkerMetrics};
 use crate::quota::{QuotaRefusal, Quotas};
+use crate::sandbox::Sandbox;
 use crate::session::{Session, SessionKey, Turn, TurnRefused};
 
 /// Why a session could not be created.
@@ -46,10 +47,15 @@ pub struct Pool {
     turns_idle: Notify,
     request_ids: AtomicU64,
     started: Instant,
+    sandbox: Arc<Sandbox>,
 }
 
 impl Pool {
-    pub fn new(cfg: Arc<WorkerConfig>, metrics: Arc<WorkerMetrics>) -> Arc<Self> {
+    pub fn new(
+        cfg: Arc<WorkerConfig>,
+        metrics: Arc<WorkerMetrics>,
+        sandbox: Arc<Sandbox>,
+    ) -> Arc<Self> {
         metrics.sessions_max.set(cfg.max_sessions as i64);
         let quotas = Quotas::new(&cfg, metrics.clone());
         Arc::new(Pool {
@@ -63,11 +69,17 @@ impl Pool {
             turns_idle: Notify::new(),
             request_ids: AtomicU64::new(1),
             started: Instant::now(),
+            sandbox,
         })
     }
 
     pub fn config(&self) -> &WorkerConfig {
         &self.cfg
+    }
+
+    /// How agents are isolated.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
     }
 
     pub fn metrics(&self) -> &WorkerMetrics {
@@ -175,7 +187,8 @@ impl Pool {
             self.update_active(map.len());
         }
         let cfg = &self.cfg;
-        match AgentProcess::spawn(&cfg.agent, id.as_str(), cfg.startup_timeout).await {
+        match AgentProcess::spawn(&cfg.agent, &self.sandbox, id.as_str(), cfg.startup_timeout).await
+        {
             Ok(agent) => {
                 session.mark_started(agent.pid());
                 *guard = Some(agent);
@@ -439,7 +452,8 @@ mod tests {
             },
             ..WorkerConfig::default()
         };
-        Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()))
+        let sb = Arc::new(Sandbox::worker_user(&cfg.agent));
+        Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()), sb)
     }
 
     #[tokio::test]
@@ -468,7 +482,8 @@ mod tests {
             agent: shell_agent(),
             ..WorkerConfig::default()
         };
-        let p = Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()));
+        let sb = Arc::new(Sandbox::worker_user(&cfg.agent));
+        let p = Pool::new(Arc::new(cfg), Arc::new(WorkerMetrics::new()), sb);
         assert_eq!(p.quotas().session_quota(), 2, "default: half the pool");
         let a = p.create(Some("a"), None).await.expect("a1");
         let a2 = SessionId::parse("a-2").expect("id");

@@ -402,7 +402,15 @@ impl Turn {
                 }
             } else {
                 let cfg = pool.config();
-                match AgentProcess::restart(old, &cfg.agent, &sid, cfg.startup_timeout).await {
+                match AgentProcess::restart(
+                    old,
+                    &cfg.agent,
+                    pool.sandbox(),
+                    &sid,
+                    cfg.startup_timeout,
+                )
+                .await
+                {
                     Ok(a) => {
                         s.pid.store(a.pid().unwrap_or(0), Ordering::Release);
                         *self.guard = Some(a);

@@ -289,8 +289,7 @@ agent:
   env_allowlist: [PATH, ANTHROPIC_API_KEY]
   env:
     ANTHROPIC_BASE_URL: "{api}"
-    HOME: "{home}"
-    DISABLE_TELEMETRY: "1"
+{home}    DISABLE_TELEMETRY: "1"
     DISABLE_AUTOUPDATER: "1"
     DISABLE_ERROR_REPORTING: "1"
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1"
@@ -298,7 +297,13 @@ agent:
   limits: {{open_files: 2048, cpu_seconds: 600}}
 "#,
         cli = cli.display(),
-        home = home.display(),
+        // As root each session's CLI runs as its own uid with HOME = its session dir
+        // (agent.isolation); a shared HOME would be unwritable by those users.
+        home = if hotplex_worker::sandbox::Privileges::detect().euid == 0 {
+            String::new()
+        } else {
+            format!("    HOME: \"{}\"\n", home.display())
+        },
         sessions = sessions.display(),
     )
 }
@@ -379,6 +384,16 @@ async fn claude_code_behind_worker_and_proxy() {
         String::from_utf8_lossy(&cmdline).contains("stream-json"),
         "the CLI itself"
     );
+    if hotplex_worker::sandbox::Privileges::detect().euid == 0 {
+        // A worker running as root runs the CLI as the session's own user.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|u| u.split_whitespace().next())
+            .unwrap_or("");
+        assert!(uid.parse::<u32>().is_ok_and(|u| u >= 1000), "CLI uid {uid}");
+    }
     let ev = crate::support::worker::sse_turn(&c, &pbase, &sid, "please use the tool").await;
     assert_eq!(
         crate::support::worker::event_names(&ev),

@@ -10,6 +10,7 @@ mod support;
 mod abuse_limits;
 mod admin_hardening;
 mod agent_claude;
+mod agent_isolation;
 mod agent_limits;
 mod agent_usage;
 mod observability_metrics;

@@ -142,6 +142,24 @@ async fn idle_sessions_are_reaped() {
     )
     .await;
     assert!(killed, "agent killed");
+    // The close is counted once it is complete: after the agent's death come the sweep of
+    // the session's uid (agent isolation) and the removal of its directory.
+    let counted = eventually(Duration::from_secs(3), || {
+        let c = c.clone();
+        let base = w.base.clone();
+        async move {
+            metric_at(
+                &c,
+                &base,
+                names::worker::SESSIONS_CLOSED,
+                &["reason=\"idle\""],
+            )
+            .await
+                == 1.0
+        }
+    })
+    .await;
+    assert!(counted, "idle close counted once");
     assert_eq!(
         metric_at(
             &c,
@@ -150,7 +168,8 @@ async fn idle_sessions_are_reaped() {
             &["reason=\"idle\""]
         )
         .await,
-        1.0
+        1.0,
+        "exactly once"
     );
     w.stop().await;
 }

@@ -1,0 +1,740 @@
+//! Agent isolation (issue #24): who an agent runs as, where, and how all of a session's
+//! processes are killed.
+//!
+//! - **Per-session uid** (the worker runs as root or with CAP_SETUID + CAP_SETGID): each
+//!   session gets a uid from `agent.isolation.uid_range` (gid = uid, no supplementary
+//!   groups; std's `Command::uid/gid` switch in the child, safe code). Its working
+//!   directory `<session_dirs>/<id>-<random>` and private `TMPDIR` (`.tmp` inside) are
+//!   owned by that uid, mode 0700; `HOME` is the working directory. Agents of other
+//!   sessions cannot open its `/proc/<pid>/fd`, `environ` or `cwd` (the kernel's ptrace
+//!   access checks) nor its files. On close every process of the uid is killed (a `/proc`
+//!   sweep, so processes that called `setsid` die too), then the directory is removed and
+//!   the uid goes back to the end of the free list. A uid is handed out only under a
+//!   host-wide lock (`flock` on `<lock_dir>/<uid>`, released when the session ends or
+//!   the worker dies), so several workers on one host may share a range.
+//! - **Worker user** (the worker cannot switch, or `insecure_agents_as_worker_user`):
+//!   agents share the worker's uid; only the process group is killed on close.
+//!   A worker running as root without the capability, or as root without the
+//!   named opt-in, refuses to start rather than run agents as root.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use nix_fs::fcntl::{Flock, FlockArg};
+
+use crate::agent_config::{
+    AgentConfig, IsolationConfig, UidRange, DEFAULT_UID_LOCK_DIR, DEFAULT_UID_RANGE,
+};
+use crate::agent_stderr::StderrBudget;
+
+/// Rounds of a uid sweep (scan `/proc`, SIGKILL what is found) before the uid is
+/// quarantined instead of reused.
+const SWEEP_ROUNDS: usize = 100;
+/// Pause between sweep rounds (killed processes take a moment to become zombies).
+const SWEEP_PAUSE: Duration = Duration::from_millis(2);
+
+/// What the worker may do, from `/proc/self/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    pub euid: u32,
+    /// What running agents as per-session users needs is effective: CAP_SETUID and
+    /// CAP_SETGID (switch), CAP_CHOWN (hand over the session directory), CAP_KILL (the
+    /// uid sweep), CAP_DAC_OVERRIDE (remove the session's files). Root has them all
+    /// unless they were dropped.
+    pub can_switch_uid: bool,
+}
+
+impl Privileges {
+    pub fn detect() -> Privileges {
+        Self::parse(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+    }
+
+    fn parse(status: &str) -> Privileges {
+        // CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7.
+        const CAPS: u64 = (1 << 0) | (1 << 1) | (1 << 5) | (1 << 6) | (1 << 7);
+        let mut p = Privileges {
+            euid: u32::MAX,
+            can_switch_uid: false,
+        };
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("Uid:") {
+                p.euid = v
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(u32::MAX);
+            } else if let Some(v) = line.strip_prefix("CapEff:") {
+                let caps = u64::from_str_radix(v.trim(), 16).unwrap_or(0);
+                p.can_switch_uid = caps & CAPS == CAPS;
+            }
+        }
+        p
+    }
+}
+
+/// How agents are isolated on this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// Each session's agent runs as its own uid from the range.
+    PerSessionUid(UidRange),
+    /// Agents run as the worker's uid.
+    WorkerUser { euid: u32 },
+}
+
+/// Decides the mode; `Err` is a startup error naming the key.
+pub fn resolve_mode(cfg: &IsolationConfig, p: Privileges) -> Result<IsolationMode, String> {
+    if cfg.insecure_agents_as_worker_user {
+        return Ok(IsolationMode::WorkerUser { euid: p.euid });
+    }
+    if p.can_switch_uid {
+        let r = cfg.uid_range.unwrap_or(DEFAULT_UID_RANGE);
+        if (u64::from(r.start)..u64::from(r.start) + u64::from(r.count))
+            .contains(&u64::from(p.euid))
+        {
+            return Err("agent.isolation.uid_range: contains the worker's own uid".into());
+        }
+        return Ok(IsolationMode::PerSessionUid(r));
+    }
+    if cfg.uid_range.is_some() {
+        return Err(
+            "agent.isolation.uid_range: per-session uids need a worker running as \
+             root or with CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_KILL and CAP_DAC_OVERRIDE"
+                .into(),
+        );
+    }
+    if p.euid == 0 {
+        return Err(
+            "agent.isolation: the worker runs as root without all of CAP_SETUID, \
+             CAP_SETGID, CAP_CHOWN, CAP_KILL and CAP_DAC_OVERRIDE, so its agents would run \
+             as root; grant the capabilities or set \
+             agent.isolation.insecure_agents_as_worker_user: true"
+                .into(),
+        );
+    }
+    Ok(IsolationMode::WorkerUser { euid: p.euid })
+}
+
+/// The worker-wide isolation state: the mode, the session-directory root, the uid pool.
+#[derive(Debug)]
+pub struct Sandbox {
+    mode: IsolationMode,
+    root: Option<PathBuf>,
+    /// The root was made by this worker (a private directory under the temp dir).
+    own_root: bool,
+    uids: Option<Arc<UidPool>>,
+    stderr_line: usize,
+    stderr_session: usize,
+}
+
+impl Sandbox {
+    /// Agents as the worker's user, session dirs as configured (tests, embedding).
+    pub fn worker_user(cfg: &AgentConfig) -> Self {
+        Sandbox {
+            mode: IsolationMode::WorkerUser {
+                euid: Privileges::detect().euid,
+            },
+            root: cfg.session_dirs.clone(),
+            own_root: false,
+            uids: None,
+            stderr_line: cfg.stderr_line_bytes,
+            stderr_session: cfg.stderr_session_bytes,
+        }
+    }
+
+    /// The sandbox for this process's privileges (see [`resolve_mode`]).
+    pub fn resolve(cfg: &AgentConfig) -> Result<Self, String> {
+        Self::resolve_with(cfg, Privileges::detect())
+    }
+
+    fn resolve_with(cfg: &AgentConfig, p: Privileges) -> Result<Self, String> {
+        let mode = resolve_mode(&cfg.isolation, p)?;
+        let mut sb = Sandbox::worker_user(cfg);
+        sb.mode = mode;
+        let IsolationMode::PerSessionUid(range) = mode else {
+            return Ok(sb);
+        };
+        match &cfg.session_dirs {
+            Some(root) => {
+                std::fs::create_dir_all(root)
+                    .map_err(|e| format!("agent.session_dirs: {}: {e}", root.display()))?;
+                searchable_by_others(root)?;
+            }
+            None => {
+                sb.root = Some(private_root().map_err(|e| {
+                    format!("agent.session_dirs: cannot create a default root: {e}")
+                })?);
+                sb.own_root = true;
+            }
+        }
+        let locks = cfg
+            .isolation
+            .lock_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_UID_LOCK_DIR));
+        private_dir(&locks, p.euid)
+            .map_err(|e| format!("agent.isolation.lock_dir: {}: {e}", locks.display()))?;
+        sb.uids = Some(Arc::new(UidPool::new(range, locks)));
+        Ok(sb)
+    }
+
+    pub fn mode(&self) -> IsolationMode {
+        self.mode
+    }
+
+    /// The root of the session directories.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    /// A new session's sandbox: a uid (per-session mode) and a working directory.
+    pub fn session(&self, session_id: &str) -> std::io::Result<Arc<SessionSandbox>> {
+        let lease = match &self.uids {
+            Some(pool) => Some(pool.allocate().ok_or_else(|| {
+                std::io::Error::other("no free uid in agent.isolation.uid_range")
+            })?),
+            None => None,
+        };
+        let uid = lease.as_ref().map(|l| l.uid);
+        let mut sb = SessionSandbox {
+            dir: None,
+            uid,
+            lease,
+            swept: AtomicBool::new(true),
+            uids: self.uids.clone(),
+            stderr: Arc::new(StderrBudget::new(self.stderr_line, self.stderr_session)),
+        };
+        if let Some(root) = &self.root {
+            // On failure `sb` is dropped: the uid goes back to the pool.
+            sb.dir = Some(create_session_dir(root, session_id, uid)?);
+        }
+        Ok(Arc::new(sb))
+    }
+}
+
+impl Sandbox {
+    /// Removes the private session-directory root this worker made (at shutdown, once
+    /// every session is closed; again on drop, harmlessly).
+    pub fn remove_own_root(&self) {
+        if let (true, Some(root)) = (self.own_root, &self.root) {
+            if let Err(e) = std::fs::remove_dir_all(root) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %root.display(), error = %e, "cannot remove the session root");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.remove_own_root();
+    }
+}
+
+/// Creates `dir` (0700) or checks that it is owned by `euid` and closed to others.
+fn private_dir(dir: &Path, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !m.is_dir() || m.uid() != euid || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "must be a directory owned by uid {euid} that no one else can write (is uid {}, mode {:o})",
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Every ancestor of `root` must let the agent users through (o+x).
+fn searchable_by_others(root: &Path) -> Result<(), String> {
+    let abs = std::fs::canonicalize(root)
+        .map_err(|e| format!("agent.session_dirs: {}: {e}", root.display()))?;
+    for a in abs.ancestors() {
+        let mode = std::fs::metadata(a)
+            .map_err(|e| format!("agent.session_dirs: {}: {e}", a.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "agent.session_dirs: {} (mode {:o}) must be searchable by the agent users \
+                 (o+x, e.g. 0711)",
+                a.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `<temp dir>/hotplex-sessions-<pid>-<random>`, mode 0711 (agents reach their own
+/// directory but cannot list the others'). Roots left by workers that are gone (killed
+/// before their shutdown) are removed first.
+fn private_root() -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    remove_stale_roots(&base);
+    let pid = std::process::id();
+    for _ in 0..8 {
+        let p = base.join(format!("hotplex-sessions-{pid}-{:016x}", rand_u64()));
+        match std::fs::DirBuilder::new().mode(0o711).create(&p) {
+            Ok(()) => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))?;
+                return Ok(p);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no unique directory name"))
+}
+
+/// Removes `hotplex-sessions-<pid>-*` directories of `base` owned by this user whose
+/// worker process no longer exists.
+fn remove_stale_roots(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    let euid = Privileges::detect().euid;
+    for e in dir.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hotplex-sessions-"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == euid);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Creates `<root>/<session_id>-<random>` and its `.tmp`, mode 0700, owned by `uid`.
+fn create_session_dir(root: &Path, session_id: &str, uid: Option<u32>) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(root)?;
+    for _ in 0..8 {
+        let p = root.join(format!("{session_id}-{:016x}", rand_u64()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        let made = (|| {
+            let tmp = p.join(".tmp");
+            std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+            for d in [&p, &tmp] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+                if let Some(u) = uid {
+                    std::os::unix::fs::chown(d, Some(u), Some(u))?;
+                }
+            }
+            Ok(())
+        })();
+        return match made {
+            Ok(()) => Ok(p),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&p);
+                Err(e)
+            }
+        };
+    }
+    Err(std::io::Error::other("no unique session directory name"))
+}
+
+/// One session's isolation, shared by all agent processes of the session (restarts
+/// keep the uid and the directory). Dropped with the last of them: sweeps the uid,
+/// removes the directory, frees the uid.
+#[derive(Debug)]
+pub struct SessionSandbox {
+    dir: Option<PathBuf>,
+    uid: Option<u32>,
+    lease: Option<UidLease>,
+    /// No agent was started since the last complete sweep.
+    swept: AtomicBool,
+    uids: Option<Arc<UidPool>>,
+    stderr: Arc<StderrBudget>,
+}
+
+impl SessionSandbox {
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The session's own uid (per-session mode).
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// The session's stderr allowance.
+    pub fn stderr_budget(&self) -> Arc<StderrBudget> {
+        self.stderr.clone()
+    }
+
+    /// User, working directory and `TMPDIR`/`HOME` of the agent command (call after the
+    /// environment allowlist, before `agent.env`).
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        self.swept.store(false, Ordering::Release);
+        if let Some(u) = self.uid {
+            // std sets the gid, drops supplementary groups (setgroups(0)), then the uid,
+            // in the child between fork and exec.
+            cmd.uid(u).gid(u);
+        }
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d).env("TMPDIR", d.join(".tmp"));
+            if self.uid.is_some() {
+                cmd.env("HOME", d);
+            }
+        }
+    }
+
+    /// Kills every process of the session's uid (nothing without one). `false`: some
+    /// survived [`SWEEP_ROUNDS`] rounds.
+    pub fn sweep(&self) -> bool {
+        let clean = self.uid.map(sweep_uid).unwrap_or(true);
+        self.swept.store(clean, Ordering::Release);
+        clean
+    }
+}
+
+impl Drop for SessionSandbox {
+    fn drop(&mut self) {
+        // Normally the agent's close swept already; this is the safety net.
+        let clean = self.swept.load(Ordering::Acquire) || self.sweep();
+        if let Some(d) = &self.dir {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove session dir");
+                }
+            }
+        }
+        if let (Some(lease), Some(pool)) = (self.lease.take(), &self.uids) {
+            if clean {
+                pool.release(lease);
+            } else {
+                tracing::error!(
+                    uid = lease.uid,
+                    "processes of a closed session's uid survived the sweep; uid quarantined"
+                );
+            }
+        }
+    }
+}
+
+/// The per-session uids: never-used ones first, then released ones oldest first (a uid
+/// is reused as late as possible).
+#[derive(Debug)]
+pub struct UidPool {
+    range: UidRange,
+    locks: PathBuf,
+    state: Mutex<UidState>,
+}
+
+/// A uid held by one session: its host-wide lock is released on drop.
+#[derive(Debug)]
+pub struct UidLease {
+    pub uid: u32,
+    _lock: Flock<std::fs::File>,
+}
+
+#[derive(Debug, Default)]
+struct UidState {
+    next_fresh: u32,
+    free: VecDeque<u32>,
+}
+
+impl UidPool {
+    /// A pool of `range` whose host-wide locks live in `locks`.
+    pub fn new(range: UidRange, locks: PathBuf) -> Self {
+        UidPool {
+            range,
+            locks,
+            state: Mutex::new(UidState::default()),
+        }
+    }
+
+    /// A uid this worker holds the host-wide lock of and no process runs as. A uid
+    /// locked by another worker is put back at the end; one in use without a lock (a
+    /// foreign user, or agents of a worker that died) is skipped for good.
+    pub fn allocate(&self) -> Option<UidLease> {
+        let mut busy = Vec::new();
+        let got = loop {
+            // The state lock is held only to pick a candidate: the /proc scan runs
+            // outside it, so concurrent session starts do not queue behind scans.
+            let next = {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if st.next_fresh < self.range.count {
+                    st.next_fresh += 1;
+                    Some(self.range.nth(st.next_fresh - 1))
+                } else {
+                    st.free.pop_front()
+                }
+            };
+            let Some(uid) = next else { break None };
+            let Some(lock) = self.lock(uid) else {
+                busy.push(uid);
+                continue;
+            };
+            if !uid_owns_a_process(uid) {
+                break Some(UidLease { uid, _lock: lock });
+            }
+            tracing::warn!(
+                uid,
+                "a uid of agent.isolation.uid_range is in use by another process; skipped"
+            );
+        };
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.free.extend(busy);
+        got
+    }
+
+    /// The lock of `uid`, unless another worker holds it (or it cannot be taken).
+    fn lock(&self, uid: u32) -> Option<Flock<std::fs::File>> {
+        let path = self.locks.join(uid.to_string());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "uid lock"))
+            .ok()?;
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
+    }
+
+    /// Gives a uid back (its lock is released), to be reused last.
+    pub fn release(&self, lease: UidLease) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.free.push_back(lease.uid);
+    }
+}
+
+/// Whether some process runs with effective uid `uid` (the owner of its `/proc/<pid>`):
+/// one `stat` per process, cheap enough for every session start.
+fn uid_owns_a_process(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .any(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
+}
+
+/// Live (non-zombie) processes whose real, effective, saved or fs uid is `uid`.
+pub fn pids_of_uid(uid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| status_matches(&s, uid))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn status_matches(status: &str, uid: u32) -> bool {
+    let mut live = true;
+    let mut ours = false;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("State:") {
+            live = !matches!(v.trim_start().chars().next(), Some('Z' | 'X'));
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            ours = v.split_whitespace().any(|x| x.parse() == Ok(uid));
+        }
+    }
+    live && ours
+}
+
+/// SIGKILLs every process of `uid` until a scan finds none (processes forking meanwhile
+/// are caught by the next round). `false`: some survived [`SWEEP_ROUNDS`] rounds.
+pub fn sweep_uid(uid: u32) -> bool {
+    for round in 0..SWEEP_ROUNDS {
+        let pids = pids_of_uid(uid);
+        if pids.is_empty() {
+            return true;
+        }
+        for pid in pids {
+            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => tracing::warn!(pid, uid, error = %e, "uid sweep: kill failed"),
+            }
+        }
+        if round > 0 {
+            std::thread::sleep(SWEEP_PAUSE);
+        }
+    }
+    pids_of_uid(uid).is_empty()
+}
+
+pub(crate) fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: Privileges = Privileges {
+        euid: 0,
+        can_switch_uid: true,
+    };
+
+    #[test]
+    fn privileges_from_status() {
+        let p = Privileges::parse("Uid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n");
+        assert_eq!(p, ROOT);
+        let p = Privileges::parse("Uid:\t1000\t1000\t1000\t1000\nCapEff:\t0000000000000080\n");
+        assert_eq!(
+            (p.euid, p.can_switch_uid),
+            (1000, false),
+            "CAP_SETUID alone"
+        );
+        let p = Privileges::parse("Uid:\t1000\t1000\t1000\t1000\nCapEff:\t00000000000000c0\n");
+        assert!(
+            !p.can_switch_uid,
+            "SETUID + SETGID without CHOWN, KILL, DAC_OVERRIDE"
+        );
+        let p = Privileges::parse("Uid:\t1000\t1000\t1000\t1000\nCapEff:\t00000000000000e3\n");
+        assert!(p.can_switch_uid);
+    }
+
+    #[test]
+    fn modes() {
+        let def = IsolationConfig::default();
+        assert_eq!(
+            resolve_mode(&def, ROOT),
+            Ok(IsolationMode::PerSessionUid(DEFAULT_UID_RANGE))
+        );
+        let plain = Privileges {
+            euid: 1000,
+            can_switch_uid: false,
+        };
+        assert_eq!(
+            resolve_mode(&def, plain),
+            Ok(IsolationMode::WorkerUser { euid: 1000 })
+        );
+        let ranged = IsolationConfig {
+            uid_range: Some(UidRange {
+                start: 5000,
+                count: 10,
+            }),
+            ..def.clone()
+        };
+        assert!(resolve_mode(&ranged, plain).is_err(), "cannot switch");
+        let capless_root = Privileges {
+            euid: 0,
+            can_switch_uid: false,
+        };
+        let e = resolve_mode(&def, capless_root).expect_err("agents as root refused");
+        assert!(e.contains("insecure_agents_as_worker_user"), "{e}");
+        let opt_in = IsolationConfig {
+            insecure_agents_as_worker_user: true,
+            ..def.clone()
+        };
+        assert_eq!(
+            resolve_mode(&opt_in, ROOT),
+            Ok(IsolationMode::WorkerUser { euid: 0 })
+        );
+        let own = Privileges {
+            euid: 5003,
+            can_switch_uid: true,
+        };
+        assert!(resolve_mode(&ranged, own).is_err(), "worker's uid in range");
+    }
+
+    #[test]
+    fn uid_pool_reuses_late_and_locks_host_wide() {
+        let locks = tempfile::tempdir().expect("tempdir");
+        let range = UidRange {
+            start: 1_999_000_000,
+            count: 3,
+        };
+        let pool = UidPool::new(range, locks.path().to_path_buf());
+        // Another worker on the host (same range, same lock dir) holds the first uid.
+        let other = UidPool::new(range, locks.path().to_path_buf());
+        let held = other.allocate().expect("other");
+        assert_eq!(held.uid, 1_999_000_000);
+        let a = pool.allocate().expect("a");
+        let b = pool.allocate().expect("b");
+        assert_eq!(
+            (a.uid, b.uid),
+            (1_999_000_001, 1_999_000_002),
+            "locked uid skipped"
+        );
+        assert!(
+            pool.allocate().is_none(),
+            "exhausted while the other holds its uid"
+        );
+        let (ua, ub) = (a.uid, b.uid);
+        pool.release(b);
+        pool.release(a);
+        let again = pool.allocate().expect("again");
+        assert_eq!(again.uid, ub, "oldest released first");
+        other.release(held);
+        let c = pool.allocate().expect("c");
+        let d = pool.allocate().expect("d");
+        assert_eq!(
+            (c.uid, d.uid),
+            (ua, 1_999_000_000),
+            "freed by the other worker"
+        );
+    }
+
+    #[test]
+    fn stale_roots_of_gone_workers_are_removed() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let gone = base.path().join("hotplex-sessions-4000000000-ab");
+        let live = base
+            .path()
+            .join(format!("hotplex-sessions-{}-cd", std::process::id()));
+        let other = base.path().join("hotplex-sessions-x");
+        for d in [&gone, &live, &other] {
+            std::fs::create_dir_all(d.join("s1")).expect("mkdir");
+        }
+        remove_stale_roots(base.path());
+        assert!(!gone.exists(), "a gone worker's root is removed");
+        assert!(live.exists() && other.exists(), "others are kept");
+    }
+
+    #[test]
+    fn status_parsing() {
+        let s = "State:\tS (sleeping)\nUid:\t7\t7\t7\t7\n";
+        assert!(status_matches(s, 7));
+        assert!(!status_matches(s, 8));
+        assert!(!status_matches("State:\tZ (zombie)\nUid:\t7\t7\t7\t7\n", 7));
+        assert!(
+            status_matches("State:\tR\nUid:\t7\t0\t0\t0\n", 7),
+            "real uid"
+        );
+    }
+}

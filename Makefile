@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean conf-check k8s-check systemd-check obs-e2e bench bench-micro bench-quick
+.PHONY: run test lint deps build fmt clean conf-check k8s-check systemd-check systemd-e2e obs-e2e bench bench-micro bench-quick
 
 CARGO ?= cargo
 
@@ -60,6 +60,13 @@ k8s-check: systemd-check
 systemd-check:
 	@bash scripts/install-deps.sh systemd:systemd-analyze
 	bash scripts/check-systemd.sh
+
+## make systemd-e2e: the units run for real: boots systemd in a throwaway container (systemd-nspawn
+## --volatile=overlay, own network namespace; needs root) with conf/systemd and the debug binaries:
+## sandbox as the kernel sees it, a session, two `systemctl reload` upgrades (scripts/systemd-nspawn-test.sh).
+systemd-e2e:
+	$(CARGO) build --workspace --all-targets
+	bash scripts/systemd-nspawn-test.sh
 
 ## make obs-e2e: a real Prometheus (Debian package) scrapes a proxy and 3 workers (debug
 ## builds) after real traffic, loads the alert rules and answers every dashboard panel.

@@ -116,8 +116,9 @@ echo "systemd-nspawn-test: active: proxy pid $ppid, worker pid $wpid"
 
 # The sandbox as the kernel sees it.
 status() { c cat "/proc/$1/status" | awk -v k="$2:" '$1 == k {print $2}'; }
-[ "$(c ps -o user= -p "$ppid")" = hotplex-proxy ] || fail "proxy user"
-[ "$(c ps -o user= -p "$wpid")" = hotplex-worker ] || fail "worker user"
+user_of() { c getent passwd "$(status "$1" Uid)" | cut -d: -f1; }
+[ "$(user_of "$ppid")" = hotplex-proxy ] || fail "proxy runs as '$(user_of "$ppid")' (uid $(status "$ppid" Uid))"
+[ "$(user_of "$wpid")" = hotplex-worker ] || fail "worker runs as '$(user_of "$wpid")' (uid $(status "$wpid" Uid))"
 [ "$(status "$ppid" CapEff)" = 0000000000000400 ] || fail "proxy CapEff $(status "$ppid" CapEff) (want CAP_NET_BIND_SERVICE only)"
 [ "$(status "$wpid" CapEff)" = 0000000000000000 ] || fail "worker CapEff $(status "$wpid" CapEff)"
 for p in "$ppid" "$wpid"; do

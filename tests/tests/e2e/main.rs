@@ -36,6 +36,7 @@ mod reliability_h2;
 mod reliability_hostile;
 mod reliability_memory;
 mod reliability_restart;
+mod systemd_upgrade;
 mod worker_api;
 mod worker_drain;
 mod worker_metrics;

@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean conf-check k8s-check obs-e2e bench bench-micro bench-quick
+.PHONY: run test lint deps build fmt clean conf-check k8s-check systemd-check systemd-e2e obs-e2e bench bench-micro bench-quick
 
 CARGO ?= cargo
 
@@ -42,10 +42,31 @@ conf-check:
 	@python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 	python3 scripts/obs-configmaps.py --check
 
-## make k8s-check: validates conf/k8s against the Kubernetes schemas, offline (kubernetes-validate from PyPI).
-k8s-check:
+## make k8s-check: validates conf/k8s against the Kubernetes schemas, offline (kubernetes-validate from PyPI);
+## then what the manifests allow (scripts/check-k8s-security.py and its tests): no service account
+## token, hardened securityContext, images and Dockerfile bases pinned by digest, an egress
+## NetworkPolicy per pod that reaches no metadata service or private range, a narrow trusted_proxies;
+## then the systemd units (make systemd-check).
+k8s-check: systemd-check
 	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install -q kubernetes-validate
 	kubernetes-validate --strict --quiet conf/k8s/*.yaml conf/k8s/observability/*.yaml
+	@python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+	python3 scripts/check-k8s-security.py --dockerfile Dockerfile conf/k8s/*.yaml conf/k8s/observability/*.yaml
+	python3 scripts/test_check_k8s_security.py
+
+## make systemd-check: the systemd units (conf/systemd), offline: systemd-analyze verify (any message
+## fails), each unit's `systemd-analyze security` exposure at or below its measured score, the
+## service users (sysusers), the proxy's upgrade contract (scripts/check-systemd.sh).
+systemd-check:
+	@bash scripts/install-deps.sh systemd:systemd-analyze
+	bash scripts/check-systemd.sh
+
+## make systemd-e2e: the units run for real: boots systemd in a throwaway container (systemd-nspawn
+## --volatile=overlay, own network namespace; needs root) with conf/systemd and the debug binaries:
+## sandbox as the kernel sees it, a session, two `systemctl reload` upgrades (scripts/systemd-nspawn-test.sh).
+systemd-e2e:
+	$(CARGO) build --workspace --all-targets
+	bash scripts/systemd-nspawn-test.sh
 
 ## make obs-e2e: a real Prometheus (Debian package) scrapes a proxy and 3 workers (debug
 ## builds) after real traffic, loads the alert rules and answers every dashboard panel.

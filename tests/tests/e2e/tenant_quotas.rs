@@ -14,7 +14,7 @@
 //!   `stale_after`; Redis down: `on_error: open` decides with the per-worker quota,
 //!   `closed` answers 503 `quota_store_unavailable`; Redis back: the store is used again.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::proxy::*;
-use crate::support::spawn_worker_cmd;
+use crate::support::{redis, spawn_worker_cmd};
 
 const KEY_A: &str = "quota-tenant-a-key-0123456789";
 const KEY_B: &str = "quota-tenant-b-key-0123456789";
@@ -306,50 +306,13 @@ async fn one_direct_websocket_creating_sessions_hits_the_quota() {
     assert_eq!(refusals(&c, &w, "tenant_session_quota").await, 2.0);
 }
 
-fn redis_installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-async fn start_redis(addr: std::net::SocketAddr) -> ChildGuard {
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &addr.port().to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .stdout(Stdio::null());
-    let guard = ChildGuard::spawn("redis-server", &mut cmd);
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server never came up");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    guard
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_share_one_tenant_quota_through_redis() {
-    if !redis_installed() {
-        assert!(!in_ci(), "redis-server is required in CI");
-        eprintln!("skipped: redis-server is not installed");
+    if redis::skip_without_redis() {
         return;
     }
     let raddr = free_addr();
-    let _redis = start_redis(raddr).await;
+    let _redis = redis::start_redis(raddr.port(), &[]).await;
     let extra = format!(
         "tenant_quotas:\n  max_sessions: 4\n  turns_per_minute: 3\n  turns_burst: 3\n\
          quota_store:\n  url: redis://{raddr}/0\n  timeout: 500ms\n  \
@@ -453,13 +416,11 @@ async fn two_workers_share_one_tenant_quota_through_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_store_outage_and_dead_workers() {
-    if !redis_installed() {
-        assert!(!in_ci(), "redis-server is required in CI");
-        eprintln!("skipped: redis-server is not installed");
+    if redis::skip_without_redis() {
         return;
     }
     let raddr = free_addr();
-    let mut redis = start_redis(raddr).await;
+    let mut redis = redis::start_redis(raddr.port(), &[]).await;
     let extra = |on_error: &str| {
         format!(
             "tenant_quotas:\n  max_sessions: 2\n\
@@ -545,7 +506,7 @@ async fn quota_store_outage_and_dead_workers() {
 
     // Redis back (empty): the workers republish their counts and use it again; the
     // fleet (open-w holds 2) is full for closed-w once open-w's counts are back.
-    let _redis = start_redis(raddr).await;
+    let _redis = redis::start_redis(raddr.port(), &[]).await;
     let back = Instant::now();
     let ok = loop {
         let r = create(&closed).await;
@@ -574,13 +535,11 @@ async fn quota_store_outage_and_dead_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_on_two_workers_never_exceed_the_fleet_quota() {
-    if !redis_installed() {
-        assert!(!in_ci(), "redis-server is required in CI");
-        eprintln!("skipped: redis-server is not installed");
+    if redis::skip_without_redis() {
         return;
     }
     let raddr = free_addr();
-    let _redis = start_redis(raddr).await;
+    let _redis = redis::start_redis(raddr.port(), &[]).await;
     let extra = format!(
         "tenant_quotas:\n  max_sessions: 5\nquota_store:\n  url: redis://{raddr}/0\n  \
          timeout: 2s\n  stale_after: 10s\n"

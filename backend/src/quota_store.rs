@@ -65,24 +65,6 @@ end
 return 1
 "#;
 
-/// GCRA: KEYS[1] bucket, ARGV[1] rate/s, ARGV[2] burst. Returns {allowed, retry_ms}.
-const GCRA: &str = r#"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local em = 1000 / rate
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + em
-local allow_at = new_tat - burst * em
-if now < allow_at then
-  return {0, math.ceil(allow_at - now)}
-end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-return {1, 0}
-"#;
-
 /// After a failed call the store is not asked for this long: decisions are taken at once
 /// as `on_error` says, instead of each waiting for another failing connection attempt.
 pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -147,7 +129,7 @@ impl QuotaStore {
             cfg: cfg.clone(),
             reserve: Script::new(RESERVE),
             publish: Script::new(PUBLISH),
-            gcra: Script::new(GCRA),
+            gcra: Script::new(hotplex_common::gcra::SCRIPT),
             down: AtomicBool::new(false),
             skip_until: Mutex::new(None),
             errors,
@@ -277,7 +259,8 @@ impl QuotaStore {
         inv.key(self.key(k, tenant))
             .arg(rate.per_sec())
             .arg(rate.burst);
-        let (allowed, retry_ms): (i64, i64) = self.run(inv).await?;
+        let (allowed, _remaining, retry_ms, _reset_ms): (i64, i64, i64, i64) =
+            self.run(inv).await?;
         if allowed == 1 {
             Ok(Ok(()))
         } else {

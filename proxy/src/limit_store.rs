@@ -31,25 +31,6 @@ pub const RETRY_AFTER_DOWN: Duration = Duration::from_secs(1);
 /// background; a check never waits longer than `limits.store.timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// GCRA: KEYS[1] bucket, ARGV[1] rate/s, ARGV[2] burst. Returns
-/// {allowed, remaining, retry_ms, reset_ms}.
-const SCRIPT: &str = r#"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local em = 1000 / rate
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + em
-local allow_at = new_tat - burst * em
-if now < allow_at then
-  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
-end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-return {1, math.floor((now - allow_at) / em), 0, math.ceil(new_tat - now)}
-"#;
-
 /// The connection in use and the settings it was made for.
 struct Live {
     settings: StoreSettings,
@@ -74,7 +55,7 @@ impl Default for RedisStore {
         RedisStore {
             live: Mutex::new(None),
             down_until: Mutex::new(None),
-            script: redis::Script::new(SCRIPT),
+            script: redis::Script::new(hotplex_common::gcra::SCRIPT),
         }
     }
 }

@@ -44,13 +44,8 @@ async fn keyed_worker(
         "max_sessions: 100\nidle_timeout: 1h\nagent:\n  command: [\"sh\", \"-c\", \"exec cat >/dev/null\"]\n  wait_ready: false\n",
     )
     .expect("write worker config");
-    let addr_path = dir.path().join("addr.json");
     let mut cmd = std::process::Command::new(WORKER_BIN);
-    cmd.arg("--listen")
-        .arg(listen.to_string())
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .arg("--node-id")
+    cmd.arg("--node-id")
         .arg(id)
         .arg("--config")
         .arg(&cfg)
@@ -58,9 +53,8 @@ async fn keyed_worker(
     if let Some(k) = key {
         cmd.arg("--proxy-key").arg(k);
     }
-    let mut guard = ChildGuard::spawn(&format!("worker {id}"), &mut cmd);
-    let addr = addr_of(&addr_file(&addr_path, &mut guard).await, "listen");
-    hotplex_e2e::wait_until_http_ok(&format!("http://{addr}/health/live"), WAIT).await;
+    let name = format!("worker {id}");
+    let (guard, addr) = crate::support::spawn_worker_cmd_on(&name, cmd, dir.path(), listen).await;
     (guard, addr, dir)
 }
 

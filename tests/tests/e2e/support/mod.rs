@@ -88,12 +88,22 @@ pub async fn addr_file(
 /// it answers `/health/live`.
 pub async fn spawn_worker_cmd(
     name: &str,
+    cmd: std::process::Command,
+    dir: &std::path::Path,
+) -> (hotplex_e2e::ChildGuard, std::net::SocketAddr) {
+    spawn_worker_cmd_on(name, cmd, dir, ([127, 0, 0, 1], 0).into()).await
+}
+
+/// [`spawn_worker_cmd`] on `listen` (port 0: the worker picks, the address file says).
+pub async fn spawn_worker_cmd_on(
+    name: &str,
     mut cmd: std::process::Command,
     dir: &std::path::Path,
+    listen: std::net::SocketAddr,
 ) -> (hotplex_e2e::ChildGuard, std::net::SocketAddr) {
     let addr_path = dir.join("worker.addr");
     cmd.arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen.to_string())
         .arg("--addr-file")
         .arg(&addr_path);
     let mut guard = hotplex_e2e::ChildGuard::spawn(name, &mut cmd);

@@ -86,20 +86,9 @@ impl Impostor {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     let n = s.read(&mut buf).await.unwrap_or(0);
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    let body = if head.starts_with("GET /health/") {
-                        p.fetch_add(1, Ordering::Relaxed);
-                        format!(
-                            r#"{{"status":"ready","node_id":"{node}","sessions_active":0,"max_sessions":1000}}"#
-                        )
-                    } else {
-                        o.fetch_add(1, Ordering::Relaxed);
-                        format!(r#"{{"session_id":"stolen","node_id":"{node}"}}"#)
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let stolen = format!(r#"{{"session_id":"stolen","node_id":"{node}"}}"#);
+                    let resp =
+                        crate::support::tls::fake_worker_answer(&buf[..n], &node, &p, &o, &stolen);
                     let _ = s.write_all(resp.as_bytes()).await;
                 });
             }

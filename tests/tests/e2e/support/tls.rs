@@ -59,6 +59,32 @@ impl Leaf {
     }
 }
 
+/// The answer of a fake worker (no identity proof) to one request `head`: a `/health/*`
+/// probe gets `{"status":"ready","node_id":node,"sessions_active":0,...}` (the most
+/// attractive worker there is) and counts in `probes`; anything else gets `other_body` and
+/// counts in `others`.
+pub fn fake_worker_answer(
+    head: &[u8],
+    node: &str,
+    probes: &AtomicU64,
+    others: &AtomicU64,
+    other_body: &str,
+) -> String {
+    let body = if head.starts_with(b"GET /health/") {
+        probes.fetch_add(1, Ordering::Relaxed);
+        format!(
+            r#"{{"status":"ready","node_id":"{node}","sessions_active":0,"max_sessions":1000}}"#
+        )
+    } else {
+        others.fetch_add(1, Ordering::Relaxed);
+        other_body.to_string()
+    };
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// A TLS server on `at` presenting `leaf` that answers every `GET /health/*` with
 /// `{"status":"ready","node_id":node,...}`; other requests are counted in `others`.
 pub struct TlsFakeWorker {
@@ -104,20 +130,7 @@ impl TlsFakeWorker {
                     if n == 0 {
                         return; // a handshake-only check
                     }
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    let body = if head.starts_with("GET /health/") {
-                        p.fetch_add(1, Ordering::Relaxed);
-                        format!(
-                            r#"{{"status":"ready","node_id":"{node}","sessions_active":0,"max_sessions":1000}}"#
-                        )
-                    } else {
-                        o.fetch_add(1, Ordering::Relaxed);
-                        "{}".to_string()
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let resp = fake_worker_answer(&buf[..n], &node, &p, &o, "{}");
                     let _ = s.write_all(resp.as_bytes()).await;
                     let _ = s.shutdown().await;
                 });

@@ -124,13 +124,21 @@ pub fn receive(sock: &Path, expected: &[SocketAddr], wait: Duration) -> Result<F
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot remove the old {}: {e}", sock.display())),
     }
+    // Bound under a temporary name, made 0600, then renamed into place: the socket never
+    // exists at its path with the umask's mode.
+    let mut tmp = sock.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
     let listener =
-        UnixListener::bind(sock).map_err(|e| format!("cannot bind {}: {e}", sock.display()))?;
+        UnixListener::bind(&tmp).map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
     let cleanup = |r| {
+        let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::remove_file(sock);
         r
     };
-    if let Err(e) = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600))
+    if let Err(e) = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, sock))
         .and_then(|()| listener.set_nonblocking(true))
     {
         return cleanup(Err(format!("{}: {e}", sock.display())));

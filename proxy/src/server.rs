@@ -174,7 +174,7 @@ pub fn run_reporting(
         ListenerConfig::tcp(bound.listen.to_string())
             .l4_buffer(L4BufferSettings::new(b.read, b.write)),
     );
-    let https_redirect = crate::tls::setup(&bound, &mut proxy, &metrics)?;
+    let https_redirect = crate::tls::setup(&bound, &mut proxy, &metrics, upgrade)?;
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
     crate::upstream::identity::register_metrics(&metrics.registry);

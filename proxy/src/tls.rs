@@ -208,11 +208,14 @@ pub enum TlsStartError {
 }
 
 /// Adds the TLS listener to `proxy` (when `cfg.tls` is set) and returns the redirect
-/// service to add to the server, if `tls.redirect_http` is set.
+/// service to add to the server, if `tls.redirect_http` is set. `upgrade`: the old process
+/// still holds the ports (the TLS listener comes with the handover; the redirect listener
+/// is bound once the old process lets it go), so nothing is test-bound.
 pub fn setup(
     cfg: &RuntimeConfig,
     proxy: &mut Service<crate::conn_guard::GuardedProxy>,
     metrics: &ProxyMetrics,
+    upgrade: bool,
 ) -> Result<Option<GenBackgroundService<AdminService>>, TlsStartError> {
     let Some(tls) = cfg.tls.as_ref() else {
         return Ok(None);
@@ -224,9 +227,12 @@ pub fn setup(
             source,
         })
     };
-    drop(bind("tls.listen", tls.listen)?);
+    if !upgrade {
+        drop(bind("tls.listen", tls.listen)?);
+    }
     let redirect = match tls.redirect_http {
-        Some(addr) => Some(bind("tls.redirect_http", addr)?),
+        Some(addr) if upgrade => Some((None, addr)),
+        Some(addr) => Some((Some(bind("tls.redirect_http", addr)?), addr)),
         None => None,
     };
     // No certificates: CertStore generates the dev certificate and logs a loud WARN.
@@ -266,10 +272,10 @@ pub fn setup(
         tracing::warn!("TLS state already initialised in this process");
     }
     tracing::info!(listen = %tls.listen, h2 = tls.h2, redirect_http = ?tls.redirect_http, "TLS listener configured");
-    Ok(redirect.map(|l| {
+    Ok(redirect.map(|(l, addr)| {
         background_service(
             "https redirect",
-            AdminService::new(l, redirect_router(tls.listen.port())),
+            AdminService::new_or_deferred(l, addr, redirect_router(tls.listen.port())),
         )
     }))
 }

@@ -171,3 +171,81 @@ async fn graceful_upgrade_under_load_drops_nothing() {
     b.assert_alive();
     drop(b);
 }
+
+/// The upgrade with a TLS listener and the HTTP → HTTPS redirect (the shipped configs have
+/// TLS): B must not test-bind the ports A still holds. It takes the TLS listener with the
+/// handover and binds the redirect listener once A has let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_with_a_tls_listener_and_redirect() {
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    let sock = sock_dir.path().join("upgrade.sock");
+    let redirect = hotplex_e2e::free_addr();
+    let extra = format!(
+        "upgrade:\n  sock: \"{}\"\n  grace_period: 1s\n  shutdown_timeout: 1s\ntls:\n  listen: \"{ANY_PORT}\"\n  redirect_http: \"{redirect}\"\n",
+        sock.display()
+    );
+    let yaml = proxy_yaml(&worker_list(&workers), &extra);
+    let mut a = spawn_proxy(&yaml).await;
+    let tls = a.tls.expect("TLS listener");
+    let https = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let live = format!("https://{tls}/health/live");
+    let r = https.get(&live).send().await.expect("https on A");
+    assert_eq!(r.status(), 200);
+
+    // B names the addresses A bound (A's file has port 0).
+    let b_config = sock_dir.path().join("proxy-b.yaml");
+    let b_yaml = yaml.replace(
+        &format!("listen: \"{ANY_PORT}\"\n  redirect"),
+        &format!("listen: \"{tls}\"\n  redirect"),
+    );
+    assert!(b_yaml.contains(&tls.to_string()), "{b_yaml}");
+    write_config_file(&b_config, a.listen, a.admin, "", &b_yaml);
+    let mut cmd = Command::new(PROXY_BIN);
+    cmd.arg("--config")
+        .arg(&b_config)
+        .arg("--upgrade")
+        .env("RUST_LOG", "warn");
+    let mut b = ChildGuard::spawn("proxy-b", &mut cmd);
+    let listening = eventually(WAIT, || {
+        let sock = sock.clone();
+        async move { sock.exists() }
+    })
+    .await;
+    b.assert_alive();
+    assert!(
+        listening,
+        "B listens on the upgrade socket (it did not stop on a busy port)"
+    );
+    a.guard.signal(nix::sys::signal::Signal::SIGQUIT);
+    let exited = tokio::task::block_in_place(|| a.guard.wait_timeout(Duration::from_secs(20)));
+    assert_eq!(
+        exited.and_then(|s| s.code()),
+        Some(0),
+        "A handed over and exited 0"
+    );
+    b.assert_alive();
+    let r = https.get(&live).send().await.expect("https on B");
+    assert_eq!(r.status(), 200, "B serves TLS on A's port");
+    // The redirect listener: bound by B once A released it.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let redirected = eventually(WAIT, || {
+        let c = no_redirects.clone();
+        async move {
+            c.get(format!("http://{redirect}/x"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 301)
+        }
+    })
+    .await;
+    assert!(redirected, "B answers the HTTP redirect port");
+}

@@ -130,7 +130,8 @@ pub fn admitted(h: &Hit) -> bool {
 /// test (`rate` ≪ 1/test time): each admitted request takes exactly one token, so its
 /// `RateLimit-Remaining` must be the previous one minus 1, and once empty it stays empty.
 /// A store failure (503, fail closed) may have taken a token in Redis without an answer
-/// (the check timed out after Redis ran it): the next remaining is then only lower.
+/// (the check timed out after Redis ran it), and an admitted request whose worker was out
+/// (503 `worker_unavailable`) took one: the next remaining is then only lower.
 /// A decision that belongs to another bucket or client breaks the sequence.
 #[derive(Debug)]
 pub struct Bucket {
@@ -147,6 +148,8 @@ pub struct Bucket {
     /// Admitted without a decision (store failure, fail open): allowed only when set.
     pub fail_open: bool,
     pub failed_open: u32,
+    /// Admitted, then `503 worker_unavailable` (not a limiter decision).
+    pub unavailable: u32,
 }
 
 impl Bucket {
@@ -162,6 +165,7 @@ impl Bucket {
             refused: 0,
             fail_open: false,
             failed_open: 0,
+            unavailable: 0,
         }
     }
 
@@ -175,6 +179,12 @@ impl Bucket {
     pub fn observe(&mut self, h: &Hit) {
         let n = self.name;
         match h.status {
+            503 if h.error == "worker_unavailable" => {
+                // Admitted (the limiter runs before routing, so a token was taken), then
+                // the worker was out (ejected on a loaded CI machine): no decision to read.
+                self.gap = true;
+                self.unavailable += 1;
+            }
             503 => {
                 assert_eq!(h.error, "rate_limit_unavailable", "{n}: {h:?}");
                 self.gap = true;

@@ -16,6 +16,39 @@ use std::time::{Duration, Instant};
 use crate::support::proxy::*;
 use hotplex_e2e::{eventually, ChildGuard};
 
+/// Proxy B: `yaml` on the addresses `a` bound (A's own file has port 0: the listening
+/// sockets are handed over keyed by address), started with `--upgrade`. Returns once B
+/// listens on the upgrade socket `sock`: it then waits for A's listening fds there on
+/// SIGQUIT (the harness must not connect to it: B takes the first connection for A's).
+/// B must not have stopped first (on a busy port, say).
+async fn start_upgrader(
+    dir: &tempfile::TempDir,
+    a: &TestProxy,
+    yaml: &str,
+    sock: &std::path::Path,
+) -> ChildGuard {
+    let b_config = dir.path().join("proxy-b.yaml");
+    write_config_file(&b_config, a.listen, a.admin, "", yaml);
+    let mut cmd = Command::new(PROXY_BIN);
+    cmd.arg("--config")
+        .arg(&b_config)
+        .arg("--upgrade")
+        .env("RUST_LOG", "warn");
+    let mut b = ChildGuard::spawn("proxy-b", &mut cmd);
+    let listening = eventually(WAIT, || {
+        let sock = sock.to_path_buf();
+        async move { sock.exists() }
+    })
+    .await;
+    b.assert_alive();
+    assert!(
+        listening,
+        "B listens on the upgrade socket {}",
+        sock.display()
+    );
+    b
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_upgrade_under_load_drops_nothing() {
     let workers = spawn_workers(2, WorkerOpts::default()).await;
@@ -102,30 +135,7 @@ async fn graceful_upgrade_under_load_drops_nothing() {
     let before = ok.load(Ordering::Relaxed);
 
     // B takes over.
-    // B's config names the addresses A bound (A's own file has port 0): pingora hands the
-    // listening sockets over keyed by address.
-    let b_config = sock_dir.path().join("proxy-b.yaml");
-    write_config_file(&b_config, a.listen, a.admin, "", &yaml);
-    let mut cmd = Command::new(PROXY_BIN);
-    cmd.arg("--config")
-        .arg(&b_config)
-        .arg("--upgrade")
-        .env("RUST_LOG", "warn");
-    let mut b = ChildGuard::spawn("proxy-b", &mut cmd);
-    // B is ready to take the sockets over once it listens on the upgrade socket (pingora's
-    // bootstrap binds it, then waits for A to send the listening fds there on SIGQUIT; the
-    // harness must not connect to it: B takes the first connection for A's).
-    let listening = eventually(WAIT, || {
-        let sock = sock.clone();
-        async move { sock.exists() }
-    })
-    .await;
-    b.assert_alive();
-    assert!(
-        listening,
-        "B listens on the upgrade socket {}",
-        sock.display()
-    );
+    let mut b = start_upgrader(&sock_dir, &a, &yaml, &sock).await;
     let switch = Instant::now();
     println!("SIGQUIT at {:?}", t0.elapsed());
     a.guard.signal(nix::sys::signal::Signal::SIGQUIT);
@@ -198,29 +208,12 @@ async fn upgrade_with_a_tls_listener_and_redirect() {
     assert_eq!(r.status(), 200);
 
     // B names the addresses A bound (A's file has port 0).
-    let b_config = sock_dir.path().join("proxy-b.yaml");
     let b_yaml = yaml.replace(
         &format!("listen: \"{ANY_PORT}\"\n  redirect"),
         &format!("listen: \"{tls}\"\n  redirect"),
     );
     assert!(b_yaml.contains(&tls.to_string()), "{b_yaml}");
-    write_config_file(&b_config, a.listen, a.admin, "", &b_yaml);
-    let mut cmd = Command::new(PROXY_BIN);
-    cmd.arg("--config")
-        .arg(&b_config)
-        .arg("--upgrade")
-        .env("RUST_LOG", "warn");
-    let mut b = ChildGuard::spawn("proxy-b", &mut cmd);
-    let listening = eventually(WAIT, || {
-        let sock = sock.clone();
-        async move { sock.exists() }
-    })
-    .await;
-    b.assert_alive();
-    assert!(
-        listening,
-        "B listens on the upgrade socket (it did not stop on a busy port)"
-    );
+    let mut b = start_upgrader(&sock_dir, &a, &b_yaml, &sock).await;
     a.guard.signal(nix::sys::signal::Signal::SIGQUIT);
     let exited = tokio::task::block_in_place(|| a.guard.wait_timeout(Duration::from_secs(20)));
     assert_eq!(

@@ -251,22 +251,23 @@ impl HotplexProxy {
 
     /// A new session's worker failed (connect) or refused it (503) before the client saw
     /// anything: gives its slot back and has `upstream_peer` place it on another worker,
-    /// up to [`MAX_PLACEMENT_TRIES`]. `false`: not a placed create, or out of tries.
-    fn replace_elsewhere(&self, ctx: &mut Ctx) -> bool {
-        let Some(route) = ctx.route.as_ref() else {
-            return false;
-        };
-        if route.outcome != Outcome::Placed || ctx.excluded.len() + 1 >= MAX_PLACEMENT_TRIES {
-            return false;
+    /// up to [`MAX_PLACEMENT_TRIES`]. Returns the worker left behind; `None`: not a placed
+    /// create, or out of tries (the route stays).
+    fn replace_elsewhere(&self, ctx: &mut Ctx) -> Option<Arc<crate::upstream::Worker>> {
+        let placed = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.outcome == Outcome::Placed);
+        if !placed || ctx.excluded.len() + 1 >= MAX_PLACEMENT_TRIES {
+            return None;
         }
-        if let Some(route) = ctx.route.take() {
-            if route.counted {
-                route.worker.settle_create(false);
-            }
-            ctx.excluded.push(route.worker.spec.id.clone());
+        let route = ctx.route.take()?;
+        if route.counted {
+            route.worker.settle_create(false);
         }
+        ctx.excluded.push(route.worker.spec.id.clone());
         ctx.reroute = true;
-        true
+        Some(route.worker)
     }
 }
 
@@ -398,7 +399,7 @@ impl ProxyHttp for HotplexProxy {
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
             // WebSocket (client silent) or a long request (pingora issue 255).
-            let idle = self.registry.config().timeouts.stream_idle;
+            let idle = cfg.timeouts.stream_idle;
             let read = if ctx.body.streaming() {
                 cfg.limits.body_read_timeout
             } else {
@@ -623,12 +624,9 @@ impl ProxyHttp for HotplexProxy {
         {
             return Ok(());
         }
-        let Some(worker) = ctx.route.as_ref().map(|r| r.worker.clone()) else {
+        let Some(worker) = self.replace_elsewhere(ctx) else {
             return Ok(());
         };
-        if !self.replace_elsewhere(ctx) {
-            return Ok(());
-        }
         worker.mark_refusing();
         ctx.refused_by_worker = true;
         self.metrics
@@ -661,7 +659,7 @@ impl ProxyHttp for HotplexProxy {
             .with_label_values(&[&worker, error_kind(&e)])
             .inc();
         self.eject(ctx, "connect failure");
-        let retry = self.replace_elsewhere(ctx);
+        let retry = self.replace_elsewhere(ctx).is_some();
         e.set_retry(retry);
         e
     }

@@ -101,6 +101,9 @@ pub struct FileConfig {
     pub security: Option<SecurityFileConfig>,
     /// Where audit lines (target `audit`) go, at any log level. Default: stderr.
     pub audit: Option<AuditFileConfig>,
+    /// Serve TLS on `listen` with this certificate (see [`crate::tls`]). Default: none
+    /// (plain HTTP).
+    pub tls: Option<crate::tls::TlsFileConfig>,
 }
 
 /// `audit:` section of the config file.
@@ -220,6 +223,8 @@ pub struct WorkerConfig {
     pub secret_warnings: Vec<String>,
     /// `audit.file` / `audit.stream`: the audit lines' own sink.
     pub audit_sink: hotplex_common::logging::AuditSink,
+    /// `tls:`: the listen address serves TLS only; `None`: plain HTTP.
+    pub tls: Option<crate::tls::WorkerTls>,
 }
 
 impl Default for WorkerConfig {
@@ -252,6 +257,7 @@ impl Default for WorkerConfig {
             quota_store: None,
             secret_warnings: Vec::new(),
             audit_sink: Default::default(),
+            tls: None,
         }
     }
 }
@@ -328,6 +334,9 @@ impl FileConfig {
             if let Some(p) = secrets::file_ref(k) {
                 files.push((format!("proxy_keys[{i}]"), p.to_path_buf()));
             }
+        }
+        if let Some(t) = &self.tls {
+            files.push(("tls.key_file".to_string(), t.key_file.clone()));
         }
         let tokens = self.admin.as_ref().and_then(|a| a.tokens.as_ref());
         for (i, k) in tokens.into_iter().flatten().enumerate() {
@@ -438,6 +447,10 @@ impl FileConfig {
             Some(q) => Some(QuotaStoreConfig::from_file(q).map_err(|(k, r)| invalid(k, &r))?),
             None => None,
         };
+        let tls = match self.tls {
+            Some(t) => Some(crate::tls::WorkerTls::load(t).map_err(|(k, r)| invalid(k, &r))?),
+            None => None,
+        };
         Ok(WorkerConfig {
             listen: self.listen.unwrap_or(d.listen),
             node_id,
@@ -460,6 +473,7 @@ impl FileConfig {
             quota_store,
             secret_warnings,
             audit_sink,
+            tls,
         })
     }
 }

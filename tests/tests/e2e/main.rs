@@ -46,6 +46,7 @@ mod tenant_quotas;
 mod worker_api;
 mod worker_drain;
 mod worker_identity;
+mod worker_identity_relay;
 mod worker_metrics;
 mod worker_pool;
 mod worker_trust;

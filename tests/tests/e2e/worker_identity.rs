@@ -27,12 +27,12 @@ use hotplex_common::names;
 use hotplex_e2e::{eventually, metric_value, ChildGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KEY: &str = "e2e-worker-key-0123456789abcdef";
+pub(crate) const KEY: &str = "e2e-worker-key-0123456789abcdef";
 const OTHER_KEY: &str = "not-the-worker-key-0123456789";
 const API_KEY: &str = "tenant-a-secret-key-0123456789";
 
 /// A worker process on `listen` with node id `id` and, when given, `proxy_keys: [key]`.
-async fn keyed_worker(
+pub(crate) async fn keyed_worker(
     id: &str,
     listen: SocketAddr,
     key: Option<&str>,
@@ -152,14 +152,24 @@ async fn static_workers_without_the_secret_get_nothing() {
             .expect("probe");
         let proof =
             hdr(&r, idp::X_HOTPLEX_IDENTITY).expect("a worker with proxy_keys answers a challenge");
+        // The proof names the address this probe dialled, as the worker saw it.
+        let seen = hdr(&r, idp::X_HOTPLEX_IDENTITY_ADDRESS).expect("the address it saw");
+        assert_eq!(seen, addr.to_string(), "{id}");
         let body = r.bytes().await.expect("body");
         assert_eq!(
-            idp::verify(KEY.as_bytes(), &challenge, id, &body, &proof),
+            idp::verify(KEY.as_bytes(), &challenge, id, &seen, &body, &proof),
             good,
             "{id}"
         );
         assert!(
-            !idp::verify(KEY.as_bytes(), &idp::new_challenge(), id, &body, &proof),
+            !idp::verify(
+                KEY.as_bytes(),
+                &idp::new_challenge(),
+                id,
+                &seen,
+                &body,
+                &proof
+            ),
             "replay"
         );
     }

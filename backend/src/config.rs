@@ -676,6 +676,50 @@ agent:
     }
 
     #[test]
+    fn tls_files_are_validated_and_the_key_is_a_secret_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, k) = (dir.path().join("w1.crt"), dir.path().join("w1.key"));
+        std::fs::write(&c, include_str!("../testdata/worker-w1.crt")).expect("write");
+        std::fs::write(&k, include_str!("../testdata/worker-w1.key")).expect("write");
+        let chmod = |m| std::fs::set_permissions(&k, std::fs::Permissions::from_mode(m));
+        chmod(0o600).expect("chmod");
+        let y = |extra: &str| {
+            format!(
+                "tls:\n  cert_file: {}\n  key_file: {}\n{extra}",
+                c.display(),
+                k.display()
+            )
+        };
+        let load = |text: String| FileConfig::parse(&text, "w.yaml")?.into_runtime("w.yaml");
+        let cfg = load(y("")).expect("valid");
+        assert!(cfg.tls.is_some() && cfg.secret_warnings.is_empty());
+        chmod(0o644).expect("chmod");
+        let cfg = load(y("")).expect("a warning by default");
+        assert!(
+            cfg.secret_warnings
+                .iter()
+                .any(|w| w.starts_with("tls.key_file")),
+            "{:?}",
+            cfg.secret_warnings
+        );
+        let e = load(y("security:\n  refuse_readable_secrets: true\n")).expect_err("refused");
+        assert!(e.to_string().contains("`tls.key_file`"), "{e}");
+        let e = load("tls:\n  cert_file: /nonexistent/c.pem\n  key_file: /x\n".into())
+            .expect_err("missing file");
+        assert!(
+            e.to_string().starts_with("w.yaml: key `tls.cert_file`"),
+            "{e}"
+        );
+        let e = load("tls:\n  cert_file: /c\n".into()).expect_err("no key_file");
+        assert!(e.to_string().contains("key_file"), "{e}");
+        assert!(
+            load(String::new()).expect("no tls").tls.is_none(),
+            "default: plain"
+        );
+    }
+
+    #[test]
     fn k8s_worker_config_is_valid_and_trusts_only_the_proxy() {
         let text = include_str!("../../conf/k8s/configmap.yaml");
         let worker_yaml = serde_yaml::Deserializer::from_str(text)

@@ -49,5 +49,6 @@ mod worker_identity;
 mod worker_identity_relay;
 mod worker_metrics;
 mod worker_pool;
+mod worker_tls;
 mod worker_trust;
 mod worker_ws;

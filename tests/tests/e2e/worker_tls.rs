@@ -11,70 +11,17 @@
 //!   handshake (reason `certificate`), no session and no request reach them.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::support::proxy::*;
-use crate::support::tls::{Ca, Leaf};
+use crate::support::tls::{https_to, spawn_tls_worker, Ca};
 use crate::worker_identity::KEY;
 use hotplex_common::names;
 use hotplex_e2e::sse::Reader;
-use hotplex_e2e::{eventually, metric_value, ChildGuard};
+use hotplex_e2e::{eventually, metric_value};
 use serde_json::json;
 
-/// A worker process serving TLS with `leaf` (written to its directory, key mode 0600).
-struct TlsWorker {
-    _guard: ChildGuard,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn_tls_worker(id: &str, leaf: &Leaf, extra: &str) -> TlsWorker {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = leaf.write(dir.path(), "worker");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let cfg = dir.path().join("worker.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "tls:\n  cert_file: \"{}\"\n  key_file: \"{}\"\nsecurity:\n  refuse_readable_secrets: true\nagent:\n  demo_test_hooks: true\n{}{extra}",
-            cert.display(),
-            key.display(),
-            crate::support::POOL_TESTS_TENANT_QUOTAS,
-        ),
-    )
-    .expect("write worker config");
-    let addr_path = dir.path().join("addr.json");
-    let mut cmd = std::process::Command::new(WORKER_BIN);
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .arg("--node-id")
-        .arg(id)
-        .arg("--config")
-        .arg(&cfg)
-        .env("RUST_LOG", "warn");
-    let mut guard = ChildGuard::spawn(&format!("TLS worker {id}"), &mut cmd);
-    let bound = crate::support::addr_file(&addr_path, &mut guard).await;
-    let addr = crate::support::addr_of(&bound, "listen");
-    TlsWorker {
-        _guard: guard,
-        addr,
-        _dir: dir,
-    }
-}
-
-/// An HTTPS client trusting only `ca`, reaching `name` at `addr`.
-fn https_to(ca: &Ca, name: &str, addr: SocketAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("ca"))
-        .resolve(name, addr)
-        .timeout(WAIT)
-        .build()
-        .expect("https client")
-}
+const LOCAL: SocketAddr = ANY_PORT;
 
 fn upstream_tls(ca_file: &Path, extra: &str) -> String {
     format!(
@@ -106,8 +53,8 @@ async fn proxy_to_real_tls_workers_http_sse_and_websocket() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).expect("write ca");
     let keyed = format!("proxy_keys: [\"{KEY}\"]\n");
-    let w1 = spawn_tls_worker("w1", &ca.leaf(&["w1"]), &keyed).await;
-    let w2 = spawn_tls_worker("w2", &ca.leaf(&["w2"]), &keyed).await;
+    let w1 = spawn_tls_worker("w1", LOCAL, &ca.leaf(&["w1"]), &keyed).await;
+    let w2 = spawn_tls_worker("w2", LOCAL, &ca.leaf(&["w2"]), &keyed).await;
 
     // Straight to the worker: HTTPS with the CA and the node id as the name answers; the
     // same port in plain HTTP does not.
@@ -221,9 +168,9 @@ async fn tls_workers_with_the_wrong_name_or_ca_get_nothing() {
     let (ca, other_ca) = (Ca::new(), Ca::new());
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).expect("write ca");
-    let w1 = spawn_tls_worker("w1", &ca.leaf(&["w1"]), "").await;
-    let w2 = spawn_tls_worker("w2", &ca.leaf(&["w9"]), "").await;
-    let w3 = spawn_tls_worker("w3", &other_ca.leaf(&["w3"]), "").await;
+    let w1 = spawn_tls_worker("w1", LOCAL, &ca.leaf(&["w1"]), "").await;
+    let w2 = spawn_tls_worker("w2", LOCAL, &ca.leaf(&["w9"]), "").await;
+    let w3 = spawn_tls_worker("w3", LOCAL, &other_ca.leaf(&["w3"]), "").await;
     let p = spawn_proxy(&proxy_yaml(
         &[("w1", w1.addr), ("w2", w2.addr), ("w3", w3.addr)],
         &upstream_tls(&ca_file, ""),

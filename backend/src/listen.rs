@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 /// Longest TLS handshake; a client that takes longer is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most TLS handshakes in progress at once (accepting waits for a free slot).
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// One connection as a handler sees it (`ConnectInfo<Conn>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -158,6 +158,14 @@ async fn a_relay_of_the_identity_proof_gets_no_request() {
         0.0,
         "a request reached the real worker through the relay"
     );
+    let m = metrics(&c, p).await;
+    println!(
+        "relay refused: {} probes relayed to the real worker, {} other connections, address_mismatch {:?}, POST /sessions {}",
+        relay.probes.load(Ordering::Relaxed),
+        relay.others.load(Ordering::Relaxed),
+        metric_value(&m, names::identity::FAILURES, &["reason=\"address_mismatch\""]),
+        r.status
+    );
     let log = p.log();
     let relay_addr = s.relay_addr.to_string();
     assert!(

@@ -23,6 +23,12 @@ use serde_json::json;
 
 const LOCAL: SocketAddr = ANY_PORT;
 
+/// The worker's TLS handshake timeout: a request that waited for a silent handshake would
+/// take at least this long.
+fn listen_timeout() -> std::time::Duration {
+    hotplex_worker::listen::TLS_HANDSHAKE_TIMEOUT
+}
+
 fn upstream_tls(ca_file: &Path, extra: &str) -> String {
     format!(
         "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\nhealth_check:\n  interval: 200ms\n  timeout: 2s\n  failures: 1\n  successes: 1\n{extra}",
@@ -56,8 +62,17 @@ async fn proxy_to_real_tls_workers_http_sse_and_websocket() {
     let w1 = spawn_tls_worker("w1", LOCAL, &ca.leaf(&["w1"]), &keyed).await;
     let w2 = spawn_tls_worker("w2", LOCAL, &ca.leaf(&["w2"]), &keyed).await;
 
-    // Straight to the worker: HTTPS with the CA and the node id as the name answers; the
-    // same port in plain HTTP does not.
+    // Straight to the worker: HTTPS with the CA and the node id as the name answers (also
+    // while 50 connections sit silent mid-handshake: handshakes do not wait for each
+    // other); the same port in plain HTTP does not.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(
+            tokio::net::TcpStream::connect(w1.addr)
+                .await
+                .expect("connect"),
+        );
+    }
     let direct = https_to(&ca, "w1", w1.addr);
     let ok = eventually(WAIT, || async {
         let r = direct
@@ -68,6 +83,19 @@ async fn proxy_to_real_tls_workers_http_sse_and_websocket() {
     })
     .await;
     assert!(ok, "the TLS worker answers HTTPS");
+    let start = std::time::Instant::now();
+    let r = direct
+        .get(format!("https://w1:{}/health/ready", w1.addr.port()))
+        .send()
+        .await
+        .expect("HTTPS next to 50 silent connections");
+    assert_eq!(r.status(), 200);
+    assert!(
+        start.elapsed() < listen_timeout(),
+        "a handshake waited for the silent ones: {:?}",
+        start.elapsed()
+    );
+    drop(silent);
     let plain = client()
         .get(format!("http://{}/health/live", w1.addr))
         .send()

@@ -6,7 +6,8 @@
 //! [`agent`] (the child process and its JSON-lines protocol), [`demo_agent`] (the built-in
 //! agent), [`api`] (HTTP routes and middleware), [`trust`] (the trusted proxy, tenants),
 //! [`admin`] (the admin surface and its gate), [`ws`], [`sse`], [`auth`], [`error`],
-//! [`metrics`] (heap profiles: `hotplex_common::profiling`).
+//! [`metrics`] (heap profiles: `hotplex_common::profiling`), [`listen`] (what a handler
+//! knows of its connection; the TLS listener), [`tls`] (the optional `tls:` section).
 
 pub mod admin;
 pub mod agent;

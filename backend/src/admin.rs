@@ -11,7 +11,6 @@
 //!   `X-Hotplex-Tenant`, `X-Forwarded-For` or `Forwarded`), otherwise 404 `not_found`,
 //!   the answer of an unknown route.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -120,8 +119,8 @@ pub fn bearer(h: &HeaderMap) -> Option<&str> {
 pub fn check(st: &AppState, req: &Request, on_admin_listener: bool) -> Result<Decision, ApiError> {
     let peer = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+        .get::<ConnectInfo<crate::listen::Conn>>()
+        .map(|c| c.0.peer);
     let d = decide(
         &st.cfg.admin,
         Asker {
@@ -260,7 +259,7 @@ mod tests {
 
     fn admin(listen: bool, tokens: &[&str]) -> AdminConfig {
         AdminConfig {
-            listen: listen.then(|| SocketAddr::from(([127, 0, 0, 1], 9091))),
+            listen: listen.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9091))),
             tokens: tokens.iter().map(|t| Secret::new(*t)).collect(),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::error::ApiError;
+use crate::listen::Conn;
 use crate::metrics::{CloseReason, Refusal, WorkerMetrics};
 use crate::pool::Pool;
 use crate::session::Session;
@@ -172,16 +173,25 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
-pub async fn live(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+/// The connection a request came in on, when the listener reported it.
+type ConnOf = Option<Extension<ConnectInfo<Conn>>>;
+
+pub async fn live(
+    State(st): State<AppState>,
+    conn: ConnOf,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let body = json!({"status":"live","node_id":st.cfg.node_id});
-    identified(&st.cfg, &headers, StatusCode::OK, &body)
+    identified(&st.cfg, conn, &headers, StatusCode::OK, &body)
 }
 
 /// A JSON health answer, with the identity proof ([`hotplex_common::identity`]) when the
-/// request carries a challenge and the worker has `proxy_keys`: one HMAC per key over the
-/// challenge, the node id and these exact body bytes.
+/// request carries a challenge and the worker has `proxy_keys`: the local address of the
+/// connection (the address the prober dialled, as seen here) and one HMAC per key over the
+/// challenge, the node id, that address and these exact body bytes.
 fn identified(
     cfg: &WorkerConfig,
+    conn: ConnOf,
     headers: &axum::http::HeaderMap,
     code: StatusCode,
     body: &serde_json::Value,
@@ -192,10 +202,15 @@ fn identified(
         .get(idp::X_HOTPLEX_CHALLENGE)
         .and_then(|v| v.to_str().ok())
         .filter(|c| idp::valid_challenge(c));
-    let proof = match challenge {
-        Some(c) if !cfg.proxy_keys.is_empty() => {
+    let local = conn.and_then(|Extension(ConnectInfo(c))| c.local);
+    let proof = match (challenge, local) {
+        (Some(c), Some(local)) if !cfg.proxy_keys.is_empty() => {
             let keys = cfg.proxy_keys.iter().map(|k| k.expose().as_bytes());
-            HeaderValue::from_str(&idp::proofs(keys, c, &cfg.node_id, &bytes)).ok()
+            let address = local.to_string();
+            let proofs = idp::proofs(keys, c, &cfg.node_id, &address, &bytes);
+            HeaderValue::from_str(&proofs)
+                .ok()
+                .zip(HeaderValue::from_str(&address).ok())
         }
         _ => None,
     };
@@ -208,15 +223,21 @@ fn identified(
         bytes,
     )
         .into_response();
-    if let Some(p) = proof {
+    if let Some((p, address)) = proof {
         resp.headers_mut().insert(idp::X_HOTPLEX_IDENTITY, p);
+        resp.headers_mut()
+            .insert(idp::X_HOTPLEX_IDENTITY_ADDRESS, address);
     }
     resp
 }
 
 /// `{"status":"ready"|"draining"|"full","node_id","sessions_active","max_sessions"}`;
 /// the proxy parses this for load-aware placement.
-pub async fn ready(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+pub async fn ready(
+    State(st): State<AppState>,
+    conn: ConnOf,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let status = st.pool.readiness();
     let body = json!({
         "status": status,
@@ -229,7 +250,7 @@ pub async fn ready(State(st): State<AppState>, headers: axum::http::HeaderMap) -
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    identified(&st.cfg, &headers, code, &body)
+    identified(&st.cfg, conn, &headers, code, &body)
 }
 
 /// `POST /sessions`: creates a session in the caller's tenant, under the id the proxy

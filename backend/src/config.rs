@@ -101,6 +101,9 @@ pub struct FileConfig {
     pub security: Option<SecurityFileConfig>,
     /// Where audit lines (target `audit`) go, at any log level. Default: stderr.
     pub audit: Option<AuditFileConfig>,
+    /// Serve TLS on `listen` with this certificate (see [`crate::tls`]). Default: none
+    /// (plain HTTP).
+    pub tls: Option<crate::tls::TlsFileConfig>,
 }
 
 /// `audit:` section of the config file.
@@ -220,6 +223,8 @@ pub struct WorkerConfig {
     pub secret_warnings: Vec<String>,
     /// `audit.file` / `audit.stream`: the audit lines' own sink.
     pub audit_sink: hotplex_common::logging::AuditSink,
+    /// `tls:`: the listen address serves TLS only; `None`: plain HTTP.
+    pub tls: Option<crate::tls::WorkerTls>,
 }
 
 impl Default for WorkerConfig {
@@ -252,6 +257,7 @@ impl Default for WorkerConfig {
             quota_store: None,
             secret_warnings: Vec::new(),
             audit_sink: Default::default(),
+            tls: None,
         }
     }
 }
@@ -328,6 +334,9 @@ impl FileConfig {
             if let Some(p) = secrets::file_ref(k) {
                 files.push((format!("proxy_keys[{i}]"), p.to_path_buf()));
             }
+        }
+        if let Some(t) = &self.tls {
+            files.push(("tls.key_file".to_string(), t.key_file.clone()));
         }
         let tokens = self.admin.as_ref().and_then(|a| a.tokens.as_ref());
         for (i, k) in tokens.into_iter().flatten().enumerate() {
@@ -438,6 +447,10 @@ impl FileConfig {
             Some(q) => Some(QuotaStoreConfig::from_file(q).map_err(|(k, r)| invalid(k, &r))?),
             None => None,
         };
+        let tls = match self.tls {
+            Some(t) => Some(crate::tls::WorkerTls::load(t).map_err(|(k, r)| invalid(k, &r))?),
+            None => None,
+        };
         Ok(WorkerConfig {
             listen: self.listen.unwrap_or(d.listen),
             node_id,
@@ -460,6 +473,7 @@ impl FileConfig {
             quota_store,
             secret_warnings,
             audit_sink,
+            tls,
         })
     }
 }
@@ -659,6 +673,50 @@ agent:
         }
         let e = FileConfig::parse("admin: {listn: x}\n", "w.yaml").expect_err("typo");
         assert!(e.to_string().contains("admin.listn"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_validated_and_the_key_is_a_secret_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, k) = (dir.path().join("w1.crt"), dir.path().join("w1.key"));
+        std::fs::write(&c, include_str!("../testdata/worker-w1.crt")).expect("write");
+        std::fs::write(&k, include_str!("../testdata/worker-w1.key")).expect("write");
+        let chmod = |m| std::fs::set_permissions(&k, std::fs::Permissions::from_mode(m));
+        chmod(0o600).expect("chmod");
+        let y = |extra: &str| {
+            format!(
+                "tls:\n  cert_file: {}\n  key_file: {}\n{extra}",
+                c.display(),
+                k.display()
+            )
+        };
+        let load = |text: String| FileConfig::parse(&text, "w.yaml")?.into_runtime("w.yaml");
+        let cfg = load(y("")).expect("valid");
+        assert!(cfg.tls.is_some() && cfg.secret_warnings.is_empty());
+        chmod(0o644).expect("chmod");
+        let cfg = load(y("")).expect("a warning by default");
+        assert!(
+            cfg.secret_warnings
+                .iter()
+                .any(|w| w.starts_with("tls.key_file")),
+            "{:?}",
+            cfg.secret_warnings
+        );
+        let e = load(y("security:\n  refuse_readable_secrets: true\n")).expect_err("refused");
+        assert!(e.to_string().contains("`tls.key_file`"), "{e}");
+        let e = load("tls:\n  cert_file: /nonexistent/c.pem\n  key_file: /x\n".into())
+            .expect_err("missing file");
+        assert!(
+            e.to_string().starts_with("w.yaml: key `tls.cert_file`"),
+            "{e}"
+        );
+        let e = load("tls:\n  cert_file: /c\n".into()).expect_err("no key_file");
+        assert!(e.to_string().contains("key_file"), "{e}");
+        assert!(
+            load(String::new()).expect("no tls").tls.is_none(),
+            "default: plain"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! [`agent`] (the child process and its JSON-lines protocol), [`demo_agent`] (the built-in
 //! agent), [`api`] (HTTP routes and middleware), [`trust`] (the trusted proxy, tenants),
 //! [`admin`] (the admin surface and its gate), [`ws`], [`sse`], [`auth`], [`error`],
-//! [`metrics`] (heap profiles: `hotplex_common::profiling`).
+//! [`metrics`] (heap profiles: `hotplex_common::profiling`), [`listen`] (what a handler
+//! knows of its connection; the TLS listener), [`tls`] (the optional `tls:` section).
 
 pub mod admin;
 pub mod agent;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod demo_agent;
 pub mod drain_client;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
@@ -29,6 +31,7 @@ pub mod quota_store;
 pub mod sandbox;
 pub mod session;
 pub mod sse;
+pub mod tls;
 pub mod trust;
 pub mod usage;
 pub mod ws;
@@ -62,17 +65,23 @@ pub struct Server {
     quota_refresher: Option<JoinHandle<()>>,
 }
 
-/// Serves an application on `listener` until `stop` turns true; handlers see the peer
-/// address (`ConnectInfo<SocketAddr>`).
-fn spawn_http(
-    listener: TcpListener,
+/// Serves an application on `listener` until `stop` turns true; handlers see the peer and
+/// local addresses (`ConnectInfo<listen::Conn>`).
+fn spawn_http<L>(
+    listener: L,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<std::io::Result<()>> {
+) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> listen::Conn:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app.into_make_service_with_connect_info::<listen::Conn>(),
         )
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -103,6 +112,7 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
         quota_store::QuotaStore::client(store)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     }
+    let tls_on = cfg.tls.is_some();
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(WorkerMetrics::new());
     let sandbox = sandbox::Sandbox::resolve(&cfg.agent)
@@ -132,8 +142,17 @@ pub async fn serve(cfg: WorkerConfig, listener: TcpListener) -> std::io::Result<
     };
     let admin_http =
         admin_listener.map(|l| spawn_http(l, admin::router(state.clone()), shutdown_rx.clone()));
-    let http = spawn_http(listener, api::router(state), shutdown_rx);
-    tracing::info!(%addr, admin = ?admin_addr, "worker listening");
+    let tls = state.cfg.tls.as_ref().map(|t| t.server.clone());
+    let app = api::router(state);
+    let http = match tls {
+        Some(t) => spawn_http(
+            listen::TlsListener::new(listener, t, shutdown_rx.clone())?,
+            app,
+            shutdown_rx,
+        ),
+        None => spawn_http(listener, app, shutdown_rx),
+    };
+    tracing::info!(%addr, admin = ?admin_addr, tls = tls_on, "worker listening");
     Ok(Server {
         addr,
         admin_addr,

@@ -195,7 +195,9 @@ pub mod identity {
     /// proof not made with the key), `wrong_node` (the answer names another node id than
     /// the one expected at that address), `conflict` (a discovered address claims the id
     /// of a worker still reachable at its known address), `certificate` (the worker's TLS
-    /// certificate does not name its node id).
+    /// certificate does not name its node id), `address_mismatch` (a valid proof made for
+    /// another address than the one the proxy dialled: a relayed answer), `old_proof` (a
+    /// proof of the v1 format, which binds no address: a worker older than the proxy).
     pub const FAILURES: &str = "hotplex_proxy_worker_identity_failures_total";
 }
 // --- end worker identity ----------------------------------------------------------------

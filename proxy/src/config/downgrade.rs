@@ -3,7 +3,8 @@
 //!
 //! A reload that turns `auth` off, removes every API key and JWT setting, removes a rate
 //! or concurrency limit, lifts `limits.max_body_bytes` to unlimited, or drops the admin
-//! tokens or the worker key, is refused unless the new file says so with
+//! tokens or the worker key, or starts accepting identity proofs made for another address
+//! (`worker_auth.allow_address_translation`), is refused unless the new file says so with
 //! `allow_security_downgrade: true` (turning auth off also passes with
 //! `auth.allow_anonymous: true`). A half-written file (cut before its `auth:` or `limits:`
 //! section) therefore never applies: it reads as a downgrade. Set the key for the one
@@ -22,6 +23,7 @@ struct Facts {
     streamed_bodies: bool,
     admin_tokens: usize,
     worker_key: bool,
+    address_translation: bool,
     trusted_proxies: usize,
 }
 
@@ -53,6 +55,7 @@ fn facts(c: &RuntimeConfig) -> Facts {
         streamed_bodies: c.limits.allow_streamed_bodies,
         admin_tokens: c.admin_tokens.len(),
         worker_key: c.worker_key.is_some(),
+        address_translation: c.worker_address_translation,
         trusted_proxies: c.limits.trusted_proxies.len(),
     }
 }
@@ -110,6 +113,12 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
             "the reload removes the worker key".into(),
         );
     }
+    if !o.address_translation && n.address_translation {
+        return refuse(
+            "worker_auth.allow_address_translation",
+            "the reload stops checking that identity proofs name the address dialled".into(),
+        );
+    }
     Ok(())
 }
 
@@ -156,6 +165,12 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
         out.push(format!(
             "worker_auth.key {} -> {}",
             o.worker_key, n.worker_key
+        ));
+    }
+    if o.address_translation != n.address_translation {
+        out.push(format!(
+            "worker_auth.allow_address_translation {} -> {}",
+            o.address_translation, n.address_translation
         ));
     }
     if o.trusted_proxies != n.trusted_proxies {
@@ -205,6 +220,14 @@ mod tests {
         let e = check(&old, &streamed).expect_err("streamed bodies");
         assert_eq!(e.key, "limits.allow_streamed_bodies");
         assert!(diff(&old, &streamed).contains("limits.allow_streamed_bodies false -> true"));
+        // Accepting relayed identity proofs.
+        let nat = cfg(&format!(
+            "{AUTH}limits:\n  per_ip: {{rate: 5, burst: 10}}\nworker_auth:\n  allow_address_translation: true\n"
+        ));
+        let e = check(&old, &nat).expect_err("address translation");
+        assert_eq!(e.key, "worker_auth.allow_address_translation");
+        assert!(diff(&old, &nat).contains("worker_auth.allow_address_translation false -> true"));
+        assert!(check(&nat, &old).is_ok());
         // Tightening is always fine, and so is an unchanged config.
         assert!(check(&streamed, &old).is_ok());
         assert!(check(&cut, &old).is_ok());

@@ -205,7 +205,7 @@ impl Default for RoutingFile {
 }
 
 /// `worker_auth:` section: how the proxy proves itself to the workers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerAuthFile {
     /// The shared worker key, sent on every forwarded request as `X-Hotplex-Proxy-Auth`;
@@ -214,6 +214,25 @@ pub struct WorkerAuthFile {
     /// `proxy_keys`, on a private network or loopback, trust the proxy's headers).
     #[serde(default)]
     pub key: Option<String>,
+    /// Accept identity proofs made for another address than the one dialled (NAT or port
+    /// mapping in front of workers). Insecure: an impostor that receives a probe and can
+    /// reach the real worker relays the challenge and passes. Default
+    /// [`super::DEFAULT_ALLOW_ADDRESS_TRANSLATION`] (false).
+    #[serde(default = "default_allow_address_translation")]
+    pub allow_address_translation: bool,
+}
+
+fn default_allow_address_translation() -> bool {
+    super::DEFAULT_ALLOW_ADDRESS_TRANSLATION
+}
+
+impl Default for WorkerAuthFile {
+    fn default() -> Self {
+        WorkerAuthFile {
+            key: None,
+            allow_address_translation: default_allow_address_translation(),
+        }
+    }
 }
 
 /// `health_check:` section.

@@ -94,6 +94,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// `service.name` of the proxy's trace spans (`telemetry.service_name`).
 pub const DEFAULT_SERVICE_NAME: &str = "hotplex-proxy";
+/// `worker_auth.allow_address_translation`: the address a worker's identity proof names
+/// must be the address dialled (a relayed proof is refused).
+pub const DEFAULT_ALLOW_ADDRESS_TRANSLATION: bool = false;
 
 /// The embedded default config (`conf/hotplex.default.yaml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../conf/hotplex.default.yaml");

@@ -153,6 +153,9 @@ pub struct RuntimeConfig {
     pub session_lifetime: Option<Duration>,
     /// `X-Hotplex-Proxy-Auth` value sent to the workers (`worker_auth.key`).
     pub worker_key: Option<http::HeaderValue>,
+    /// `worker_auth.allow_address_translation`: identity proofs need not name the address
+    /// dialled.
+    pub worker_address_translation: bool,
     /// Validated `limits:` (see [`crate::security`]).
     pub limits: super::security::LimitSettings,
     /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
@@ -479,6 +482,7 @@ impl RuntimeConfig {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             worker_key,
+            worker_address_translation: f.worker_auth.allow_address_translation,
             limits: super::security::limits(file, &f.limits)?,
             telemetry: f
                 .telemetry

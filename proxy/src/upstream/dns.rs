@@ -456,6 +456,7 @@ impl DnsDiscoveryService {
             probes.spawn(async move {
                 let auth = Auth {
                     key: cfg.worker_key.as_ref().map(|v| v.as_bytes()),
+                    allow_address_translation: cfg.worker_address_translation,
                     tls: cfg.upstream_tls.as_ref(),
                     sni: &name,
                 };

@@ -24,7 +24,7 @@ use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::discovery::WorkerId;
-use super::identity::{check_answer, Failure};
+use super::identity::{check_answer, Failure, ProofCheck};
 use super::{ReadyReport, Registry};
 use crate::metrics::ProxyMetrics;
 pub use crate::tls::TlsName;
@@ -46,6 +46,11 @@ impl ReadyCheck {
         if remote && cfg.worker_key.is_none() && cfg.upstream_tls.is_none() {
             tracing::warn!(
                 "neither worker_auth.key nor upstream_tls: worker identity is not authenticated (a worker is whoever answers at its address as its node id)"
+            );
+        }
+        if cfg.worker_key.is_some() && cfg.worker_address_translation {
+            tracing::warn!(
+                "worker_auth.allow_address_translation: identity proofs are not checked against the address dialled: an impostor that receives a probe and can reach the real worker can relay its proof"
             );
         }
         Box::new(ReadyCheck { registry, metrics })
@@ -86,7 +91,13 @@ impl HealthCheck for ReadyCheck {
                 return Error::e_explain(ErrorType::ConnectError, e);
             }
             Ok(raw) => match (key, challenge.as_deref()) {
-                (Some(k), Some(c)) => check_answer(&raw, k, c, &id).map(|()| raw),
+                (Some(k), Some(c)) => {
+                    let pc = ProofCheck {
+                        key: k,
+                        allow_address_translation: cfg.worker_address_translation,
+                    };
+                    check_answer(&raw, pc, c, &id, addr).map(|()| raw)
+                }
                 _ => Ok(raw),
             },
         };

@@ -4,9 +4,12 @@
 //!   identity probe) sends a fresh random challenge ([`hotplex_common::identity`]); the
 //!   answer must carry an HMAC-SHA256 proof keyed by the shared worker key over the
 //!   challenge, the node id expected at that address (the configured worker id, or the
-//!   node id first learnt for a discovered address) and the exact body. A missing or wrong
-//!   proof, or another node id, marks the worker an impostor at once: no request, no new
-//!   session, until a probe proves it again. Without the key a worker's identity is only
+//!   node id first learnt for a discovered address), the address the worker saw the probe
+//!   arrive on and the exact body; that address must be the one the proxy dialled (else
+//!   `address_mismatch`: an impostor relaying the probe to the real worker), unless
+//!   `worker_auth.allow_address_translation` (NAT in front of workers) skips that one
+//!   comparison. A missing, outdated (v1) or wrong proof, or another node id, marks the
+//!   worker an impostor at once: no request, no new session, until a probe proves it again. Without the key a worker's identity is only
 //!   what it says (`identity: unchecked` in `/admin/workers`).
 //! - **Upstream TLS**: every connection (requests and probes) verifies the chain against
 //!   `upstream_tls.ca_file` and the name `upstream_tls.server_name` (default: the worker
@@ -31,12 +34,14 @@ use crate::config::runtime::valid_worker_id;
 use crate::tls::TlsName;
 
 /// Failure reasons (the metric's `reason` label).
-pub const REASONS: [&str; 5] = [
+pub const REASONS: [&str; 7] = [
     "missing_proof",
     "bad_proof",
     "wrong_node",
     "conflict",
     "certificate",
+    "address_mismatch",
+    "old_proof",
 ];
 
 static FAILURES: OnceLock<IntCounterVec> = OnceLock::new();
@@ -84,13 +89,26 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Checks a raw probe answer: it names `expected` as its `node_id` and carries a proof made
-/// with `key` for `challenge` over that node id and its body.
+/// How a probe answer's proof is checked: the shared key, and whether the address the
+/// worker saw must be the one dialled.
+#[derive(Clone, Copy)]
+pub struct ProofCheck<'a> {
+    pub key: &'a [u8],
+    /// `worker_auth.allow_address_translation`: skip the address comparison (the proof
+    /// still binds the address the worker reports).
+    pub allow_address_translation: bool,
+}
+
+/// Checks a raw probe answer from `dialled`: it names `expected` as its `node_id` and
+/// carries a current proof made with the key for `challenge` over that node id, the
+/// address the worker reports and its body; that address is `dialled` (unless address
+/// translation is allowed).
 pub fn check_answer(
     raw: &[u8],
-    key: &[u8],
+    pc: ProofCheck<'_>,
     challenge: &str,
     expected: &str,
+    dialled: SocketAddr,
 ) -> Result<(), Failure> {
     let (_, head, body) = super::health::split_response(raw)
         .map_err(|e| Failure::new("missing_proof", format!("unreadable answer: {e}")))?;
@@ -126,12 +144,35 @@ pub fn check_answer(
             ),
         ));
     };
-    if idp::verify(key, challenge, expected, &body, proof) {
+    if idp::outdated(proof) {
+        return Err(Failure::new(
+            "old_proof",
+            "a v1 identity proof (binds no address): upgrade the worker to a version that sends v2 proofs",
+        ));
+    }
+    let Some(address) = super::health::header(&head, idp::X_HOTPLEX_IDENTITY_ADDRESS) else {
+        return Err(Failure::new(
+            "missing_proof",
+            format!("no {} header", idp::X_HOTPLEX_IDENTITY_ADDRESS),
+        ));
+    };
+    if !idp::verify(pc.key, challenge, expected, address, &body, proof) {
+        return Err(Failure::new(
+            "bad_proof",
+            "the proof was not made with worker_auth.key for this challenge, address and body",
+        ));
+    }
+    if pc.allow_address_translation {
+        return Ok(());
+    }
+    let seen = address.parse::<SocketAddr>().ok().map(idp::canonical);
+    if seen == Some(idp::canonical(dialled)) {
         Ok(())
     } else {
+        let shown: String = address.chars().take(64).collect();
         Err(Failure::new(
-            "bad_proof",
-            "the proof was not made with worker_auth.key for this challenge and body",
+            "address_mismatch",
+            format!("the proof was made for {shown:?}, not the address dialled ({dialled}): relayed (or NAT in front of the worker: worker_auth.allow_address_translation)"),
         ))
     }
 }
@@ -176,6 +217,8 @@ pub enum IdentifyError {
 #[derive(Clone, Copy)]
 pub struct Auth<'a> {
     pub key: Option<&'a [u8]>,
+    /// `worker_auth.allow_address_translation`.
+    pub allow_address_translation: bool,
     pub tls: Option<&'a crate::tls::WorkerTls>,
     /// SNI of the chain-only TLS probe (the discovery name).
     pub sni: &'a str,
@@ -185,6 +228,7 @@ impl Auth<'static> {
     /// No key, no TLS.
     pub const NONE: Auth<'static> = Auth {
         key: None,
+        allow_address_translation: false,
         tls: None,
         sni: "",
     };
@@ -220,7 +264,11 @@ pub async fn identify(
         None => return Err(IdentifyError::InvalidId("no node_id in the answer".into())),
     };
     if let (Some(k), Some(c)) = (auth.key, challenge.as_deref()) {
-        check_answer(&raw, k, c, &id).map_err(IdentifyError::Unauthenticated)?;
+        let pc = ProofCheck {
+            key: k,
+            allow_address_translation: auth.allow_address_translation,
+        };
+        check_answer(&raw, pc, c, &id, addr).map_err(IdentifyError::Unauthenticated)?;
     }
     if let Some(t) = auth.tls.filter(|t| t.cfg.verify) {
         // The certificate must name the id the address reports.
@@ -289,10 +337,19 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    const AT: &str = "10.0.0.5:8080";
+
     fn answer(body: &str, proof: Option<&str>) -> Vec<u8> {
-        let h = proof
+        answer_at(body, proof, Some(AT))
+    }
+
+    fn answer_at(body: &str, proof: Option<&str>, address: Option<&str>) -> Vec<u8> {
+        let mut h = proof
             .map(|p| format!("{}: {p}\r\n", idp::X_HOTPLEX_IDENTITY))
             .unwrap_or_default();
+        if let Some(a) = address {
+            h.push_str(&format!("{}: {a}\r\n", idp::X_HOTPLEX_IDENTITY_ADDRESS));
+        }
         format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{h}content-length: {}\r\n\r\n{body}",
             body.len()
@@ -303,29 +360,82 @@ mod tests {
     #[test]
     fn answers_are_checked_for_node_and_proof() {
         let key = b"0123456789abcdef-worker-key";
+        let pc = ProofCheck {
+            key,
+            allow_address_translation: false,
+        };
+        let dialled: SocketAddr = AT.parse().expect("addr");
         let c = idp::new_challenge();
         let body = r#"{"status":"ready","node_id":"w1","sessions_active":0}"#;
-        let good = idp::proof(key, &c, "w1", body.as_bytes());
+        let good = idp::proof(key, &c, "w1", AT, body.as_bytes());
         assert_eq!(
-            check_answer(&answer(body, Some(&good)), key, &c, "w1"),
+            check_answer(&answer(body, Some(&good)), pc, &c, "w1", dialled),
             Ok(())
         );
         let reason = |raw: Vec<u8>, expected: &str| {
-            check_answer(&raw, key, &c, expected)
+            check_answer(&raw, pc, &c, expected, dialled)
                 .expect_err("refused")
                 .reason
         };
         assert_eq!(reason(answer(body, None), "w1"), "missing_proof");
         assert_eq!(reason(answer(body, Some(&good)), "w2"), "wrong_node");
-        let other = idp::proof(b"another-key-0123456", &c, "w1", body.as_bytes());
+        let other = idp::proof(b"another-key-0123456", &c, "w1", AT, body.as_bytes());
         assert_eq!(reason(answer(body, Some(&other)), "w1"), "bad_proof");
         // A proof replayed with a changed body (0 sessions -> draw placements) fails.
         let lying = r#"{"status":"ready","node_id":"w1","sessions_active":9}"#;
         assert_eq!(reason(answer(lying, Some(&good)), "w1"), "bad_proof");
         // A replay of an old answer (another challenge) fails.
-        let old = idp::proof(key, &idp::new_challenge(), "w1", body.as_bytes());
+        let old = idp::proof(key, &idp::new_challenge(), "w1", AT, body.as_bytes());
         assert_eq!(reason(answer(body, Some(&old)), "w1"), "bad_proof");
         assert_eq!(reason(b"garbage".to_vec(), "w1"), "missing_proof");
+    }
+
+    #[test]
+    fn relayed_and_outdated_proofs_are_refused() {
+        let key = b"0123456789abcdef-worker-key";
+        let strict = ProofCheck {
+            key,
+            allow_address_translation: false,
+        };
+        let nat = ProofCheck {
+            allow_address_translation: true,
+            ..strict
+        };
+        let c = idp::new_challenge();
+        let body = r#"{"status":"ready","node_id":"w1","sessions_active":0}"#;
+        // The real worker at 10.0.0.9:8080 answered a probe relayed by an impostor the
+        // proxy dialled at 10.0.0.5:8080: its proof is genuine, for its own address.
+        let real = "10.0.0.9:8080";
+        let relayed = idp::proof(key, &c, "w1", real, body.as_bytes());
+        let dialled: SocketAddr = AT.parse().expect("addr");
+        let raw = answer_at(body, Some(&relayed), Some(real));
+        let f = check_answer(&raw, strict, &c, "w1", dialled).expect_err("relay");
+        assert_eq!(f.reason, "address_mismatch");
+        assert!(f.detail.contains(real) && f.detail.contains(AT), "{f}");
+        // With the opt-out (NAT), the same answer is accepted: the relay is not detected.
+        assert_eq!(check_answer(&raw, nat, &c, "w1", dialled), Ok(()));
+        // Rewriting the address to the dialled one breaks the proof.
+        let forged = answer_at(body, Some(&relayed), Some(AT));
+        let f = check_answer(&forged, strict, &c, "w1", dialled).expect_err("forged");
+        assert_eq!(f.reason, "bad_proof");
+        // No address header at all.
+        let bare = answer_at(body, Some(&relayed), None);
+        let f = check_answer(&bare, nat, &c, "w1", dialled).expect_err("no address");
+        assert_eq!(f.reason, "missing_proof");
+        // An IPv4-mapped view of the dialled address is the same address.
+        let mapped = "[::ffff:10.0.0.5]:8080";
+        let p = idp::proof(key, &c, "w1", mapped, body.as_bytes());
+        let raw = answer_at(body, Some(&p), Some(mapped));
+        assert_eq!(check_answer(&raw, strict, &c, "w1", dialled), Ok(()));
+        // A v1 worker (bare hex over challenge, node id and body): refused as outdated,
+        // with the opt-out too.
+        let v1 = "e93c944bc457460d1079b184dff46a8f5bc6665ec86523741896ebbbbcf0a542";
+        for pc in [strict, nat] {
+            let f = check_answer(&answer_at(body, Some(v1), None), pc, &c, "w1", dialled)
+                .expect_err("v1");
+            assert_eq!(f.reason, "old_proof");
+            assert!(f.detail.contains("upgrade the worker"), "{f}");
+        }
     }
 
     #[test]

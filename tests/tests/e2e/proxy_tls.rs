@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::proxy::*;
-use crate::support::tls::{Ca, Leaf};
+use crate::support::tls::{https_to, spawn_tls_worker, Ca, Leaf};
 use hotplex_e2e::sse::Reader;
 use hotplex_e2e::{eventually, free_addr, metric_value};
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
@@ -482,27 +482,20 @@ async fn h2_stream_in_flight_finishes_on_graceful_stop() {
     );
 }
 
-/// `upstream_tls`: proxy A reaches its "worker" over verified TLS. The TLS worker is a second
-/// proxy (B) with a TLS listener for `worker.test` in front of a real worker.
+/// `upstream_tls`: proxy A reaches its worker over verified TLS: a real worker serving TLS
+/// itself (its `tls:` listener) with a certificate for `worker.test` (the shared-name `sni`
+/// mode). With another CA, the worker is refused and not one request reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_to_workers_is_verified() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new();
-    let (wc, wk) = ca.leaf(&["worker.test"]).write(dir.path(), "worker");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).expect("write ca");
     let other_ca = dir.path().join("other-ca.pem");
     std::fs::write(&other_ca, Ca::new().pem()).expect("write other ca");
 
-    let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let b = spawn_proxy(&proxy_yaml(
-        &worker_list(&workers),
-        &tls_yaml(ANY_PORT, &[("worker.test", &wc, &wk)], ""),
-    ))
-    .await;
-    let b_tls = b.tls.expect("B's TLS listener");
-    // The "worker" behind TLS is proxy B, whose public listener answers only the declared
-    // surface: A probes B's own /health/live.
+    let w = spawn_tls_worker("w1", ANY_PORT, &ca.leaf(&["worker.test"]), "").await;
+    let b_tls = w.addr;
     let up = |ca: &Path| {
         format!(
             "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  sni: worker.test\nhealth_check:\n  path: /health/live\n  interval: 200ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
@@ -516,6 +509,18 @@ async fn upstream_tls_to_workers_is_verified() {
     assert_eq!(r.status, 200, "{r:?}");
     let ws = admin_worker(&c, &a, "w1").await;
     assert_eq!(ws["healthy"], true, "TLS health probes pass: {ws}");
+    let wc = https_to(&ca, "worker.test", w.addr);
+    let base = format!("https://worker.test:{}", w.addr.port());
+    let _ = wc
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    let before = worker_requests_at(&wc, &base).await;
+    assert!(
+        before >= 2.0,
+        "A's create and get reached the worker: {before}"
+    );
 
     // The wrong CA: the worker's certificate is refused, nothing reaches it.
     let bad = spawn_proxy(&proxy_yaml(&[("w1", b_tls)], &up(&other_ca))).await;
@@ -523,32 +528,28 @@ async fn upstream_tls_to_workers_is_verified() {
     assert!(r.status >= 500, "unverifiable worker must fail: {r:?}");
     let ws = admin_worker(&c, &bad, "w1").await;
     assert_eq!(ws["healthy"], false, "{ws}");
+    assert_eq!(
+        worker_requests_at(&wc, &base).await,
+        before,
+        "a request of the proxy with the wrong CA reached the worker"
+    );
 }
 
 /// `upstream_tls` proves which worker answers (issue 24): each worker's certificate must
-/// carry its own name (`server_name: "{id}.workers.test"`) under the private CA. Two TLS
-/// "workers" (proxies B1, B2 in front of one real worker) with valid certificates of that
-/// CA: B1's names w1, B2's names w9 although A knows it as w2. A refuses B2 at the
-/// handshake (identity `impostor`, reason `certificate`, counted) and places every session
-/// on w1; B2 never sees one HTTP request.
+/// carry its own name (`server_name: "{id}.workers.test"`) under the private CA. Two real
+/// workers serving TLS themselves with valid certificates of that CA: B1's names w1, B2's
+/// names w9 although A knows it as w2. A refuses B2 at the handshake (identity `impostor`,
+/// reason `certificate`, counted) and places every session on w1; B2 never sees one HTTP
+/// request (not even a probe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_certificates_must_name_their_worker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new();
-    let (c1, k1) = ca.leaf(&["w1.workers.test"]).write(dir.path(), "w1");
-    let (c9, k9) = ca.leaf(&["w9.workers.test"]).write(dir.path(), "w9");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).expect("write ca");
-    let workers = spawn_workers(1, WorkerOpts::default()).await;
-    let front = |name: &str, c: &Path, k: &Path| {
-        proxy_yaml(
-            &worker_list(&workers),
-            &tls_yaml(ANY_PORT, &[(name, c, k)], ""),
-        )
-    };
-    let b1 = spawn_proxy(&front("w1.workers.test", &c1, &k1)).await;
-    let b2 = spawn_proxy(&front("w9.workers.test", &c9, &k9)).await;
-    let (b1_tls, b2_tls) = (b1.tls.expect("B1 TLS"), b2.tls.expect("B2 TLS"));
+    let b1 = spawn_tls_worker("w1", ANY_PORT, &ca.leaf(&["w1.workers.test"]), "").await;
+    let b2 = spawn_tls_worker("w2", ANY_PORT, &ca.leaf(&["w9.workers.test"]), "").await;
+    let (b1_tls, b2_tls) = (b1.addr, b2.addr);
     let up = format!(
         "upstream_tls:\n  enabled: true\n  ca_file: \"{}\"\n  server_name: \"{{id}}.workers.test\"\nhealth_check:\n  path: /health/live\n  interval: 200ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
         ca_file.display()
@@ -575,14 +576,26 @@ async fn upstream_tls_certificates_must_name_their_worker() {
     let m = metrics(&c, &a).await;
     let failures = metric_value(&m, names::identity::FAILURES, &["reason=\"certificate\""]);
     assert!(failures.unwrap_or(0.0) >= 1.0, "{m}");
-    // B2 refused at the handshake: not one HTTP request reached it.
-    let b2m = metrics(&c, &b2).await;
-    let seen: f64 = b2m
+    // B2 refused at the handshake: not one HTTP request reached it (probes included).
+    let b2c = https_to(&ca, "w9.workers.test", b2.addr);
+    let b2m = b2c
+        .get(format!(
+            "https://w9.workers.test:{}/metrics",
+            b2.addr.port()
+        ))
+        .send()
+        .await
+        .expect("B2 metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = format!("{}_count{{", names::shared::REQUEST_DURATION_SECONDS);
+    let seen: Vec<&str> = b2m
         .lines()
-        .filter(|l| l.starts_with(names::proxy::REQUESTS_TOTAL))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(seen, 0.0, "B2 got requests: {b2m}");
+        .filter(|l| l.starts_with(&count) && !l.contains("route=\"/metrics\""))
+        .filter(|l| l.rsplit(' ').next() != Some("0"))
+        .collect();
+    assert!(seen.is_empty(), "B2 got requests: {seen:?}");
 }
 
 /// Reads HTTP/2 frames from `s` until the server's (non-ACK) SETTINGS frame; returns its

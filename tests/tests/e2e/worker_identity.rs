@@ -21,18 +21,18 @@ use std::time::Duration;
 use crate::support::dns::*;
 use crate::support::fake_upstream::{self, Mode};
 use crate::support::proxy::*;
-use crate::support::tls::{Ca, TlsFakeWorker};
+use crate::support::tls::{https_to, spawn_tls_worker, Ca};
 use hotplex_common::identity as idp;
 use hotplex_common::names;
 use hotplex_e2e::{eventually, metric_value, ChildGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KEY: &str = "e2e-worker-key-0123456789abcdef";
+pub(crate) const KEY: &str = "e2e-worker-key-0123456789abcdef";
 const OTHER_KEY: &str = "not-the-worker-key-0123456789";
 const API_KEY: &str = "tenant-a-secret-key-0123456789";
 
 /// A worker process on `listen` with node id `id` and, when given, `proxy_keys: [key]`.
-async fn keyed_worker(
+pub(crate) async fn keyed_worker(
     id: &str,
     listen: SocketAddr,
     key: Option<&str>,
@@ -152,14 +152,24 @@ async fn static_workers_without_the_secret_get_nothing() {
             .expect("probe");
         let proof =
             hdr(&r, idp::X_HOTPLEX_IDENTITY).expect("a worker with proxy_keys answers a challenge");
+        // The proof names the address this probe dialled, as the worker saw it.
+        let seen = hdr(&r, idp::X_HOTPLEX_IDENTITY_ADDRESS).expect("the address it saw");
+        assert_eq!(seen, addr.to_string(), "{id}");
         let body = r.bytes().await.expect("body");
         assert_eq!(
-            idp::verify(KEY.as_bytes(), &challenge, id, &body, &proof),
+            idp::verify(KEY.as_bytes(), &challenge, id, &seen, &body, &proof),
             good,
             "{id}"
         );
         assert!(
-            !idp::verify(KEY.as_bytes(), &idp::new_challenge(), id, &body, &proof),
+            !idp::verify(
+                KEY.as_bytes(),
+                &idp::new_challenge(),
+                id,
+                &seen,
+                &body,
+                &proof
+            ),
             "replay"
         );
     }
@@ -393,10 +403,11 @@ async fn dns_with_the_worker_key_never_uses_a_fake() {
 }
 
 /// DNS discovery over `upstream_tls`: an address is used only when its certificate (from
-/// the private CA) names the id it reports. The address whose certificate names `dns-a`
-/// and that reports `dns-a` is used (and `verified` by its probes); the one with a valid
-/// certificate of the same CA for `dns-z` that reports `dns-b` is refused (reason
-/// `certificate`) and gets nothing but identity probes.
+/// the private CA) names the id it reports. Two real TLS workers (the worker's own `tls:`
+/// listener): the address whose certificate names `dns-a` and that reports `dns-a` is used
+/// (and `verified` by its probes); the one with a valid certificate of the same CA for
+/// `dns-z` that reports `dns-b` is refused (reason `certificate`) and gets nothing but
+/// identity probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_over_tls_uses_only_addresses_whose_certificate_names_them() {
     let ips = [ip(2), ip(3)];
@@ -407,8 +418,26 @@ async fn dns_over_tls_uses_only_addresses_whose_certificate_names_them() {
     std::fs::write(&ca_file, ca.pem()).expect("write ca");
     let good = ca.leaf(&["dns-a.workers.test"]);
     let other = ca.leaf(&["dns-z.workers.test"]);
-    let _a = TlsFakeWorker::start(SocketAddr::from((ips[0], port)), &good, "dns-a").await;
-    let b = TlsFakeWorker::start(SocketAddr::from((ips[1], port)), &other, "dns-b").await;
+    let _a = spawn_tls_worker("dns-a", SocketAddr::from((ips[0], port)), &good, "").await;
+    let b = spawn_tls_worker("dns-b", SocketAddr::from((ips[1], port)), &other, "").await;
+    // What reached b, read from its own metrics over TLS: (health probes, other requests).
+    let b_seen = || async {
+        let c = https_to(&ca, "dns-z.workers.test", b.addr);
+        let base = format!("https://dns-z.workers.test:{}", b.addr.port());
+        let r = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("b's metrics");
+        let text = r.text().await.expect("metrics text");
+        let count = format!("{}_count{{", names::shared::REQUEST_DURATION_SECONDS);
+        let probes: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(&count) && l.contains("route=\"/health/"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (probes, worker_requests_at(&c, &base).await)
+    };
     let dns = DnsServer::start(Zone {
         a: ips.to_vec(),
         ..Zone::default()
@@ -437,15 +466,9 @@ async fn dns_over_tls_uses_only_addresses_whose_certificate_names_them() {
     };
     let m = metrics_when_at(&c, &admin, refused).await;
     assert!(refused(&m), "{m}");
-    assert!(
-        b.probes.load(Ordering::Relaxed) >= 1,
-        "asked over a verified chain"
-    );
-    assert_eq!(
-        b.others.load(Ordering::Relaxed),
-        0,
-        "refused address got requests"
-    );
+    let (probes, others) = b_seen().await;
+    assert!(probes >= 1.0, "asked over a verified chain");
+    assert_eq!(others, 0.0, "refused address got requests");
     let log = p.log();
     assert!(
         log.lines()

@@ -5,7 +5,7 @@
 //! - [`dns`]: an in-test DNS server and the DNS discovery helpers;
 //! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
 //! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
-//! - [`tls`]: a private test CA, its leaf certificates, a fake TLS worker;
+//! - [`tls`]: a private test CA, its leaf certificates, a real worker serving TLS;
 //! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
 //! - [`redis`]: a real `redis-server`, a side connection, a per-bucket decision checker;
 //! - here: the HTTP client, header and metric readers both sides use.

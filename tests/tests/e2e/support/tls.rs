@@ -1,16 +1,13 @@
-//! Test certificates (a private CA and leaves signed by it, rcgen) and a fake TLS worker.
+//! Test certificates (a private CA and leaves signed by it, rcgen), a real worker process
+//! serving TLS with such a leaf (its own `tls:` listener), and the answer of a fake worker.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslMethod};
-use openssl::x509::X509;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A private CA for the tests.
 pub struct Ca {
@@ -85,61 +82,58 @@ pub fn fake_worker_answer(
     )
 }
 
-/// A TLS server on `at` presenting `leaf` that answers every `GET /health/*` with
-/// `{"status":"ready","node_id":node,...}`; other requests are counted in `others`.
-pub struct TlsFakeWorker {
-    pub probes: Arc<AtomicU64>,
-    pub others: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+/// A worker process serving TLS with `leaf` (written to its directory, key mode 0600).
+pub struct TlsWorker {
+    pub guard: hotplex_e2e::ChildGuard,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
 }
 
-impl Drop for TlsFakeWorker {
-    fn drop(&mut self) {
-        self.task.abort();
+/// Spawns it with node id `id` on `listen` (port 0: the worker picks), `extra` appended to
+/// its config, the secret-file check set to refuse; returns once the address file is written.
+pub async fn spawn_tls_worker(id: &str, listen: SocketAddr, leaf: &Leaf, extra: &str) -> TlsWorker {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = leaf.write(dir.path(), "worker");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let cfg = dir.path().join("worker.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tls:\n  cert_file: \"{}\"\n  key_file: \"{}\"\nsecurity:\n  refuse_readable_secrets: true\nagent:\n  demo_test_hooks: true\n{}{extra}",
+            cert.display(),
+            key.display(),
+            super::POOL_TESTS_TENANT_QUOTAS,
+        ),
+    )
+    .expect("write worker config");
+    let addr_path = dir.path().join("addr.json");
+    let mut cmd = std::process::Command::new(super::proxy::WORKER_BIN);
+    cmd.arg("--listen")
+        .arg(listen.to_string())
+        .arg("--addr-file")
+        .arg(&addr_path)
+        .arg("--node-id")
+        .arg(id)
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn");
+    let mut guard = hotplex_e2e::ChildGuard::spawn(&format!("TLS worker {id}"), &mut cmd);
+    let bound = super::addr_file(&addr_path, &mut guard).await;
+    let addr = super::addr_of(&bound, "listen");
+    TlsWorker {
+        guard,
+        addr,
+        _dir: dir,
     }
 }
 
-impl TlsFakeWorker {
-    pub async fn start(at: SocketAddr, leaf: &Leaf, node: &str) -> TlsFakeWorker {
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
-        b.set_certificate(&X509::from_pem(leaf.cert_pem.as_bytes()).expect("cert"))
-            .expect("set cert");
-        b.set_private_key(&PKey::private_key_from_pem(leaf.key_pem.as_bytes()).expect("key"))
-            .expect("set key");
-        let acceptor = Arc::new(b.build());
-        let l = tokio::net::TcpListener::bind(at)
-            .await
-            .expect("bind TLS fake");
-        let (probes, others) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (p, o, node) = (probes.clone(), others.clone(), node.to_string());
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = l.accept().await {
-                let (acceptor, p, o, node) = (acceptor.clone(), p.clone(), o.clone(), node.clone());
-                tokio::spawn(async move {
-                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
-                        return;
-                    };
-                    let Ok(mut s) = tokio_openssl::SslStream::new(ssl, tcp) else {
-                        return;
-                    };
-                    if std::pin::Pin::new(&mut s).accept().await.is_err() {
-                        return; // the client refused the certificate
-                    }
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return; // a handshake-only check
-                    }
-                    let resp = fake_worker_answer(&buf[..n], &node, &p, &o, "{}");
-                    let _ = s.write_all(resp.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        TlsFakeWorker {
-            probes,
-            others,
-            task,
-        }
-    }
+/// An HTTPS client trusting only `ca`, reaching `name` at `addr`.
+pub fn https_to(ca: &Ca, name: &str, addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("ca"))
+        .resolve(name, addr)
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .expect("https client")
 }

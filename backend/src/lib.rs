@@ -30,6 +30,7 @@ pub mod sandbox;
 pub mod session;
 pub mod sse;
 pub mod trust;
+pub mod uid_sweep;
 pub mod usage;
 pub mod ws;
 

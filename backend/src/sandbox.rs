@@ -49,6 +49,11 @@ pub struct Privileges {
     /// uid sweep), CAP_DAC_OVERRIDE (remove the session's files). Root has them all
     /// unless they were dropped.
     pub can_switch_uid: bool,
+    /// The ambient capability set (`CapAmb`): inherited through `execve` by every agent.
+    pub ambient_caps: u64,
+    /// Supplementary groups besides the effective gid (inherited by agents whose uid is
+    /// switched by a non-root worker).
+    pub extra_groups: bool,
 }
 
 impl Privileges {
@@ -62,7 +67,10 @@ impl Privileges {
         let mut p = Privileges {
             euid: u32::MAX,
             can_switch_uid: false,
+            ambient_caps: 0,
+            extra_groups: false,
         };
+        let (mut egid, mut groups) = (None, Vec::new());
         for line in status.lines() {
             if let Some(v) = line.strip_prefix("Uid:") {
                 p.euid = v
@@ -73,8 +81,22 @@ impl Privileges {
             } else if let Some(v) = line.strip_prefix("CapEff:") {
                 let caps = u64::from_str_radix(v.trim(), 16).unwrap_or(0);
                 p.can_switch_uid = caps & CAPS == CAPS;
+            } else if let Some(v) = line.strip_prefix("CapAmb:") {
+                // Unreadable: assume the worst (a worker that switches uids refuses).
+                p.ambient_caps = u64::from_str_radix(v.trim(), 16).unwrap_or(u64::MAX);
+            } else if let Some(v) = line.strip_prefix("Gid:") {
+                egid = v
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse::<u32>().ok());
+            } else if let Some(v) = line.strip_prefix("Groups:") {
+                groups = v
+                    .split_whitespace()
+                    .map(|x| x.parse::<u32>().unwrap_or(u32::MAX))
+                    .collect();
             }
         }
+        p.extra_groups = groups.iter().any(|g| Some(*g) != egid);
         p
     }
 }
@@ -99,6 +121,22 @@ pub fn resolve_mode(cfg: &IsolationConfig, p: Privileges) -> Result<IsolationMod
             .contains(&u64::from(p.euid))
         {
             return Err("agent.isolation.uid_range: contains the worker's own uid".into());
+        }
+        if p.ambient_caps != 0 {
+            return Err(format!(
+                "agent.isolation: the worker holds ambient capabilities ({:x}) that its agents \
+                 would inherit; hotplex-worker clears them at start (an embedding program \
+                 must call uid_sweep::prepare_process first)",
+                p.ambient_caps
+            ));
+        }
+        if p.extra_groups {
+            return Err(
+                "agent.isolation: the worker has supplementary groups that its agents would \
+                 inherit; hotplex-worker drops them at start (an embedding program must call \
+                 uid_sweep::prepare_process first, or start the worker without them)"
+                    .into(),
+            );
         }
         return Ok(IsolationMode::PerSessionUid(r));
     }
@@ -405,7 +443,7 @@ impl SessionSandbox {
     /// Kills every process of the session's uid (nothing without one). `false`: some
     /// survived [`SWEEP_ROUNDS`] rounds.
     pub fn sweep(&self) -> bool {
-        let clean = self.uid.map(sweep_uid).unwrap_or(true);
+        let clean = self.uid.map(sweep_session_uid).unwrap_or(true);
         self.swept.store(clean, Ordering::Release);
         clean
     }
@@ -567,6 +605,22 @@ fn status_matches(status: &str, uid: u32) -> bool {
     live && ours
 }
 
+/// Kills every process of a session's uid: first from a helper running as that uid
+/// ([`crate::uid_sweep::kill_as`]: works when `/proc` hides the agents from the worker),
+/// then through the worker's own view of `/proc` (a confirmation where it sees them; the
+/// only sweep of a worker embedded without the helper). `false`: not confirmed clean.
+fn sweep_session_uid(uid: u32) -> bool {
+    let helper = if crate::uid_sweep::helper_enabled() {
+        crate::uid_sweep::kill_as(uid)
+            .map_err(|e| tracing::error!(uid, error = %e, "uid sweep helper failed"))
+            .is_ok()
+    } else {
+        true
+    };
+    let visible = sweep_uid(uid);
+    helper && visible
+}
+
 /// SIGKILLs every process of `uid` until a scan finds none (processes forking meanwhile
 /// are caught by the next round). `false`: some survived [`SWEEP_ROUNDS`] rounds.
 pub fn sweep_uid(uid: u32) -> bool {
@@ -607,6 +661,8 @@ mod tests {
     const ROOT: Privileges = Privileges {
         euid: 0,
         can_switch_uid: true,
+        ambient_caps: 0,
+        extra_groups: false,
     };
 
     #[test]
@@ -638,6 +694,7 @@ mod tests {
         let plain = Privileges {
             euid: 1000,
             can_switch_uid: false,
+            ..ROOT
         };
         assert_eq!(
             resolve_mode(&def, plain),
@@ -654,6 +711,7 @@ mod tests {
         let capless_root = Privileges {
             euid: 0,
             can_switch_uid: false,
+            ..ROOT
         };
         let e = resolve_mode(&def, capless_root).expect_err("agents as root refused");
         assert!(e.contains("insecure_agents_as_worker_user"), "{e}");
@@ -668,8 +726,67 @@ mod tests {
         let own = Privileges {
             euid: 5003,
             can_switch_uid: true,
+            ..ROOT
         };
         assert!(resolve_mode(&ranged, own).is_err(), "worker's uid in range");
+        // A non-root worker with the five capabilities (the systemd unit's ambient set):
+        // only once its ambient set is cleared and its supplementary groups are dropped.
+        let unit = Privileges { euid: 990, ..ROOT };
+        assert_eq!(
+            resolve_mode(&ranged, unit),
+            Ok(IsolationMode::PerSessionUid(UidRange {
+                start: 5000,
+                count: 10
+            }))
+        );
+        let e = resolve_mode(
+            &ranged,
+            Privileges {
+                ambient_caps: 0xe3,
+                ..unit
+            },
+        )
+        .expect_err("ambient capabilities would reach the agents");
+        assert!(e.contains("ambient"), "{e}");
+        let e = resolve_mode(
+            &ranged,
+            Privileges {
+                extra_groups: true,
+                ..unit
+            },
+        )
+        .expect_err("groups would reach the agents");
+        assert!(e.contains("supplementary groups"), "{e}");
+        // Agents as the worker's user: nothing to refuse.
+        assert!(resolve_mode(
+            &opt_in,
+            Privileges {
+                extra_groups: true,
+                ambient_caps: 1,
+                ..unit
+            }
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn ambient_caps_and_extra_groups_from_status() {
+        let p = Privileges::parse(
+            "Uid:\t990\t990\t990\t990\nGid:\t990\t990\t990\t990\nGroups:\t990 \n\
+             CapEff:\t00000000000000e3\nCapAmb:\t00000000000000e3\n",
+        );
+        assert_eq!((p.euid, p.can_switch_uid), (990, true));
+        assert_eq!(p.ambient_caps, 0xe3);
+        assert!(
+            !p.extra_groups,
+            "the primary gid listed in Groups is not extra"
+        );
+        let p = Privileges::parse(
+            "Gid:\t990\t990\t990\t990\nGroups:\t27 990\nCapAmb:\t0000000000000000\n",
+        );
+        assert_eq!((p.ambient_caps, p.extra_groups), (0, true));
+        let p = Privileges::parse("Gid:\t0\t0\t0\t0\nGroups:\t\n");
+        assert!(!p.extra_groups);
     }
 
     #[test]

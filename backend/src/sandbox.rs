@@ -22,10 +22,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use nix_fs::fcntl::{Flock, FlockArg};
 
@@ -33,12 +29,6 @@ use crate::agent_config::{
     AgentConfig, IsolationConfig, UidRange, DEFAULT_UID_LOCK_DIR, DEFAULT_UID_RANGE,
 };
 use crate::agent_stderr::StderrBudget;
-
-/// Rounds of a uid sweep (scan `/proc`, SIGKILL what is found) before the uid is
-/// quarantined instead of reused.
-const SWEEP_ROUNDS: usize = 100;
-/// Pause between sweep rounds (killed processes take a moment to become zombies).
-const SWEEP_PAUSE: Duration = Duration::from_millis(2);
 
 /// What the worker may do, from `/proc/self/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,9 +431,12 @@ impl SessionSandbox {
     }
 
     /// Kills every process of the session's uid (nothing without one). `false`: some
-    /// survived [`SWEEP_ROUNDS`] rounds.
+    /// survived the sweep (see [`crate::uid_sweep::sweep_session_uid`]).
     pub fn sweep(&self) -> bool {
-        let clean = self.uid.map(sweep_session_uid).unwrap_or(true);
+        let clean = self
+            .uid
+            .map(crate::uid_sweep::sweep_session_uid)
+            .unwrap_or(true);
         self.swept.store(clean, Ordering::Release);
         clean
     }
@@ -575,71 +568,6 @@ fn uid_owns_a_process(uid: u32) -> bool {
                 .is_some_and(|n| n.parse::<u32>().is_ok())
         })
         .any(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
-}
-
-/// Live (non-zombie) processes whose real, effective, saved or fs uid is `uid`.
-pub fn pids_of_uid(uid: u32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .map(|s| status_matches(&s, uid))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn status_matches(status: &str, uid: u32) -> bool {
-    let mut live = true;
-    let mut ours = false;
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("State:") {
-            live = !matches!(v.trim_start().chars().next(), Some('Z' | 'X'));
-        } else if let Some(v) = line.strip_prefix("Uid:") {
-            ours = v.split_whitespace().any(|x| x.parse() == Ok(uid));
-        }
-    }
-    live && ours
-}
-
-/// Kills every process of a session's uid: first from a helper running as that uid
-/// ([`crate::uid_sweep::kill_as`]: works when `/proc` hides the agents from the worker),
-/// then through the worker's own view of `/proc` (a confirmation where it sees them; the
-/// only sweep of a worker embedded without the helper). `false`: not confirmed clean.
-fn sweep_session_uid(uid: u32) -> bool {
-    let helper = if crate::uid_sweep::helper_enabled() {
-        crate::uid_sweep::kill_as(uid)
-            .map_err(|e| tracing::error!(uid, error = %e, "uid sweep helper failed"))
-            .is_ok()
-    } else {
-        true
-    };
-    let visible = sweep_uid(uid);
-    helper && visible
-}
-
-/// SIGKILLs every process of `uid` until a scan finds none (processes forking meanwhile
-/// are caught by the next round). `false`: some survived [`SWEEP_ROUNDS`] rounds.
-pub fn sweep_uid(uid: u32) -> bool {
-    for round in 0..SWEEP_ROUNDS {
-        let pids = pids_of_uid(uid);
-        if pids.is_empty() {
-            return true;
-        }
-        for pid in pids {
-            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => tracing::warn!(pid, uid, error = %e, "uid sweep: kill failed"),
-            }
-        }
-        if round > 0 {
-            std::thread::sleep(SWEEP_PAUSE);
-        }
-    }
-    pids_of_uid(uid).is_empty()
 }
 
 pub(crate) fn rand_u64() -> u64 {
@@ -841,17 +769,5 @@ mod tests {
         remove_stale_roots(base.path());
         assert!(!gone.exists(), "a gone worker's root is removed");
         assert!(live.exists() && other.exists(), "others are kept");
-    }
-
-    #[test]
-    fn status_parsing() {
-        let s = "State:\tS (sleeping)\nUid:\t7\t7\t7\t7\n";
-        assert!(status_matches(s, 7));
-        assert!(!status_matches(s, 8));
-        assert!(!status_matches("State:\tZ (zombie)\nUid:\t7\t7\t7\t7\n", 7));
-        assert!(
-            status_matches("State:\tR\nUid:\t7\t0\t0\t0\n", 7),
-            "real uid"
-        );
     }
 }

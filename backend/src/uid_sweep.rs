@@ -42,6 +42,11 @@ pub const HELPER_ROUNDS: usize = 200;
 const HELPER_PAUSE: Duration = Duration::from_millis(2);
 /// Longest the worker waits for a helper before killing it and reporting failure.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rounds of a uid sweep (scan `/proc`, SIGKILL what is found) before the uid is
+/// quarantined instead of reused.
+const SWEEP_ROUNDS: usize = 100;
+/// Pause between sweep rounds (killed processes take a moment to become zombies).
+const SWEEP_PAUSE: Duration = Duration::from_millis(2);
 /// Exit status: the uid has no other live process left (as far as the helper can see).
 const EXIT_CLEAN: u8 = 0;
 /// Exit status: processes of the uid survived every round.
@@ -130,10 +135,7 @@ fn sweep_own_uid(uid: u32) -> u8 {
                 return EXIT_SURVIVORS;
             }
         }
-        if crate::sandbox::pids_of_uid(uid)
-            .into_iter()
-            .all(|p| p == me)
-        {
+        if pids_of_uid(uid).into_iter().all(|p| p == me) {
             return EXIT_CLEAN;
         }
         if round > 0 {
@@ -190,6 +192,71 @@ pub fn kill_as(uid: u32) -> Result<(), String> {
         "the sweep helper exited with {status}: {}",
         err.trim()
     ))
+}
+
+/// Live (non-zombie) processes whose real, effective, saved or fs uid is `uid`.
+pub fn pids_of_uid(uid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| status_matches(&s, uid))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn status_matches(status: &str, uid: u32) -> bool {
+    let mut live = true;
+    let mut ours = false;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("State:") {
+            live = !matches!(v.trim_start().chars().next(), Some('Z' | 'X'));
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            ours = v.split_whitespace().any(|x| x.parse() == Ok(uid));
+        }
+    }
+    live && ours
+}
+
+/// Kills every process of a session's uid: first from a helper running as that uid
+/// ([`kill_as`]: works when `/proc` hides the agents from the worker),
+/// then through the worker's own view of `/proc` (a confirmation where it sees them; the
+/// only sweep of a worker embedded without the helper). `false`: not confirmed clean.
+pub fn sweep_session_uid(uid: u32) -> bool {
+    let helper = if helper_enabled() {
+        kill_as(uid)
+            .map_err(|e| tracing::error!(uid, error = %e, "uid sweep helper failed"))
+            .is_ok()
+    } else {
+        true
+    };
+    let visible = sweep_uid(uid);
+    helper && visible
+}
+
+/// SIGKILLs every process of `uid` until a scan finds none (processes forking meanwhile
+/// are caught by the next round). `false`: some survived [`SWEEP_ROUNDS`] rounds.
+pub fn sweep_uid(uid: u32) -> bool {
+    for round in 0..SWEEP_ROUNDS {
+        let pids = pids_of_uid(uid);
+        if pids.is_empty() {
+            return true;
+        }
+        for pid in pids {
+            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => tracing::warn!(pid, uid, error = %e, "uid sweep: kill failed"),
+            }
+        }
+        if round > 0 {
+            std::thread::sleep(SWEEP_PAUSE);
+        }
+    }
+    pids_of_uid(uid).is_empty()
 }
 
 /// Prepares the worker process before any thread exists (capabilities and groups are
@@ -265,6 +332,18 @@ mod tests {
         ] {
             assert!(helper_identity(arg, extra, &st).is_err(), "{why}");
         }
+    }
+
+    #[test]
+    fn status_parsing() {
+        let s = "State:\tS (sleeping)\nUid:\t7\t7\t7\t7\n";
+        assert!(status_matches(s, 7));
+        assert!(!status_matches(s, 8));
+        assert!(!status_matches("State:\tZ (zombie)\nUid:\t7\t7\t7\t7\n", 7));
+        assert!(
+            status_matches("State:\tR\nUid:\t7\t0\t0\t0\n", 7),
+            "real uid"
+        );
     }
 
     #[test]

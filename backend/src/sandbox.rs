@@ -201,12 +201,18 @@ impl Sandbox {
                 sb.own_root = true;
             }
         }
+        if let Some(root) = &sb.root {
+            no_replaceable_ancestor(root, p.euid)
+                .map_err(|e| format!("agent.session_dirs: {}: {e}", root.display()))?;
+        }
         let locks = cfg
             .isolation
             .lock_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_UID_LOCK_DIR));
         private_dir(&locks, p.euid)
+            .map_err(|e| format!("agent.isolation.lock_dir: {}: {e}", locks.display()))?;
+        no_replaceable_ancestor(&locks, p.euid)
             .map_err(|e| format!("agent.isolation.lock_dir: {}: {e}", locks.display()))?;
         sb.uids = Some(Arc::new(UidPool::new(range, locks)));
         Ok(sb)
@@ -281,6 +287,39 @@ fn private_dir(dir: &Path, euid: u32) -> Result<(), String> {
             m.uid(),
             m.mode() & 0o7777
         ));
+    }
+    Ok(())
+}
+
+/// `dir` and its ancestors must not be writable by others without the sticky bit:
+/// otherwise an agent (another uid) could rename the worker's directories away and put
+/// its own in their place (e.g. a Kubernetes `emptyDir`, mode 0777, mounted at `/tmp`).
+/// Such a directory owned by the worker gets the sticky bit (as `/tmp` has, 1777);
+/// one owned by someone else is a startup error.
+fn no_replaceable_ancestor(dir: &Path, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let abs = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    for a in abs.ancestors() {
+        let m = std::fs::metadata(a).map_err(|e| format!("{}: {e}", a.display()))?;
+        let mode = m.mode() & 0o7777;
+        if mode & 0o002 == 0 || mode & 0o1000 != 0 {
+            continue;
+        }
+        if m.uid() != euid {
+            return Err(format!(
+                "{} (mode {mode:o}, uid {}) is writable by the agent users without the sticky \
+                 bit: they could replace the worker's directories; use 1777 or 0755",
+                a.display(),
+                m.uid()
+            ));
+        }
+        std::fs::set_permissions(a, std::fs::Permissions::from_mode(mode | 0o1000))
+            .map_err(|e| format!("{}: cannot set the sticky bit: {e}", a.display()))?;
+        tracing::warn!(
+            dir = %a.display(),
+            mode = format!("{mode:o}"),
+            "a directory above the session or uid-lock directories was writable by everyone: sticky bit set (agents cannot rename the worker's entries)"
+        );
     }
     Ok(())
 }
@@ -752,6 +791,39 @@ mod tests {
             (c.uid, d.uid),
             (ua, 1_999_000_000),
             "freed by the other worker"
+        );
+    }
+
+    #[test]
+    fn open_ancestors_get_the_sticky_bit_or_refuse() {
+        use std::os::unix::fs::MetadataExt;
+        let euid = Privileges::detect().euid;
+        let base = tempfile::tempdir().expect("tempdir");
+        // An emptyDir-like 0777 directory of the worker's: made sticky.
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let locks = open.join("locks");
+        std::fs::create_dir(&locks).expect("mkdir");
+        no_replaceable_ancestor(&locks, euid).expect("fixed");
+        let mode = std::fs::metadata(&open).expect("stat").mode() & 0o7777;
+        assert_eq!(mode, 0o1777);
+        // Not the worker's own: refused (the check cannot change it).
+        let e = no_replaceable_ancestor(&locks, euid.wrapping_add(1))
+            .map(|_| ())
+            .and_then(|_| {
+                std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| e.to_string())?;
+                no_replaceable_ancestor(&locks, euid.wrapping_add(1))
+            })
+            .expect_err("someone else's open directory");
+        assert!(e.contains("sticky"), "{e}");
+        // Closed or sticky directories pass unchanged.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        no_replaceable_ancestor(&locks, euid.wrapping_add(1)).expect("0755 is fine");
+        assert_eq!(
+            std::fs::metadata(&open).expect("stat").mode() & 0o7777,
+            0o755
         );
     }
 

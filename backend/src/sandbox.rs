@@ -157,6 +157,10 @@ pub struct Sandbox {
     /// The root was made by this worker (a private directory under the temp dir).
     own_root: bool,
     uids: Option<Arc<UidPool>>,
+    /// The worker cannot see other uids' processes (`/proc` with `hidepid`): a uid is
+    /// swept before a session uses it, not only after (leftovers are invisible to the
+    /// allocation's `/proc` check).
+    sweep_at_start: bool,
     stderr_line: usize,
     stderr_session: usize,
 }
@@ -171,6 +175,7 @@ impl Sandbox {
             root: cfg.session_dirs.clone(),
             own_root: false,
             uids: None,
+            sweep_at_start: false,
             stderr_line: cfg.stderr_line_bytes,
             stderr_session: cfg.stderr_session_bytes,
         }
@@ -215,11 +220,23 @@ impl Sandbox {
         no_replaceable_ancestor(&locks, p.euid)
             .map_err(|e| format!("agent.isolation.lock_dir: {}: {e}", locks.display()))?;
         sb.uids = Some(Arc::new(UidPool::new(range, locks)));
+        sb.sweep_at_start =
+            crate::uid_sweep::helper_enabled() && crate::uid_sweep::proc_hides_other_uids();
+        if sb.sweep_at_start {
+            tracing::info!(
+                "/proc hides other uids' processes (hidepid): each session uid is swept before use"
+            );
+        }
         Ok(sb)
     }
 
     pub fn mode(&self) -> IsolationMode {
         self.mode
+    }
+
+    /// Whether a session's uid must be swept before its first agent starts.
+    pub fn sweeps_at_start(&self) -> bool {
+        self.sweep_at_start
     }
 
     /// The root of the session directories.

@@ -259,6 +259,46 @@ pub fn sweep_uid(uid: u32) -> bool {
     pids_of_uid(uid).is_empty()
 }
 
+/// Whether this process cannot see (all of) other uids' processes in `/proc`: `/proc` is
+/// mounted with `hidepid` (1/noaccess, 2/invisible, ptraceable: systemd's
+/// `ProtectProc=`) and the process lacks CAP_SYS_PTRACE.
+pub fn proc_hides_other_uids() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    const CAP_SYS_PTRACE: u64 = 1 << 19;
+    let ptrace = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|c| c & CAP_SYS_PTRACE != 0);
+    !ptrace && proc_mount_hides(&mountinfo)
+}
+
+/// Whether the `/proc` mount of a mountinfo text has a hiding `hidepid=` option (the
+/// last mount at `/proc` counts: it covers the earlier ones).
+fn proc_mount_hides(mountinfo: &str) -> bool {
+    let mut hides = false;
+    for line in mountinfo.lines() {
+        let mut fields = line.split_whitespace();
+        if fields.nth(4) != Some("/proc") {
+            continue;
+        }
+        let Some((_, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut t = tail.split_whitespace();
+        if t.next() != Some("proc") {
+            continue;
+        }
+        let opts = t.nth(1).unwrap_or_default();
+        hides = opts
+            .split(',')
+            .filter_map(|o| o.strip_prefix("hidepid="))
+            .any(|v| !matches!(v, "0" | "off"));
+    }
+    hides
+}
+
 /// Prepares the worker process before any thread exists (capabilities and groups are
 /// per thread; threads started later inherit them): clears the ambient and inheritable
 /// capability sets (always: agents must not inherit what the worker holds) and, when
@@ -344,6 +384,30 @@ mod tests {
             status_matches("State:\tR\nUid:\t7\t0\t0\t0\n", 7),
             "real uid"
         );
+    }
+
+    #[test]
+    fn hidepid_from_mountinfo() {
+        let plain = "22 1 0:5 / /proc rw,nosuid - proc proc rw\n";
+        assert!(!proc_mount_hides(plain));
+        let hidden = "22 1 0:5 / /proc rw,nosuid - proc proc rw\n\
+                      301 22 0:60 / /proc rw,relatime - proc proc rw,hidepid=invisible\n";
+        assert!(proc_mount_hides(hidden), "the last /proc mount counts");
+        for opt in [
+            "hidepid=2",
+            "hidepid=1",
+            "hidepid=noaccess",
+            "hidepid=ptraceable",
+        ] {
+            let l = format!("9 1 0:5 / /proc rw - proc proc rw,{opt},subset=pid\n");
+            assert!(proc_mount_hides(&l), "{opt}");
+        }
+        for opt in ["hidepid=0", "hidepid=off"] {
+            let l = format!("9 1 0:5 / /proc rw - proc proc rw,{opt}\n");
+            assert!(!proc_mount_hides(&l), "{opt}");
+        }
+        let elsewhere = "9 1 0:5 / /mnt/proc rw - proc proc rw,hidepid=2\n";
+        assert!(!proc_mount_hides(elsewhere), "another mount point");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   read a file of the worker's former group, cannot reach each other's or the worker's
 //!   `/proc/<pid>/fd/1`, `environ`, `cwd`, directory or signals;
 //! - a `setsid sleep 600` started by an agent dies on `DELETE /sessions/{id}` (checked by
-//!   host pid), the other session is untouched, and the uid is not quarantined.
+//!   host pid), the other session is untouched, and the uid is not quarantined;
+//! - a leftover process of a range uid, planted in the namespace before the first session
+//!   (invisible to the worker), is dead once a session got that uid (swept before use).
 //!
 //! Needs root, `unshare` and `setpriv` (util-linux); without the namespace (a host that
 //! refuses it) the same worker runs without `hidepid`, and the test says so.
@@ -88,6 +90,21 @@ fn host_pid(ns: Option<&str>, inner: u32) -> u32 {
     found.unwrap_or_else(|| panic!("no host pid for pid {inner} of {ns}"))
 }
 
+/// The host pid of a `sleep` of `uid` in the namespace `ns`.
+fn sleeper_of(ns: Option<&str>, uid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&p| {
+            Some(pid_ns(p).as_str()) == ns
+                && status_line(p, "Uid:").split_whitespace().next()
+                    == Some(uid.to_string().as_str())
+                && sid_and_comm(p).1 == "sleep"
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() {
     if !is_root() {
@@ -154,19 +171,38 @@ async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() 
         .arg(&cfg)
         .env("TMPDIR", "/tmp");
     let w = spawn_logged(cmd, wdir.path()).await;
-    let ns = hidepid.then(|| {
-        // The namespace of the launcher's child (PID 1 inside).
+    // The namespace's PID 1 (the launcher's child), by its host pid.
+    let init = hidepid.then(|| {
         let launcher = w.guard.pid();
-        let child = std::fs::read_dir("/proc")
+        std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .find(|&p| status_line(p, "PPid:") == launcher.to_string())
-            .expect("the namespace's PID 1");
-        pid_ns(child)
+            .expect("the namespace's PID 1")
     });
+    let ns = init.map(pid_ns);
     let ns = ns.as_deref();
+    // A leftover of the first uid of the range (as a worker killed without its unit would
+    // leave): invisible to the worker under hidepid, so it must sweep the uid before use.
+    let leftover = init.map(|init| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={init}"))
+            .args(["--pid", "--mount", "--", "setpriv"])
+            .arg(format!("--reuid={UID_START}"))
+            .arg(format!("--regid={UID_START}"))
+            .args(["--clear-groups", "--", "setsid", "sleep", "600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        hotplex_e2e::ChildGuard::spawn_with_output("leftover", &mut cmd)
+    });
+    let mut leftover_pid = None;
+    if leftover.is_some() {
+        let found = eventually(WAIT, || async { sleeper_of(ns, UID_START).is_some() }).await;
+        assert!(found, "the leftover sleep of uid {UID_START}");
+        leftover_pid = sleeper_of(ns, UID_START);
+    }
     let c = client();
     let a = create_session(&c, &w.base).await;
     let b = create_session(&c, &w.base).await;
@@ -203,6 +239,13 @@ async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() 
         "{who_a} {who_b}"
     );
     assert_ne!(uid_a, uid_b, "one uid per session");
+    if let Some(p) = leftover_pid {
+        assert_eq!(uid_a, UID_START, "the first uid of the range went to A");
+        assert!(
+            !process_alive(p),
+            "the leftover {p} of A's uid is alive while A runs"
+        );
+    }
     for (who, uid) in [(&who_a, uid_a), (&who_b, uid_b)] {
         assert_eq!(field(who, "gid"), uid.to_string(), "{who}");
         assert_eq!(field(who, "groups"), uid.to_string(), "no group: {who}");
@@ -321,6 +364,10 @@ async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() 
         "{log}"
     );
     assert!(log.contains("agents run as per-session users"), "{log}");
+    if hidepid {
+        assert!(log.contains("swept before use"), "{log}");
+    }
+    drop(leftover);
     drop(w);
     drop(dir);
 }

@@ -371,3 +371,109 @@ async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() 
     drop(w);
     drop(dir);
 }
+
+/// The Kubernetes pod's shape: uid 0 with only the five capabilities (bounding set, as
+/// `capabilities: {drop: [ALL], add: [...]}` gives it), `no_new_privs`
+/// (`allowPrivilegeEscalation: false`), its temp dir an emptyDir-like 0777 directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_worker_with_only_the_five_caps_like_the_kubernetes_pod() {
+    if !is_root() {
+        eprintln!("## SKIPPED agent_isolation_caps (pod shape): the test needs root (setpriv)");
+        return;
+    }
+    const START: u32 = 1_956_000_000;
+    let (dir, script) = agent_dir();
+    let empty_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(empty_dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod");
+    let cfg = config(
+        dir.path(),
+        &script,
+        &format!(
+            "  isolation:\n    uid_range: {{start: {START}, count: 8}}\n    lock_dir: {}\n",
+            empty_dir.path().join("hotplex-agent-uids").display()
+        ),
+    );
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--bounding-set=-all,{CAPS}"))
+        .args(["--inh-caps=-all", "--no-new-privs", "--"])
+        .arg(WORKER_BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .env("TMPDIR", empty_dir.path());
+    let w = spawn_logged(cmd, dir.path()).await;
+    let worker = w.guard.pid();
+    assert_eq!(status_line(worker, "CapEff:"), CAPS_MASK);
+    assert_eq!(status_line(worker, "NoNewPrivs:"), "1");
+    // The emptyDir got the sticky bit: agents cannot rename the worker's entries in it.
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(empty_dir.path()).expect("stat").mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "the 0777 temp dir was not made sticky");
+
+    let c = client();
+    let a = create_session(&c, &w.base).await;
+    let b = create_session(&c, &w.base).await;
+    let who_a = answer(&sse_turn(&c, &w.base, &a, "whoami").await);
+    let who_b = answer(&sse_turn(&c, &w.base, &b, "whoami").await);
+    let uid_a: u32 = field(&who_a, "uid").parse().expect("uid a");
+    let uid_b: u32 = field(&who_b, "uid").parse().expect("uid b");
+    let range = START..START + 8;
+    assert!(
+        range.contains(&uid_a) && range.contains(&uid_b),
+        "{who_a} {who_b}"
+    );
+    assert_ne!(uid_a, uid_b);
+    for (who, uid) in [(&who_a, uid_a), (&who_b, uid_b)] {
+        assert_eq!(field(who, "groups"), uid.to_string(), "{who}");
+        assert_eq!(field(who, "ppid"), worker.to_string(), "{who}");
+        assert!(
+            field(who, "cwd").starts_with(&empty_dir.path().display().to_string()),
+            "{who}"
+        );
+        for set in ["capprm", "capeff", "capamb"] {
+            assert_eq!(field(who, set), "0000000000000000", "no capability: {who}");
+        }
+    }
+    let pid_a: u32 = field(&who_a, "pid").parse().expect("pid a");
+    let got = answer(
+        &sse_turn(
+            &c,
+            &w.base,
+            &b,
+            &format!("attack {pid_a} {}", field(&who_a, "cwd")),
+        )
+        .await,
+    );
+    assert_eq!(
+        got, "fd1=no environ=no proccwd=no dir=no signal=no self=yes",
+        "agent B reached agent A"
+    );
+    let pid_b: u32 = field(&who_b, "pid").parse().expect("pid b");
+    let escapee: u32 = answer(&sse_turn(&c, &w.base, &b, "setsid").await)
+        .parse()
+        .expect("escapee pid");
+    assert!(
+        eventually(WAIT, || async { sid_and_comm(escapee).1 == "sleep" }).await,
+        "the escapee itself"
+    );
+    assert_ne!(sid_and_comm(escapee).0, pid_b, "left B's session");
+    let r = c
+        .delete(format!("{}/sessions/{b}", w.base))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(
+        eventually(WAIT, || async { !process_alive(escapee) }).await,
+        "the setsid escapee {escapee} survived DELETE"
+    );
+    assert!(process_alive(pid_a), "A survives B's close");
+    let log = std::fs::read_to_string(&w.log).expect("log");
+    assert!(log.contains("sticky bit set"), "{log}");
+    assert!(
+        !log.contains("sweep helper failed") && !log.contains("quarantined"),
+        "{log}"
+    );
+    drop(w);
+    drop(dir);
+}

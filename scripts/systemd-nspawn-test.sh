@@ -185,6 +185,8 @@ for _ in $(seq 50); do
 done
 if c pgrep -u "$auid" >/dev/null; then fail "processes of uid $auid survived DELETE: $(c pgrep -a -u "$auid")"; fi
 if c journalctl --no-pager -u hotplex-worker@8081 | grep -q 'sweep helper failed\|quarantined'; then fail "sweep not confirmed"; fi
+# ProtectProc=invisible blinds the worker's /proc check of a uid's leftovers: it sweeps before use.
+c journalctl --no-pager -u hotplex-worker@8081 | grep -q 'swept before use' || fail "no sweep before use under ProtectProc"
 echo "systemd-nspawn-test: agent uid $auid (no capability, invisible to the worker); escapee $esc killed by DELETE"
 id=$(curl_c -X POST http://127.0.0.1:8000/sessions | sed -n 's/.*"session_id" *: *"\([^"]*\)".*/\1/p')
 [ -n "$id" ] || fail "no second session"

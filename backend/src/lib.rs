@@ -28,6 +28,7 @@ pub mod quota_config;
 pub mod quota_store;
 pub mod sandbox;
 pub mod session;
+pub mod session_dirs;
 pub mod sse;
 pub mod trust;
 pub mod uid_sweep;

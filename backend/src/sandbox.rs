@@ -1,14 +1,18 @@
 //! Agent isolation (issue #24): who an agent runs as, where, and how all of a session's
 //! processes are killed.
 //!
-//! - **Per-session uid** (the worker runs as root or with CAP_SETUID + CAP_SETGID): each
+//! - **Per-session uid** (the worker runs as root or with CAP_SETUID, CAP_SETGID,
+//!   CAP_CHOWN, CAP_KILL and CAP_DAC_OVERRIDE, e.g. the systemd unit's ambient set,
+//!   cleared from the agents' reach at start by [`crate::uid_sweep::prepare_process`]): each
 //!   session gets a uid from `agent.isolation.uid_range` (gid = uid, no supplementary
 //!   groups; std's `Command::uid/gid` switch in the child, safe code). Its working
 //!   directory `<session_dirs>/<id>-<random>` and private `TMPDIR` (`.tmp` inside) are
 //!   owned by that uid, mode 0700; `HOME` is the working directory. Agents of other
 //!   sessions cannot open its `/proc/<pid>/fd`, `environ` or `cwd` (the kernel's ptrace
-//!   access checks) nor its files. On close every process of the uid is killed (a `/proc`
-//!   sweep, so processes that called `setsid` die too), then the directory is removed and
+//!   access checks) nor its files. On close every process of the uid is killed (a helper
+//!   running as the uid calls `kill(-1)`, then a `/proc` sweep confirms where `/proc` shows
+//!   them: [`crate::uid_sweep`]; processes that called `setsid` die too; under `hidepid` the
+//!   uid is also swept before use), then the directory is removed and
 //!   the uid goes back to the end of the free list. A uid is handed out only under a
 //!   host-wide lock (`flock` on `<lock_dir>/<uid>`, released when the session ends or
 //!   the worker dies), so several workers on one host may share a range.

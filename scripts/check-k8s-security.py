@@ -11,7 +11,10 @@ the given manifests:
 - the pod and container securityContext: runAsNonRoot (except NEEDS_ROOT), seccompProfile
   RuntimeDefault, no host namespaces, and per container allowPrivilegeEscalation false,
   readOnlyRootFilesystem true, capabilities drop ALL and add nothing (except
-  ALLOWED_CAPS), not privileged;
+  ALLOWED_CAPS), not privileged; the one container of ROOT_WITH_CAPS runs as uid 0 and
+  adds exactly its capabilities (nothing else of root), and its worker config runs agents
+  as per-session uids (agent.isolation.uid_range, never insecure_agents_as_worker_user);
+- Secret volumes in STRICT_NAMESPACES: a defaultMode without permission bits for others;
 - every image pinned by digest (`...@sha256:<64 hex>`), except UNPINNED_OK;
 - in the namespaces of STRICT_NAMESPACES: at least one NetworkPolicy with egress selects
   the pod, and the union of its egress rules reaches no cloud metadata address and no
@@ -50,6 +53,17 @@ NEEDS_ROOT = {
 # Capabilities a container may add back after dropping ALL, per pod.
 ALLOWED_CAPS = {
     "monitoring/promtail": {"DAC_READ_SEARCH"},
+}
+# Containers (namespace/app, container name) that run as uid 0 with exactly these
+# capabilities added after dropping ALL, with the reason. Nothing else may run as root.
+ROOT_WITH_CAPS = {
+    ("hotplex/hotplex-worker", "worker"): (
+        {"SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE"},
+        "runs each session's agent as its own uid (agent.isolation.uid_range): switching "
+        "needs SETUID/SETGID, the session directory CHOWN, the uid sweep KILL, removing the "
+        "session's files DAC_OVERRIDE; a non-root container cannot hold them (Kubernetes "
+        "grants no ambient capabilities)",
+    ),
 }
 # Third-party images shipped by tag, with the reason (each a known gap, see
 # docs/deployment.md "Hardening").
@@ -211,7 +225,14 @@ def check_pod(doc, service_accounts, policies):
         def eff(k):
             return csc.get(k, psc.get(k))
 
-        if key not in NEEDS_ROOT and eff("runAsNonRoot") is not True:
+        root_caps = ROOT_WITH_CAPS.get((key, c.get("name")))
+        if root_caps is not None:
+            if eff("runAsUser") != 0 or eff("runAsNonRoot") is True:
+                errors.append(
+                    f"{cwhere}: must run as uid 0 (runAsUser: 0): its capabilities are "
+                    "useless to a non-root container"
+                )
+        elif key not in NEEDS_ROOT and eff("runAsNonRoot") is not True:
             errors.append(f"{cwhere}: runAsNonRoot is not true")
         if (eff("seccompProfile") or {}).get("type") != "RuntimeDefault":
             errors.append(f"{cwhere}: seccompProfile is not RuntimeDefault")
@@ -224,15 +245,53 @@ def check_pod(doc, service_accounts, policies):
         caps = csc.get("capabilities") or {}
         if "ALL" not in (caps.get("drop") or []):
             errors.append(f"{cwhere}: capabilities do not drop ALL")
-        extra = set(caps.get("add") or []) - ALLOWED_CAPS.get(key, set())
-        if extra:
-            errors.append(f"{cwhere}: adds capabilities {sorted(extra)}")
+        added = set(caps.get("add") or [])
+        if root_caps is not None:
+            if added != root_caps[0]:
+                errors.append(
+                    f"{cwhere}: runs as root for per-session uids and must add exactly "
+                    f"{sorted(root_caps[0])}, adds {sorted(added)}"
+                )
+        elif added - ALLOWED_CAPS.get(key, set()):
+            errors.append(
+                f"{cwhere}: adds capabilities {sorted(added - ALLOWED_CAPS.get(key, set()))}"
+            )
         image = c.get("image", "")
         if not DIGEST.match(image) and image not in UNPINNED_OK:
             errors.append(f"{cwhere}: image {image!r} is not pinned by digest (@sha256:...)")
 
     if ns in STRICT_NAMESPACES:
         errors += check_egress(where, ns, labels, policies)
+        for v in spec.get("volumes") or []:
+            secret = v.get("secret")
+            if secret is None:
+                continue
+            # 0644 is the kubelet's default: readable by every uid of the pod.
+            mode = secret.get("defaultMode", 0o644)
+            if mode & 0o007:
+                errors.append(
+                    f"{where}: Secret volume {v.get('name')} has defaultMode {mode:04o}: "
+                    "readable by others (use 0440 with fsGroup = the container's gid, or 0400)"
+                )
+    return errors
+
+
+def check_worker_isolation(configmaps):
+    """The worker config next to a root worker: agents as per-session uids."""
+    errors = []
+    for cm in configmaps:
+        text = (cm.get("data") or {}).get("worker.yaml")
+        if text is None:
+            continue
+        iso = ((yaml.safe_load(text) or {}).get("agent") or {}).get("isolation") or {}
+        where = f"ConfigMap {cm['metadata']['name']}: worker.yaml"
+        if not iso.get("uid_range"):
+            errors.append(f"{where}: no agent.isolation.uid_range (agents would share a uid)")
+        if iso.get("insecure_agents_as_worker_user"):
+            errors.append(
+                f"{where}: agent.isolation.insecure_agents_as_worker_user: the worker runs as "
+                "root, so would its agents"
+            )
     return errors
 
 
@@ -283,6 +342,7 @@ def check_docs(docs):
             pods += 1
             errors += check_pod(d, service_accounts, policies)
     errors += check_trusted_proxies([d for d in docs if d.get("kind") == "ConfigMap"])
+    errors += check_worker_isolation([d for d in docs if d.get("kind") == "ConfigMap"])
     return pods, errors
 
 

@@ -12,6 +12,9 @@
 #   - a new binary that dies at start fails the reload and changes nothing (same MainPID,
 #     active, session served);
 #   - ProtectProc=invisible: the worker's user does not see the proxy in its /proc;
+#   - per-session uids: the agent runs as a uid of the shipped range without capabilities
+#     or groups, invisible to the worker's user; a `setsid sleep` of that uid dies when the
+#     session is deleted (the sweep helper);
 #   - the units' exposure as systemd reports it for the running units.
 # Needs root. Without systemd-nspawn, extracts it from the Debian package (not installed:
 # it would upgrade systemd). Usage: scripts/systemd-nspawn-test.sh [BIN_DIR]
@@ -51,10 +54,12 @@ upgrade:
   grace_period: 1s
   shutdown_timeout: 1s
 EOF
-cat >"$work/etc-hotplex/worker.yaml" <<'EOF'
-max_sessions: 10
-proxy_keys: ["env:HOTPLEX_WORKER_PROXY_KEY"]
-EOF
+# The worker's id is its node id, which the proxy verifies (worker_auth): the unit's
+# %H-%i, the container's host name being the machine name below.
+sed -i "s/id: w1$/id: hotplex-test-$$-8081/" "$work/etc-hotplex/hotplex.yaml"
+# The worker's config as shipped (per-session uids), plus the proxy key.
+cp "$repo/conf/systemd/worker.yaml" "$work/etc-hotplex/worker.yaml"
+echo 'proxy_keys: ["env:HOTPLEX_WORKER_PROXY_KEY"]' >>"$work/etc-hotplex/worker.yaml"
 chmod 644 "$work/etc-hotplex/"*.yaml
 
 # The binaries and the helper at the paths the units name, as read-only overlays.
@@ -120,7 +125,12 @@ user_of() { c getent passwd "$(status "$1" Uid)" | cut -d: -f1; }
 [ "$(user_of "$ppid")" = hotplex-proxy ] || fail "proxy runs as '$(user_of "$ppid")' (uid $(status "$ppid" Uid))"
 [ "$(user_of "$wpid")" = hotplex-worker ] || fail "worker runs as '$(user_of "$wpid")' (uid $(status "$wpid" Uid))"
 [ "$(status "$ppid" CapEff)" = 0000000000000400 ] || fail "proxy CapEff $(status "$ppid" CapEff) (want CAP_NET_BIND_SERVICE only)"
-[ "$(status "$wpid" CapEff)" = 0000000000000000 ] || fail "worker CapEff $(status "$wpid" CapEff)"
+# The worker: the five capabilities (CAP_CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID) effective,
+# not ambient nor inheritable (its agents inherit none), no supplementary group.
+[ "$(status "$wpid" CapEff)" = 00000000000000e3 ] || fail "worker CapEff $(status "$wpid" CapEff)"
+[ "$(status "$wpid" CapAmb)" = 0000000000000000 ] || fail "worker CapAmb $(status "$wpid" CapAmb)"
+[ "$(status "$wpid" CapInh)" = 0000000000000000 ] || fail "worker CapInh $(status "$wpid" CapInh)"
+[ -z "$(status "$wpid" Groups)" ] || fail "worker Groups $(status "$wpid" Groups)"
 for p in "$ppid" "$wpid"; do
   [ "$(status "$p" NoNewPrivs)" = 1 ] || fail "pid $p: NoNewPrivs"
   [ "$(status "$p" Seccomp)" = 2 ] || fail "pid $p: no seccomp filter"
@@ -139,13 +149,47 @@ done
 [ "$(curl_c -o /dev/null -w '%{http_code}' "http://127.0.0.1:8000/sessions/$id")" = 200 ] || fail "session $id not served"
 echo "systemd-nspawn-test: session $id served"
 
-# ProtectProc=invisible: in the worker's namespaces (its PrivateUsers user namespace included),
-# as its user, the worker is visible and the proxy is not.
+# ProtectProc=invisible: in the worker's namespaces, as its user, the proxy is not visible.
 wuid=$(c id -u hotplex-worker)
 wgid=$(c id -g hotplex-worker)
-c nsenter -t "$wpid" -a -S "$wuid" -G "$wgid" test -e "/proc/$wpid" || fail "the worker does not see itself"
+# (The control is the checking process itself: the worker holds capabilities it gained at
+# exec, which makes it non-dumpable, so under hidepid its own user does not see it either.)
+c nsenter -t "$wpid" -a -S "$wuid" -G "$wgid" test -e /proc/self/status || fail "the worker's user sees not even itself"
 if c nsenter -t "$wpid" -a -S "$wuid" -G "$wgid" test -e "/proc/$ppid"; then fail "the worker sees the proxy's /proc entry"; fi
 echo "systemd-nspawn-test: ProtectProc=invisible ok (the worker's user sees no /proc/$ppid)"
+
+# Per-session uids: the session's agent runs as a uid of the shipped range, without
+# capabilities or groups, invisible to the worker's user; a `setsid sleep` of that uid
+# (started from outside the agent's process group) dies when the session is deleted.
+apid=$(c pgrep -P "$wpid" | head -1)
+[ -n "$apid" ] || fail "no agent process under the worker"
+auid=$(status "$apid" Uid)
+[ "$auid" -ge 1900000000 ] && [ "$auid" -lt 1900065536 ] || fail "agent uid $auid not in the range"
+[ "$(status "$apid" CapEff)$(status "$apid" CapPrm)$(status "$apid" CapAmb)" = 000000000000000000000000000000000000000000000000 ] ||
+  fail "the agent holds capabilities: $(c grep Cap "/proc/$apid/status" | tr '\n' ' ')"
+[ "$(status "$apid" Groups)" = "$auid" ] || [ -z "$(status "$apid" Groups)" ] || fail "agent Groups $(status "$apid" Groups)"
+if c nsenter -t "$wpid" -a -S "$wuid" -G "$wgid" test -e "/proc/$apid"; then fail "the worker's user sees its agent's /proc entry"; fi
+c nsenter -t "$wpid" -a setpriv --reuid="$auid" --regid="$auid" --clear-groups setsid sleep 600 </dev/null >/dev/null 2>&1 &
+esc=
+for _ in $(seq 50); do
+  esc=$(c pgrep -u "$auid" -x sleep || true)
+  [ -n "$esc" ] && break
+  sleep 0.1
+done
+[ -n "$esc" ] || fail "no escapee of uid $auid"
+code=$(curl_c -o /dev/null -w '%{http_code}' -X DELETE "http://127.0.0.1:8000/sessions/$id")
+case "$code" in 2??) ;; *) fail "DELETE $id: $code" ;; esac
+for _ in $(seq 50); do
+  c pgrep -u "$auid" >/dev/null || break
+  sleep 0.1
+done
+if c pgrep -u "$auid" >/dev/null; then fail "processes of uid $auid survived DELETE: $(c pgrep -a -u "$auid")"; fi
+if c journalctl --no-pager -u hotplex-worker@8081 | grep -q 'sweep helper failed\|quarantined'; then fail "sweep not confirmed"; fi
+# ProtectProc=invisible blinds the worker's /proc check of a uid's leftovers: it sweeps before use.
+c journalctl --no-pager -u hotplex-worker@8081 | grep -q 'swept before use' || fail "no sweep before use under ProtectProc"
+echo "systemd-nspawn-test: agent uid $auid (no capability, invisible to the worker); escapee $esc killed by DELETE"
+id=$(curl_c -X POST http://127.0.0.1:8000/sessions | sed -n 's/.*"session_id" *: *"\([^"]*\)".*/\1/p')
+[ -n "$id" ] || fail "no second session"
 
 # Zero-downtime upgrade: systemctl reload.
 c systemctl reload hotplex-proxy || fail "systemctl reload failed"

@@ -83,21 +83,96 @@ class Weakened(unittest.TestCase):
 
     def test_added_capability(self):
         def m(docs):
-            container(docs, "hotplex-worker")["securityContext"]["capabilities"]["add"] = ["SETUID"]
+            container(docs, "hotplex-proxy")["securityContext"]["capabilities"]["add"] = ["SETUID"]
 
-        self.assertIn("adds capabilities ['SETUID']", self.errors_after(m))
+        self.assertIn("container proxy: adds capabilities ['SETUID']", self.errors_after(m))
 
     def test_root_and_seccomp(self):
         def m(docs):
-            spec = chk.pod_spec(find(docs, "Deployment", "hotplex-worker"))[1]
+            spec = chk.pod_spec(find(docs, "Deployment", "hotplex-proxy"))[1]
             spec["securityContext"]["runAsNonRoot"] = False
-            del container(docs, "hotplex-worker")["securityContext"]["runAsNonRoot"]
+            del container(docs, "hotplex-proxy")["securityContext"]["runAsNonRoot"]
             spec["securityContext"]["seccompProfile"] = {"type": "Unconfined"}
-            del container(docs, "hotplex-worker")["securityContext"]["seccompProfile"]
+            del container(docs, "hotplex-proxy")["securityContext"]["seccompProfile"]
 
         e = self.errors_after(m)
-        self.assertIn("container worker: runAsNonRoot is not true", e)
-        self.assertIn("container worker: seccompProfile is not RuntimeDefault", e)
+        self.assertIn("container proxy: runAsNonRoot is not true", e)
+        self.assertIn("container proxy: seccompProfile is not RuntimeDefault", e)
+
+    def test_root_worker_adds_exactly_the_five_capabilities(self):
+        for add, shown in [
+            (["SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE", "SYS_PTRACE"], "SYS_PTRACE"),
+            (["SETUID", "SETGID"], "adds ['SETGID', 'SETUID']"),
+            ([], "adds []"),
+        ]:
+            with self.subTest(add):
+
+                def m(docs):
+                    container(docs, "hotplex-worker")["securityContext"]["capabilities"]["add"] = add
+
+                e = self.errors_after(m)
+                self.assertIn("container worker: runs as root for per-session uids and must add exactly", e)
+                self.assertIn(shown, e)
+
+        def drop(docs):
+            container(docs, "hotplex-worker")["securityContext"]["capabilities"]["drop"] = []
+
+        self.assertIn("container worker: capabilities do not drop ALL", self.errors_after(drop))
+
+    def test_root_worker_keeps_the_other_restrictions(self):
+        for field, value, msg in [
+            ("allowPrivilegeEscalation", True, "allowPrivilegeEscalation is not false"),
+            ("readOnlyRootFilesystem", False, "readOnlyRootFilesystem is not true"),
+            ("privileged", True, "privileged"),
+            ("seccompProfile", {"type": "Unconfined"}, "seccompProfile is not RuntimeDefault"),
+        ]:
+            with self.subTest(field):
+
+                def m(docs):
+                    container(docs, "hotplex-worker")["securityContext"][field] = value
+
+                self.assertIn(f"container worker: {msg}", self.errors_after(m))
+
+    def test_root_exception_is_the_worker_container_only(self):
+        def non_root_worker(docs):
+            sc = container(docs, "hotplex-worker")["securityContext"]
+            sc["runAsUser"], sc["runAsNonRoot"] = 10001, True
+
+        self.assertIn("container worker: must run as uid 0", self.errors_after(non_root_worker))
+
+        def sidecar(docs):
+            spec = chk.pod_spec(find(docs, "Deployment", "hotplex-worker"))[1]
+            side = copy.deepcopy(spec["containers"][0])
+            side["name"] = "sidecar"
+            spec["containers"].append(side)
+
+        e = self.errors_after(sidecar)
+        self.assertIn("container sidecar: runAsNonRoot is not true", e)
+        self.assertIn("container sidecar: adds capabilities", e)
+
+    def test_worker_config_runs_agents_as_per_session_uids(self):
+        def edit(change):
+            def m(docs):
+                cm = find(docs, "ConfigMap", "hotplex-worker-config")
+                cfg = yaml.safe_load(cm["data"]["worker.yaml"])
+                change(cfg["agent"]["isolation"])
+                cm["data"]["worker.yaml"] = yaml.safe_dump(cfg)
+
+            return self.errors_after(m)
+
+        self.assertIn("no agent.isolation.uid_range", edit(lambda iso: iso.pop("uid_range")))
+        self.assertIn(
+            "insecure_agents_as_worker_user",
+            edit(lambda iso: iso.update(insecure_agents_as_worker_user=True)),
+        )
+
+    def test_secret_volume_readable_by_others(self):
+        def m(docs):
+            spec = chk.pod_spec(find(docs, "Deployment", "hotplex-proxy"))[1]
+            tls = next(v for v in spec["volumes"] if v["name"] == "tls")
+            del tls["secret"]["defaultMode"]
+
+        self.assertIn("Secret volume tls has defaultMode 0644", self.errors_after(m))
 
     def test_host_namespace(self):
         def m(docs):

@@ -89,6 +89,21 @@ impl AgentProcess {
             program: cfg.command.first().cloned().unwrap_or_default(),
             reason: format!("session sandbox: {e}"),
         })?;
+        if sandbox.sweeps_at_start() && sb.uid().is_some() {
+            // Leftovers of the uid the worker cannot see (hidepid): killed before use. A
+            // uid that stays unclean is quarantined when `sb` is dropped.
+            let s = sb.clone();
+            if !tokio::task::spawn_blocking(move || s.sweep())
+                .await
+                .unwrap_or(false)
+            {
+                return Err(AgentError::Spawn {
+                    program: cfg.command.first().cloned().unwrap_or_default(),
+                    reason: "session sandbox: processes of the session's uid survived the sweep"
+                        .into(),
+                });
+            }
+        }
         Self::spawn_with(cfg, session_id, startup_timeout, sb, None).await
     }
 

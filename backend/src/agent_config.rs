@@ -77,7 +77,7 @@ impl UidRange {
 #[serde(deny_unknown_fields)]
 pub struct IsolationFileConfig {
     /// uids for the sessions' agents, used when the worker can switch uids (root, or
-    /// CAP_SETUID + CAP_SETGID). Default [`DEFAULT_UID_RANGE`]. Setting it on a worker
+    /// CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_KILL, CAP_DAC_OVERRIDE). Default [`DEFAULT_UID_RANGE`]. Setting it on a worker
     /// that cannot switch is a startup error.
     pub uid_range: Option<UidRange>,
     /// Directory of the host-wide uid locks (created 0700; must be owned by the worker's

@@ -132,6 +132,11 @@ impl Cli {
 
 /// The whole program; both `hotplex-worker` and the e2e launcher call this.
 pub fn main() -> ExitCode {
+    // The uid sweep helper (this binary re-executed as a session's uid): before anything.
+    if let Some(code) = crate::uid_sweep::child_main() {
+        return code;
+    }
+    crate::uid_sweep::enable_helper();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::DemoAgent { test_hooks }) => {
@@ -155,6 +160,22 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Some(Command::CheckConfig)) {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
+    }
+    // Capabilities and groups are per thread: settled before the first thread starts.
+    // (A mode that cannot be resolved is reported by `serve` with its key.)
+    // (What prepare_process removes does not count here.)
+    let privileges = crate::sandbox::Privileges {
+        ambient_caps: 0,
+        extra_groups: false,
+        ..crate::sandbox::Privileges::detect()
+    };
+    let per_session_uids = matches!(
+        crate::sandbox::resolve_mode(&cfg.agent.isolation, privileges),
+        Ok(crate::sandbox::IsolationMode::PerSessionUid(_))
+    );
+    if let Err(e) = crate::uid_sweep::prepare_process(per_session_uids) {
+        eprintln!("hotplex-worker: {e}");
+        return ExitCode::from(2);
     }
     let telemetry = match cfg.telemetry.clone().with_process_env() {
         Ok(t) => t,

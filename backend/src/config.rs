@@ -581,6 +581,28 @@ agent:
     }
 
     #[test]
+    fn systemd_config_runs_agents_as_per_session_uids() {
+        // The config the shipped unit uses: valid, with a uid range that a non-root worker
+        // holding the unit's five capabilities turns into per-session uids.
+        let text = include_str!("../../conf/systemd/worker.yaml");
+        let c = FileConfig::parse(text, "worker.yaml")
+            .and_then(|f| f.into_runtime("worker.yaml"))
+            .expect("the systemd worker config is valid");
+        let range = c.agent.isolation.uid_range.expect("a uid range");
+        assert!(range.count as usize >= c.max_sessions, "{range:?}");
+        let unit = crate::sandbox::Privileges {
+            euid: 990,
+            can_switch_uid: true,
+            ambient_caps: 0,
+            extra_groups: false,
+        };
+        assert_eq!(
+            crate::sandbox::resolve_mode(&c.agent.isolation, unit),
+            Ok(crate::sandbox::IsolationMode::PerSessionUid(range))
+        );
+    }
+
+    #[test]
     fn tenant_quotas_and_store_parse_and_name_bad_keys() {
         let y = "tenant_quotas:\n  max_sessions: 7\n  turns_per_minute: 30\n  turns_burst: 5\n\
                  quota_store:\n  url: redis://127.0.0.1:6379\n  timeout: 50ms\n  on_error: closed\n";

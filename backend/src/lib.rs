@@ -30,9 +30,11 @@ pub mod quota_config;
 pub mod quota_store;
 pub mod sandbox;
 pub mod session;
+pub mod session_dirs;
 pub mod sse;
 pub mod tls;
 pub mod trust;
+pub mod uid_sweep;
 pub mod usage;
 pub mod ws;
 

@@ -1,14 +1,18 @@
 //! Agent isolation (issue #24): who an agent runs as, where, and how all of a session's
 //! processes are killed.
 //!
-//! - **Per-session uid** (the worker runs as root or with CAP_SETUID + CAP_SETGID): each
+//! - **Per-session uid** (the worker runs as root or with CAP_SETUID, CAP_SETGID,
+//!   CAP_CHOWN, CAP_KILL and CAP_DAC_OVERRIDE, e.g. the systemd unit's ambient set,
+//!   cleared from the agents' reach at start by [`crate::uid_sweep::prepare_process`]): each
 //!   session gets a uid from `agent.isolation.uid_range` (gid = uid, no supplementary
 //!   groups; std's `Command::uid/gid` switch in the child, safe code). Its working
 //!   directory `<session_dirs>/<id>-<random>` and private `TMPDIR` (`.tmp` inside) are
 //!   owned by that uid, mode 0700; `HOME` is the working directory. Agents of other
 //!   sessions cannot open its `/proc/<pid>/fd`, `environ` or `cwd` (the kernel's ptrace
-//!   access checks) nor its files. On close every process of the uid is killed (a `/proc`
-//!   sweep, so processes that called `setsid` die too), then the directory is removed and
+//!   access checks) nor its files. On close every process of the uid is killed (a helper
+//!   running as the uid calls `kill(-1)`, then a `/proc` sweep confirms where `/proc` shows
+//!   them: [`crate::uid_sweep`]; processes that called `setsid` die too; under `hidepid` the
+//!   uid is also swept before use), then the directory is removed and
 //!   the uid goes back to the end of the free list. A uid is handed out only under a
 //!   host-wide lock (`flock` on `<lock_dir>/<uid>`, released when the session ends or
 //!   the worker dies), so several workers on one host may share a range.
@@ -18,14 +22,10 @@
 //!   named opt-in, refuses to start rather than run agents as root.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use nix_fs::fcntl::{Flock, FlockArg};
 
@@ -33,12 +33,7 @@ use crate::agent_config::{
     AgentConfig, IsolationConfig, UidRange, DEFAULT_UID_LOCK_DIR, DEFAULT_UID_RANGE,
 };
 use crate::agent_stderr::StderrBudget;
-
-/// Rounds of a uid sweep (scan `/proc`, SIGKILL what is found) before the uid is
-/// quarantined instead of reused.
-const SWEEP_ROUNDS: usize = 100;
-/// Pause between sweep rounds (killed processes take a moment to become zombies).
-const SWEEP_PAUSE: Duration = Duration::from_millis(2);
+use crate::session_dirs;
 
 /// What the worker may do, from `/proc/self/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +44,11 @@ pub struct Privileges {
     /// uid sweep), CAP_DAC_OVERRIDE (remove the session's files). Root has them all
     /// unless they were dropped.
     pub can_switch_uid: bool,
+    /// The ambient capability set (`CapAmb`): inherited through `execve` by every agent.
+    pub ambient_caps: u64,
+    /// Supplementary groups besides the effective gid (inherited by agents whose uid is
+    /// switched by a non-root worker).
+    pub extra_groups: bool,
 }
 
 impl Privileges {
@@ -62,7 +62,10 @@ impl Privileges {
         let mut p = Privileges {
             euid: u32::MAX,
             can_switch_uid: false,
+            ambient_caps: 0,
+            extra_groups: false,
         };
+        let (mut egid, mut groups) = (None, Vec::new());
         for line in status.lines() {
             if let Some(v) = line.strip_prefix("Uid:") {
                 p.euid = v
@@ -73,8 +76,22 @@ impl Privileges {
             } else if let Some(v) = line.strip_prefix("CapEff:") {
                 let caps = u64::from_str_radix(v.trim(), 16).unwrap_or(0);
                 p.can_switch_uid = caps & CAPS == CAPS;
+            } else if let Some(v) = line.strip_prefix("CapAmb:") {
+                // Unreadable: assume the worst (a worker that switches uids refuses).
+                p.ambient_caps = u64::from_str_radix(v.trim(), 16).unwrap_or(u64::MAX);
+            } else if let Some(v) = line.strip_prefix("Gid:") {
+                egid = v
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse::<u32>().ok());
+            } else if let Some(v) = line.strip_prefix("Groups:") {
+                groups = v
+                    .split_whitespace()
+                    .map(|x| x.parse::<u32>().unwrap_or(u32::MAX))
+                    .collect();
             }
         }
+        p.extra_groups = groups.iter().any(|g| Some(*g) != egid);
         p
     }
 }
@@ -99,6 +116,22 @@ pub fn resolve_mode(cfg: &IsolationConfig, p: Privileges) -> Result<IsolationMod
             .contains(&u64::from(p.euid))
         {
             return Err("agent.isolation.uid_range: contains the worker's own uid".into());
+        }
+        if p.ambient_caps != 0 {
+            return Err(format!(
+                "agent.isolation: the worker holds ambient capabilities ({:x}) that its agents \
+                 would inherit; hotplex-worker clears them at start (an embedding program \
+                 must call uid_sweep::prepare_process first)",
+                p.ambient_caps
+            ));
+        }
+        if p.extra_groups {
+            return Err(
+                "agent.isolation: the worker has supplementary groups that its agents would \
+                 inherit; hotplex-worker drops them at start (an embedding program must call \
+                 uid_sweep::prepare_process first, or start the worker without them)"
+                    .into(),
+            );
         }
         return Ok(IsolationMode::PerSessionUid(r));
     }
@@ -129,6 +162,10 @@ pub struct Sandbox {
     /// The root was made by this worker (a private directory under the temp dir).
     own_root: bool,
     uids: Option<Arc<UidPool>>,
+    /// The worker cannot see other uids' processes (`/proc` with `hidepid`): a uid is
+    /// swept before a session uses it, not only after (leftovers are invisible to the
+    /// allocation's `/proc` check).
+    sweep_at_start: bool,
     stderr_line: usize,
     stderr_session: usize,
 }
@@ -143,6 +180,7 @@ impl Sandbox {
             root: cfg.session_dirs.clone(),
             own_root: false,
             uids: None,
+            sweep_at_start: false,
             stderr_line: cfg.stderr_line_bytes,
             stderr_session: cfg.stderr_session_bytes,
         }
@@ -164,28 +202,46 @@ impl Sandbox {
             Some(root) => {
                 std::fs::create_dir_all(root)
                     .map_err(|e| format!("agent.session_dirs: {}: {e}", root.display()))?;
-                searchable_by_others(root)?;
+                session_dirs::searchable_by_others(root)?;
             }
             None => {
-                sb.root = Some(private_root().map_err(|e| {
+                sb.root = Some(session_dirs::private_root().map_err(|e| {
                     format!("agent.session_dirs: cannot create a default root: {e}")
                 })?);
                 sb.own_root = true;
             }
+        }
+        if let Some(root) = &sb.root {
+            session_dirs::no_replaceable_ancestor(root, p.euid)
+                .map_err(|e| format!("agent.session_dirs: {}: {e}", root.display()))?;
         }
         let locks = cfg
             .isolation
             .lock_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_UID_LOCK_DIR));
-        private_dir(&locks, p.euid)
+        session_dirs::private_dir(&locks, p.euid)
+            .map_err(|e| format!("agent.isolation.lock_dir: {}: {e}", locks.display()))?;
+        session_dirs::no_replaceable_ancestor(&locks, p.euid)
             .map_err(|e| format!("agent.isolation.lock_dir: {}: {e}", locks.display()))?;
         sb.uids = Some(Arc::new(UidPool::new(range, locks)));
+        sb.sweep_at_start =
+            crate::uid_sweep::helper_enabled() && crate::uid_sweep::proc_hides_other_uids();
+        if sb.sweep_at_start {
+            tracing::info!(
+                "/proc hides other uids' processes (hidepid): each session uid is swept before use"
+            );
+        }
         Ok(sb)
     }
 
     pub fn mode(&self) -> IsolationMode {
         self.mode
+    }
+
+    /// Whether a session's uid must be swept before its first agent starts.
+    pub fn sweeps_at_start(&self) -> bool {
+        self.sweep_at_start
     }
 
     /// The root of the session directories.
@@ -212,7 +268,7 @@ impl Sandbox {
         };
         if let Some(root) = &self.root {
             // On failure `sb` is dropped: the uid goes back to the pool.
-            sb.dir = Some(create_session_dir(root, session_id, uid)?);
+            sb.dir = Some(session_dirs::create_session_dir(root, session_id, uid)?);
         }
         Ok(Arc::new(sb))
     }
@@ -236,124 +292,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.remove_own_root();
     }
-}
-
-/// Creates `dir` (0700) or checks that it is owned by `euid` and closed to others.
-fn private_dir(dir: &Path, euid: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    let m = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-    if !m.is_dir() || m.uid() != euid || m.mode() & 0o022 != 0 {
-        return Err(format!(
-            "must be a directory owned by uid {euid} that no one else can write (is uid {}, mode {:o})",
-            m.uid(),
-            m.mode() & 0o7777
-        ));
-    }
-    Ok(())
-}
-
-/// Every ancestor of `root` must let the agent users through (o+x).
-fn searchable_by_others(root: &Path) -> Result<(), String> {
-    let abs = std::fs::canonicalize(root)
-        .map_err(|e| format!("agent.session_dirs: {}: {e}", root.display()))?;
-    for a in abs.ancestors() {
-        let mode = std::fs::metadata(a)
-            .map_err(|e| format!("agent.session_dirs: {}: {e}", a.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
-            return Err(format!(
-                "agent.session_dirs: {} (mode {:o}) must be searchable by the agent users \
-                 (o+x, e.g. 0711)",
-                a.display(),
-                mode & 0o7777
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `<temp dir>/hotplex-sessions-<pid>-<random>`, mode 0711 (agents reach their own
-/// directory but cannot list the others'). Roots left by workers that are gone (killed
-/// before their shutdown) are removed first.
-fn private_root() -> std::io::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    remove_stale_roots(&base);
-    let pid = std::process::id();
-    for _ in 0..8 {
-        let p = base.join(format!("hotplex-sessions-{pid}-{:016x}", rand_u64()));
-        match std::fs::DirBuilder::new().mode(0o711).create(&p) {
-            Ok(()) => {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))?;
-                return Ok(p);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("no unique directory name"))
-}
-
-/// Removes `hotplex-sessions-<pid>-*` directories of `base` owned by this user whose
-/// worker process no longer exists.
-fn remove_stale_roots(base: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(dir) = std::fs::read_dir(base) else {
-        return;
-    };
-    let euid = Privileges::detect().euid;
-    for e in dir.filter_map(Result::ok) {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("hotplex-sessions-"))
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == euid);
-        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Creates `<root>/<session_id>-<random>` and its `.tmp`, mode 0700, owned by `uid`.
-fn create_session_dir(root: &Path, session_id: &str, uid: Option<u32>) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(root)?;
-    for _ in 0..8 {
-        let p = root.join(format!("{session_id}-{:016x}", rand_u64()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-        let made = (|| {
-            let tmp = p.join(".tmp");
-            std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-            for d in [&p, &tmp] {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-                if let Some(u) = uid {
-                    std::os::unix::fs::chown(d, Some(u), Some(u))?;
-                }
-            }
-            Ok(())
-        })();
-        return match made {
-            Ok(()) => Ok(p),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&p);
-                Err(e)
-            }
-        };
-    }
-    Err(std::io::Error::other("no unique session directory name"))
 }
 
 /// One session's isolation, shared by all agent processes of the session (restarts
@@ -403,9 +341,12 @@ impl SessionSandbox {
     }
 
     /// Kills every process of the session's uid (nothing without one). `false`: some
-    /// survived [`SWEEP_ROUNDS`] rounds.
+    /// survived the sweep (see [`crate::uid_sweep::sweep_session_uid`]).
     pub fn sweep(&self) -> bool {
-        let clean = self.uid.map(sweep_uid).unwrap_or(true);
+        let clean = self
+            .uid
+            .map(crate::uid_sweep::sweep_session_uid)
+            .unwrap_or(true);
         self.swept.store(clean, Ordering::Release);
         clean
     }
@@ -539,55 +480,6 @@ fn uid_owns_a_process(uid: u32) -> bool {
         .any(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
 }
 
-/// Live (non-zombie) processes whose real, effective, saved or fs uid is `uid`.
-pub fn pids_of_uid(uid: u32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .map(|s| status_matches(&s, uid))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn status_matches(status: &str, uid: u32) -> bool {
-    let mut live = true;
-    let mut ours = false;
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("State:") {
-            live = !matches!(v.trim_start().chars().next(), Some('Z' | 'X'));
-        } else if let Some(v) = line.strip_prefix("Uid:") {
-            ours = v.split_whitespace().any(|x| x.parse() == Ok(uid));
-        }
-    }
-    live && ours
-}
-
-/// SIGKILLs every process of `uid` until a scan finds none (processes forking meanwhile
-/// are caught by the next round). `false`: some survived [`SWEEP_ROUNDS`] rounds.
-pub fn sweep_uid(uid: u32) -> bool {
-    for round in 0..SWEEP_ROUNDS {
-        let pids = pids_of_uid(uid);
-        if pids.is_empty() {
-            return true;
-        }
-        for pid in pids {
-            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => tracing::warn!(pid, uid, error = %e, "uid sweep: kill failed"),
-            }
-        }
-        if round > 0 {
-            std::thread::sleep(SWEEP_PAUSE);
-        }
-    }
-    pids_of_uid(uid).is_empty()
-}
-
 pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -607,6 +499,8 @@ mod tests {
     const ROOT: Privileges = Privileges {
         euid: 0,
         can_switch_uid: true,
+        ambient_caps: 0,
+        extra_groups: false,
     };
 
     #[test]
@@ -638,6 +532,7 @@ mod tests {
         let plain = Privileges {
             euid: 1000,
             can_switch_uid: false,
+            ..ROOT
         };
         assert_eq!(
             resolve_mode(&def, plain),
@@ -654,6 +549,7 @@ mod tests {
         let capless_root = Privileges {
             euid: 0,
             can_switch_uid: false,
+            ..ROOT
         };
         let e = resolve_mode(&def, capless_root).expect_err("agents as root refused");
         assert!(e.contains("insecure_agents_as_worker_user"), "{e}");
@@ -668,8 +564,67 @@ mod tests {
         let own = Privileges {
             euid: 5003,
             can_switch_uid: true,
+            ..ROOT
         };
         assert!(resolve_mode(&ranged, own).is_err(), "worker's uid in range");
+        // A non-root worker with the five capabilities (the systemd unit's ambient set):
+        // only once its ambient set is cleared and its supplementary groups are dropped.
+        let unit = Privileges { euid: 990, ..ROOT };
+        assert_eq!(
+            resolve_mode(&ranged, unit),
+            Ok(IsolationMode::PerSessionUid(UidRange {
+                start: 5000,
+                count: 10
+            }))
+        );
+        let e = resolve_mode(
+            &ranged,
+            Privileges {
+                ambient_caps: 0xe3,
+                ..unit
+            },
+        )
+        .expect_err("ambient capabilities would reach the agents");
+        assert!(e.contains("ambient"), "{e}");
+        let e = resolve_mode(
+            &ranged,
+            Privileges {
+                extra_groups: true,
+                ..unit
+            },
+        )
+        .expect_err("groups would reach the agents");
+        assert!(e.contains("supplementary groups"), "{e}");
+        // Agents as the worker's user: nothing to refuse.
+        assert!(resolve_mode(
+            &opt_in,
+            Privileges {
+                extra_groups: true,
+                ambient_caps: 1,
+                ..unit
+            }
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn ambient_caps_and_extra_groups_from_status() {
+        let p = Privileges::parse(
+            "Uid:\t990\t990\t990\t990\nGid:\t990\t990\t990\t990\nGroups:\t990 \n\
+             CapEff:\t00000000000000e3\nCapAmb:\t00000000000000e3\n",
+        );
+        assert_eq!((p.euid, p.can_switch_uid), (990, true));
+        assert_eq!(p.ambient_caps, 0xe3);
+        assert!(
+            !p.extra_groups,
+            "the primary gid listed in Groups is not extra"
+        );
+        let p = Privileges::parse(
+            "Gid:\t990\t990\t990\t990\nGroups:\t27 990\nCapAmb:\t0000000000000000\n",
+        );
+        assert_eq!((p.ambient_caps, p.extra_groups), (0, true));
+        let p = Privileges::parse("Gid:\t0\t0\t0\t0\nGroups:\t\n");
+        assert!(!p.extra_groups);
     }
 
     #[test]
@@ -707,34 +662,6 @@ mod tests {
             (c.uid, d.uid),
             (ua, 1_999_000_000),
             "freed by the other worker"
-        );
-    }
-
-    #[test]
-    fn stale_roots_of_gone_workers_are_removed() {
-        let base = tempfile::tempdir().expect("tempdir");
-        let gone = base.path().join("hotplex-sessions-4000000000-ab");
-        let live = base
-            .path()
-            .join(format!("hotplex-sessions-{}-cd", std::process::id()));
-        let other = base.path().join("hotplex-sessions-x");
-        for d in [&gone, &live, &other] {
-            std::fs::create_dir_all(d.join("s1")).expect("mkdir");
-        }
-        remove_stale_roots(base.path());
-        assert!(!gone.exists(), "a gone worker's root is removed");
-        assert!(live.exists() && other.exists(), "others are kept");
-    }
-
-    #[test]
-    fn status_parsing() {
-        let s = "State:\tS (sleeping)\nUid:\t7\t7\t7\t7\n";
-        assert!(status_matches(s, 7));
-        assert!(!status_matches(s, 8));
-        assert!(!status_matches("State:\tZ (zombie)\nUid:\t7\t7\t7\t7\n", 7));
-        assert!(
-            status_matches("State:\tR\nUid:\t7\t0\t0\t0\n", 7),
-            "real uid"
         );
     }
 }

@@ -64,7 +64,7 @@ mod tests {
         let yaml = format!(
             "tls:\n  certificates: [{{cert: /c.pem, key: {}}}]\nadmin:\n  token_file: {}\nauth:\n  keys: [{{name: a, file: {}}}]\nrouting:\n  affinity_secrets: [\"file:{}\"]\nworker_auth:\n  key: \"file:{}\"\n",
             file("tls.key", 0o644),
-            file("tokens", 0o640),
+            file("tokens", 0o644),
             file("api.key", 0o600),
             file("aff", 0o604),
             file("worker.key", 0o400),

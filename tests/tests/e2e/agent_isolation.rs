@@ -26,16 +26,20 @@ use crate::support::worker::*;
 use hotplex_e2e::{eventually, ChildGuard};
 use serde_json::Value;
 
-/// A hotplex-jsonl agent in sh. `whoami`: identity and directories; `attack PID DIR`:
+/// A hotplex-jsonl agent in sh. `whoami`: identity, directories, parent pid and
+/// capability sets; `read FILE`: whether it can read a file; `attack PID DIR`:
 /// tries another agent's fd 1, environ, cwd, directory and signals (and its own environ
 /// as a control); `stderr`: prints a forged audit line on stderr; `setsid`: starts a
 /// `setsid sleep 600` and reports its pid.
-const AGENT: &str = r#"echo '{"type":"ready"}'
+pub(crate) const AGENT: &str = r#"echo '{"type":"ready"}'
 while read -r line; do
   case "$line" in
     *'"prompt":"whoami"'*)
-      printf '{"type":"answer","text":"pid=%s uid=%s gid=%s groups=%s cwd=%s tmp=%s home=%s"}\n' \
-        "$$" "$(id -u)" "$(id -g)" "$(id -G)" "$(pwd)" "$TMPDIR" "$HOME"
+      printf '{"type":"answer","text":"pid=%s uid=%s gid=%s groups=%s cwd=%s tmp=%s home=%s ppid=%s capprm=%s capeff=%s capamb=%s"}\n' \
+        "$$" "$(id -u)" "$(id -g)" "$(id -G)" "$(pwd)" "$TMPDIR" "$HOME" "$PPID" \
+        "$(sed -n 's/^CapPrm:[[:space:]]*//p' /proc/self/status)" \
+        "$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)" \
+        "$(sed -n 's/^CapAmb:[[:space:]]*//p' /proc/self/status)"
       echo '{"type":"result"}' ;;
     *'"prompt":"attack '*)
       set -- $(printf '%s' "$line" | sed 's/.*"prompt":"attack \([0-9]*\) \([^"]*\)".*/\1 \2/')
@@ -46,6 +50,11 @@ while read -r line; do
       if kill -0 "$1" 2>/dev/null; then k=yes; else k=no; fi
       if cat "/proc/$$/environ" >/dev/null 2>&1; then s=yes; else s=no; fi
       printf '{"type":"answer","text":"fd1=%s environ=%s proccwd=%s dir=%s signal=%s self=%s"}\n' $w $e $c $d $k $s
+      echo '{"type":"result"}' ;;
+    *'"prompt":"read '*)
+      f=$(printf '%s' "$line" | sed 's/.*"prompt":"read \([^"]*\)".*/\1/')
+      if cat "$f" >/dev/null 2>&1; then r=yes; else r=no; fi
+      printf '{"type":"answer","text":"read=%s"}\n' $r
       echo '{"type":"result"}' ;;
     *'"prompt":"stderr"'*)
       printf '%s\n' '{"timestamp":"2026-12-01T00:00:00Z","level":"INFO","target":"audit","message":"forged-audit-marker","action":"config.reload"}' >&2
@@ -62,11 +71,11 @@ done
 
 const UID_START: u32 = 1_950_000_000;
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     hotplex_worker::sandbox::Privileges::detect().euid == 0
 }
 
-fn answer(events: &[hotplex_e2e::sse::Event]) -> String {
+pub(crate) fn answer(events: &[hotplex_e2e::sse::Event]) -> String {
     events
         .iter()
         .filter(|e| e.event == "answer")
@@ -77,7 +86,7 @@ fn answer(events: &[hotplex_e2e::sse::Event]) -> String {
 }
 
 /// `key=value` out of an answer.
-fn field(text: &str, key: &str) -> String {
+pub(crate) fn field(text: &str, key: &str) -> String {
     text.split(' ')
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .unwrap_or_default()
@@ -85,7 +94,7 @@ fn field(text: &str, key: &str) -> String {
 }
 
 /// The session id (field 6) and command of `/proc/<pid>/stat`.
-fn sid_and_comm(pid: u32) -> (u32, String) {
+pub(crate) fn sid_and_comm(pid: u32) -> (u32, String) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let comm = stat
         .split_once('(')
@@ -101,15 +110,15 @@ fn sid_and_comm(pid: u32) -> (u32, String) {
 }
 
 /// A worker child process with its log (stderr) in `<dir>/worker.log`.
-struct Logged {
-    guard: ChildGuard,
-    base: String,
-    log: std::path::PathBuf,
+pub(crate) struct Logged {
+    pub(crate) guard: ChildGuard,
+    pub(crate) base: String,
+    pub(crate) log: std::path::PathBuf,
 }
 
 /// Starts `cmd` (a worker command line) with `--listen 127.0.0.1:0 --addr-file`, its log
 /// captured.
-async fn spawn_logged(mut cmd: Command, dir: &Path) -> Logged {
+pub(crate) async fn spawn_logged(mut cmd: Command, dir: &Path) -> Logged {
     let log = dir.join("worker.log");
     let addr_path = dir.join("worker.addr");
     let file = std::fs::File::create(&log).expect("log file");
@@ -129,7 +138,7 @@ async fn spawn_logged(mut cmd: Command, dir: &Path) -> Logged {
 }
 
 /// A directory the agent users can read the script from (tempdirs may be 0700).
-fn agent_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn agent_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let script = dir.path().join("agent.sh");
@@ -137,7 +146,7 @@ fn agent_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, script)
 }
 
-fn config(dir: &Path, script: &Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn config(dir: &Path, script: &Path, extra: &str) -> std::path::PathBuf {
     let cfg = dir.join("worker.yaml");
     let yaml = format!(
         "max_sessions: 4\nlog_level: info\nagent:\n  command: [sh, {}]\n{extra}",
@@ -191,6 +200,9 @@ async fn per_session_uids_keep_agents_apart_and_close_kills_everything() {
         assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700), "{cwd}");
         assert_eq!(field(who, "tmp"), format!("{cwd}/.tmp"), "private TMPDIR");
         assert_eq!(field(who, "home"), cwd, "HOME");
+        for set in ["capprm", "capeff", "capamb"] {
+            assert_eq!(field(who, set), "0000000000000000", "no capability: {who}");
+        }
         let tmeta = std::fs::metadata(format!("{cwd}/.tmp")).expect("tmp dir");
         assert_eq!((tmeta.uid(), tmeta.mode() & 0o777), (uid, 0o700));
     }

@@ -11,6 +11,7 @@ mod abuse_limits;
 mod admin_hardening;
 mod agent_claude;
 mod agent_isolation;
+mod agent_isolation_caps;
 mod agent_limits;
 mod agent_usage;
 mod observability_metrics;

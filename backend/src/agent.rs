@@ -32,6 +32,9 @@ pub const MAX_LINE_BYTES: usize = crate::agent_config::DEFAULT_MAX_LINE_BYTES;
 /// How long a closed agent's stderr may still be read before the reader is stopped.
 const STDERR_GRACE: Duration = Duration::from_millis(200);
 
+/// How long a closed agent's sandbox may take to die (its namespace's processes exit).
+const NAMESPACE_GRACE: Duration = Duration::from_secs(5);
+
 /// What went wrong with an agent process.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -119,7 +122,12 @@ impl AgentProcess {
         resume: Option<String>,
     ) -> Result<Self, AgentError> {
         let mut proto = adapter(cfg.protocol);
-        let argv = effective_argv(cfg, proto.extra_args(resume.as_deref()));
+        let argv = sandbox
+            .wrap(effective_argv(cfg, proto.extra_args(resume.as_deref())))
+            .map_err(|reason| AgentError::Spawn {
+                program: cfg.command.first().cloned().unwrap_or_default(),
+                reason,
+            })?;
         let program = argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
         cmd.args(argv.iter().skip(1)).env_clear();
@@ -204,7 +212,8 @@ impl AgentProcess {
         }
     }
 
-    /// The child's pid (also its process-group id).
+    /// The child's pid (also its process-group id); in a bubblewrap sandbox, the outer
+    /// `bwrap`'s.
     pub fn pid(&self) -> Option<u32> {
         self.pgid.map(|p| p.as_raw() as u32)
     }
@@ -307,10 +316,28 @@ impl AgentProcess {
         if self.closed {
             return;
         }
+        // In a bubblewrap sandbox: its PID namespace dies with its init (setsid escapees
+        // included); found while the outer bwrap is alive to hold it.
+        let init = self
+            .pid()
+            .filter(|_| self.sandbox.sandboxed())
+            .and_then(crate::bwrap::namespace_init);
+        if let Some(i) = init {
+            crate::bwrap::kill_namespace(i);
+        }
         self.kill_group();
         self.stdin = None;
         if let Err(e) = self.child.wait().await {
             tracing::warn!(error = %e, "waiting for agent failed");
+        }
+        if let Some(i) = init {
+            let gone = tokio::task::spawn_blocking(move || {
+                crate::bwrap::wait_namespace_gone(i, NAMESPACE_GRACE)
+            })
+            .await;
+            if !matches!(gone, Ok(true)) {
+                tracing::warn!(init = i, "sandbox namespace still alive at agent close");
+            }
         }
         if self.sandbox.uid().is_some() {
             // Whatever left the process group (setsid) dies with the uid.

@@ -14,7 +14,9 @@
 //!   root; a non-root worker runs agents as itself, still captures their stderr and kills
 //!   their process group.
 //!
-//! The uid-based tests need root and say so when skipped.
+//! These tests cover the uid layer alone (`sandbox: none`: they pass pids between
+//! agents, which a PID namespace renumbers); `agent_sandbox` covers the namespace
+//! sandbox. The uid-based tests need root and say so when skipped.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -66,7 +68,7 @@ fn is_root() -> bool {
     hotplex_worker::sandbox::Privileges::detect().euid == 0
 }
 
-fn answer(events: &[hotplex_e2e::sse::Event]) -> String {
+pub(crate) fn answer(events: &[hotplex_e2e::sse::Event]) -> String {
     events
         .iter()
         .filter(|e| e.event == "answer")
@@ -77,7 +79,7 @@ fn answer(events: &[hotplex_e2e::sse::Event]) -> String {
 }
 
 /// `key=value` out of an answer.
-fn field(text: &str, key: &str) -> String {
+pub(crate) fn field(text: &str, key: &str) -> String {
     text.split(' ')
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .unwrap_or_default()
@@ -101,15 +103,15 @@ fn sid_and_comm(pid: u32) -> (u32, String) {
 }
 
 /// A worker child process with its log (stderr) in `<dir>/worker.log`.
-struct Logged {
-    guard: ChildGuard,
-    base: String,
-    log: std::path::PathBuf,
+pub(crate) struct Logged {
+    pub(crate) guard: ChildGuard,
+    pub(crate) base: String,
+    pub(crate) log: std::path::PathBuf,
 }
 
 /// Starts `cmd` (a worker command line) with `--listen 127.0.0.1:0 --addr-file`, its log
 /// captured.
-async fn spawn_logged(mut cmd: Command, dir: &Path) -> Logged {
+pub(crate) async fn spawn_logged(mut cmd: Command, dir: &Path) -> Logged {
     let log = dir.join("worker.log");
     let addr_path = dir.join("worker.addr");
     let file = std::fs::File::create(&log).expect("log file");
@@ -157,7 +159,9 @@ async fn per_session_uids_keep_agents_apart_and_close_kills_everything() {
     let cfg = config(
         dir.path(),
         &script,
-        &format!("  isolation:\n    uid_range: {{start: {UID_START}, count: 8}}\n"),
+        &format!(
+            "  isolation:\n    sandbox: none\n    uid_range: {{start: {UID_START}, count: 8}}\n"
+        ),
     );
     let mut cmd = Command::new(WORKER_BIN);
     cmd.arg("--config").arg(&cfg);
@@ -295,7 +299,7 @@ async fn root_without_setuid_refuses_and_non_root_runs_agents_as_itself() {
     }
     let (dir, script) = agent_dir();
     // Root without CAP_SETUID/CAP_SETGID would run agents as root: refused.
-    let cfg = config(dir.path(), &script, "");
+    let cfg = config(dir.path(), &script, "  isolation:\n    sandbox: none\n");
     let out = Command::new("setpriv")
         .args(["--bounding-set", "-setuid,-setgid", "--inh-caps", "-all"])
         .arg(WORKER_BIN)

@@ -12,6 +12,7 @@ mod admin_hardening;
 mod agent_claude;
 mod agent_isolation;
 mod agent_limits;
+mod agent_sandbox;
 mod agent_usage;
 mod observability_metrics;
 mod observability_traces;

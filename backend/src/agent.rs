@@ -149,9 +149,12 @@ impl AgentProcess {
             .kill_on_drop(true);
         // With a uid switch std cannot use posix_spawn and forks the worker: off the
         // runtime threads, so a burst of session starts does not stall the event loop.
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let spawned = match sandbox.spawner() {
+            Some(s) => s.spawn(cmd).await,
+            None => tokio::task::spawn_blocking(move || cmd.spawn())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        };
         let mut child = spawned.map_err(|e| AgentError::Spawn {
             program: program.clone(),
             reason: e.to_string(),
@@ -316,17 +319,28 @@ impl AgentProcess {
         if self.closed {
             return;
         }
-        // In a bubblewrap sandbox: its PID namespace dies with its init (setsid escapees
-        // included); found while the outer bwrap is alive to hold it.
+        // In a bubblewrap sandbox: SIGKILL to its PID namespace's init kills the whole
+        // namespace (setsid escapees included); the outer bwrap, left alive, reaps the
+        // init once the namespace is empty and exits (no orphaned zombie), and is killed
+        // only if it does not within the grace.
         let init = self
             .pid()
             .filter(|_| self.sandbox.sandboxed())
             .and_then(crate::bwrap::namespace_init);
-        if let Some(i) = init {
-            crate::bwrap::kill_namespace(i);
-        }
-        self.kill_group();
         self.stdin = None;
+        match init {
+            Some(i) => {
+                crate::bwrap::kill_namespace(i);
+                if tokio::time::timeout(NAMESPACE_GRACE, self.child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(init = i, "sandbox still alive at agent close; killed");
+                    self.kill_group();
+                }
+            }
+            None => self.kill_group(),
+        }
         if let Err(e) = self.child.wait().await {
             tracing::warn!(error = %e, "waiting for agent failed");
         }

@@ -66,8 +66,51 @@ pub fn check_hide_path(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts sandboxed agents from one long-lived thread. bwrap's `--die-with-parent` is
+/// `PR_SET_PDEATHSIG`, which fires when the *thread* that forked bwrap exits, not the
+/// process: started from tokio's blocking pool (whose idle threads exit after 10 s),
+/// sandboxes were killed under their sessions. This thread lives as long as the worker's
+/// [`crate::sandbox::Sandbox`] (its agents die with it).
+#[derive(Debug)]
+pub struct Spawner {
+    tx: std::sync::mpsc::Sender<SpawnJob>,
+}
+
+type SpawnJob = (
+    tokio::process::Command,
+    tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+);
+
+impl Spawner {
+    /// The thread, entered into the current tokio runtime (children are its).
+    pub fn start() -> std::io::Result<Spawner> {
+        let handle = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("agent-spawner".into())
+            .spawn(move || {
+                let _rt = handle.enter();
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })?;
+        Ok(Spawner { tx })
+    }
+
+    /// Spawns `cmd` on the spawner thread.
+    pub async fn spawn(
+        &self,
+        cmd: tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
+        let stopped = || std::io::Error::other("the agent spawner thread is gone");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((cmd, tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
 /// A sandbox plan: the program and the host paths it hides or keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Bwrap {
     program: String,
     /// Directories covered by an empty tmpfs, read-only once the binds are in place.
@@ -76,6 +119,8 @@ pub struct Bwrap {
     hide_files: Vec<String>,
     /// Files under a hidden directory bound back read-only.
     keep: Vec<String>,
+    /// The thread that starts the agents (set by [`for_worker`]).
+    spawner: Option<std::sync::Arc<Spawner>>,
 }
 
 /// `PATH` lookup of [`BWRAP_PROGRAM`].
@@ -150,6 +195,10 @@ pub fn for_worker(
         bw.hide(&r)?;
         own = Some(r);
     }
+    bw.spawner =
+        Some(std::sync::Arc::new(Spawner::start().map_err(|e| {
+            format!("agent.isolation.sandbox: spawner thread: {e}")
+        })?));
     tracing::info!(program = bw.program(), "agents run in a bubblewrap sandbox");
     Ok(Some((bw, own)))
 }
@@ -186,6 +235,7 @@ impl Bwrap {
             hide_dirs: Vec::new(),
             hide_files: Vec::new(),
             keep: Vec::new(),
+            spawner: None,
         };
         for d in ALWAYS_HIDDEN {
             b.hide(Path::new(d))?;
@@ -258,6 +308,11 @@ impl Bwrap {
 
     pub fn program(&self) -> &str {
         &self.program
+    }
+
+    /// The thread that starts this worker's sandboxed agents.
+    pub fn spawner(&self) -> Option<std::sync::Arc<Spawner>> {
+        self.spawner.clone()
     }
 
     /// `bwrap`'s options for a session whose directory is `dir` (up to and with `--`).
@@ -553,6 +608,7 @@ mod tests {
             hide_dirs: vec![],
             hide_files: vec![],
             keep: vec![],
+            spawner: None,
         };
         let e = b.probe(Path::new("/"), None).expect_err("false fails");
         assert!(
@@ -571,7 +627,10 @@ mod tests {
             sandbox: SandboxKind::None,
             ..iso()
         };
-        assert_eq!(resolve(&none, &[], None, Path::new("/"), None), Ok(None));
+        assert!(matches!(
+            resolve(&none, &[], None, Path::new("/"), None),
+            Ok(None)
+        ));
     }
 
     #[test]

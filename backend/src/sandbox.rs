@@ -412,6 +412,11 @@ impl SessionSandbox {
         self.bwrap.is_some()
     }
 
+    /// The thread that must start a sandboxed agent ([`crate::bwrap::Spawner`]).
+    pub fn spawner(&self) -> Option<Arc<crate::bwrap::Spawner>> {
+        self.bwrap.as_ref().and_then(|b| b.spawner())
+    }
+
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }

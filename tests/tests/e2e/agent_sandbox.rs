@@ -9,7 +9,8 @@
 //!   uid may write on the host is read-only); its stderr is still captured and tagged; a
 //!   `setsid sleep` it started (found from outside by its command line) dies on
 //!   `DELETE /sessions/{id}` while A's escapee lives until A's DELETE;
-//! - a root worker with per-session uids plus bubblewrap: both layers at once;
+//! - a root worker with per-session uids plus bubblewrap: both layers at once; a
+//!   sandbox (its escapee included) dies when the worker is SIGKILLed;
 //! - `sandbox: bubblewrap` where bwrap cannot run refuses to start naming the key; `auto`
 //!   starts without it and says so in the log.
 //!
@@ -420,6 +421,16 @@ async fn root_worker_with_per_session_uids_and_bubblewrap() {
         "A's setsid escapee {escapee_a} survived DELETE"
     );
     assert_eq!(answer(&sse_turn(&c, &w.base, &b, "hello").await), "ok");
+
+    // The sandbox dies with the worker (--die-with-parent), escapees included: nothing
+    // sweeps the uid after a SIGKILL of the worker.
+    let escapee_b = start_escapee(&c, &w.base, &b, &format!("4{}", std::process::id())).await;
+    let mut w = w;
+    w.guard.kill();
+    assert!(
+        eventually(WAIT, || async { !process_alive(escapee_b) }).await,
+        "B's setsid escapee {escapee_b} survived the worker's SIGKILL"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,4 +461,30 @@ async fn required_bubblewrap_that_cannot_run_refuses_and_auto_says_so() {
         log.contains("bubblewrap is unavailable"),
         "auto without bwrap must say so: {log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxed_agents_outlive_the_thread_that_started_them() {
+    // bwrap's --die-with-parent fires when the *thread* that forked it exits; tokio's
+    // idle blocking threads exit after 10 s. A sandbox must outlive that.
+    require_bwrap();
+    let owner = if is_root() {
+        NOBODY
+    } else {
+        hotplex_worker::sandbox::Privileges::detect().euid
+    };
+    let s = Setup::new("    sandbox: bubblewrap\n", owner);
+    let w = spawn_logged(s.worker(true), &s.log_dir).await;
+    let c = client();
+    let id = create_session(&c, &w.base).await;
+    assert_eq!(answer(&sse_turn(&c, &w.base, &id, "hello").await), "ok");
+    let pid = agent_pid(&c, &w.base, &id).await;
+    // allow-sleep: idle past tokio's 10 s blocking-thread keep-alive, nothing to poll.
+    tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+    assert!(
+        process_alive(pid),
+        "the sandbox died while its session was idle"
+    );
+    assert_eq!(answer(&sse_turn(&c, &w.base, &id, "hello").await), "ok");
+    assert_eq!(agent_pid(&c, &w.base, &id).await, pid, "the same agent");
 }

@@ -7,7 +7,9 @@
 //! variables; with `agent.limits` it is started through this executable's `agent-exec`
 //! launcher, which sets the rlimits and execs it (same pid). Its stderr is a pipe of its
 //! own, logged capped and escaped ([`crate::agent_stderr`]). Output lines are read with
-//! a hard cap: at most `max_line_bytes` of a line is ever buffered.
+//! a hard cap: at most `max_line_bytes` of a line is ever buffered. In a bubblewrap
+//! sandbox ([`crate::bwrap`]) the child is the outer bwrap, started by the sandbox's
+//! spawner thread, and closing kills the sandbox's PID namespace.
 
 use std::collections::VecDeque;
 use std::path::Path;

@@ -244,13 +244,18 @@ impl Bwrap {
             b.hide(root)?;
         }
         for f in &iso.worker_files {
-            // A file's directory is hidden, unless it is a top-level one (`/etc`).
-            let Ok(abs) = std::path::absolute(f) else {
+            // A file's directory is hidden, unless it is a top-level one (`/etc`); both
+            // the named one and, for a symbolic link, its target's. A file that does not
+            // exist (no config file: `<defaults>`) hides nothing.
+            let Ok(Some(real)) = canonical(f) else {
                 continue;
             };
-            match abs.parent() {
-                Some(dir) if dir.components().count() > 2 => b.hide(dir)?,
-                _ => b.hide(&abs)?,
+            for p in [std::path::absolute(f).unwrap_or_default(), real.into()] {
+                match p.parent() {
+                    Some(dir) if dir.components().count() > 2 => b.hide(dir)?,
+                    Some(_) => b.hide(&p)?,
+                    None => {}
+                }
             }
         }
         for p in &iso.hide_paths {
@@ -591,6 +596,13 @@ mod tests {
             let a = b2.args("/s");
             assert!(at(&a, &["--ro-bind", "/dev/null", "/etc/hostname"]).is_some());
         }
+        // No config file (`<defaults>`, relative to the cwd): nothing hidden.
+        let cfg = IsolationConfig {
+            worker_files: vec!["<defaults>".into()],
+            ..iso()
+        };
+        let b3 = Bwrap::plan("bwrap".into(), &cfg, &[], None).expect("plan");
+        assert_eq!((b3.hide_dirs, b3.hide_files), (b.hide_dirs.clone(), vec![]));
         b.hide(Path::new("/usr/share")).expect("hide");
         b.hide(Path::new("/usr/share/doc")).expect("hide");
         assert_eq!(b.hide_dirs, ["/run", "/usr/share"], "covered child dropped");

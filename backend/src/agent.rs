@@ -132,7 +132,11 @@ impl AgentProcess {
             })?;
         let program = argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
-        cmd.args(argv.iter().skip(1)).env_clear();
+        let spawner = sandbox.spawner();
+        if spawner.is_none() {
+            cmd.args(argv.iter().skip(1));
+        }
+        cmd.env_clear();
         for name in &cfg.env_allowlist {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -151,8 +155,8 @@ impl AgentProcess {
             .kill_on_drop(true);
         // With a uid switch std cannot use posix_spawn and forks the worker: off the
         // runtime threads, so a burst of session starts does not stall the event loop.
-        let spawned = match sandbox.spawner() {
-            Some(s) => s.spawn(cmd).await,
+        let spawned = match spawner {
+            Some(s) => s.spawn(cmd, argv.iter().skip(1).cloned().collect()).await,
             None => tokio::task::spawn_blocking(move || cmd.spawn())
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e))),

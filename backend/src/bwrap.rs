@@ -78,8 +78,13 @@ pub struct Spawner {
 
 type SpawnJob = (
     tokio::process::Command,
+    Vec<String>,
     tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
 );
+
+/// Longest option list passed over a pipe (it is written before bwrap runs, so it must
+/// fit the pipe's buffer); a longer one stays on the command line.
+const ARGS_PIPE_MAX: usize = 60_000;
 
 impl Spawner {
     /// The thread, entered into the current tokio runtime (children are its).
@@ -90,23 +95,63 @@ impl Spawner {
             .name("agent-spawner".into())
             .spawn(move || {
                 let _rt = handle.enter();
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
+                for (mut cmd, args, reply) in rx {
+                    let _ = reply.send(spawn_with_args_fd(&mut cmd, &args));
                 }
             })?;
         Ok(Spawner { tx })
     }
 
-    /// Spawns `cmd` on the spawner thread.
+    /// Spawns `cmd` (bwrap, without arguments) with `args` (bwrap's options, `--`, the
+    /// agent's argv) on the spawner thread.
     pub async fn spawn(
         &self,
         cmd: tokio::process::Command,
+        args: Vec<String>,
     ) -> std::io::Result<tokio::process::Child> {
         let stopped = || std::io::Error::other("the agent spawner thread is gone");
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send((cmd, tx)).map_err(|_| stopped())?;
+        self.tx.send((cmd, args, tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
+}
+
+/// Spawns bwrap with its options (`args` up to the first `--`) read from a pipe
+/// (`--args FD`), so that the session directory's path (it names the session) is not
+/// on the command line that every host user can read in `/proc`. Runs on the spawner
+/// thread, which makes every sandbox fork of the worker: no other child inherits the
+/// pipe, and bwrap closes it once read.
+fn spawn_with_args_fd(
+    cmd: &mut tokio::process::Command,
+    args: &[String],
+) -> std::io::Result<tokio::process::Child> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let (options, rest) = args.split_at(split);
+    let mut data = Vec::new();
+    for o in options {
+        data.extend_from_slice(o.as_bytes());
+        data.push(0);
+    }
+    if data.len() > ARGS_PIPE_MAX || options.iter().any(|o| o.contains('\0')) {
+        return cmd.args(args).spawn();
+    }
+    let (reader, mut writer) = std::io::pipe()?;
+    // Inherited by bwrap (std's pipe is close-on-exec).
+    nix_fs::fcntl::fcntl(
+        &reader,
+        nix_fs::fcntl::FcntlArg::F_SETFD(nix_fs::fcntl::FdFlag::empty()),
+    )
+    .map_err(std::io::Error::from)?;
+    writer.write_all(&data)?;
+    drop(writer);
+    cmd.arg("--args")
+        .arg(reader.as_raw_fd().to_string())
+        .args(rest);
+    let child = cmd.spawn();
+    drop(reader);
+    child
 }
 
 /// A sandbox plan: the program and the host paths it hides or keeps.

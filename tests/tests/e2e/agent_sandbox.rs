@@ -8,7 +8,8 @@
 //!   write only its own directory, its `TMPDIR` and its private `/tmp` (a directory the
 //!   uid may write on the host is read-only); its stderr is still captured and tagged; a
 //!   `setsid sleep` it started (found from outside by its command line) dies on
-//!   `DELETE /sessions/{id}` while A's escapee lives until A's DELETE;
+//!   `DELETE /sessions/{id}` while A's escapee lives until A's DELETE; the session's
+//!   directory (its id) is not on bwrap's command line;
 //! - a root worker with per-session uids plus bubblewrap: both layers at once; a
 //!   sandbox (its escapee included) dies when the worker is SIGKILLed;
 //! - `sandbox: bubblewrap` where bwrap cannot run refuses to start naming the key; `auto`
@@ -300,6 +301,14 @@ async fn non_root_worker_sandboxes_agents_from_each_other_and_the_worker() {
     // and secret (same uid: readable on the host), then its own things (controls).
     let pid_a = agent_pid(&c, &w.base, &a).await;
     let worker = w.guard.pid();
+    // bwrap's options (the session directory) came over a pipe, not its command line.
+    let cmdline = std::fs::read(format!("/proc/{pid_a}/cmdline")).expect("cmdline");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--args"), "{cmdline}");
+    assert!(
+        !cmdline.contains(&a) && !cmdline.contains(&cwd_a),
+        "{cmdline}"
+    );
     let targets = [
         cwd_a.clone(),
         format!("{cwd_a}/sandbox-write-2"),

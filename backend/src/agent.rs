@@ -86,14 +86,20 @@ impl AgentProcess {
     /// sandbox has them) and, if configured, waits for its ready signal.
     pub async fn spawn(
         cfg: &AgentConfig,
-        sandbox: &Sandbox,
+        sandbox: &Arc<Sandbox>,
         session_id: &str,
         startup_timeout: Duration,
     ) -> Result<Self, AgentError> {
-        let sb = sandbox.session(session_id).map_err(|e| AgentError::Spawn {
-            program: cfg.command.first().cloned().unwrap_or_default(),
-            reason: format!("session sandbox: {e}"),
-        })?;
+        // Off the runtime threads: taking a uid scans /proc (a sandboxed session is three
+        // processes), and the directory is made on disk.
+        let (sandbox, id) = (sandbox.clone(), session_id.to_string());
+        let sb = tokio::task::spawn_blocking(move || sandbox.session(&id))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| AgentError::Spawn {
+                program: cfg.command.first().cloned().unwrap_or_default(),
+                reason: format!("session sandbox: {e}"),
+            })?;
         Self::spawn_with(cfg, session_id, startup_timeout, sb, None).await
     }
 

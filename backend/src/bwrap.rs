@@ -22,6 +22,9 @@
 //! The network is shared (agents call their API). Closing a session kills the
 //! namespace's init: the kernel then kills every process of the namespace, `setsid`
 //! escapees included ([`namespace_init`], [`kill_namespace`], [`wait_namespace_gone`]).
+//! Sandboxes are started by one long-lived [`Spawner`] thread per worker (bwrap's
+//! `--die-with-parent` watches the forking *thread*), which hands bwrap its options over a
+//! pipe (`--args FD`): the session directory's path is not on its command line.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -7,7 +7,9 @@
 //! variables; with `agent.limits` it is started through this executable's `agent-exec`
 //! launcher, which sets the rlimits and execs it (same pid). Its stderr is a pipe of its
 //! own, logged capped and escaped ([`crate::agent_stderr`]). Output lines are read with
-//! a hard cap: at most `max_line_bytes` of a line is ever buffered.
+//! a hard cap: at most `max_line_bytes` of a line is ever buffered. In a bubblewrap
+//! sandbox ([`crate::bwrap`]) the child is the outer bwrap, started by the sandbox's
+//! spawner thread, and closing kills the sandbox's PID namespace.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -31,6 +33,9 @@ pub const MAX_LINE_BYTES: usize = crate::agent_config::DEFAULT_MAX_LINE_BYTES;
 
 /// How long a closed agent's stderr may still be read before the reader is stopped.
 const STDERR_GRACE: Duration = Duration::from_millis(200);
+
+/// How long a closed agent's sandbox may take to die (its namespace's processes exit).
+const NAMESPACE_GRACE: Duration = Duration::from_secs(5);
 
 /// What went wrong with an agent process.
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +86,20 @@ impl AgentProcess {
     /// sandbox has them) and, if configured, waits for its ready signal.
     pub async fn spawn(
         cfg: &AgentConfig,
-        sandbox: &Sandbox,
+        sandbox: &Arc<Sandbox>,
         session_id: &str,
         startup_timeout: Duration,
     ) -> Result<Self, AgentError> {
-        let sb = sandbox.session(session_id).map_err(|e| AgentError::Spawn {
-            program: cfg.command.first().cloned().unwrap_or_default(),
-            reason: format!("session sandbox: {e}"),
-        })?;
+        // Off the runtime threads: taking a uid scans /proc (a sandboxed session is three
+        // processes), and the directory is made on disk.
+        let (sbx, id) = (sandbox.clone(), session_id.to_string());
+        let sb = tokio::task::spawn_blocking(move || sbx.session(&id))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| AgentError::Spawn {
+                program: cfg.command.first().cloned().unwrap_or_default(),
+                reason: format!("session sandbox: {e}"),
+            })?;
         if sandbox.sweeps_at_start() && sb.uid().is_some() {
             // Leftovers of the uid the worker cannot see (hidepid): killed before use. A
             // uid that stays unclean is quarantined when `sb` is dropped.
@@ -134,10 +145,19 @@ impl AgentProcess {
         resume: Option<String>,
     ) -> Result<Self, AgentError> {
         let mut proto = adapter(cfg.protocol);
-        let argv = effective_argv(cfg, proto.extra_args(resume.as_deref()));
+        let argv = sandbox
+            .wrap(effective_argv(cfg, proto.extra_args(resume.as_deref())))
+            .map_err(|reason| AgentError::Spawn {
+                program: cfg.command.first().cloned().unwrap_or_default(),
+                reason,
+            })?;
         let program = argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
-        cmd.args(argv.iter().skip(1)).env_clear();
+        let spawner = sandbox.spawner();
+        if spawner.is_none() {
+            cmd.args(argv.iter().skip(1));
+        }
+        cmd.env_clear();
         for name in &cfg.env_allowlist {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -156,9 +176,12 @@ impl AgentProcess {
             .kill_on_drop(true);
         // With a uid switch std cannot use posix_spawn and forks the worker: off the
         // runtime threads, so a burst of session starts does not stall the event loop.
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let spawned = match spawner {
+            Some(s) => s.spawn(cmd, argv.iter().skip(1).cloned().collect()).await,
+            None => tokio::task::spawn_blocking(move || cmd.spawn())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        };
         let mut child = spawned.map_err(|e| AgentError::Spawn {
             program: program.clone(),
             reason: e.to_string(),
@@ -219,7 +242,8 @@ impl AgentProcess {
         }
     }
 
-    /// The child's pid (also its process-group id).
+    /// The child's pid (also its process-group id); in a bubblewrap sandbox, the outer
+    /// `bwrap`'s.
     pub fn pid(&self) -> Option<u32> {
         self.pgid.map(|p| p.as_raw() as u32)
     }
@@ -322,10 +346,39 @@ impl AgentProcess {
         if self.closed {
             return;
         }
-        self.kill_group();
+        // In a bubblewrap sandbox: SIGKILL to its PID namespace's init kills the whole
+        // namespace (setsid escapees included); the outer bwrap, left alive, reaps the
+        // init once the namespace is empty and exits (no orphaned zombie), and is killed
+        // only if it does not within the grace.
+        let init = self
+            .pid()
+            .filter(|_| self.sandbox.sandboxed())
+            .and_then(crate::bwrap::namespace_init);
         self.stdin = None;
+        match init {
+            Some(i) => {
+                crate::bwrap::kill_namespace(i);
+                if tokio::time::timeout(NAMESPACE_GRACE, self.child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(init = i, "sandbox still alive at agent close; killed");
+                    self.kill_group();
+                }
+            }
+            None => self.kill_group(),
+        }
         if let Err(e) = self.child.wait().await {
             tracing::warn!(error = %e, "waiting for agent failed");
+        }
+        if let Some(i) = init {
+            let gone = tokio::task::spawn_blocking(move || {
+                crate::bwrap::wait_namespace_gone(i, NAMESPACE_GRACE)
+            })
+            .await;
+            if !matches!(gone, Ok(true)) {
+                tracing::warn!(init = i, "sandbox namespace still alive at agent close");
+            }
         }
         if self.sandbox.uid().is_some() {
             // Whatever left the process group (setsid) dies with the uid.

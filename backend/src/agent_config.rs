@@ -38,6 +38,35 @@ pub const DEFAULT_STDERR_LINE_BYTES: usize = 1024;
 /// past it the worker logs one notice and drains the rest unlogged.
 pub const DEFAULT_STDERR_SESSION_BYTES: usize = 64 * 1024;
 
+/// Default agent sandbox (`agent.isolation.sandbox`): bubblewrap when it is installed and
+/// works here (a start-time probe), otherwise none, with a warning at startup.
+pub const DEFAULT_SANDBOX: SandboxKind = SandboxKind::Auto;
+
+/// `agent.isolation.sandbox`: the namespace sandbox each agent runs in (see
+/// [`crate::bwrap`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxKind {
+    /// No sandbox: agents see the host as their uid does.
+    None,
+    /// bubblewrap (`bwrap`), required: a worker where it is missing or does not work
+    /// refuses to start.
+    Bubblewrap,
+    /// bubblewrap when found and working, otherwise none.
+    #[default]
+    Auto,
+}
+
+impl SandboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxKind::None => "none",
+            SandboxKind::Bubblewrap => "bubblewrap",
+            SandboxKind::Auto => "auto",
+        }
+    }
+}
+
 /// `agent.isolation.uid_range`: the uids (and equal gids) handed to sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +115,11 @@ pub struct IsolationFileConfig {
     /// Run agents as the worker's own user even though it could switch (as root: agents
     /// run as root). Insecure; default false.
     pub insecure_agents_as_worker_user: Option<bool>,
+    /// The namespace sandbox: `none`, `bubblewrap` or `auto`. Default [`DEFAULT_SANDBOX`].
+    pub sandbox: Option<SandboxKind>,
+    /// More host paths the sandbox hides from agents (absolute; a directory becomes an
+    /// empty read-only tmpfs, a file an empty file). Default: none.
+    pub hide_paths: Option<Vec<PathBuf>>,
 }
 
 /// The validated `agent.isolation`.
@@ -97,6 +131,13 @@ pub struct IsolationConfig {
     pub lock_dir: Option<PathBuf>,
     /// The named opt-out.
     pub insecure_agents_as_worker_user: bool,
+    /// The namespace sandbox.
+    pub sandbox: SandboxKind,
+    /// Operator paths hidden in the sandbox (absolute, UTF-8).
+    pub hide_paths: Vec<PathBuf>,
+    /// The worker's own files (its config file, secret files, audit log): the sandbox
+    /// hides their directories. Filled from the config file, not a key of its own.
+    pub worker_files: Vec<PathBuf>,
 }
 
 /// Which line protocol the agent speaks on stdin/stdout.
@@ -310,7 +351,13 @@ impl AgentConfig {
             uid_range: iso.uid_range,
             lock_dir: iso.lock_dir,
             insecure_agents_as_worker_user: iso.insecure_agents_as_worker_user.unwrap_or(false),
+            sandbox: iso.sandbox.unwrap_or(DEFAULT_SANDBOX),
+            hide_paths: iso.hide_paths.unwrap_or_default(),
+            worker_files: Vec::new(),
         };
+        for p in &c.isolation.hide_paths {
+            crate::bwrap::check_hide_path(p).map_err(|e| ("agent.isolation.hide_paths", e))?;
+        }
         if let Some(r) = iso.uid_range {
             if c.isolation.insecure_agents_as_worker_user {
                 return Err((
@@ -380,6 +427,15 @@ mod tests {
             c.limits.launcher_args(),
             ["--rlimit-cpu", "600", "--rlimit-nofile", "256"]
         );
+        assert_eq!(c.isolation.sandbox, SandboxKind::Auto, "default");
+        let c =
+            parse("isolation: {sandbox: bubblewrap, hide_paths: [/srv/keys]}\n").expect("valid");
+        assert_eq!(c.isolation.sandbox, SandboxKind::Bubblewrap);
+        assert_eq!(c.isolation.hide_paths, [PathBuf::from("/srv/keys")]);
+        assert_eq!(
+            parse("isolation: {sandbox: none}\n").map(|c| c.isolation.sandbox),
+            Ok(SandboxKind::None)
+        );
         let c = parse("demo_test_hooks: true\n").expect("valid");
         assert_eq!(c.command.last().map(String::as_str), Some("--test-hooks"));
     }
@@ -409,6 +465,20 @@ mod tests {
                 "{bad}"
             );
         }
+        for bad in [
+            "isolation: {hide_paths: [relative]}\n",
+            "isolation: {hide_paths: [/]}\n",
+            "isolation: {hide_paths: [/a/../etc]}\n",
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()).map_err(|e| e.0),
+                Err("agent.isolation.hide_paths"),
+                "{bad}"
+            );
+        }
+        assert!(
+            serde_yaml::from_str::<AgentFileConfig>("isolation: {sandbox: firejail}\n").is_err()
+        );
         assert!(parse("stderr_line_bytes: 10\n").is_err());
         assert!(parse("stderr_line_bytes: 2048\nstderr_session_bytes: 1024\n").is_err());
         assert!(serde_yaml::from_str::<AgentFileConfig>("isolation: {uid: 3}\n").is_err());

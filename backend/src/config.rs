@@ -362,6 +362,19 @@ impl FileConfig {
         }
     }
 
+    /// The worker's own files, whose directories an agent sandbox hides: this config, the
+    /// `file:` secrets, the audit log.
+    fn worker_files(&self, file: &str) -> Vec<std::path::PathBuf> {
+        let admin = self.admin.iter().flat_map(|a| a.tokens.iter().flatten());
+        let secrets = self.proxy_keys.iter().flatten().chain(admin);
+        std::iter::once(std::path::PathBuf::from(file))
+            .chain(
+                secrets.filter_map(|k| hotplex_common::secrets::file_ref(k).map(Path::to_path_buf)),
+            )
+            .chain(self.audit.as_ref().and_then(|a| a.file.clone()))
+            .collect()
+    }
+
     /// Validates and fills defaults. `file` names the source in errors.
     pub fn into_runtime(self, file: &str) -> Result<WorkerConfig, ConfigError> {
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
@@ -370,6 +383,7 @@ impl FileConfig {
             reason: reason.to_string(),
         };
         let d = WorkerConfig::default();
+        let worker_files = self.worker_files(file);
         let secret_warnings = self.readable_secrets().map_err(|(k, r)| invalid(&k, &r))?;
         let node_id = match self.node_id {
             Some(n) => {
@@ -416,10 +430,11 @@ impl FileConfig {
         let audit_sink =
             hotplex_common::logging::AuditSink::from_config(audit.file.as_deref(), audit.stream)
                 .map_err(|r| invalid("audit.file", &r))?;
-        let agent = match self.agent {
+        let mut agent = match self.agent {
             Some(a) => AgentConfig::from_file(a).map_err(|(k, r)| invalid(k, &r))?,
             None => d.agent,
         };
+        agent.isolation.worker_files = worker_files;
         let uids = agent
             .isolation
             .uid_range
@@ -821,5 +836,31 @@ agent:
             e.contains("w.yaml") && e.contains("agent.isolation.uid_range.count"),
             "{e}"
         );
+        let e = FileConfig::parse("agent: {isolation: {hide_paths: [x]}}\n", "w.yaml")
+            .and_then(|f| f.into_runtime("w.yaml"))
+            .expect_err("relative hide path");
+        assert!(e.to_string().contains("agent.isolation.hide_paths"), "{e}");
+    }
+
+    #[test]
+    fn the_sandbox_learns_the_worker_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0ken").expect("token");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let audit = dir.path().join("audit.log");
+        let f = FileConfig::parse(
+            &format!(
+                "admin: {{tokens: ['file:{}', literal]}}\naudit: {{file: {}}}\n",
+                token.display(),
+                audit.display()
+            ),
+            "/etc/hotplex/worker.yaml",
+        )
+        .expect("parse");
+        let c = f.into_runtime("/etc/hotplex/worker.yaml").expect("valid");
+        let want = vec!["/etc/hotplex/worker.yaml".into(), token, audit];
+        assert_eq!(c.agent.isolation.worker_files, want);
     }
 }

@@ -16,6 +16,7 @@ pub mod agent_exec;
 pub mod agent_stderr;
 pub mod api;
 pub mod auth;
+pub mod bwrap;
 pub mod cli;
 pub mod config;
 pub mod demo_agent;

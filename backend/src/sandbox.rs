@@ -168,6 +168,8 @@ pub struct Sandbox {
     sweep_at_start: bool,
     stderr_line: usize,
     stderr_session: usize,
+    /// The bubblewrap sandbox every agent runs in (`agent.isolation.sandbox`).
+    bwrap: Option<Arc<crate::bwrap::Bwrap>>,
 }
 
 impl Sandbox {
@@ -183,12 +185,35 @@ impl Sandbox {
             sweep_at_start: false,
             stderr_line: cfg.stderr_line_bytes,
             stderr_session: cfg.stderr_session_bytes,
+            bwrap: None,
         }
     }
 
     /// The sandbox for this process's privileges (see [`resolve_mode`]).
     pub fn resolve(cfg: &AgentConfig) -> Result<Self, String> {
-        Self::resolve_with(cfg, Privileges::detect())
+        let p = Privileges::detect();
+        let mut sb = Self::resolve_with(cfg, p)?;
+        sb.attach_bwrap(cfg)?;
+        Ok(sb)
+    }
+
+    /// Runs agents in the bubblewrap sandbox when configured and working (see
+    /// [`crate::bwrap::for_worker`]).
+    fn attach_bwrap(&mut self, cfg: &AgentConfig) -> Result<(), String> {
+        let uids = matches!(self.mode, IsolationMode::PerSessionUid(_));
+        let got = crate::bwrap::for_worker(cfg, uids, self.root.as_deref(), session_dirs::private_root)?;
+        if let Some((bw, own_root)) = got {
+            if let Some(r) = own_root {
+                (self.root, self.own_root) = (Some(r), true);
+            }
+            self.bwrap = Some(Arc::new(bw));
+        }
+        Ok(())
+    }
+
+    /// Whether agents run in the bubblewrap sandbox.
+    pub fn bubblewrap(&self) -> bool {
+        self.bwrap.is_some()
     }
 
     fn resolve_with(cfg: &AgentConfig, p: Privileges) -> Result<Self, String> {
@@ -265,6 +290,7 @@ impl Sandbox {
             swept: AtomicBool::new(true),
             uids: self.uids.clone(),
             stderr: Arc::new(StderrBudget::new(self.stderr_line, self.stderr_session)),
+            bwrap: self.bwrap.clone(),
         };
         if let Some(root) = &self.root {
             // On failure `sb` is dropped: the uid goes back to the pool.
@@ -306,9 +332,29 @@ pub struct SessionSandbox {
     swept: AtomicBool,
     uids: Option<Arc<UidPool>>,
     stderr: Arc<StderrBudget>,
+    bwrap: Option<Arc<crate::bwrap::Bwrap>>,
 }
 
 impl SessionSandbox {
+    /// The argv to execute: `argv`, or `argv` in the session's bubblewrap sandbox.
+    pub fn wrap(&self, argv: Vec<String>) -> Result<Vec<String>, String> {
+        match (&self.bwrap, &self.dir) {
+            (None, _) => Ok(argv),
+            (Some(b), Some(d)) => b.wrap(argv, d),
+            (Some(_), None) => Err("a sandboxed agent needs a session directory".into()),
+        }
+    }
+
+    /// Whether the agent runs in a bubblewrap sandbox (its pid is bwrap's).
+    pub fn sandboxed(&self) -> bool {
+        self.bwrap.is_some()
+    }
+
+    /// The thread that must start a sandboxed agent ([`crate::bwrap::Spawner`]).
+    pub fn spawner(&self) -> Option<Arc<crate::bwrap::Spawner>> {
+        self.bwrap.as_ref().and_then(|b| b.spawner())
+    }
+
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }

@@ -295,6 +295,8 @@ agent:
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1"
   session_dirs: "{sessions}"
   limits: {{open_files: 2048, cpu_seconds: 600}}
+  # The CLI's own /proc entries are checked below (in a sandbox the pid is bwrap's).
+  isolation: {{sandbox: none}}
 "#,
         cli = cli.display(),
         // As root each session's CLI runs as its own uid with HOME = its session dir

@@ -14,7 +14,9 @@
 //!   root; a non-root worker runs agents as itself, still captures their stderr and kills
 //!   their process group.
 //!
-//! The uid-based tests need root and say so when skipped.
+//! These tests cover the uid layer alone (`sandbox: none`: they pass pids between
+//! agents, which a PID namespace renumbers); `agent_sandbox` covers the namespace
+//! sandbox. The uid-based tests need root and say so when skipped.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -166,7 +168,9 @@ async fn per_session_uids_keep_agents_apart_and_close_kills_everything() {
     let cfg = config(
         dir.path(),
         &script,
-        &format!("  isolation:\n    uid_range: {{start: {UID_START}, count: 8}}\n"),
+        &format!(
+            "  isolation:\n    sandbox: none\n    uid_range: {{start: {UID_START}, count: 8}}\n"
+        ),
     );
     let mut cmd = Command::new(WORKER_BIN);
     cmd.arg("--config").arg(&cfg);
@@ -307,7 +311,7 @@ async fn root_without_setuid_refuses_and_non_root_runs_agents_as_itself() {
     }
     let (dir, script) = agent_dir();
     // Root without CAP_SETUID/CAP_SETGID would run agents as root: refused.
-    let cfg = config(dir.path(), &script, "");
+    let cfg = config(dir.path(), &script, "  isolation:\n    sandbox: none\n");
     let out = Command::new("setpriv")
         .args(["--bounding-set", "-setuid,-setgid", "--inh-caps", "-all"])
         .arg(WORKER_BIN)

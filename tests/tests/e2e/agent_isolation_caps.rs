@@ -16,6 +16,11 @@
 //! - a leftover process of a range uid, planted in the namespace before the first session
 //!   (invisible to the worker), is dead once a session got that uid (swept before use).
 //!
+//! Both tests pin `sandbox: none`: in the shapes they copy, bubblewrap cannot run (the
+//! unit's `RestrictNamespaces=yes`, the pod's RuntimeDefault seccomp), so `auto` falls
+//! back to this uid layer; and they pass pids between agents and the host, which a PID
+//! namespace would renumber (`agent_sandbox` covers the namespace layer).
+//!
 //! Needs root, `unshare` and `setpriv` (util-linux); without the namespace (a host that
 //! refuses it) the same worker runs without `hidepid`, and the test says so.
 
@@ -133,7 +138,7 @@ async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() 
         dir.path(),
         &script,
         &format!(
-            "  isolation:\n    uid_range: {{start: {UID_START}, count: 8}}\n    lock_dir: {}\n",
+            "  isolation:\n    sandbox: none\n    uid_range: {{start: {UID_START}, count: 8}}\n    lock_dir: {}\n",
             locks.display()
         ),
     );
@@ -390,7 +395,7 @@ async fn root_worker_with_only_the_five_caps_like_the_kubernetes_pod() {
         dir.path(),
         &script,
         &format!(
-            "  isolation:\n    uid_range: {{start: {START}, count: 8}}\n    lock_dir: {}\n",
+            "  isolation:\n    sandbox: none\n    uid_range: {{start: {START}, count: 8}}\n    lock_dir: {}\n",
             empty_dir.path().join("hotplex-agent-uids").display()
         ),
     );

@@ -13,6 +13,7 @@ mod agent_claude;
 mod agent_isolation;
 mod agent_isolation_caps;
 mod agent_limits;
+mod agent_sandbox;
 mod agent_usage;
 mod observability_metrics;
 mod observability_traces;

@@ -287,7 +287,11 @@ async fn crashing_and_garbage_writing_agents_are_contained() {
 
 #[tokio::test]
 async fn closing_a_session_kills_the_whole_process_group() {
-    let w = start(test_config()).await;
+    // The process group without a namespace sandbox (in one, the grandchild's pid is
+    // its namespace's; agent_sandbox covers that kill).
+    let mut cfg = test_config();
+    cfg.agent.isolation.sandbox = hotplex_worker::agent_config::SandboxKind::None;
+    let w = start(cfg).await;
     let c = client();
     let id = create_session(&c, &w.base).await;
     let events = sse_turn(&c, &w.base, &id, "spawn").await;

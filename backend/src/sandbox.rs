@@ -201,7 +201,8 @@ impl Sandbox {
     /// [`crate::bwrap::for_worker`]).
     fn attach_bwrap(&mut self, cfg: &AgentConfig) -> Result<(), String> {
         let uids = matches!(self.mode, IsolationMode::PerSessionUid(_));
-        let got = crate::bwrap::for_worker(cfg, uids, self.root.as_deref(), session_dirs::private_root)?;
+        let got =
+            crate::bwrap::for_worker(cfg, uids, self.root.as_deref(), session_dirs::private_root)?;
         if let Some((bw, own_root)) = got {
             if let Some(r) = own_root {
                 (self.root, self.own_root) = (Some(r), true);

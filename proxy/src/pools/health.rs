@@ -145,6 +145,7 @@ impl BackgroundService for PoolHealthService {
         // Checkers by pool name, rebuilt when the pool's health settings change.
         let mut checkers: HashMap<String, (HealthSpec, Arc<HttpHealthCheck>)> = HashMap::new();
         let mut last_hash = String::new();
+        tracing::debug!("http pool health checks started");
         loop {
             let cfg = self.registry.config();
             let pools = &cfg.routes.pools;
@@ -180,6 +181,7 @@ impl BackgroundService for PoolHealthService {
                     // removed meanwhile must not bring its series back).
                     tokio::spawn(async move {
                         let res = probe(&check, &u, spec.timeout).await;
+                        tracing::trace!(upstream = %u.id, ?res, "probed");
                         if u.observe_probe(res.is_ok(), &spec).is_some() {
                             match &res {
                                 Ok(()) => {

@@ -116,6 +116,59 @@ pub struct PoolFile {
     pub health_check: PoolHealthFile,
     #[serde(default)]
     pub ejection: PoolEjectionFile,
+    /// TLS to the upstreams (requests and probes). Absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<PoolTlsFile>,
+}
+
+/// `pools[].tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolTlsFile {
+    /// Name sent as SNI and required in the upstream's certificate. Required.
+    pub sni: String,
+    /// PEM bundle of the CA(s) the upstream certificates chain to. Default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Verify the chain and the name. `false` is insecure (tests, migrations). Default `true`.
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<crate::pools::PoolTls, ConfigError> {
+    let sni = t.sni.trim().trim_end_matches('.').to_ascii_lowercase();
+    let exact = HostPattern::parse(&sni).is_some_and(|p| matches!(p, HostPattern::Exact(_)));
+    if !exact {
+        return Err(ConfigError::new(
+            file,
+            format!("pools[{i}].tls.sni"),
+            format!("{:?} is not a host name", t.sni),
+        ));
+    }
+    let ca = match &t.ca_file {
+        None => None,
+        Some(path) => {
+            let key = format!("pools[{i}].tls.ca_file");
+            let pem = std::fs::read(path)
+                .map_err(|e| ConfigError::new(file, key.as_str(), format!("{path}: {e}")))?;
+            let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+                .map_err(|e| ConfigError::new(file, key.as_str(), format!("{path}: {e}")))?;
+            if certs.is_empty() {
+                return Err(ConfigError::new(
+                    file,
+                    key,
+                    format!("{path}: no PEM certificates found"),
+                ));
+            }
+            Some(Arc::new(certs.into_boxed_slice()))
+        }
+    };
+    Ok(crate::pools::PoolTls {
+        sni,
+        verify: t.verify,
+        ca_file: t.ca_file.clone(),
+        ca,
+    })
 }
 
 /// `pools[].health_check`.
@@ -345,7 +398,9 @@ fn pool(file: &str, i: usize, p: &PoolFile) -> Result<HttpPool, ConfigError> {
         failures: p.ejection.failures,
         cooldown: non_zero(file, key("ejection.cooldown"), p.ejection.cooldown)?,
     };
-    Ok(HttpPool::new(p.name.clone(), addrs, balance, health, eject))
+    let mut built = HttpPool::new(p.name.clone(), addrs, balance, health, eject);
+    built.tls = p.tls.as_ref().map(|t| pool_tls(file, i, t)).transpose()?;
+    Ok(built)
 }
 
 fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Route, ConfigError> {
@@ -527,11 +582,14 @@ pub fn validate(
         }
         table.push(route(file, i, r, pools)?);
     }
-    Ok(RouteTable {
+    let mut table = RouteTable {
         configured: true,
+        host_routes: false,
         routes: table,
         pools: built,
-    })
+    };
+    table.host_routes = table.uses_hosts();
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -601,6 +659,8 @@ mod tests {
             ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    health_check:\n      interval: 0s\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].health_check.interval", "greater than 0"),
             ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    health_check:\n      expect_status: 42\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].health_check.expect_status", "100..=599"),
             ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    ejection:\n      failures: 0\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].ejection.failures", "at least 1"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    tls:\n      sni: \"a b\"\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].tls.sni", "not a host name"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    tls:\n      sni: ui.internal\n      ca_file: /nonexistent/ca.pem\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].tls.ca_file", "/nonexistent/ca.pem"),
         ];
         for (extra, key, reason) in cases {
             let (k, r) = err(&extra);

@@ -22,7 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry};
 
-use super::{HealthSpec, HttpPool, Upstream};
+use super::{HealthSpec, HttpPool, PoolTls, Upstream};
 use crate::upstream::Registry;
 
 /// How often the service looks for due probes.
@@ -91,8 +91,13 @@ impl PoolMetrics {
 }
 
 /// The probe of one pool: pingora's HTTP health check with the pool's request and status.
-fn checker(spec: &HealthSpec) -> Option<HttpHealthCheck> {
-    let mut c = HttpHealthCheck::new(&spec.host, false);
+fn checker(spec: &HealthSpec, tls: Option<&PoolTls>) -> Option<HttpHealthCheck> {
+    let mut c = HttpHealthCheck::new(&spec.host, tls.is_some());
+    if let Some(t) = tls {
+        // The pool's TLS settings (SNI, CA, verification) for the probes too.
+        // (The address is a placeholder: each probe sets the upstream's.)
+        c.peer_template = t.peer(std::net::SocketAddr::from(([0, 0, 0, 0], 1)));
+    }
     let mut req = pingora::http::RequestHeader::build("GET", spec.path.as_bytes(), None).ok()?;
     req.insert_header(http::header::HOST, spec.host.as_str())
         .ok()?;
@@ -143,7 +148,8 @@ impl PoolHealthService {
 impl BackgroundService for PoolHealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         // Checkers by pool name, rebuilt when the pool's health settings change.
-        let mut checkers: HashMap<String, (HealthSpec, Arc<HttpHealthCheck>)> = HashMap::new();
+        type Key = (HealthSpec, Option<PoolTls>);
+        let mut checkers: HashMap<String, (Key, Arc<HttpHealthCheck>)> = HashMap::new();
         let mut last_hash = String::new();
         tracing::debug!("http pool health checks started");
         loop {
@@ -161,11 +167,12 @@ impl BackgroundService for PoolHealthService {
                     continue;
                 };
                 let check = match checkers.get(&pool.name) {
-                    Some((s, c)) if s == spec => c.clone(),
-                    _ => match checker(spec) {
+                    Some(((s, t), c)) if s == spec && t == &pool.tls => c.clone(),
+                    _ => match checker(spec, pool.tls.as_ref()) {
                         Some(c) => {
                             let c = Arc::new(c);
-                            checkers.insert(pool.name.clone(), (spec.clone(), c.clone()));
+                            let key = (spec.clone(), pool.tls.clone());
+                            checkers.insert(pool.name.clone(), (key, c.clone()));
                             c
                         }
                         None => continue,

@@ -43,7 +43,13 @@ pub fn classify(table: &Arc<RouteTable>, req: &RequestHeader) -> Routed {
     if !table.configured {
         return Routed::Default;
     }
-    let Some(index) = table.find(request_host(req), &req.method, req.uri.path()) else {
+    // The Host header is looked up only when some route matches on hosts.
+    let host = if table.host_routes {
+        request_host(req)
+    } else {
+        None
+    };
+    let Some(index) = table.find(host, &req.method, req.uri.path()) else {
         return Routed::NoMatch;
     };
     let m = Matched {
@@ -127,10 +133,15 @@ impl HttpState {
             .map_or("", |(_, g)| g.upstream().id.as_str())
     }
 
-    /// The peer of the picked upstream (plain HTTP/1.1, pooled keep-alive connections).
+    /// The peer of the picked upstream (HTTP/1.1, plain or TLS per `pools[].tls`;
+    /// pooled keep-alive connections).
     pub fn peer(&self) -> Option<HttpPeer> {
         let (_, g) = self.pick.as_ref()?;
-        Some(HttpPeer::new(g.upstream().addr, false, String::new()))
+        let addr = g.upstream().addr;
+        Some(match &self.pool.tls {
+            Some(t) => t.peer(addr),
+            None => HttpPeer::new(addr, false, String::new()),
+        })
     }
 
     /// A response head arrived: the upstream's failure streak ends.

@@ -48,6 +48,46 @@ pub struct EjectSpec {
     pub cooldown: Duration,
 }
 
+/// TLS to the upstreams of a pool (`pools[].tls`): the certificate chain is verified
+/// against `ca` (or the system roots) and must name `sni`, unless `verify` is off.
+#[derive(Clone)]
+pub struct PoolTls {
+    /// Sent as SNI and checked in the certificate (never empty: pingora skips every
+    /// check for an empty SNI).
+    pub sni: String,
+    pub verify: bool,
+    /// `ca_file` as configured (compared across reloads).
+    pub ca_file: Option<String>,
+    pub ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
+}
+
+impl PartialEq for PoolTls {
+    fn eq(&self, o: &PoolTls) -> bool {
+        self.sni == o.sni && self.verify == o.verify && self.ca_file == o.ca_file
+    }
+}
+
+impl std::fmt::Debug for PoolTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl PoolTls {
+    /// A TLS peer for `addr` with these settings.
+    pub fn peer(&self, addr: SocketAddr) -> pingora::upstreams::peer::HttpPeer {
+        let mut peer = pingora::upstreams::peer::HttpPeer::new(addr, true, self.sni.clone());
+        peer.options.verify_cert = self.verify;
+        peer.options.verify_hostname = self.verify;
+        peer.options.ca = self.ca.clone();
+        peer
+    }
+}
+
 /// Live state of one upstream (atomics: read on every pick without a lock).
 #[derive(Debug)]
 pub struct UpstreamState {
@@ -219,6 +259,8 @@ pub struct HttpPool {
     /// `None`: no active health check (`health_check.enabled: false`).
     pub health: Option<HealthSpec>,
     pub eject: EjectSpec,
+    /// `None`: plain HTTP.
+    pub tls: Option<PoolTls>,
     /// Round-robin cursor.
     cursor: AtomicUsize,
 }
@@ -240,6 +282,7 @@ impl HttpPool {
             balance,
             health,
             eject,
+            tls: None,
             cursor: AtomicUsize::new(0),
         }
     }

@@ -66,6 +66,8 @@ pub struct Route {
 pub struct RouteTable {
     /// `false`: no `routes:` in the config (everything to the session pool).
     pub configured: bool,
+    /// Some route has `hosts` (see [`RouteTable::uses_hosts`]), set at validation.
+    pub host_routes: bool,
     pub routes: Vec<Route>,
     pub pools: Vec<Arc<HttpPool>>,
 }
@@ -117,6 +119,11 @@ impl RouteTable {
         self.routes
             .iter()
             .position(|r| r.matcher.matches(host, method, path))
+    }
+
+    /// Whether any route matches on hosts (otherwise the host is never looked up).
+    pub fn uses_hosts(&self) -> bool {
+        self.routes.iter().any(|r| !r.matcher.hosts.is_empty())
     }
 
     /// Takes over the live state of `old`'s pools of the same name (same addresses).

@@ -538,3 +538,54 @@ async fn config_errors_name_file_key_and_reason() {
         "the running config (no routes) still serves: {r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_pool_over_tls_verifies_the_upstream_certificate() {
+    use crate::support::tls::Ca;
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let good = http_service::start_tls("secure", &ca.leaf(&["ui.internal"])).await;
+    let wrong = http_service::start_tls("impostor", &ca.leaf(&["other.internal"])).await;
+    let tls_pool = |name: &str, addr: SocketAddr| {
+        format!(
+            "  - name: {name}\n    upstreams: [\"{addr}\"]\n    health_check:\n      path: {HEALTH_PATH}\n      \
+             interval: 200ms\n      failures: 1\n    tls:\n      sni: ui.internal\n      ca_file: \"{}\"\n",
+            ca_file.display()
+        )
+    };
+    let yaml = proxy_yaml(
+        &worker_list(&workers),
+        &format!(
+            "pools:\n{}{}routes:\n  - name: good\n    path: /good\n    pool: good\n\
+             \x20 - name: wrong\n    path: /wrong\n    pool: wrong\n",
+            tls_pool("good", good.addr),
+            tls_pool("wrong", wrong.addr),
+        ),
+    );
+    let p = spawn_proxy(&yaml).await;
+    let c = client();
+
+    let r = get(&c, &p, "x", "/good/page").await;
+    assert_eq!((r.status, served_by(&r)), (200, "secure".into()), "{r:?}");
+    assert_eq!(good.requests.load(Ordering::SeqCst), 1);
+
+    // A certificate that does not name the SNI: no request ever reaches it, and its
+    // health check fails too.
+    let r = get(&c, &p, "x", "/wrong/page").await;
+    assert!(r.status == 502 || r.status == 503, "{r:?}");
+    let admin = p.admin_base();
+    let up = format!("upstream=\"{}\"", wrong.addr);
+    let down = eventually(WAIT, || async {
+        let m = metrics_at(&c, &admin).await;
+        hotplex_e2e::metric_value(&m, rn::POOL_UPSTREAM_HEALTHY, &["pool=\"wrong\"", &up])
+            == Some(0.0)
+    })
+    .await;
+    assert!(down, "the impostor's health check passed");
+    let r = get(&c, &p, "x", "/wrong/page").await;
+    assert_eq!(r.body["error"], "no_healthy_upstream", "{r:?}");
+    assert_eq!(wrong.requests.load(Ordering::SeqCst), 0);
+}

@@ -168,3 +168,76 @@ impl HttpService {
         self.addr
     }
 }
+
+/// A TLS service presenting `leaf` (one request per connection, `Connection: close`):
+/// `GET /healthz` 200, anything else 200 JSON `{"name"}` counted in `requests`.
+pub struct TlsService {
+    pub addr: SocketAddr,
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a [`TlsService`] named `name` on a free loopback port.
+pub async fn start_tls(name: &str, leaf: &super::tls::Leaf) -> TlsService {
+    use openssl::pkey::PKey;
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    use openssl::x509::X509;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    b.set_certificate(&X509::from_pem(leaf.cert_pem.as_bytes()).expect("cert"))
+        .expect("set cert");
+    b.set_private_key(&PKey::private_key_from_pem(leaf.key_pem.as_bytes()).expect("key"))
+        .expect("set key");
+    let acceptor = Arc::new(b.build());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind TLS service");
+    let addr = l.local_addr().expect("addr");
+    let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (count, name) = (requests.clone(), name.to_string());
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, count, name) = (acceptor.clone(), count.clone(), name.clone());
+            tokio::spawn(async move {
+                let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                    return;
+                };
+                let Ok(mut s) = tokio_openssl::SslStream::new(ssl, tcp) else {
+                    return;
+                };
+                if std::pin::Pin::new(&mut s).accept().await.is_err() {
+                    return; // the client refused the certificate
+                }
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                let body = if buf.starts_with(b"GET /healthz ") {
+                    name.clone()
+                } else {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    serde_json::json!({ "name": name }).to_string()
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    TlsService {
+        addr,
+        requests,
+        task,
+    }
+}

@@ -679,6 +679,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_opening_a_public_route_is_a_downgrade() {
+        let auth = "auth:\n  enabled: true\n  keys:\n    - name: a\n      hash: \"sha256:7e9f8fd111802be56c379d597842e29b2cebd35ff2133d431a49fa556a18704e\"\n";
+        let cfg = |routes: &str, extra: &str| {
+            parse(
+                "t.yaml",
+                &format!("{BASE}{auth}{POOL}routes:\n{routes}{extra}"),
+            )
+            .expect("valid")
+        };
+        let private = "  - name: ui\n    path: /\n    pool: ui\n";
+        let public = "  - name: ui\n    path: /ui\n    pool: ui\n    auth: off\n";
+        let wider = "  - name: ui\n    path: /\n    pool: ui\n    auth: off\n";
+        let check = crate::config::downgrade::check;
+        let e = check(&cfg(private, ""), &cfg(public, "")).expect_err("opened");
+        assert_eq!(e.key, "routes[0].auth");
+        assert!(e.reason.contains("without authentication"), "{e}");
+        check(&cfg(public, ""), &cfg(public, "")).expect("unchanged");
+        check(&cfg(public, ""), &cfg(private, "")).expect("closing is fine");
+        assert_eq!(
+            check(&cfg(public, ""), &cfg(wider, ""))
+                .expect_err("widened")
+                .key,
+            "routes[0].auth"
+        );
+        check(
+            &cfg(private, ""),
+            &cfg(public, "allow_security_downgrade: true\n"),
+        )
+        .expect("explicit");
+        let d = crate::config::downgrade::diff(&cfg(private, ""), &cfg(public, ""));
+        assert!(d.contains("auth: off"), "{d}");
+    }
+
+    #[test]
     fn the_nginx_replacement_example_is_valid() {
         let text = include_str!("../../../conf/examples/nginx-replacement.yaml");
         let c = parse("conf/examples/nginx-replacement.yaml", text).expect("the example is valid");

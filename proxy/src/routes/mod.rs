@@ -121,6 +121,31 @@ impl RouteTable {
             .position(|r| r.matcher.matches(host, method, path))
     }
 
+    /// The routes served without authentication (`auth: off`), each as its index and a
+    /// description of what it matches (the reload downgrade check compares them).
+    pub fn public_routes(&self) -> Vec<(usize, String)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.auth == AuthMode::Off)
+            .map(|(i, r)| {
+                let m = &r.matcher;
+                let methods: Vec<&str> = m.methods.iter().map(|x| x.as_str()).collect();
+                let pool = match r.pool {
+                    PoolRef::Sessions => SESSIONS_POOL,
+                    PoolRef::Http(p) => self.pools.get(p).map_or("?", |p| p.name.as_str()),
+                };
+                (
+                    i,
+                    format!(
+                        "{} {:?} {:?} {methods:?} -> {pool}",
+                        r.name, m.hosts, m.path
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Whether any route matches on hosts (otherwise the host is never looked up).
     pub fn uses_hosts(&self) -> bool {
         self.routes.iter().any(|r| !r.matcher.hosts.is_empty())

@@ -89,6 +89,23 @@ async fn host_and_path_routing_across_pools_and_no_route_forwards_nothing() {
     assert_eq!((r.status, served_by(&r)), (200, "ui".into()), "{r:?}");
     let r = get(&c, &p, "APP.Example.TEST:8000", "/").await;
     assert_eq!(served_by(&r), "ui", "case-insensitive, port ignored: {r:?}");
+    // auth: off passes the client's own credentials on (the service's own auth) but
+    // never a HotPlex trust header.
+    let r = send(
+        c.get(format!("{}/account", p.base()))
+            .header("host", "app.example.test")
+            .header("authorization", "Bearer ui-session-token")
+            .header("x-hotplex-tenant", "forged"),
+    )
+    .await;
+    assert_eq!((r.status, served_by(&r)), (200, "ui".into()), "{r:?}");
+    let h = ui.headers_of(ui.seen().len() - 1);
+    assert!(
+        h.iter()
+            .any(|(k, v)| k == "authorization" && v == "Bearer ui-session-token"),
+        "{h:?}"
+    );
+    assert!(!h.iter().any(|(k, _)| k.starts_with("x-hotplex-")), "{h:?}");
     // The docs route keeps the edge's auth: no key 401, never forwarded.
     let r = get(&c, &p, "docs.example.test", "/guide").await;
     assert_eq!(r.status, 401, "{r:?}");
@@ -155,7 +172,7 @@ async fn host_and_path_routing_across_pools_and_no_route_forwards_nothing() {
             rn::ROUTE_REQUESTS,
             &["route=\"ui\"", "pool=\"ui\"", "status=\"200\""]
         ),
-        2.0
+        3.0
     );
     assert_eq!(
         metric_in(

@@ -202,6 +202,21 @@ pub mod identity {
 }
 // --- end worker identity ----------------------------------------------------------------
 
+// --- routes and http pools ----------------------------------------------------------------
+/// Routes and `http` pools of the proxy (`routes:`, `pools:`). Label values come from the
+/// config only (route names, pool names, upstream addresses): bounded by the config.
+pub mod routes {
+    /// Counter: requests matched by a configured route, labels `route`, `pool`, `status`
+    /// (only with a `routes:` list; the session API's own metrics are unchanged).
+    pub const ROUTE_REQUESTS: &str = "hotplex_proxy_route_requests_total";
+    /// Gauge: 1 when an `http` pool upstream may receive requests (active health check up
+    /// and not passively ejected), else 0, labels `pool`, `upstream`.
+    pub const POOL_UPSTREAM_HEALTHY: &str = "hotplex_proxy_pool_upstream_healthy";
+    /// Counter: passive ejections of an `http` pool upstream, labels `pool`, `upstream`.
+    pub const POOL_UPSTREAM_EJECTIONS: &str = "hotplex_proxy_pool_upstream_ejections_total";
+}
+// --- end routes and http pools ------------------------------------------------------------
+
 /// Config reload metrics (proxy).
 pub mod config {
     /// Counter: reload attempts, label `result` (`success`, `failure`).

@@ -25,6 +25,8 @@
 //! - [`jwt`]: JWT bearer-token validation (`auth.jwt`);
 //! - [`conn_guard`]: connection limits and the request-head deadline (slowloris);
 //! - [`telemetry`]: OpenTelemetry spans per request (`traceparent` in and out);
+//! - [`routes`], [`pools`]: ordered routes (host, path, method) to the session pool or to
+//!   `http` pools (round robin, least connections, hash; health checks; passive ejection);
 //!
 //! Routing in one paragraph: a request's key comes from the path, query, header or cookie
 //! (configurable order). A key signed by this deployment names its worker and always goes
@@ -46,8 +48,10 @@ pub mod jwt;
 pub mod limit_store;
 pub mod limits;
 pub mod metrics;
+pub mod pools;
 pub mod proxy;
 pub mod reload;
+pub mod routes;
 pub mod routing;
 pub mod sd_notify;
 pub mod security;

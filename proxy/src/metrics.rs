@@ -36,6 +36,8 @@ pub const REJECTION_REASONS: &[&str] = &[
     "internal",
     "error",
     "undeclared_route",
+    "no_route",
+    "no_healthy_upstream",
     "session_not_found",
     "auth_rate_limit",
     "body_timeout",

@@ -33,6 +33,8 @@ use crate::routing::{self, affinity, Outcome, Route, RouteError};
 use crate::surface::RouteKind;
 use crate::upstream::Registry;
 
+mod routes;
+
 /// Workers tried for one new session before giving up.
 pub const MAX_PLACEMENT_TRIES: usize = 3;
 
@@ -41,15 +43,18 @@ pub struct HotplexProxy {
     registry: Arc<Registry>,
     metrics: Arc<ProxyMetrics>,
     security: crate::security::Security,
+    pool_metrics: Arc<crate::pools::health::PoolMetrics>,
 }
 
 impl HotplexProxy {
     pub fn new(registry: Arc<Registry>, metrics: Arc<ProxyMetrics>) -> HotplexProxy {
         let security = crate::security::Security::new();
+        let pool_metrics = Arc::new(crate::pools::health::PoolMetrics::new(&metrics.registry));
         HotplexProxy {
             registry,
             metrics,
             security,
+            pool_metrics,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct Ctx {
     trace: Option<crate::telemetry::ReqTrace>,
     /// Time from the upstream attempt's start to the response head.
     upstream_elapsed: Option<Duration>,
+    /// The route table's decision (see [`crate::routes`]).
+    routed: crate::pools::http::Routed,
 }
 
 /// Largest request target forwarded (bytes); longer: 414.
@@ -306,6 +313,7 @@ impl ProxyHttp for HotplexProxy {
             body: Default::default(),
             trace: None,
             upstream_elapsed: None,
+            routed: crate::pools::http::Routed::Default,
         }
     }
 
@@ -328,11 +336,12 @@ impl ProxyHttp for HotplexProxy {
                     let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
                     id.hyphenated().encode_lower(&mut buf).to_owned()
                 });
-            ctx.kind =
-                crate::surface::classify(&req.method, req.uri.path(), session.is_upgrade_req());
-            ctx.route_label = ctx
-                .kind
-                .map_or(crate::surface::UNDECLARED_LABEL, RouteKind::label);
+            let upgrade = session.is_upgrade_req();
+            ctx.kind = self
+                .route_request(session, ctx)
+                .then(|| crate::surface::classify(&req.method, req.uri.path(), upgrade))
+                .flatten();
+            ctx.route_label = ctx.kind.map_or(Self::unrouted_label(ctx), RouteKind::label);
             ctx.create = ctx.kind == Some(RouteKind::CreateSession);
             ctx.delete = ctx.kind == Some(RouteKind::Session) && req.method == http::Method::DELETE;
             let sse_accept = req
@@ -340,7 +349,7 @@ impl ProxyHttp for HotplexProxy {
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/event-stream"));
-            ctx.websocket = ctx.kind == Some(RouteKind::WebSocket);
+            ctx.websocket |= ctx.kind == Some(RouteKind::WebSocket);
             ctx.stream = ctx.websocket || sse_accept || ctx.kind == Some(RouteKind::Messages);
         }
         ctx.trace = crate::telemetry::start(session.req_header(), ctx.route_label, &ctx.request_id);
@@ -360,9 +369,10 @@ impl ProxyHttp for HotplexProxy {
         }
         match ctx.kind {
             // The declared surface: nothing else reaches a worker (see `crate::surface`).
+            None if ctx.http().is_some() => {}
             None => {
-                self.answer(session, ctx, &errors::undeclared(), false)
-                    .await;
+                let answer = Self::unrouted_answer(ctx);
+                self.answer(session, ctx, &answer, false).await;
                 return Ok(true);
             }
             Some(kind) if !kind.forwarded() => {
@@ -373,8 +383,11 @@ impl ProxyHttp for HotplexProxy {
             Some(_) => {}
         }
         let cfg = self.registry.config();
-        let (route, create, ws) = (ctx.route_label, ctx.create, ctx.websocket);
+        let (http_route, auth_off) = routes::admit_route(&ctx.routed);
+        let route = http_route.unwrap_or(ctx.route_label);
+        let (create, ws) = (ctx.create, ctx.websocket);
         let st = &mut ctx.security;
+        st.auth_off = auth_off;
         let admitted = (self.security).admit(session, &cfg, &self.metrics, route, create, ws, st);
         if let Err(r) = admitted.await {
             ctx.own_status = r.status;
@@ -408,6 +421,9 @@ impl ProxyHttp for HotplexProxy {
             session.set_read_timeout(Some(read));
             session.set_write_timeout(Some(idle));
         }
+        if ctx.http().is_some() {
+            return self.choose_http(session, ctx).await;
+        }
         let select = ctx.trace.as_ref().map(|t| t.select());
         let decision = self.decide(session, ctx);
         self.count_decision(&decision);
@@ -431,6 +447,9 @@ impl ProxyHttp for HotplexProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if ctx.http().is_some() {
+            return self.http_peer(ctx);
+        }
         if ctx.reroute {
             ctx.reroute = false;
             let select = ctx.trace.as_ref().map(|t| t.select());
@@ -511,12 +530,7 @@ impl ProxyHttp for HotplexProxy {
         // Always ours, never the client's.
         req.insert_header(h::X_FORWARDED_PROTO, crate::tls::scheme(session))?;
         req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
-        crate::trust::to_worker(
-            req,
-            ctx.route.as_ref(),
-            ctx.security.tenant.as_deref(),
-            &self.registry.config(),
-        )?;
+        self.trust_headers(req, ctx)?;
         if let Some(t) = ctx.trace.as_ref() {
             t.inject(req);
         }
@@ -565,6 +579,9 @@ impl ProxyHttp for HotplexProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.head_elapsed = Some(ctx.start.elapsed());
+        if let Some(h) = ctx.http() {
+            h.on_response();
+        }
         if !resp.status.is_informational() || resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // Before the client sees the answer: a client that deleted a session can
             // create the next one at once.
@@ -650,6 +667,9 @@ impl ProxyHttp for HotplexProxy {
         if let Some(t) = ctx.trace.as_mut() {
             t.upstream_failed(error_kind(&e), &e);
         }
+        if ctx.http().is_some() {
+            return self.http_connect_failed(_session, ctx, e);
+        }
         let Some(route) = ctx.route.as_ref() else {
             return e;
         };
@@ -695,6 +715,7 @@ impl ProxyHttp for HotplexProxy {
             e.retry.decide_reuse(true);
         } else {
             e.set_retry(false);
+            self.http_proxy_failed(ctx, &e);
             if *e.esource() == ErrorSource::Upstream
                 && !ctx.stream
                 && matches!(
@@ -723,7 +744,9 @@ impl ProxyHttp for HotplexProxy {
                 can_reuse_downstream: false,
             };
         }
-        let answer = if let Some(re) = ctx.route_error.take() {
+        let answer = if let Some(a) = ctx.take_http_answer() {
+            Some(a)
+        } else if let Some(re) = ctx.route_error.take() {
             Some(errors::route_error(&re))
         } else {
             match (e.esource(), e.etype()) {
@@ -792,6 +815,7 @@ impl ProxyHttp for HotplexProxy {
             .requests_total
             .with_label_values(&[ctx.route_label, status_s])
             .inc();
+        self.count_route(ctx, status_s);
         let elapsed = ctx.head_elapsed.unwrap_or_else(|| ctx.start.elapsed());
         self.metrics
             .request_duration
@@ -800,7 +824,9 @@ impl ProxyHttp for HotplexProxy {
         // No worker answer (proxy error, failed connect): settled here.
         self.settle_session(ctx, status);
         let route = ctx.route.as_ref();
-        let worker = route.map_or("", |r| r.worker.spec.id.as_str());
+        let worker = route.map_or(routes::upstream_of(&ctx.routed), |r| {
+            r.worker.spec.id.as_str()
+        });
         let session_id = route
             .and_then(|r| r.minted.as_ref().or(r.key.as_ref()))
             .map_or("", |k| k.as_str());

@@ -211,7 +211,7 @@ impl Reloader {
         if let Ok(bytes) = std::fs::read(path) {
             *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&bytes);
         }
-        let new = config::load(path)?;
+        let mut new = config::load(path)?;
         check_reloadable(&self.registry.config(), &new)?;
         config::downgrade::check(&self.registry.config(), &new)?;
         let security_diff = config::downgrade::diff(&self.registry.config(), &new);
@@ -228,6 +228,11 @@ impl Reloader {
         *self.last_diff.lock().unwrap_or_else(|p| p.into_inner()) = security_diff;
         for w in &new.secret_warnings {
             tracing::warn!(config = %new.source, "{w}");
+        }
+        // The http pools' live state (health, ejection, in flight) of unchanged upstreams
+        // carries over; the table swaps with the rest of the config.
+        if let Some(t) = std::sync::Arc::get_mut(&mut new.routes) {
+            t.adopt(&self.registry.config().routes);
         }
         self.registry.set_config(new);
         let active = self.registry.config();

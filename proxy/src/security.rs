@@ -72,6 +72,8 @@ pub struct ReqState {
     pub client_ip: Option<IpAddr>,
     /// Tightest bucket decision, for the `RateLimit-*` response headers.
     pub ratelimit: Option<Decision>,
+    /// The route says `auth: off` (see [`crate::routes`]): no authentication required.
+    pub auth_off: bool,
     _ws: Option<CounterGuard>,
 }
 
@@ -333,7 +335,7 @@ impl Security {
         session: &Session,
         cfg: &RuntimeConfig,
         metrics: &ProxyMetrics,
-        route: &'static str,
+        route: &str,
         create: bool,
         websocket: bool,
         st: &mut ReqState,
@@ -361,7 +363,7 @@ impl Security {
         let public = a.public_paths.iter().any(|p| path.starts_with(p.as_str()));
         let ip_s = ip.map(ip_text).unwrap_or_default();
         let fail_key = ["authfail|", &ip_s].concat();
-        let must_auth = a.enabled && !public;
+        let must_auth = a.enabled && !public && !st.auth_off;
         let budget = self.auth_failures.peek(&fail_key, &l.auth_failures);
         if let Err(retry) = budget {
             if must_auth {

@@ -159,10 +159,12 @@ pub fn run_reporting(
 
     // pingora's HTTP proxy app behind connection limits and the request-head deadline
     // (limits.max_connections*, limits.header_read_timeout: see crate::conn_guard).
-    let mut http = pingora::proxy::http_proxy(
-        &server.configuration,
-        HotplexProxy::new(registry.clone(), metrics.clone()),
+    let app = HotplexProxy::new(registry.clone(), metrics.clone());
+    let pool_health = background_service(
+        "http pool health check",
+        crate::pools::health::PoolHealthService::new(registry.clone(), app.pool_metrics()),
     );
+    let mut http = pingora::proxy::http_proxy(&server.configuration, app);
     // Idle HTTP/2 connections (no open stream) are closed and free their slot.
     let mut opts = http.server_options.take().unwrap_or_default();
     opts.h2_idle_timeout = Some(cfg.limits.h2_idle_timeout);
@@ -207,6 +209,7 @@ pub fn run_reporting(
 
     server.add_service(crate::handover::OwnFds::new(proxy, listen_fds.clone()));
     server.add_service(health);
+    server.add_service(pool_health);
     server.add_service(dns_discovery);
     server.add_service(admin);
     server.add_service(sighup);

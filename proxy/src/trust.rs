@@ -54,6 +54,24 @@ pub fn to_worker(
     Ok(())
 }
 
+/// Rewrites a request to an `http` pool upstream (see [`crate::routes`]): the HotPlex
+/// trust headers are removed (an `http` service never gets the tenant, the session or the
+/// worker key); with `credentials` (the route's `auth: required`) the client's credentials
+/// the edge checked are removed too, as for a worker. An `auth: off` route passes them on
+/// (the service may run its own authentication).
+pub fn to_service(req: &mut RequestHeader, credentials: bool) -> pingora::Result<()> {
+    for name in STRIPPED {
+        let credential = *name == h::X_API_KEY || *name == "authorization";
+        if credentials || !credential {
+            req.remove_header(*name);
+        }
+    }
+    if credentials {
+        strip_key_protocol(req)?;
+    }
+    Ok(())
+}
+
 /// Removes `hotplex-api-<key>` entries from `Sec-WebSocket-Protocol` (the header goes
 /// when nothing else is left).
 fn strip_key_protocol(req: &mut RequestHeader) -> pingora::Result<()> {

@@ -4,7 +4,8 @@
 //! A reload that turns `auth` off, removes every API key and JWT setting, removes a rate
 //! or concurrency limit, lifts `limits.max_body_bytes` to unlimited, or drops the admin
 //! tokens or the worker key, or starts accepting identity proofs made for another address
-//! (`worker_auth.allow_address_translation`), is refused unless the new file says so with
+//! (`worker_auth.allow_address_translation`), or serves a new (or changed) route with
+//! `auth: off` while auth is on, is refused unless the new file says so with
 //! `allow_security_downgrade: true` (turning auth off also passes with
 //! `auth.allow_anonymous: true`). A half-written file (cut before its `auth:` or `limits:`
 //! section) therefore never applies: it reads as a downgrade. Set the key for the one
@@ -25,6 +26,8 @@ struct Facts {
     worker_key: bool,
     address_translation: bool,
     trusted_proxies: usize,
+    /// Routes served without authentication (`routes[].auth: off`).
+    public_routes: Vec<String>,
 }
 
 fn facts(c: &RuntimeConfig) -> Facts {
@@ -57,6 +60,7 @@ fn facts(c: &RuntimeConfig) -> Facts {
         worker_key: c.worker_key.is_some(),
         address_translation: c.worker_address_translation,
         trusted_proxies: c.limits.trusted_proxies.len(),
+        public_routes: c.routes.public_routes().into_iter().map(|r| r.1).collect(),
     }
 }
 
@@ -119,6 +123,18 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
             "the reload stops checking that identity proofs name the address dialled".into(),
         );
     }
+    // A new or widened `auth: off` route opens a path to anonymous clients.
+    let opened = new
+        .routes
+        .public_routes()
+        .into_iter()
+        .find(|(_, r)| !o.public_routes.contains(r));
+    if let (true, Some((i, r))) = (n.auth, opened) {
+        return refuse(
+            &format!("routes[{i}].auth"),
+            format!("the reload serves a route without authentication ({r})"),
+        );
+    }
     Ok(())
 }
 
@@ -171,6 +187,12 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
         out.push(format!(
             "worker_auth.allow_address_translation {} -> {}",
             o.address_translation, n.address_translation
+        ));
+    }
+    if o.public_routes != n.public_routes {
+        out.push(format!(
+            "routes with auth: off {:?} -> {:?}",
+            o.public_routes, n.public_routes
         ));
     }
     if o.trusted_proxies != n.trusted_proxies {

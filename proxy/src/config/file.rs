@@ -90,6 +90,13 @@ pub struct FileConfig {
     /// Rate, concurrency and size limits (see [`super::security`]).
     #[serde(default)]
     pub limits: super::security::LimitsFile,
+    /// Ordered routes (host, path, method -> pool), first match wins. Absent: every
+    /// request goes to the session pool, as without routes (see [`crate::routes`]).
+    #[serde(default)]
+    pub routes: Option<Vec<super::routes::RouteFile>>,
+    /// Named `http` pools the routes may name (see [`crate::pools`]). Default: none.
+    #[serde(default)]
+    pub pools: Option<Vec<super::routes::PoolFile>>,
     /// OpenTelemetry traces (OTLP/HTTP). No `endpoint`: off. Not reloadable.
     /// Keys and defaults: `hotplex_common::telemetry::TelemetryFile`.
     #[serde(default)]

@@ -14,6 +14,7 @@
 pub mod discovery;
 pub mod downgrade;
 pub mod file;
+pub mod routes;
 pub mod runtime;
 pub mod secret_files;
 pub mod secret_ref;

@@ -160,6 +160,8 @@ pub struct RuntimeConfig {
     pub limits: super::security::LimitSettings,
     /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
     pub telemetry: hotplex_common::telemetry::TelemetrySettings,
+    /// `routes:` and `pools:` with the pools' live state (see [`crate::routes`]).
+    pub routes: std::sync::Arc<crate::routes::RouteTable>,
 }
 
 pub use hotplex_common::session_id::valid_worker_id;
@@ -488,6 +490,11 @@ impl RuntimeConfig {
                 .telemetry
                 .validate("telemetry", super::DEFAULT_SERVICE_NAME)
                 .map_err(|e| ConfigError::new(file, e.key, e.reason))?,
+            routes: std::sync::Arc::new(super::routes::validate(
+                file,
+                f.routes.as_deref(),
+                f.pools.as_deref(),
+            )?),
         })
     }
 
@@ -505,7 +512,7 @@ impl RuntimeConfig {
             .collect();
         let sources: Vec<&str> = self.key_sources.iter().map(|k| k.as_str()).collect();
         format!(
-            "config {} is valid (hash {})\n  listen {}, admin {}\n  workers: {}{}\n  key sources: {}\n  affinity secrets: {}{}",
+            "config {} is valid (hash {})\n  listen {}, admin {}\n  workers: {}{}\n  key sources: {}\n  affinity secrets: {}{}\n  {}",
             self.source,
             self.hash,
             self.listen,
@@ -521,7 +528,8 @@ impl RuntimeConfig {
                 " (WARNING: the public development secret is in use)"
             } else {
                 ""
-            }
+            },
+            self.routes.summary()
         )
     }
 

@@ -4,6 +4,7 @@
 //! - [`proxy`]: `e2e-worker` and `e2e-proxy` child processes and calls through the proxy;
 //! - [`dns`]: an in-test DNS server and the DNS discovery helpers;
 //! - [`fake_upstream`]: an in-test fake worker with scripted misbehaviour;
+//! - [`http_service`]: a small real HTTP service naming itself in every answer (http pools);
 //! - [`h2raw`]: a raw HTTP/2 client (frames by hand, for hostile-peer tests);
 //! - [`tls`]: a private test CA, its leaf certificates, a real worker serving TLS;
 //! - [`procs`]: `/proc` readers (fds, memory, children) that fail loudly;
@@ -13,6 +14,7 @@
 pub mod dns;
 pub mod fake_upstream;
 pub mod h2raw;
+pub mod http_service;
 pub mod procs;
 pub mod proxy;
 pub mod redis;

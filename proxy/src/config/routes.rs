@@ -1,0 +1,746 @@
+//! `routes:` and `pools:`: file types (serde, `deny_unknown_fields`) and their validation
+//! into the live [`RouteTable`] (see [`crate::routes`] and [`crate::pools`]). Every
+//! key is documented with its unit and default in `conf/hotplex.yaml`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::pools::balance::{Balance, HashOn};
+use crate::pools::{EjectSpec, HealthSpec, HttpPool};
+use crate::routes::matcher::{valid_path, HostPattern, Matcher, PathPattern};
+use crate::routes::{AuthMode, PoolRef, Route, RouteTable, SESSIONS_POOL};
+
+/// Path probed by an `http` pool's health check.
+pub const DEFAULT_POOL_HEALTH_PATH: &str = "/";
+/// `Host` header of an `http` pool's health probe.
+pub const DEFAULT_POOL_HEALTH_HOST: &str = "localhost";
+/// Time between two probes of one upstream.
+pub const DEFAULT_POOL_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Connect and read timeout of one probe.
+pub const DEFAULT_POOL_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The status of a healthy upstream.
+pub const DEFAULT_POOL_HEALTH_EXPECT_STATUS: u16 = 200;
+/// Failed probes in a row that mark an upstream down.
+pub const DEFAULT_POOL_HEALTH_FAILURES: usize = 2;
+/// Good probes in a row that mark it up again.
+pub const DEFAULT_POOL_HEALTH_SUCCESSES: usize = 1;
+/// Connect/proxy failures in a row that eject an upstream.
+pub const DEFAULT_POOL_EJECT_FAILURES: u32 = 3;
+/// How long an ejected upstream gets no requests.
+pub const DEFAULT_POOL_EJECT_COOLDOWN: Duration = Duration::from_secs(10);
+/// Longest route or pool name.
+pub const MAX_NAME_LEN: usize = 63;
+/// Route labels of the session API (metrics, `limits.routes`, `auth.keys[].routes`): a
+/// route may not take one of them as its name.
+pub const RESERVED_ROUTE_NAMES: &[&str] = &[
+    "create_session",
+    "list_sessions",
+    "session",
+    "messages",
+    "websocket",
+    "health",
+    "other",
+];
+
+/// One entry of `routes:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Unique name, `[a-z0-9_-]`, 1-63 characters (metric label). Required.
+    pub name: String,
+    /// Host names (`api.example.com`, `*.example.com`). Default: any host.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// The path (see `path_match`). Required.
+    pub path: String,
+    /// `prefix` (on segment boundaries) or `exact`. Default `prefix`.
+    #[serde(default)]
+    pub path_match: PathMatch,
+    /// Methods (`GET`, `POST`...). Default: any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// `sessions` or the name of an `http` pool of `pools:`. Required.
+    pub pool: String,
+    /// `required` (the edge's `auth:` applies) or `off`. Default `required`.
+    #[serde(default)]
+    pub auth: AuthFile,
+    /// Pass the client's `Authorization` and `X-API-Key` on to the upstream (a service
+    /// with its own authentication). Only with `auth: off`. Default `false`: stripped.
+    #[serde(default)]
+    pub forward_credentials: bool,
+}
+
+/// `routes[].path_match`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    #[default]
+    Prefix,
+    Exact,
+}
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFile {
+    #[default]
+    Required,
+    Off,
+}
+
+/// `pools[].balance`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceFile {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    Hash,
+}
+
+/// One entry of `pools:` (an `http` pool).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    /// Unique name, `[a-z0-9_-]`, 1-63 characters, not `sessions`. Required.
+    pub name: String,
+    /// `ip:port` of each upstream, at least one. Required.
+    pub upstreams: Vec<String>,
+    /// Default `round_robin`.
+    #[serde(default)]
+    pub balance: BalanceFile,
+    /// With `balance: hash`: `header:<name>` or `cookie:<name>`. Required for `hash`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub health_check: PoolHealthFile,
+    #[serde(default)]
+    pub ejection: PoolEjectionFile,
+    /// TLS to the upstreams (requests and probes). Absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<PoolTlsFile>,
+}
+
+/// `pools[].tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolTlsFile {
+    /// Name sent as SNI and required in the upstream's certificate. Required.
+    pub sni: String,
+    /// PEM bundle of the CA(s) the upstream certificates chain to. Default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Verify the chain and the name. `false` is insecure (tests, migrations). Default `true`.
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<crate::pools::PoolTls, ConfigError> {
+    let sni = t.sni.trim().trim_end_matches('.').to_ascii_lowercase();
+    let exact = HostPattern::parse(&sni).is_some_and(|p| matches!(p, HostPattern::Exact(_)));
+    if !exact {
+        return Err(ConfigError::new(
+            file,
+            format!("pools[{i}].tls.sni"),
+            format!("{:?} is not a host name", t.sni),
+        ));
+    }
+    let ca = match &t.ca_file {
+        None => None,
+        Some(path) => {
+            let key = format!("pools[{i}].tls.ca_file");
+            let pem = std::fs::read(path)
+                .map_err(|e| ConfigError::new(file, key.as_str(), format!("{path}: {e}")))?;
+            let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
+                .map_err(|e| ConfigError::new(file, key.as_str(), format!("{path}: {e}")))?;
+            if certs.is_empty() {
+                return Err(ConfigError::new(
+                    file,
+                    key,
+                    format!("{path}: no PEM certificates found"),
+                ));
+            }
+            Some(Arc::new(certs.into_boxed_slice()))
+        }
+    };
+    Ok(crate::pools::PoolTls {
+        sni,
+        verify: t.verify,
+        ca_file: t.ca_file.clone(),
+        ca,
+    })
+}
+
+/// `pools[].health_check`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolHealthFile {
+    /// Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_host")]
+    pub host: String,
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    #[serde(default = "default_health_failures")]
+    pub failures: usize,
+    #[serde(default = "default_health_successes")]
+    pub successes: usize,
+}
+
+impl Default for PoolHealthFile {
+    fn default() -> Self {
+        PoolHealthFile {
+            enabled: true,
+            path: default_health_path(),
+            host: default_health_host(),
+            interval: DEFAULT_POOL_HEALTH_INTERVAL,
+            timeout: DEFAULT_POOL_HEALTH_TIMEOUT,
+            expect_status: DEFAULT_POOL_HEALTH_EXPECT_STATUS,
+            failures: DEFAULT_POOL_HEALTH_FAILURES,
+            successes: DEFAULT_POOL_HEALTH_SUCCESSES,
+        }
+    }
+}
+
+/// `pools[].ejection`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEjectionFile {
+    #[serde(default = "default_eject_failures")]
+    pub failures: u32,
+    #[serde(default = "default_eject_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for PoolEjectionFile {
+    fn default() -> Self {
+        PoolEjectionFile {
+            failures: DEFAULT_POOL_EJECT_FAILURES,
+            cooldown: DEFAULT_POOL_EJECT_COOLDOWN,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_health_path() -> String {
+    DEFAULT_POOL_HEALTH_PATH.into()
+}
+fn default_health_host() -> String {
+    DEFAULT_POOL_HEALTH_HOST.into()
+}
+fn default_health_interval() -> Duration {
+    DEFAULT_POOL_HEALTH_INTERVAL
+}
+fn default_health_timeout() -> Duration {
+    DEFAULT_POOL_HEALTH_TIMEOUT
+}
+fn default_expect_status() -> u16 {
+    DEFAULT_POOL_HEALTH_EXPECT_STATUS
+}
+fn default_health_failures() -> usize {
+    DEFAULT_POOL_HEALTH_FAILURES
+}
+fn default_health_successes() -> usize {
+    DEFAULT_POOL_HEALTH_SUCCESSES
+}
+fn default_eject_failures() -> u32 {
+    DEFAULT_POOL_EJECT_FAILURES
+}
+fn default_eject_cooldown() -> Duration {
+    DEFAULT_POOL_EJECT_COOLDOWN
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn non_zero(file: &str, key: String, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::new(file, key, "must be greater than 0"))
+    } else {
+        Ok(d)
+    }
+}
+
+fn hash_on(file: &str, key: &str, v: &str) -> Result<HashOn, ConfigError> {
+    let bad = |why: &str| ConfigError::new(file, key, format!("{v:?}: {why}"));
+    match v.split_once(':') {
+        Some(("header", name)) => http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map(HashOn::Header)
+            .map_err(|_| bad("not a valid header name")),
+        Some(("cookie", name)) => {
+            let name = name.trim();
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if token {
+                Ok(HashOn::Cookie(name.to_string()))
+            } else {
+                Err(bad("not a valid cookie name"))
+            }
+        }
+        _ => Err(bad("expected header:<name> or cookie:<name>")),
+    }
+}
+
+fn pool(file: &str, i: usize, p: &PoolFile) -> Result<HttpPool, ConfigError> {
+    let key = |k: &str| format!("pools[{i}].{k}");
+    if p.upstreams.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            key("upstreams"),
+            "list at least one ip:port upstream",
+        ));
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(p.upstreams.len());
+    for (j, u) in p.upstreams.iter().enumerate() {
+        let k = format!("pools[{i}].upstreams[{j}]");
+        let a: SocketAddr = u.trim().parse().map_err(|_| {
+            ConfigError::new(
+                file,
+                k.as_str(),
+                format!("{u:?} is not an ip:port address (host names are not resolved)"),
+            )
+        })?;
+        if a.port() == 0 {
+            return Err(ConfigError::new(file, k, "port 0 is not a valid upstream"));
+        }
+        if let Some(o) = addrs.iter().position(|x| *x == a) {
+            return Err(ConfigError::new(
+                file,
+                k,
+                format!("duplicate upstream {a} (also upstreams[{o}])"),
+            ));
+        }
+        addrs.push(a);
+    }
+    let balance = match (p.balance, &p.hash_on) {
+        (BalanceFile::Hash, Some(on)) => Balance::Hash(hash_on(file, &key("hash_on"), on)?),
+        (BalanceFile::Hash, None) => {
+            return Err(ConfigError::new(
+                file,
+                key("hash_on"),
+                "balance: hash needs hash_on: header:<name> or cookie:<name>",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::new(
+                file,
+                key("hash_on"),
+                "only used with balance: hash",
+            ))
+        }
+        (BalanceFile::RoundRobin, None) => Balance::RoundRobin,
+        (BalanceFile::LeastConn, None) => Balance::LeastConn,
+    };
+    let h = &p.health_check;
+    let health = if h.enabled {
+        valid_path(&h.path).map_err(|why| ConfigError::new(file, key("health_check.path"), why))?;
+        let host_ok = HostPattern::parse(&h.host)
+            .is_some_and(|p| matches!(p, HostPattern::Exact(_)))
+            || h.host.parse::<std::net::IpAddr>().is_ok();
+        if !host_ok {
+            return Err(ConfigError::new(
+                file,
+                key("health_check.host"),
+                format!("{:?} is not a host name or IP address", h.host),
+            ));
+        }
+        if !(100..=599).contains(&h.expect_status) {
+            return Err(ConfigError::new(
+                file,
+                key("health_check.expect_status"),
+                "must be an HTTP status 100..=599",
+            ));
+        }
+        for (k, n) in [("failures", h.failures), ("successes", h.successes)] {
+            if n == 0 {
+                return Err(ConfigError::new(
+                    file,
+                    key(&format!("health_check.{k}")),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Some(HealthSpec {
+            path: h.path.clone(),
+            host: h.host.clone(),
+            interval: non_zero(file, key("health_check.interval"), h.interval)?,
+            timeout: non_zero(file, key("health_check.timeout"), h.timeout)?,
+            expect_status: h.expect_status,
+            failures: h.failures,
+            successes: h.successes,
+        })
+    } else {
+        None
+    };
+    if p.ejection.failures == 0 {
+        return Err(ConfigError::new(
+            file,
+            key("ejection.failures"),
+            "must be at least 1",
+        ));
+    }
+    let eject = EjectSpec {
+        failures: p.ejection.failures,
+        cooldown: non_zero(file, key("ejection.cooldown"), p.ejection.cooldown)?,
+    };
+    let mut built = HttpPool::new(p.name.clone(), addrs, balance, health, eject);
+    built.tls = p.tls.as_ref().map(|t| pool_tls(file, i, t)).transpose()?;
+    Ok(built)
+}
+
+fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Route, ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    valid_path(&r.path).map_err(|why| ConfigError::new(file, key("path"), why))?;
+    let path = match r.path_match {
+        PathMatch::Prefix => PathPattern::Prefix(r.path.clone()),
+        PathMatch::Exact => PathPattern::Exact(r.path.clone()),
+    };
+    let mut hosts = Vec::new();
+    if let Some(hs) = &r.hosts {
+        if hs.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                key("hosts"),
+                "empty list: leave hosts out to match any host",
+            ));
+        }
+        for (j, h) in hs.iter().enumerate() {
+            let p = HostPattern::parse(h).ok_or_else(|| {
+                ConfigError::new(
+                    file,
+                    format!("routes[{i}].hosts[{j}]"),
+                    format!("{h:?} is not a host name or *.suffix (no port, no scheme)"),
+                )
+            })?;
+            hosts.push(p);
+        }
+    }
+    let mut methods = Vec::new();
+    if let Some(ms) = &r.methods {
+        if ms.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                key("methods"),
+                "empty list: leave methods out to match any method",
+            ));
+        }
+        for (j, m) in ms.iter().enumerate() {
+            let upper = m.trim().to_ascii_uppercase();
+            let method = http::Method::from_bytes(upper.as_bytes())
+                .ok()
+                .filter(|_| upper.bytes().all(|b| b.is_ascii_uppercase()))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        file,
+                        format!("routes[{i}].methods[{j}]"),
+                        format!("{m:?} is not an HTTP method"),
+                    )
+                })?;
+            methods.push(method);
+        }
+    }
+    let pool = if r.pool == SESSIONS_POOL {
+        PoolRef::Sessions
+    } else {
+        let idx = pools.iter().position(|p| p.name == r.pool).ok_or_else(|| {
+            let names: Vec<&str> = std::iter::once(SESSIONS_POOL)
+                .chain(pools.iter().map(|p| p.name.as_str()))
+                .collect();
+            ConfigError::new(
+                file,
+                key("pool"),
+                format!("unknown pool {:?} (known: {})", r.pool, names.join(", ")),
+            )
+        })?;
+        PoolRef::Http(idx)
+    };
+    let auth = match r.auth {
+        AuthFile::Required => AuthMode::Required,
+        AuthFile::Off if pool == PoolRef::Sessions => return Err(ConfigError::new(
+            file,
+            key("auth"),
+            "the session pool always uses the edge's auth: section (auth: off is for http pools)",
+        )),
+        AuthFile::Off => AuthMode::Off,
+    };
+    if r.forward_credentials && auth != AuthMode::Off {
+        return Err(ConfigError::new(
+            file,
+            key("forward_credentials"),
+            "only with auth: off (with auth: required the credentials are the edge's, never an upstream's)",
+        ));
+    }
+    Ok(Route {
+        name: r.name.clone(),
+        matcher: Matcher {
+            hosts,
+            path,
+            methods,
+        },
+        pool,
+        auth,
+        forward_credentials: r.forward_credentials,
+    })
+}
+
+/// Validates `routes:` and `pools:` into a fresh table (no live state yet).
+pub fn validate(
+    file: &str,
+    routes: Option<&[RouteFile]>,
+    pools: Option<&[PoolFile]>,
+) -> Result<RouteTable, ConfigError> {
+    let Some(routes) = routes else {
+        if pools.is_some() {
+            return Err(ConfigError::new(
+                file,
+                "pools",
+                "pools are only reached through routes: add a routes: list that names them",
+            ));
+        }
+        return Ok(RouteTable::default());
+    };
+    if routes.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            "routes",
+            "empty list: leave routes out to send every request to the session pool",
+        ));
+    }
+    if pools.is_some_and(|p| p.is_empty()) {
+        return Err(ConfigError::new(
+            file,
+            "pools",
+            "empty list: leave pools out when every route goes to the session pool",
+        ));
+    }
+    let pools = pools.unwrap_or(&[]);
+    let mut built = Vec::with_capacity(pools.len());
+    for (i, p) in pools.iter().enumerate() {
+        let k = format!("pools[{i}].name");
+        if !valid_name(&p.name) {
+            return Err(ConfigError::new(
+                file,
+                k,
+                format!(
+                    "{:?} must be 1-{MAX_NAME_LEN} characters of [a-z0-9_-]",
+                    p.name
+                ),
+            ));
+        }
+        if p.name == SESSIONS_POOL {
+            return Err(ConfigError::new(
+                file,
+                k,
+                "\"sessions\" is the session pool (workers:): pick another name",
+            ));
+        }
+        if let Some(j) = pools[..i].iter().position(|o| o.name == p.name) {
+            return Err(ConfigError::new(
+                file,
+                k,
+                format!("duplicate pool name {:?} (also pools[{j}])", p.name),
+            ));
+        }
+        built.push(Arc::new(pool(file, i, p)?));
+    }
+    let mut table = Vec::with_capacity(routes.len());
+    for (i, r) in routes.iter().enumerate() {
+        let k = format!("routes[{i}].name");
+        if !valid_name(&r.name) {
+            return Err(ConfigError::new(
+                file,
+                k,
+                format!(
+                    "{:?} must be 1-{MAX_NAME_LEN} characters of [a-z0-9_-]",
+                    r.name
+                ),
+            ));
+        }
+        if RESERVED_ROUTE_NAMES.contains(&r.name.as_str()) {
+            return Err(ConfigError::new(
+                file,
+                k,
+                format!(
+                    "{:?} is a route label of the session API: pick another name",
+                    r.name
+                ),
+            ));
+        }
+        if let Some(j) = routes[..i].iter().position(|o| o.name == r.name) {
+            return Err(ConfigError::new(
+                file,
+                k,
+                format!("duplicate route name {:?} (also routes[{j}])", r.name),
+            ));
+        }
+        table.push(route(file, i, r, pools)?);
+    }
+    let mut table = RouteTable {
+        configured: true,
+        host_routes: false,
+        routes: table,
+        pools: built,
+    };
+    table.host_routes = table.uses_hosts();
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    const BASE: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
+    const POOL: &str = "pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:9001\"]\n";
+
+    fn err(extra: &str) -> (String, String) {
+        let e = parse("conf/x.yaml", &format!("{BASE}{extra}")).expect_err("invalid");
+        assert_eq!(e.file, "conf/x.yaml");
+        (e.key, e.reason)
+    }
+
+    #[test]
+    fn defaults_and_a_valid_table() {
+        let c = parse(
+            "f",
+            &format!("{BASE}{POOL}routes:\n  - name: ui\n    path: /\n    pool: ui\n"),
+        )
+        .expect("valid");
+        let t = &c.routes;
+        assert!(t.configured);
+        let p = &t.pools[0];
+        assert_eq!(p.balance.as_str(), "round_robin");
+        let h = p.health.as_ref().expect("health on by default");
+        assert_eq!(h.path, super::DEFAULT_POOL_HEALTH_PATH);
+        assert_eq!(h.interval, super::DEFAULT_POOL_HEALTH_INTERVAL);
+        assert_eq!(h.expect_status, 200);
+        assert_eq!(p.eject.failures, super::DEFAULT_POOL_EJECT_FAILURES);
+        assert_eq!(t.routes[0].auth, crate::routes::AuthMode::Required);
+        assert!(
+            c.summary().contains("ui: host * path / (prefix) -> ui"),
+            "{}",
+            c.summary()
+        );
+        assert!(!parse("f", BASE).expect("valid").routes.configured);
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let route =
+            |r: &str| format!("{POOL}routes:\n  - name: ui\n    path: /\n    pool: ui\n{r}");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (route("  - name: x\n    path: /x\n    pool: nope\n"), "routes[1].pool", "unknown pool \"nope\""),
+            (route("  - name: ui\n    path: /x\n    pool: ui\n"), "routes[1].name", "duplicate route name"),
+            (route("  - name: session\n    path: /x\n    pool: ui\n"), "routes[1].name", "route label"),
+            (route("  - name: x\n    path: x\n    pool: ui\n"), "routes[1].path", "must start with /"),
+            (route("  - name: x\n    path: /a?b\n    pool: ui\n"), "routes[1].path", "query"),
+            (route("  - name: x\n    hosts: [\"a b\"]\n    path: /\n    pool: ui\n"), "routes[1].hosts[0]", "not a host name"),
+            (route("  - name: x\n    hosts: []\n    path: /\n    pool: ui\n"), "routes[1].hosts", "empty list"),
+            (route("  - name: x\n    methods: [GE T]\n    path: /\n    pool: ui\n"), "routes[1].methods[0]", "not an HTTP method"),
+            (route("  - name: x\n    path: /\n    pool: sessions\n    auth: off\n"), "routes[1].auth", "session pool"),
+            (route("  - name: x\n    path: /\n    pool: ui\n    forward_credentials: true\n"), "routes[1].forward_credentials", "only with auth: off"),
+            (route("  - name: X\n    path: /\n    pool: ui\n"), "routes[1].name", "[a-z0-9_-]"),
+            ("routes: []\n".into(), "routes", "empty list"),
+            (POOL.into(), "pools", "only reached through routes"),
+            ("pools: []\nroutes:\n  - name: a\n    path: /\n    pool: sessions\n".into(), "pools", "empty list"),
+            ("pools:\n  - name: ui\n    upstreams: []\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].upstreams", "at least one"),
+            ("pools:\n  - name: ui\n    upstreams: [\"ui.local:80\"]\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].upstreams[0]", "not an ip:port"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].upstreams[1]", "duplicate upstream"),
+            (format!("{POOL}  - name: ui\n    upstreams: [\"127.0.0.1:2\"]\nroutes:\n  - name: a\n    path: /\n    pool: ui\n"), "pools[1].name", "duplicate pool name"),
+            ("pools:\n  - name: sessions\n    upstreams: [\"127.0.0.1:1\"]\nroutes:\n  - name: a\n    path: /\n    pool: sessions\n".into(), "pools[0].name", "session pool"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    balance: hash\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].hash_on", "needs hash_on"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    balance: hash\n    hash_on: body:x\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].hash_on", "expected header"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    hash_on: header:x\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].hash_on", "only used with"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    health_check:\n      interval: 0s\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].health_check.interval", "greater than 0"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    health_check:\n      expect_status: 42\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].health_check.expect_status", "100..=599"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    ejection:\n      failures: 0\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].ejection.failures", "at least 1"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    tls:\n      sni: \"a b\"\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].tls.sni", "not a host name"),
+            ("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    tls:\n      sni: ui.internal\n      ca_file: /nonexistent/ca.pem\nroutes:\n  - name: a\n    path: /\n    pool: ui\n".into(), "pools[0].tls.ca_file", "/nonexistent/ca.pem"),
+        ];
+        for (extra, key, reason) in cases {
+            let (k, r) = err(&extra);
+            assert_eq!(k, key, "{extra}: {r}");
+            assert!(r.contains(reason), "{key}: {r:?} should mention {reason:?}");
+        }
+        // Unknown keys are refused with their path.
+        let (k, r) = err(&format!(
+            "{POOL}routes:\n  - name: ui\n    path: /\n    pool: ui\n    upstream: x\n"
+        ));
+        assert!(k.starts_with("routes[0]"), "{k}");
+        assert!(r.contains("upstream"), "{r}");
+        let (k, r) = err("pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:1\"]\n    balance: random\nroutes:\n  - name: a\n    path: /\n    pool: ui\n");
+        assert_eq!(k, "pools[0].balance");
+        assert!(r.contains("random"), "{r}");
+    }
+
+    #[test]
+    fn a_reload_opening_a_public_route_is_a_downgrade() {
+        let auth = "auth:\n  enabled: true\n  keys:\n    - name: a\n      hash: \"sha256:7e9f8fd111802be56c379d597842e29b2cebd35ff2133d431a49fa556a18704e\"\n";
+        let cfg = |routes: &str, extra: &str| {
+            parse(
+                "t.yaml",
+                &format!("{BASE}{auth}{POOL}routes:\n{routes}{extra}"),
+            )
+            .expect("valid")
+        };
+        let private = "  - name: ui\n    path: /\n    pool: ui\n";
+        let public = "  - name: ui\n    path: /ui\n    pool: ui\n    auth: off\n";
+        let wider = "  - name: ui\n    path: /\n    pool: ui\n    auth: off\n";
+        let check = crate::config::downgrade::check;
+        let e = check(&cfg(private, ""), &cfg(public, "")).expect_err("opened");
+        assert_eq!(e.key, "routes[0].auth");
+        assert!(e.reason.contains("without authentication"), "{e}");
+        check(&cfg(public, ""), &cfg(public, "")).expect("unchanged");
+        check(&cfg(public, ""), &cfg(private, "")).expect("closing is fine");
+        assert_eq!(
+            check(&cfg(public, ""), &cfg(wider, ""))
+                .expect_err("widened")
+                .key,
+            "routes[0].auth"
+        );
+        check(
+            &cfg(private, ""),
+            &cfg(public, "allow_security_downgrade: true\n"),
+        )
+        .expect("explicit");
+        let d = crate::config::downgrade::diff(&cfg(private, ""), &cfg(public, ""));
+        assert!(d.contains("auth: off"), "{d}");
+    }
+
+    #[test]
+    fn the_nginx_replacement_example_is_valid() {
+        let text = include_str!("../../../conf/examples/nginx-replacement.yaml");
+        let c = parse("conf/examples/nginx-replacement.yaml", text).expect("the example is valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+        let ws: Vec<String> = c.workers.iter().map(|w| w.address.to_string()).collect();
+        assert_eq!(ws, ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]);
+        let t = &c.routes;
+        assert_eq!(t.pools.len(), 1);
+        assert_eq!(t.pools[0].upstreams[0].id, "127.0.0.1:8090");
+        let last = t.routes.last().expect("routes");
+        assert_eq!(last.matcher.path.as_str(), "/");
+        assert_eq!(last.pool, crate::routes::PoolRef::Http(0));
+        assert!(t
+            .routes
+            .iter()
+            .any(|r| r.pool == crate::routes::PoolRef::Sessions));
+    }
+}

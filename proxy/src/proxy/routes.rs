@@ -1,0 +1,206 @@
+//! The route table in the proxy hooks: [`crate::routes`] decides the pool, and requests of
+//! `http` pool routes take the [`crate::pools::http`] path here (pick, peer, failures);
+//! requests of the session pool go on exactly as without routes.
+
+use std::time::Instant;
+
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::{Ctx, HotplexProxy};
+use crate::errors::ErrorAnswer;
+use crate::pools::http::{self, HttpState, Routed};
+use crate::routes::AuthMode;
+
+impl Ctx {
+    /// The `http` pool state of an `http` route's request.
+    pub(super) fn http(&self) -> Option<&HttpState> {
+        match &self.routed {
+            Routed::Http(_, h) => Some(h),
+            _ => None,
+        }
+    }
+
+    fn http_mut(&mut self) -> Option<&mut HttpState> {
+        match &mut self.routed {
+            Routed::Http(_, h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The answer to write instead of pingora's for an `http` route that ran out of
+    /// upstreams.
+    pub(super) fn take_http_answer(&mut self) -> Option<ErrorAnswer> {
+        self.http_mut().and_then(|h| h.answer.take())
+    }
+}
+
+/// The label `admit` uses for limits, key route restrictions and metrics (an http
+/// route's name), and whether the route switches authentication off.
+pub(super) fn admit_route(routed: &Routed) -> (Option<&str>, bool) {
+    match routed {
+        Routed::Http(m, _) => (
+            Some(m.route().name.as_str()),
+            m.route().auth == AuthMode::Off,
+        ),
+        _ => (None, false),
+    }
+}
+
+/// Whether the matched `http` route passes the client's credentials on
+/// (`forward_credentials`, only with `auth: off`).
+fn forwards_credentials(routed: &Routed) -> bool {
+    matches!(routed, Routed::Http(m, _) if m.route().forward_credentials)
+}
+
+/// The picked `http` upstream (access log), or "".
+pub(super) fn upstream_of(routed: &Routed) -> &str {
+    match routed {
+        Routed::Http(_, h) => h.upstream_id(),
+        _ => "",
+    }
+}
+
+impl HotplexProxy {
+    /// The route and `http` pool metrics (for the pools' health-check service).
+    pub fn pool_metrics(&self) -> std::sync::Arc<crate::pools::health::PoolMetrics> {
+        self.pool_metrics.clone()
+    }
+
+    /// The trust headers of a forwarded request: a worker's (see [`crate::trust`]), or an
+    /// `http` service's.
+    pub(super) fn trust_headers(&self, req: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        match admit_route(&ctx.routed) {
+            (Some(_), _) => crate::trust::to_service(req, !forwards_credentials(&ctx.routed)),
+            (None, _) => crate::trust::to_worker(
+                req,
+                ctx.route.as_ref(),
+                ctx.security.tenant.as_deref(),
+                &self.registry.config(),
+            ),
+        }
+    }
+
+    /// Matches the request against the route table (one `ArcSwap` load and, without
+    /// `routes:`, nothing else). Returns whether the session pool's surface applies.
+    pub(super) fn route_request(&self, session: &Session, ctx: &mut Ctx) -> bool {
+        let table = &self.registry.config().routes;
+        ctx.routed = http::classify(table, session.req_header());
+        let sessions = matches!(ctx.routed, Routed::Default | Routed::Sessions(_));
+        if !sessions && session.is_upgrade_req() && ctx.http().is_some() {
+            // A WebSocket (or other upgrade) to an http service: a tunnel, long idle.
+            ctx.websocket = true;
+        }
+        sessions
+    }
+
+    /// The request-metric label of a request outside the session surface.
+    pub(super) fn unrouted_label(ctx: &Ctx) -> &'static str {
+        if ctx.http().is_some() {
+            http::HTTP_ROUTE_LABEL
+        } else {
+            crate::surface::UNDECLARED_LABEL
+        }
+    }
+
+    /// The answer for a request outside the session surface that no http route takes.
+    pub(super) fn unrouted_answer(ctx: &Ctx) -> ErrorAnswer {
+        if matches!(ctx.routed, Routed::NoMatch) {
+            http::no_route()
+        } else {
+            crate::errors::undeclared()
+        }
+    }
+
+    /// Picks the upstream of an http route's request; answers 503 `no_healthy_upstream`
+    /// when the pool has none. Returns `request_filter`'s result.
+    pub(super) async fn choose_http(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let chosen = match ctx.http_mut() {
+            Some(h) => h.choose(&session.req_header().headers),
+            None => return Ok(false),
+        };
+        if chosen {
+            return Ok(false);
+        }
+        let pool = ctx.http().map(|h| h.pool.name.clone()).unwrap_or_default();
+        self.answer(session, ctx, &http::no_upstream(&pool), false)
+            .await;
+        Ok(true)
+    }
+
+    /// The peer of an http route's request, with the configured upstream timeouts.
+    pub(super) fn http_peer(&self, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(mut peer) = ctx.http().and_then(HttpState::peer) else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no upstream left in the pool");
+        };
+        let cfg = self.registry.config();
+        let t = &cfg.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        let (read, write) = if ctx.stream {
+            (t.stream_idle, t.stream_idle)
+        } else {
+            (t.read, t.write)
+        };
+        peer.options.read_timeout = Some(read);
+        peer.options.write_timeout = Some(write);
+        peer.options.idle_timeout = Some(cfg.keepalive_idle);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    /// Counts a failure against the picked upstream (passive ejection).
+    fn http_failure(&self, ctx: &Ctx) {
+        let Some(h) = ctx.http() else {
+            return;
+        };
+        if let Some(id) = h.on_failure() {
+            self.pool_metrics
+                .ejections
+                .with_label_values(&[&h.pool.name, id])
+                .inc();
+            tracing::warn!(pool = %h.pool.name, upstream = %id, "http pool upstream ejected");
+        }
+    }
+
+    /// `fail_to_connect` of an http route: counts the failure and retries on another
+    /// upstream of the pool (nothing was sent).
+    pub(super) fn http_connect_failed(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.http_failure(ctx);
+        let retry = match ctx.http_mut() {
+            Some(h) => h.retry_elsewhere(&session.req_header().headers),
+            None => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    /// `error_while_proxy` of an http route: an upstream failure before the response head
+    /// counts against the upstream (not retried: the request was sent).
+    pub(super) fn http_proxy_failed(&self, ctx: &Ctx, e: &Error) {
+        if ctx.http().is_some()
+            && *e.esource() == ErrorSource::Upstream
+            && ctx.head_elapsed.is_none()
+        {
+            self.http_failure(ctx);
+        }
+    }
+
+    /// `hotplex_proxy_route_requests_total` (only with `routes:`).
+    pub(super) fn count_route(&self, ctx: &Ctx, status: &str) {
+        let m = match &ctx.routed {
+            Routed::Sessions(m) | Routed::Http(m, _) => m,
+            Routed::Default | Routed::NoMatch => return,
+        };
+        self.pool_metrics
+            .route_requests
+            .with_label_values(&[m.route().name.as_str(), m.pool_name(), status])
+            .inc();
+    }
+}

@@ -1,0 +1,226 @@
+//! Routes: the ordered `routes:` list of the config, matched per request (first match
+//! wins) to pick the pool a request goes to.
+//!
+//! - A config without `routes:` has one implicit route, every host and path to the
+//!   session pool: exactly the behaviour before routes existed.
+//! - With `routes:`, a request no route matches is answered by the edge with a JSON
+//!   404 `{"error":"no_route"}` and nothing is forwarded.
+//! - `pool: sessions` is the HotPlex session pool (`workers:`/`discovery:`): the declared
+//!   public surface ([`crate::surface`]), signed ids, tenants, placement, limits, all as
+//!   before. Any other name is an `http` pool of `pools:` ([`crate::pools`]).
+//! - `auth: required` (default) applies the edge's `auth:` section as for the session
+//!   API; `auth: off` serves the route without authentication (a public UI), the rate
+//!   limits still apply. The session pool's routes always use the edge's auth.
+//!
+//! The table is part of the config snapshot: it swaps atomically with the rest on reload,
+//! and a request holds the table it matched (`Arc`) until it ends.
+
+pub mod matcher;
+
+use std::sync::Arc;
+
+use crate::pools::HttpPool;
+use matcher::{strip_port, Matcher};
+
+/// The name of the session pool in `routes[].pool`.
+pub const SESSIONS_POOL: &str = "sessions";
+
+/// Authentication of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The edge's `auth:` applies (default).
+    Required,
+    /// No authentication on this route (`http` pools only).
+    Off,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Required => "required",
+            AuthMode::Off => "off",
+        }
+    }
+}
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolRef {
+    /// The HotPlex session pool.
+    Sessions,
+    /// `pools[i]` of the table.
+    Http(usize),
+}
+
+/// One validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub matcher: Matcher,
+    pub pool: PoolRef,
+    pub auth: AuthMode,
+    /// `routes[].forward_credentials` (only with [`AuthMode::Off`]).
+    pub forward_credentials: bool,
+}
+
+/// The routes and `http` pools of one config.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// `false`: no `routes:` in the config (everything to the session pool).
+    pub configured: bool,
+    /// Some route has `hosts` (see [`RouteTable::uses_hosts`]), set at validation.
+    pub host_routes: bool,
+    pub routes: Vec<Route>,
+    pub pools: Vec<Arc<HttpPool>>,
+}
+
+/// A request's match: the table it was matched in (kept alive by the request) and the
+/// route's index.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub table: Arc<RouteTable>,
+    pub index: usize,
+}
+
+impl Matched {
+    pub fn route(&self) -> &Route {
+        &self.table.routes[self.index]
+    }
+
+    /// The `http` pool, if the route names one.
+    pub fn http_pool(&self) -> Option<&Arc<HttpPool>> {
+        match self.route().pool {
+            PoolRef::Http(i) => self.table.pools.get(i),
+            PoolRef::Sessions => None,
+        }
+    }
+
+    /// The pool name (metric label).
+    pub fn pool_name(&self) -> &str {
+        self.http_pool().map_or(SESSIONS_POOL, |p| p.name.as_str())
+    }
+}
+
+/// The request's host without its port: the URI authority (HTTP/2 `:authority`, absolute
+/// form) or the `Host` header.
+pub fn request_host(req: &pingora::http::RequestHeader) -> Option<&str> {
+    req.uri
+        .host()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(strip_port)
+        })
+        .filter(|h| !h.is_empty())
+}
+
+impl RouteTable {
+    /// Index of the first route matching the request.
+    pub fn find(&self, host: Option<&str>, method: &http::Method, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.matcher.matches(host, method, path))
+    }
+
+    /// The routes served without authentication (`auth: off`), each as its index and a
+    /// description of what it matches (the reload downgrade check compares them).
+    pub fn public_routes(&self) -> Vec<(usize, String)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.auth == AuthMode::Off)
+            .map(|(i, r)| {
+                let m = &r.matcher;
+                let methods: Vec<&str> = m.methods.iter().map(|x| x.as_str()).collect();
+                let pool = match r.pool {
+                    PoolRef::Sessions => SESSIONS_POOL,
+                    PoolRef::Http(p) => self.pools.get(p).map_or("?", |p| p.name.as_str()),
+                };
+                (
+                    i,
+                    format!(
+                        "{} {:?} {:?} {methods:?} -> {pool}",
+                        r.name, m.hosts, m.path
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether any route matches on hosts (otherwise the host is never looked up).
+    pub fn uses_hosts(&self) -> bool {
+        self.routes.iter().any(|r| !r.matcher.hosts.is_empty())
+    }
+
+    /// Takes over the live state of `old`'s pools of the same name (same addresses).
+    /// Called on a freshly built table, before it is shared.
+    pub fn adopt(&mut self, old: &RouteTable) {
+        for p in &mut self.pools {
+            let Some(o) = old.pools.iter().find(|o| o.name == p.name) else {
+                continue;
+            };
+            if let Some(p) = Arc::get_mut(p) {
+                p.adopt(o);
+            }
+        }
+    }
+
+    /// Lines for `hotplex-proxy check`.
+    pub fn summary(&self) -> String {
+        if !self.configured {
+            return "routes: none (every request to the session pool)".into();
+        }
+        let mut s = String::from("routes (first match wins):");
+        for r in &self.routes {
+            let pool = match r.pool {
+                PoolRef::Sessions => SESSIONS_POOL,
+                PoolRef::Http(i) => self.pools.get(i).map_or("?", |p| p.name.as_str()),
+            };
+            let hosts: Vec<String> = r
+                .matcher
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    matcher::HostPattern::Exact(n) => n.clone(),
+                    matcher::HostPattern::Suffix(s) => format!("*{s}"),
+                })
+                .collect();
+            let kind = match r.matcher.path {
+                matcher::PathPattern::Prefix(_) => "prefix",
+                matcher::PathPattern::Exact(_) => "exact",
+            };
+            s.push_str(&format!(
+                "\n    {}: host {} path {} ({kind}){} -> {pool} (auth {})",
+                r.name,
+                if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join("|")
+                },
+                r.matcher.path.as_str(),
+                if r.matcher.methods.is_empty() {
+                    String::new()
+                } else {
+                    let m: Vec<&str> = r.matcher.methods.iter().map(|m| m.as_str()).collect();
+                    format!(" methods {}", m.join("|"))
+                },
+                r.auth.as_str()
+            ));
+        }
+        for p in &self.pools {
+            let ups: Vec<&str> = p.upstreams.iter().map(|u| u.id.as_str()).collect();
+            s.push_str(&format!(
+                "\n  pool {}: {} [{}]{}",
+                p.name,
+                p.balance.as_str(),
+                ups.join(", "),
+                p.health
+                    .as_ref()
+                    .map(|h| format!(", health GET {} every {:?}", h.path, h.interval))
+                    .unwrap_or_else(|| ", no health check".into())
+            ));
+        }
+        s
+    }
+}

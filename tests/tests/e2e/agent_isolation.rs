@@ -140,6 +140,31 @@ pub(crate) async fn spawn_logged(mut cmd: Command, dir: &Path) -> Logged {
 }
 
 /// A directory the agent users can read the script from (tempdirs may be 0700).
+/// `DELETE /sessions/{id}`: succeeds, every pid of `pids` (host pids: the agent and what
+/// it left behind, `setsid` escapees included) is gone, and the session's directory too.
+pub(crate) async fn delete_kills_the_tree(
+    c: &reqwest::Client,
+    base: &str,
+    id: &str,
+    pids: &[u32],
+    dir: &str,
+) {
+    let r = c
+        .delete(format!("{base}/sessions/{id}"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(
+        eventually(WAIT, || async { pids.iter().all(|p| !process_alive(*p)) }).await,
+        "a process of the session ({pids:?}) survived DELETE"
+    );
+    assert!(
+        eventually(WAIT, || async { !Path::new(dir).is_dir() }).await,
+        "the session's directory {dir} was not removed"
+    );
+}
+
 pub(crate) fn agent_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -277,26 +302,7 @@ async fn per_session_uids_keep_agents_apart_and_close_kills_everything() {
     let (sid, _) = sid_and_comm(escapee);
     assert_ne!(sid, pid_b, "left the agent's session and process group");
     assert!(process_alive(escapee), "alive before DELETE");
-    let r = c
-        .delete(format!("{}/sessions/{b}", w.base))
-        .send()
-        .await
-        .expect("DELETE");
-    assert!(r.status().is_success(), "{}", r.status());
-    assert!(
-        eventually(WAIT, || async {
-            !process_alive(escapee) && !process_alive(pid_b)
-        })
-        .await,
-        "the setsid escapee {escapee} survived DELETE"
-    );
-    assert!(
-        eventually(WAIT, || async {
-            !Path::new(&field(&who_b, "cwd")).is_dir()
-        })
-        .await,
-        "B's directory removed"
-    );
+    delete_kills_the_tree(&c, &w.base, &b, &[escapee, pid_b], &field(&who_b, "cwd")).await;
     // A is untouched by B's sweep.
     assert!(process_alive(pid_a), "A survives B's close");
     assert_eq!(answer(&sse_turn(&c, &w.base, &a, "hello").await), "ok");

@@ -25,11 +25,10 @@
 //! refuses it) the same worker runs without `hidepid`, and the test says so.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::agent_isolation::{
-    agent_dir, answer, config, field, is_root, sid_and_comm, spawn_logged,
+    agent_dir, answer, config, delete_kills_the_tree, field, is_root, sid_and_comm, spawn_logged,
 };
 use crate::support::procs::process_alive;
 use crate::support::worker::*;
@@ -339,26 +338,7 @@ async fn non_root_worker_with_five_ambient_caps_under_hidepid_isolates_agents() 
         status_line(escapee, "Uid:").split_whitespace().next(),
         Some(uid_b.to_string().as_str())
     );
-    let r = c
-        .delete(format!("{}/sessions/{b}", w.base))
-        .send()
-        .await
-        .expect("DELETE");
-    assert!(r.status().is_success(), "{}", r.status());
-    assert!(
-        eventually(WAIT, || async {
-            !process_alive(escapee) && !process_alive(pid_b)
-        })
-        .await,
-        "the setsid escapee {escapee} survived DELETE"
-    );
-    assert!(
-        eventually(WAIT, || async {
-            !Path::new(&field(&who_b, "cwd")).is_dir()
-        })
-        .await,
-        "B's directory removed"
-    );
+    delete_kills_the_tree(&c, &w.base, &b, &[escapee, pid_b], &field(&who_b, "cwd")).await;
     let pid_a = host_pid(ns, pid_a_inner);
     assert!(process_alive(pid_a), "A survives B's close");
     assert_eq!(answer(&sse_turn(&c, &w.base, &a, "hello").await), "ok");

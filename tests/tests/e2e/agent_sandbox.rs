@@ -60,6 +60,15 @@ done
 const NOBODY: u32 = 65_534;
 const UID_START: u32 = 1_960_000_000;
 
+/// The user the non-root worker runs as: `nobody` when the test is root, else the test's own.
+fn non_root_owner() -> u32 {
+    if is_root() {
+        NOBODY
+    } else {
+        hotplex_worker::sandbox::Privileges::detect().euid
+    }
+}
+
 fn is_root() -> bool {
     hotplex_worker::sandbox::Privileges::detect().euid == 0
 }
@@ -235,11 +244,7 @@ fn procs(text: &str) -> Vec<(u32, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_root_worker_sandboxes_agents_from_each_other_and_the_worker() {
     require_bwrap();
-    let owner = if is_root() {
-        NOBODY
-    } else {
-        hotplex_worker::sandbox::Privileges::detect().euid
-    };
+    let owner = non_root_owner();
     let s = Setup::new("    sandbox: bubblewrap\n", owner);
     let w = spawn_logged(s.worker(true), &s.log_dir).await;
     let c = client();
@@ -477,11 +482,7 @@ async fn sandboxed_agents_outlive_the_thread_that_started_them() {
     // bwrap's --die-with-parent fires when the *thread* that forked it exits; tokio's
     // idle blocking threads exit after 10 s. A sandbox must outlive that.
     require_bwrap();
-    let owner = if is_root() {
-        NOBODY
-    } else {
-        hotplex_worker::sandbox::Privileges::detect().euid
-    };
+    let owner = non_root_owner();
     let s = Setup::new("    sandbox: bubblewrap\n", owner);
     let w = spawn_logged(s.worker(true), &s.log_dir).await;
     let c = client();

@@ -367,6 +367,9 @@ impl ProxyHttp for HotplexProxy {
             self.answer(session, ctx, &answer, true).await;
             return Ok(true);
         }
+        if self.route_policies(session, ctx).await {
+            return Ok(true); // IP rules / redirect of the route (`crate::policy`)
+        }
         match ctx.kind {
             // The declared surface: nothing else reaches a worker (see `crate::surface`).
             None if ctx.http().is_some() => {}

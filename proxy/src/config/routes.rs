@@ -63,7 +63,9 @@ pub struct RouteFile {
     /// Methods (`GET`, `POST`...). Default: any method.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-    /// `sessions` or the name of an `http` pool of `pools:`. Required.
+    /// `sessions` or the name of an `http` pool of `pools:`. Required, except on a
+    /// `redirect` route (which has none).
+    #[serde(default)]
     pub pool: String,
     /// `required` (the edge's `auth:` applies) or `off`. Default `required`.
     #[serde(default)]
@@ -72,6 +74,17 @@ pub struct RouteFile {
     /// with its own authentication). Only with `auth: off`. Default `false`: stripped.
     #[serde(default)]
     pub forward_credentials: bool,
+    // -- Per-route policies, part "IP rules, header rules, redirect" (issue #19):
+    // validated in `crate::config::route_policy`, enforced by `crate::policy`.
+    /// CIDRs (v4/v6) that may use the route; absent: every address not denied.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// CIDRs refused (checked before `allow`). Default: none.
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
+    /// Answer every request with a redirect (no pool then). Default: none.
+    #[serde(default)]
+    pub redirect: Option<crate::config::route_policy::RedirectFile>,
 }
 
 /// `routes[].path_match`.
@@ -458,7 +471,8 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
             methods.push(method);
         }
     }
-    let pool = if r.pool == SESSIONS_POOL {
+    let policy = super::route_policy::validate(file, i, r)?;
+    let pool = if r.pool == SESSIONS_POOL || policy.redirect.is_some() {
         PoolRef::Sessions
     } else {
         let idx = pools.iter().position(|p| p.name == r.pool).ok_or_else(|| {
@@ -499,6 +513,7 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
         pool,
         auth,
         forward_credentials: r.forward_credentials,
+        policy,
     })
 }
 

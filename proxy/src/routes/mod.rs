@@ -61,6 +61,8 @@ pub struct Route {
     pub auth: AuthMode,
     /// `routes[].forward_credentials` (only with [`AuthMode::Off`]).
     pub forward_credentials: bool,
+    /// IP rules and redirect (see [`crate::policy`]); all `None` by default.
+    pub policy: crate::policy::RoutePolicy,
 }
 
 /// The routes and `http` pools of one config.

@@ -1,0 +1,147 @@
+//! Validation of the per-route policies of the "IP rules, header rules, redirect" part of
+//! issue #19 (`routes[].allow`, `.deny`, `.redirect`) into [`crate::policy::RoutePolicy`].
+//! Every key is documented with its unit and default in `conf/hotplex.yaml`.
+
+use serde::Deserialize;
+
+use super::routes::RouteFile;
+use super::ConfigError;
+use crate::policy::ip::IpRules;
+use crate::policy::redirect::{
+    Redirect, DEFAULT_REDIRECT_KEEP_PATH, DEFAULT_REDIRECT_KEEP_QUERY, DEFAULT_REDIRECT_STATUS,
+};
+use crate::policy::RoutePolicy;
+
+/// `routes[].redirect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectFile {
+    /// Absolute `http(s)://host[:port][/path][?query]` target. Required.
+    pub to: String,
+    /// 301, 302, 307 or 308. Default 301.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Append the request path to `to`'s path. Default `true`.
+    #[serde(default = "default_keep_path")]
+    pub keep_path: bool,
+    /// Append the request query. Default `true`.
+    #[serde(default = "default_keep_query")]
+    pub keep_query: bool,
+}
+
+fn default_status() -> u16 {
+    DEFAULT_REDIRECT_STATUS
+}
+fn default_keep_path() -> bool {
+    DEFAULT_REDIRECT_KEEP_PATH
+}
+fn default_keep_query() -> bool {
+    DEFAULT_REDIRECT_KEEP_QUERY
+}
+
+fn cidrs(
+    file: &str,
+    i: usize,
+    key: &str,
+    list: Option<&Vec<String>>,
+) -> Result<Vec<super::security::Cidr>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            format!("routes[{i}].{key}"),
+            format!("empty list: leave {key} out"),
+        ));
+    }
+    IpRules::parse_list(list)
+        .map_err(|(j, why)| ConfigError::new(file, format!("routes[{i}].{key}[{j}]"), why))
+}
+
+/// Validates the policies of `routes[i]`.
+pub fn validate(file: &str, i: usize, r: &RouteFile) -> Result<RoutePolicy, ConfigError> {
+    let allow = cidrs(file, i, "allow", r.allow.as_ref())?;
+    let deny = cidrs(file, i, "deny", r.deny.as_ref())?;
+    let ip = (!allow.is_empty() || !deny.is_empty()).then_some(IpRules { allow, deny });
+    let redirect = match &r.redirect {
+        None if r.pool.is_empty() => {
+            return Err(ConfigError::new(
+                file,
+                format!("routes[{i}].pool"),
+                "required (sessions or an http pool), unless the route is a redirect",
+            ))
+        }
+        None => None,
+        Some(_) if !r.pool.is_empty() => {
+            return Err(ConfigError::new(
+                file,
+                format!("routes[{i}].redirect"),
+                "a redirect route is answered by the edge: leave pool out",
+            ))
+        }
+        Some(d) => Some(
+            Redirect::new(&d.to, d.status, d.keep_path, d.keep_query).map_err(|(k, why)| {
+                ConfigError::new(file, format!("routes[{i}].redirect.{k}"), why)
+            })?,
+        ),
+    };
+    Ok(RoutePolicy { ip, redirect })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    const BASE: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
+
+    fn err(routes: &str) -> (String, String) {
+        let e = parse("conf/x.yaml", &format!("{BASE}routes:\n{routes}")).expect_err("invalid");
+        assert_eq!(e.file, "conf/x.yaml");
+        (e.key, e.reason)
+    }
+
+    #[test]
+    fn valid_policies() {
+        let c = parse(
+            "f",
+            &format!(
+                "{BASE}routes:\n  - name: old\n    path: /old\n    redirect:\n      to: https://new.example.com/x\n  \
+                 - name: api\n    path: /\n    pool: sessions\n    allow: [\"127.0.0.0/8\", \"::1\"]\n    deny: [\"127.0.0.2\"]\n"
+            ),
+        )
+        .expect("valid");
+        let r = &c.routes.routes;
+        let red = r[0].policy.redirect.as_ref().expect("redirect");
+        assert_eq!(
+            (red.status, red.keep_path, red.keep_query),
+            (301, true, true)
+        );
+        assert!(r[0].policy.ip.is_none());
+        let ip = r[1].policy.ip.as_ref().expect("ip rules");
+        assert_eq!((ip.allow.len(), ip.deny.len()), (2, 1));
+        assert!(r[1].policy.redirect.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let cases = [
+            ("  - name: a\n    path: /\n    pool: sessions\n    allow: [\"10.0.0.0/33\"]\n", "routes[0].allow[0]", "not an IP address or CIDR"),
+            ("  - name: a\n    path: /\n    pool: sessions\n    deny: [\"::1\", \"2001:db8::1/32\"]\n", "routes[0].deny[1]", "host bits"),
+            ("  - name: a\n    path: /\n    pool: sessions\n    deny: [\"fe80::/200\"]\n", "routes[0].deny[0]", "not an IP address"),
+            ("  - name: a\n    path: /\n    pool: sessions\n    allow: []\n", "routes[0].allow", "empty list"),
+            ("  - name: a\n    path: /\n", "routes[0].pool", "required"),
+            ("  - name: a\n    path: /\n    pool: sessions\n    redirect:\n      to: https://a.example\n", "routes[0].redirect", "leave pool out"),
+            ("  - name: a\n    path: /\n    redirect:\n      to: /relative\n", "routes[0].redirect.to", "http:// or https://"),
+            ("  - name: a\n    path: /\n    redirect:\n      to: https://a.example\n      status: 303\n", "routes[0].redirect.status", "301, 302, 307, 308"),
+        ];
+        for (routes, key, reason) in cases {
+            let (k, r) = err(routes);
+            assert_eq!(k, key, "{routes}: {r}");
+            assert!(r.contains(reason), "{key}: {r:?} should mention {reason:?}");
+        }
+        let (k, r) = err("  - name: a\n    path: /\n    redirect:\n      to: https://a.example\n      code: 301\n");
+        assert!(k.starts_with("routes[0]"), "{k}");
+        assert!(r.contains("code"), "{r}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Per-route policies of the IP-rules / header-rules / redirect part of issue #19: each
+//! lives in the route's validated struct ([`crate::routes::Route`]), so a reload swaps it
+//! atomically with the route table. A route without them costs one `Option` test.
+
+pub mod ip;
+pub mod redirect;
+
+/// The policies of one route (this part's), all `None` by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// `allow` / `deny` ([`ip::IpRules`]).
+    pub ip: Option<ip::IpRules>,
+    /// `redirect` ([`redirect::Redirect`]): answered by the edge, no pool.
+    pub redirect: Option<redirect::Redirect>,
+}
+
+impl RoutePolicy {
+    /// Whether the route has any of these policies.
+    pub fn any(&self) -> bool {
+        self.ip.is_some() || self.redirect.is_some()
+    }
+}

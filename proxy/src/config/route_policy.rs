@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 use super::routes::RouteFile;
 use super::ConfigError;
+use std::collections::BTreeMap;
+
+use crate::policy::headers::{rule_name, HeaderRules, Template};
 use crate::policy::ip::IpRules;
 use crate::policy::redirect::{
     Redirect, DEFAULT_REDIRECT_KEEP_PATH, DEFAULT_REDIRECT_KEEP_QUERY, DEFAULT_REDIRECT_STATUS,
@@ -27,6 +30,49 @@ pub struct RedirectFile {
     /// Append the request query. Default `true`.
     #[serde(default = "default_keep_query")]
     pub keep_query: bool,
+}
+
+/// `routes[].request_headers` / `routes[].response_headers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesFile {
+    /// Header names removed. Default: none.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// name: value, replacing any value (added when absent). Default: none.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// name: value, appended as another value. Default: none.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+}
+
+fn header_rules(file: &str, key: &str, h: &HeaderRulesFile) -> Result<HeaderRules, ConfigError> {
+    let name = |k: String, n: &str| rule_name(n).map_err(|why| ConfigError::new(file, k, why));
+    let mut rules = HeaderRules::default();
+    for (j, n) in h.remove.iter().enumerate() {
+        rules.remove.push(name(format!("{key}.remove[{j}]"), n)?);
+    }
+    for (which, map) in [("set", &h.set), ("add", &h.add)] {
+        for (n, v) in map {
+            let k = format!("{key}.{which}.{n}");
+            let hn = name(k.clone(), n)?;
+            let t = Template::parse(v).map_err(|why| ConfigError::new(file, k, why))?;
+            if which == "set" {
+                rules.set.push((hn, t));
+            } else {
+                rules.add.push((hn, t));
+            }
+        }
+    }
+    if rules == HeaderRules::default() {
+        return Err(ConfigError::new(
+            file,
+            key,
+            "no rule: give remove, set or add, or leave it out",
+        ));
+    }
+    Ok(rules)
 }
 
 fn default_status() -> u16 {
@@ -86,7 +132,33 @@ pub fn validate(file: &str, i: usize, r: &RouteFile) -> Result<RoutePolicy, Conf
             })?,
         ),
     };
-    Ok(RoutePolicy { ip, redirect })
+    let rules = |which: &str, f: Option<&HeaderRulesFile>| {
+        f.map(|h| header_rules(file, &format!("routes[{i}].{which}"), h))
+            .transpose()
+    };
+    let request_headers = rules("request_headers", r.request_headers.as_ref())?;
+    let response_headers = rules("response_headers", r.response_headers.as_ref())?;
+    let has_rules = request_headers.is_some() || response_headers.is_some();
+    if redirect.is_some() && has_rules {
+        return Err(ConfigError::new(
+            file,
+            format!("routes[{i}].redirect"),
+            "a redirect route forwards nothing: header rules do not apply",
+        ));
+    }
+    if request_headers.is_some() && r.pool == crate::routes::SESSIONS_POOL {
+        return Err(ConfigError::new(
+            file,
+            format!("routes[{i}].request_headers"),
+            "only on http routes (the session API's request headers are the worker contract)",
+        ));
+    }
+    Ok(RoutePolicy {
+        ip,
+        redirect,
+        request_headers,
+        response_headers,
+    })
 }
 
 #[cfg(test)]
@@ -107,7 +179,8 @@ mod tests {
             "f",
             &format!(
                 "{BASE}routes:\n  - name: old\n    path: /old\n    redirect:\n      to: https://new.example.com/x\n  \
-                 - name: api\n    path: /\n    pool: sessions\n    allow: [\"127.0.0.0/8\", \"::1\"]\n    deny: [\"127.0.0.2\"]\n"
+                 - name: api\n    path: /\n    pool: sessions\n    allow: [\"127.0.0.0/8\", \"::1\"]\n    deny: [\"127.0.0.2\"]\n    \
+                 response_headers:\n      set: {{X-Frame-Options: DENY}}\n      add: {{X-Served-For: \"$client_ip $scheme\"}}\n"
             ),
         )
         .expect("valid");
@@ -121,6 +194,8 @@ mod tests {
         let ip = r[1].policy.ip.as_ref().expect("ip rules");
         assert_eq!((ip.allow.len(), ip.deny.len()), (2, 1));
         assert!(r[1].policy.redirect.is_none());
+        assert!(r[1].policy.response_headers.is_some());
+        assert!(r[1].policy.request_headers.is_none());
     }
 
     #[test]
@@ -135,6 +210,18 @@ mod tests {
             ("  - name: a\n    path: /\n    redirect:\n      to: /relative\n", "routes[0].redirect.to", "http:// or https://"),
             ("  - name: a\n    path: /\n    redirect:\n      to: https://a.example\n      status: 303\n", "routes[0].redirect.status", "301, 302, 307, 308"),
         ];
+        let cases: Vec<(&str, &str, &str)> = cases
+            .into_iter()
+            .chain([
+                ("  - name: a\n    path: /\n    pool: sessions\n    request_headers:\n      set: {X-A: b}\n", "routes[0].request_headers", "only on http routes"),
+                ("  - name: a\n    path: /\n    pool: sessions\n    response_headers:\n      set: {X-Hotplex-Worker: w9}\n", "routes[0].response_headers.set.X-Hotplex-Worker", "trust headers"),
+                ("  - name: a\n    path: /\n    pool: sessions\n    response_headers:\n      remove: [x-a, Connection]\n", "routes[0].response_headers.remove[1]", "hop-by-hop"),
+                ("  - name: a\n    path: /\n    pool: sessions\n    response_headers:\n      add: {X-A: \"$remote_addr\"}\n", "routes[0].response_headers.add.X-A", "unknown variable $remote_addr"),
+                ("  - name: a\n    path: /\n    pool: sessions\n    response_headers:\n      add: {\"bad name\": x}\n", "routes[0].response_headers.add.bad name", "not a valid header name"),
+                ("  - name: a\n    path: /\n    pool: sessions\n    response_headers: {}\n", "routes[0].response_headers", "no rule"),
+                ("  - name: a\n    path: /\n    redirect:\n      to: https://a.example\n    response_headers:\n      set: {X-A: b}\n", "routes[0].redirect", "header rules do not apply"),
+            ])
+            .collect();
         for (routes, key, reason) in cases {
             let (k, r) = err(routes);
             assert_eq!(k, key, "{routes}: {r}");

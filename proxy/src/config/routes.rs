@@ -85,6 +85,12 @@ pub struct RouteFile {
     /// Answer every request with a redirect (no pool then). Default: none.
     #[serde(default)]
     pub redirect: Option<crate::config::route_policy::RedirectFile>,
+    /// Header rules on the request to the upstream (`http` routes). Default: none.
+    #[serde(default)]
+    pub request_headers: Option<crate::config::route_policy::HeaderRulesFile>,
+    /// Header rules on the upstream's response. Default: none.
+    #[serde(default)]
+    pub response_headers: Option<crate::config::route_policy::HeaderRulesFile>,
 }
 
 /// `routes[].path_match`.

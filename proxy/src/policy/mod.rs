@@ -2,6 +2,7 @@
 //! lives in the route's validated struct ([`crate::routes::Route`]), so a reload swaps it
 //! atomically with the route table. A route without them costs one `Option` test.
 
+pub mod headers;
 pub mod ip;
 pub mod redirect;
 
@@ -12,11 +13,15 @@ pub struct RoutePolicy {
     pub ip: Option<ip::IpRules>,
     /// `redirect` ([`redirect::Redirect`]): answered by the edge, no pool.
     pub redirect: Option<redirect::Redirect>,
+    /// `request_headers` ([`headers::HeaderRules`]), `http` routes only.
+    pub request_headers: Option<headers::HeaderRules>,
+    /// `response_headers`.
+    pub response_headers: Option<headers::HeaderRules>,
 }
 
 impl RoutePolicy {
-    /// Whether the route has any of these policies.
-    pub fn any(&self) -> bool {
+    /// Whether the route has IP rules or a redirect (checked in `request_filter`).
+    pub fn admits(&self) -> bool {
         self.ip.is_some() || self.redirect.is_some()
     }
 }

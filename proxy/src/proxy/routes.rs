@@ -196,7 +196,7 @@ impl HotplexProxy {
     /// when the edge answered. A route without them costs one test, no clone.
     pub(super) async fn route_policies(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
         let m = match &ctx.routed {
-            Routed::Sessions(m) | Routed::Http(m, _) if m.route().policy.any() => m.clone(),
+            Routed::Sessions(m) | Routed::Http(m, _) if m.route().policy.admits() => m.clone(),
             _ => return false,
         };
         let p = &m.route().policy;
@@ -224,6 +224,38 @@ impl HotplexProxy {
             return true;
         }
         false
+    }
+
+    /// The matched route's header rules on one direction (see
+    /// [`crate::policy::headers`]); a route without them costs one test.
+    pub(super) fn header_rules(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        request: bool,
+        target: &mut impl crate::policy::headers::HeaderEdit,
+    ) {
+        let rules = match &ctx.routed {
+            Routed::Sessions(m) | Routed::Http(m, _) => {
+                let p = &m.route().policy;
+                if request {
+                    p.request_headers.as_ref()
+                } else {
+                    p.response_headers.as_ref()
+                }
+            }
+            _ => None,
+        };
+        let Some(rules) = rules else {
+            return;
+        };
+        let vars = crate::policy::headers::Vars {
+            client_ip: ctx.security.client_ip,
+            request_id: &ctx.request_id,
+            host: crate::routes::request_host(session.req_header()),
+            scheme: crate::tls::scheme(session),
+        };
+        crate::policy::headers::apply(rules, &vars, target);
     }
 
     /// `hotplex_proxy_route_requests_total` (only with `routes:`).

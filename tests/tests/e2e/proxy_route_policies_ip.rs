@@ -229,3 +229,91 @@ async fn redirect_routes_are_answered_by_the_edge() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_edit_both_directions_with_variables() {
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let ui = http_service::start("ui").await;
+    let yaml = proxy_yaml(
+        &worker_list(&workers),
+        &format!(
+            "pools:\n  - name: ui\n    upstreams: [\"{}\"]\n    health_check:\n      path: {HEALTH_PATH}\n      \
+             interval: 200ms\n      failures: 1\n      successes: 1\n\
+             routes:\n  - name: api\n    path: /sessions\n    pool: sessions\n    response_headers:\n      \
+             set: {{Strict-Transport-Security: \"max-age=63072000\"}}\n\
+             \x20 - name: ui\n    path: /\n    pool: ui\n    auth: off\n    request_headers:\n      \
+             remove: [X-Drop-Me]\n      set: {{X-Tag: edge, X-Real-IP: \"$client_ip\", X-Origin: \"$scheme://$host\", X-Req: \"id=$request_id\"}}\n      \
+             add: {{X-Multi: edge}}\n    response_headers:\n      remove: [Content-Type]\n      \
+             set: {{X-Frame-Options: DENY}}\n      add: {{X-Served-By: \"edge $$ $scheme\"}}\n",
+            ui.addr
+        ),
+    );
+    let p = spawn_proxy(&yaml).await;
+    let c = client();
+    wait_ui(&c, &p).await;
+    let r = c
+        .get(format!("{}/page", p.base()))
+        .header("host", "app.example.test:8443")
+        .header("x-drop-me", "secret")
+        .header("x-tag", "client")
+        .header("x-multi", "client")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let hs = r.headers().clone();
+    let one = |n: &str| hs.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(one("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(one("x-served-by").as_deref(), Some("edge $ http"));
+    assert_eq!(
+        one("content-type"),
+        None,
+        "removed from the response: {hs:?}"
+    );
+    let rid = one("x-request-id").expect("request id");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["name"], "ui");
+
+    let h = ui.headers_of(ui.seen().len() - 1);
+    let at_upstream = |n: &str| -> Vec<String> {
+        h.iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert!(at_upstream("x-drop-me").is_empty(), "{h:?}");
+    assert_eq!(at_upstream("x-tag"), ["edge"], "set replaces: {h:?}");
+    assert_eq!(at_upstream("x-real-ip"), ["127.0.0.1"], "{h:?}");
+    assert_eq!(
+        at_upstream("x-origin"),
+        ["http://app.example.test"],
+        "{h:?}"
+    );
+    assert_eq!(at_upstream("x-req"), [format!("id={rid}")], "{h:?}");
+    assert_eq!(
+        at_upstream("x-multi"),
+        ["client", "edge"],
+        "add appends: {h:?}"
+    );
+
+    // Response rules on the session route: the worker's answer gets the header.
+    let r = c
+        .post(format!("{}/sessions", p.base()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(
+        r.headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=63072000")
+    );
+    // The ui route has no such rule: the header is the session route's alone.
+    let r = c
+        .get(format!("{}/page", p.base()))
+        .send()
+        .await
+        .expect("request");
+    assert!(r.headers().get("strict-transport-security").is_none());
+}

@@ -763,5 +763,16 @@ mod tests {
             .routes
             .iter()
             .any(|r| r.pool == crate::routes::PoolRef::Sessions));
+        // At least one IP rule and one header rule (issue #19), and a redirect.
+        let admin = t
+            .routes
+            .iter()
+            .find(|r| r.name == "ui-admin")
+            .expect("ui-admin");
+        let ip = admin.policy.ip.as_ref().expect("ip rule");
+        assert!(ip.permits(Some("::1".parse().expect("ip"))));
+        assert!(!ip.permits(Some("192.0.2.1".parse().expect("ip"))));
+        assert!(last.policy.response_headers.is_some());
+        assert!(t.routes.iter().any(|r| r.policy.redirect.is_some()));
     }
 }

@@ -24,4 +24,36 @@ impl RoutePolicy {
     pub fn admits(&self) -> bool {
         self.ip.is_some() || self.redirect.is_some()
     }
+
+    /// The policies for `hotplex-proxy check` ("" when none).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        if let Some(ip) = &self.ip {
+            s.push_str(&format!(
+                ", allow {} deny {} CIDRs",
+                ip.allow.len(),
+                ip.deny.len()
+            ));
+        }
+        if let Some(r) = &self.redirect {
+            s.push_str(&format!(
+                ", redirect {} to {}{} (no pool)",
+                r.status, r.origin, r.path
+            ));
+        }
+        for (name, h) in [
+            ("request", &self.request_headers),
+            ("response", &self.response_headers),
+        ] {
+            if let Some(h) = h {
+                s.push_str(&format!(
+                    ", {name} headers -{} ={} +{}",
+                    h.remove.len(),
+                    h.set.len(),
+                    h.add.len()
+                ));
+            }
+        }
+        s
+    }
 }

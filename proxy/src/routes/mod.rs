@@ -209,6 +209,7 @@ impl RouteTable {
                 },
                 r.auth.as_str()
             ));
+            s.push_str(&r.policy.summary());
         }
         for p in &self.pools {
             let ups: Vec<&str> = p.upstreams.iter().map(|u| u.id.as_str()).collect();

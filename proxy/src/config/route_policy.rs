@@ -199,6 +199,43 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_widening_ip_rules_is_a_downgrade() {
+        let cfg = |rules: &str, extra: &str| {
+            parse(
+                "t.yaml",
+                &format!(
+                    "{BASE}{extra}routes:\n  - name: api\n    path: /\n    pool: sessions\n{rules}"
+                ),
+            )
+            .expect("valid")
+        };
+        let tight = "    allow: [\"10.0.0.0/8\"]\n    deny: [\"10.9.0.0/16\"]\n";
+        let check = crate::config::downgrade::check;
+        check(&cfg(tight, ""), &cfg(tight, "")).expect("unchanged");
+        check(&cfg("", ""), &cfg(tight, "")).expect("adding rules closes");
+        for wider in [
+            "",
+            "    allow: [\"10.0.0.0/8\"]\n",
+            "    deny: [\"10.9.0.0/16\"]\n",
+        ] {
+            let e = check(&cfg(tight, ""), &cfg(wider, "")).expect_err(wider);
+            assert_eq!(e.key, "routes[0].allow", "{e}");
+            assert!(
+                e.reason
+                    .contains("widens the allow/deny rules of route \"api\""),
+                "{e}"
+            );
+            let d = crate::config::downgrade::diff(&cfg(tight, ""), &cfg(wider, ""));
+            assert!(d.contains("widens"), "{d}");
+        }
+        check(
+            &cfg(tight, ""),
+            &cfg("", "allow_security_downgrade: true\n"),
+        )
+        .expect("explicit");
+    }
+
+    #[test]
     fn errors_name_the_key_path() {
         let cases = [
             ("  - name: a\n    path: /\n    pool: sessions\n    allow: [\"10.0.0.0/33\"]\n", "routes[0].allow[0]", "not an IP address or CIDR"),

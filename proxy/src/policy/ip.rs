@@ -63,6 +63,54 @@ impl IpRules {
     }
 }
 
+/// Whether `new` may let in an address `old` refused: a deny entry gone, an allow list
+/// lifted or given a new entry (entry by entry: a rewrite covering the same addresses
+/// differently counts too, on the safe side).
+pub fn widens(old: &IpRules, new: Option<&IpRules>) -> bool {
+    let Some(new) = new else {
+        return true;
+    };
+    old.deny.iter().any(|d| !new.deny.contains(d))
+        || (!old.allow.is_empty()
+            && (new.allow.is_empty() || new.allow.iter().any(|a| !old.allow.contains(a))))
+}
+
+/// For [`crate::config::downgrade`]: the first route with IP rules in `old` that a reload
+/// to `new` opens, as (key path, what). A route of that name that is gone counts (its
+/// requests fall through to another route).
+pub fn widened(
+    old: &[crate::routes::Route],
+    new: &[crate::routes::Route],
+) -> Option<(String, String)> {
+    for o in old {
+        let Some(rules) = &o.policy.ip else {
+            continue;
+        };
+        match new.iter().position(|n| n.name == o.name) {
+            None => {
+                return Some((
+                    "routes".into(),
+                    format!(
+                        "the reload removes route {:?} and its allow/deny rules",
+                        o.name
+                    ),
+                ))
+            }
+            Some(i) if widens(rules, new[i].policy.ip.as_ref()) => {
+                return Some((
+                    format!("routes[{i}].allow"),
+                    format!(
+                        "the reload widens the allow/deny rules of route {:?}",
+                        o.name
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 /// Whether no bit past the prefix is set (`10.0.0.0/8`, not `10.1.0.0/8`).
 fn is_network(c: &Cidr) -> bool {
     let host_bits = |width: u32| u32::from(c.prefix) < width;
@@ -114,6 +162,29 @@ mod tests {
         assert!(!deny_only.permits(ip("203.0.113.7")));
         // An IPv4-mapped IPv6 peer is matched as IPv4.
         assert!(!deny_only.permits(ip("::ffff:203.0.113.7")));
+    }
+
+    #[test]
+    fn widening_is_detected() {
+        let old = rules(&["10.0.0.0/8"], &["10.9.0.0/16"]);
+        assert!(!widens(&old, Some(&old)));
+        assert!(!widens(
+            &old,
+            Some(&rules(&["10.0.0.0/8"], &["10.9.0.0/16", "10.8.0.0/16"]))
+        ));
+        assert!(widens(&old, None), "rules removed");
+        assert!(
+            widens(&old, Some(&rules(&["10.0.0.0/8"], &[]))),
+            "deny dropped"
+        );
+        assert!(widens(
+            &old,
+            Some(&rules(&["10.0.0.0/8", "192.0.2.0/24"], &["10.9.0.0/16"]))
+        ));
+        assert!(
+            widens(&old, Some(&rules(&[], &["10.9.0.0/16"]))),
+            "allow lifted"
+        );
     }
 
     #[test]

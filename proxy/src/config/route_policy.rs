@@ -126,6 +126,13 @@ pub fn validate(file: &str, i: usize, r: &RouteFile) -> Result<RoutePolicy, Conf
                 "a redirect route is answered by the edge: leave pool out",
             ))
         }
+        Some(_) if r.auth != super::routes::AuthFile::Required || r.forward_credentials => {
+            return Err(ConfigError::new(
+                file,
+                format!("routes[{i}].redirect"),
+                "a redirect route is answered before authentication: leave auth and forward_credentials out",
+            ))
+        }
         Some(d) => Some(
             Redirect::new(&d.to, d.status, d.keep_path, d.keep_query).map_err(|(k, why)| {
                 ConfigError::new(file, format!("routes[{i}].redirect.{k}"), why)
@@ -256,6 +263,7 @@ mod tests {
                 ("  - name: a\n    path: /\n    pool: sessions\n    response_headers:\n      add: {X-A: \"$remote_addr\"}\n", "routes[0].response_headers.add.X-A", "unknown variable $remote_addr"),
                 ("  - name: a\n    path: /\n    pool: sessions\n    response_headers:\n      add: {\"bad name\": x}\n", "routes[0].response_headers.add.bad name", "not a valid header name"),
                 ("  - name: a\n    path: /\n    pool: sessions\n    response_headers: {}\n", "routes[0].response_headers", "no rule"),
+                ("  - name: a\n    path: /\n    redirect:\n      to: https://a.example\n    auth: off\n", "routes[0].redirect", "before authentication"),
                 ("  - name: a\n    path: /\n    redirect:\n      to: https://a.example\n    response_headers:\n      set: {X-A: b}\n", "routes[0].redirect", "header rules do not apply"),
             ])
             .collect();

@@ -367,6 +367,9 @@ impl ProxyHttp for HotplexProxy {
             self.answer(session, ctx, &answer, true).await;
             return Ok(true);
         }
+        if self.route_policies(session, ctx).await {
+            return Ok(true); // IP rules / redirect of the route (`crate::policy`)
+        }
         match ctx.kind {
             // The declared surface: nothing else reaches a worker (see `crate::surface`).
             None if ctx.http().is_some() => {}
@@ -531,6 +534,7 @@ impl ProxyHttp for HotplexProxy {
         req.insert_header(h::X_FORWARDED_PROTO, crate::tls::scheme(session))?;
         req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
         self.trust_headers(req, ctx)?;
+        self.header_rules(session, ctx, true, req);
         if let Some(t) = ctx.trace.as_ref() {
             t.inject(req);
         }
@@ -617,6 +621,7 @@ impl ProxyHttp for HotplexProxy {
         resp.insert_header(h::X_REQUEST_ID, crate::security::unindexed(request_id))?;
         crate::tls::on_response(_session, resp, &self.registry.config())?;
         crate::security::on_response(resp, &ctx.security)?;
+        self.header_rules(_session, ctx, false, resp);
         if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted
         {
             ctx.ws_counted = true;

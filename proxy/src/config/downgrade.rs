@@ -5,7 +5,7 @@
 //! or concurrency limit, lifts `limits.max_body_bytes` to unlimited, or drops the admin
 //! tokens or the worker key, or starts accepting identity proofs made for another address
 //! (`worker_auth.allow_address_translation`), or serves a new (or changed) route with
-//! `auth: off` while auth is on, is refused unless the new file says so with
+//! `auth: off` while auth is on, or drops or widens a route's `allow`/`deny`, is refused unless the new file says so with
 //! `allow_security_downgrade: true` (turning auth off also passes with
 //! `auth.allow_anonymous: true`). A half-written file (cut before its `auth:` or `limits:`
 //! section) therefore never applies: it reads as a downgrade. Set the key for the one
@@ -135,6 +135,10 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
             format!("the reload serves a route without authentication ({r})"),
         );
     }
+    // A route's IP rules (issue #19 policies) dropped or widened opens it to more clients.
+    if let Some((key, what)) = crate::policy::ip::widened(&old.routes.routes, &new.routes.routes) {
+        return refuse(&key, what);
+    }
     Ok(())
 }
 
@@ -194,6 +198,9 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
             "routes with auth: off {:?} -> {:?}",
             o.public_routes, n.public_routes
         ));
+    }
+    if let Some((_, what)) = crate::policy::ip::widened(&old.routes.routes, &new.routes.routes) {
+        out.push(what);
     }
     if o.trusted_proxies != n.trusted_proxies {
         out.push(format!(

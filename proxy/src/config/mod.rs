@@ -14,6 +14,7 @@
 pub mod discovery;
 pub mod downgrade;
 pub mod file;
+pub mod route_policy;
 pub mod routes;
 pub mod runtime;
 pub mod secret_files;

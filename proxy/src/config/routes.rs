@@ -63,7 +63,9 @@ pub struct RouteFile {
     /// Methods (`GET`, `POST`...). Default: any method.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-    /// `sessions` or the name of an `http` pool of `pools:`. Required.
+    /// `sessions` or the name of an `http` pool of `pools:`. Required, except on a
+    /// `redirect` route (which has none).
+    #[serde(default)]
     pub pool: String,
     /// `required` (the edge's `auth:` applies) or `off`. Default `required`.
     #[serde(default)]
@@ -72,6 +74,23 @@ pub struct RouteFile {
     /// with its own authentication). Only with `auth: off`. Default `false`: stripped.
     #[serde(default)]
     pub forward_credentials: bool,
+    // -- Per-route policies, part "IP rules, header rules, redirect" (issue #19):
+    // validated in `crate::config::route_policy`, enforced by `crate::policy`.
+    /// CIDRs (v4/v6) that may use the route; absent: every address not denied.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// CIDRs refused (checked before `allow`). Default: none.
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
+    /// Answer every request with a redirect (no pool then). Default: none.
+    #[serde(default)]
+    pub redirect: Option<crate::config::route_policy::RedirectFile>,
+    /// Header rules on the request to the upstream (`http` routes). Default: none.
+    #[serde(default)]
+    pub request_headers: Option<crate::config::route_policy::HeaderRulesFile>,
+    /// Header rules on the upstream's response. Default: none.
+    #[serde(default)]
+    pub response_headers: Option<crate::config::route_policy::HeaderRulesFile>,
 }
 
 /// `routes[].path_match`.
@@ -458,7 +477,8 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
             methods.push(method);
         }
     }
-    let pool = if r.pool == SESSIONS_POOL {
+    let policy = super::route_policy::validate(file, i, r)?;
+    let pool = if r.pool == SESSIONS_POOL || policy.redirect.is_some() {
         PoolRef::Sessions
     } else {
         let idx = pools.iter().position(|p| p.name == r.pool).ok_or_else(|| {
@@ -499,6 +519,7 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
         pool,
         auth,
         forward_credentials: r.forward_credentials,
+        policy,
     })
 }
 
@@ -742,5 +763,16 @@ mod tests {
             .routes
             .iter()
             .any(|r| r.pool == crate::routes::PoolRef::Sessions));
+        // At least one IP rule and one header rule (issue #19), and a redirect.
+        let admin = t
+            .routes
+            .iter()
+            .find(|r| r.name == "ui-admin")
+            .expect("ui-admin");
+        let ip = admin.policy.ip.as_ref().expect("ip rule");
+        assert!(ip.permits(Some("::1".parse().expect("ip"))));
+        assert!(!ip.permits(Some("192.0.2.1".parse().expect("ip"))));
+        assert!(last.policy.response_headers.is_some());
+        assert!(t.routes.iter().any(|r| r.policy.redirect.is_some()));
     }
 }

@@ -61,6 +61,8 @@ pub struct Route {
     pub auth: AuthMode,
     /// `routes[].forward_credentials` (only with [`AuthMode::Off`]).
     pub forward_credentials: bool,
+    /// IP rules and redirect (see [`crate::policy`]); all `None` by default.
+    pub policy: crate::policy::RoutePolicy,
 }
 
 /// The routes and `http` pools of one config.
@@ -207,6 +209,7 @@ impl RouteTable {
                 },
                 r.auth.as_str()
             ));
+            s.push_str(&r.policy.summary());
         }
         for p in &self.pools {
             let ups: Vec<&str> = p.upstreams.iter().map(|u| u.id.as_str()).collect();

@@ -1,0 +1,213 @@
+//! `routes[].allow` / `routes[].deny`: CIDR lists (IPv4 and IPv6) evaluated on the real
+//! client IP ([`crate::security::client_ip`]: the TCP peer, or the right-most untrusted
+//! `X-Forwarded-For` entry when the peer is in `limits.trusted_proxies`).
+//!
+//! Order: **deny, then allow**. A client in any `deny` entry is refused; otherwise, when
+//! `allow` is given, only a client in some `allow` entry passes; without `allow` everyone
+//! else passes. A request whose client IP is unknown (not an inet peer) is refused when the
+//! route has rules (fail closed). Refused: `403 {"error":"ip_denied"}` from the edge,
+//! counted as `hotplex_proxy_rejections_total{reason="ip_denied"}`, nothing forwarded.
+
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use crate::config::security::Cidr;
+use crate::errors::ErrorAnswer;
+
+/// `reason` of `hotplex_proxy_rejections_total` and `error` of the 403 body.
+pub const IP_DENIED: &str = "ip_denied";
+
+/// The validated `allow` / `deny` lists of one route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpRules {
+    pub allow: Vec<Cidr>,
+    pub deny: Vec<Cidr>,
+}
+
+impl IpRules {
+    /// Whether `ip` may use the route (deny, then allow). `None`: unknown client, refused.
+    pub fn permits(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else {
+            return false;
+        };
+        if self.deny.iter().any(|c| c.contains(ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip))
+    }
+
+    /// Parses one list (`routes[i].allow` / `.deny`); `Err((j, reason))` names the entry.
+    pub fn parse_list(list: &[String]) -> Result<Vec<Cidr>, (usize, String)> {
+        list.iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let c = Cidr::parse(s).ok_or_else(|| {
+                    (
+                        j,
+                        format!("{s:?} is not an IP address or CIDR (10.0.0.0/8, ::1/128)"),
+                    )
+                })?;
+                if !is_network(&c) {
+                    return Err((
+                        j,
+                        format!(
+                            "{s:?} has host bits set past /{}: write the network address",
+                            c.prefix
+                        ),
+                    ));
+                }
+                Ok(c)
+            })
+            .collect()
+    }
+}
+
+/// Whether `new` may let in an address `old` refused: a deny entry gone, an allow list
+/// lifted or given a new entry (entry by entry: a rewrite covering the same addresses
+/// differently counts too, on the safe side).
+pub fn widens(old: &IpRules, new: Option<&IpRules>) -> bool {
+    let Some(new) = new else {
+        return true;
+    };
+    old.deny.iter().any(|d| !new.deny.contains(d))
+        || (!old.allow.is_empty()
+            && (new.allow.is_empty() || new.allow.iter().any(|a| !old.allow.contains(a))))
+}
+
+/// For [`crate::config::downgrade`]: the first route with IP rules in `old` that a reload
+/// to `new` opens, as (key path, what). A route of that name that is gone counts (its
+/// requests fall through to another route).
+pub fn widened(
+    old: &[crate::routes::Route],
+    new: &[crate::routes::Route],
+) -> Option<(String, String)> {
+    for o in old {
+        let Some(rules) = &o.policy.ip else {
+            continue;
+        };
+        match new.iter().position(|n| n.name == o.name) {
+            None => {
+                return Some((
+                    "routes".into(),
+                    format!(
+                        "the reload removes route {:?} and its allow/deny rules",
+                        o.name
+                    ),
+                ))
+            }
+            Some(i) if widens(rules, new[i].policy.ip.as_ref()) => {
+                return Some((
+                    format!("routes[{i}].allow"),
+                    format!(
+                        "the reload widens the allow/deny rules of route {:?}",
+                        o.name
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Whether no bit past the prefix is set (`10.0.0.0/8`, not `10.1.0.0/8`).
+fn is_network(c: &Cidr) -> bool {
+    let host_bits = |width: u32| u32::from(c.prefix) < width;
+    match c.addr {
+        IpAddr::V4(a) => !host_bits(32) || u32::from(a) & (u32::MAX >> u32::from(c.prefix)) == 0,
+        IpAddr::V6(a) => !host_bits(128) || u128::from(a) & (u128::MAX >> u32::from(c.prefix)) == 0,
+    }
+}
+
+/// The 403 of a refused client.
+pub fn denied() -> ErrorAnswer {
+    ErrorAnswer {
+        status: 403,
+        body: json!({"error": IP_DENIED, "message": "this route is not available from your address"}),
+        retry_after: None,
+        reason: IP_DENIED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: &[&str], deny: &[&str]) -> IpRules {
+        let p = |l: &[&str]| {
+            IpRules::parse_list(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("valid")
+        };
+        IpRules {
+            allow: p(allow),
+            deny: p(deny),
+        }
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("ip"))
+    }
+
+    #[test]
+    fn deny_then_allow() {
+        let r = rules(&["10.0.0.0/8", "::1"], &["10.9.0.0/16"]);
+        assert!(r.permits(ip("10.1.2.3")));
+        assert!(!r.permits(ip("10.9.0.1")), "deny wins over a wider allow");
+        assert!(!r.permits(ip("192.168.1.1")), "not in allow");
+        assert!(r.permits(ip("::1")));
+        assert!(!r.permits(None), "unknown client: refused");
+        let deny_only = rules(&[], &["203.0.113.0/24"]);
+        assert!(deny_only.permits(ip("198.51.100.1")));
+        assert!(!deny_only.permits(ip("203.0.113.7")));
+        // An IPv4-mapped IPv6 peer is matched as IPv4.
+        assert!(!deny_only.permits(ip("::ffff:203.0.113.7")));
+    }
+
+    #[test]
+    fn widening_is_detected() {
+        let old = rules(&["10.0.0.0/8"], &["10.9.0.0/16"]);
+        assert!(!widens(&old, Some(&old)));
+        assert!(!widens(
+            &old,
+            Some(&rules(&["10.0.0.0/8"], &["10.9.0.0/16", "10.8.0.0/16"]))
+        ));
+        assert!(widens(&old, None), "rules removed");
+        assert!(
+            widens(&old, Some(&rules(&["10.0.0.0/8"], &[]))),
+            "deny dropped"
+        );
+        assert!(widens(
+            &old,
+            Some(&rules(&["10.0.0.0/8", "192.0.2.0/24"], &["10.9.0.0/16"]))
+        ));
+        assert!(
+            widens(&old, Some(&rules(&[], &["10.9.0.0/16"]))),
+            "allow lifted"
+        );
+    }
+
+    #[test]
+    fn ipv6_rules_parse_and_match() {
+        let r = rules(&["2001:db8::/32", "fe80::1/128"], &["2001:db8:dead::/48"]);
+        assert_eq!(r.allow[0].prefix, 32);
+        assert_eq!(r.allow[1].prefix, 128);
+        assert!(r.permits(ip("2001:db8:1::5")));
+        assert!(!r.permits(ip("2001:db8:dead::5")));
+        assert!(!r.permits(ip("2001:db9::1")));
+        assert!(r.permits(ip("fe80::1")));
+        assert!(!r.permits(ip("fe80::2")));
+        assert!(!r.permits(ip("10.0.0.1")), "v4 never matches a v6 rule");
+        for bad in [
+            "2001:db8::/129",
+            "2001:db8::g/32",
+            "10.0.0.0/33",
+            "example.com",
+            "",
+            "2001:db8::1/32",
+        ] {
+            let e = IpRules::parse_list(&[bad.to_string()]).expect_err(bad);
+            assert_eq!(e.0, 0);
+        }
+    }
+}

@@ -83,15 +83,7 @@ pub const ROUTE_ANSWERS: &[(&str, &str, &str)] = &[
 pub const RATE_LIMITED_KEYS: &[&str] = &["-"];
 
 /// `route` values of `hotplex_proxy_rate_limited_total` (`proxy::route_label`).
-pub const RATE_LIMITED_ROUTES: &[&str] = &[
-    "create_session",
-    "list_sessions",
-    "session",
-    "messages",
-    "websocket",
-    "health",
-    "other",
-];
+pub const RATE_LIMITED_ROUTES: &[&str] = crate::config::security::ROUTE_LABELS;
 
 /// `source` values of `hotplex_proxy_routing_decisions_total`.
 pub const ROUTING_SOURCES: &[&str] = &["path", "query", "header", "cookie", "none"];

@@ -48,6 +48,7 @@ pub mod jwt;
 pub mod limit_store;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod pools;
 pub mod proxy;
 pub mod reload;

@@ -8,7 +8,7 @@
 //! `X-Hotplex-Session`; `response_filter` adds `X-Hotplex-Worker`, `X-Request-Id` and the
 //! affinity cookie. Hop-by-hop headers are stripped by pingora's standard upstream request
 //! policy (WebSocket upgrades are forwarded normalized). Bodies are streamed chunk by chunk:
-//! no caching or compression module is enabled, so SSE events are not buffered.
+//! no caching module; compression only on routes that ask for it and never on SSE.
 //!
 //! Failures: a connect error or timeout ejects the worker (passive ejection,
 //! `base * 2^n` capped). A *new* session whose worker fails to connect is re-placed on
@@ -97,6 +97,8 @@ pub struct Ctx {
     upstream_elapsed: Option<Duration>,
     /// The route table's decision (see [`crate::routes`]).
     routed: crate::pools::http::Routed,
+    /// The response encoder of a route with `compression:` (see [`crate::policy`]).
+    compress: Option<Box<crate::policy::compression::Encoder>>,
 }
 
 /// Largest request target forwarded (bytes); longer: 414.
@@ -284,8 +286,8 @@ impl ProxyHttp for HotplexProxy {
 
     /// No downstream modules. pingora's default adds its response-compression module,
     /// switched off (level 0), which still costs an allocation and a filter call on every
-    /// response head and body chunk. We never compress: SSE must flush per event, and
-    /// the workers' JSON answers are small.
+    /// response head and body chunk. Routes with `compression:` run pingora's compression
+    /// context from `response_filter` instead, only for their own responses.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
@@ -314,6 +316,7 @@ impl ProxyHttp for HotplexProxy {
             trace: None,
             upstream_elapsed: None,
             routed: crate::pools::http::Routed::Default,
+            compress: None,
         }
     }
 
@@ -617,6 +620,7 @@ impl ProxyHttp for HotplexProxy {
         resp.insert_header(h::X_REQUEST_ID, crate::security::unindexed(request_id))?;
         crate::tls::on_response(_session, resp, &self.registry.config())?;
         crate::security::on_response(resp, &ctx.security)?;
+        routes::compress_start(_session, resp, ctx);
         if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted
         {
             ctx.ws_counted = true;
@@ -655,6 +659,17 @@ impl ProxyHttp for HotplexProxy {
             ErrorType::Custom("worker_refused_session"),
             "worker answered 503 to a new session",
         )
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        routes::compress_body(ctx, body, end_of_stream);
+        Ok(None)
     }
 
     fn fail_to_connect(

@@ -72,6 +72,12 @@ pub struct RouteFile {
     /// with its own authentication). Only with `auth: off`. Default `false`: stripped.
     #[serde(default)]
     pub forward_credentials: bool,
+    // --- per-route policies: response compression (issue #19, pol-comp) ---
+    /// gzip/brotli of compressible responses (see [`crate::policy::compression`]).
+    /// Default: none (responses as the upstream sent them).
+    #[serde(default)]
+    pub compression: Option<crate::policy::compression::CompressionFile>,
+    // --- end pol-comp ---
 }
 
 /// `routes[].path_match`.
@@ -499,6 +505,12 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
         pool,
         auth,
         forward_credentials: r.forward_credentials,
+        // pol-comp
+        compression: r
+            .compression
+            .as_ref()
+            .map(|c| c.validate(file, &key("compression")))
+            .transpose()?,
     })
 }
 

@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use pingora::http::RequestHeader;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -202,5 +203,32 @@ impl HotplexProxy {
             .route_requests
             .with_label_values(&[m.route().name.as_str(), m.pool_name(), status])
             .inc();
+    }
+}
+
+// --- per-route policies: response compression (issue #19, pol-comp) ---
+
+/// At the response head: starts the route's compression, if it has one (never for an
+/// upgrade, see [`crate::policy::compression`]). No route policy: one match, nothing else.
+pub(super) fn compress_start(session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+    let m = match &ctx.routed {
+        Routed::Sessions(m) | Routed::Http(m, _) => m,
+        Routed::Default | Routed::NoMatch => return,
+    };
+    let Some(policy) = m.route().compression.as_ref() else {
+        return;
+    };
+    if ctx.websocket || ctx.compress.is_some() {
+        return;
+    }
+    ctx.compress = policy.start(session.req_header(), resp);
+}
+
+/// Each response body chunk through the encoder started by [`compress_start`].
+pub(super) fn compress_body(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool) {
+    if let Some(c) = ctx.compress.as_mut() {
+        if let Some(out) = c.encode(body.as_ref(), end) {
+            *body = Some(out);
+        }
     }
 }

@@ -61,6 +61,10 @@ pub struct Route {
     pub auth: AuthMode,
     /// `routes[].forward_credentials` (only with [`AuthMode::Off`]).
     pub forward_credentials: bool,
+    // --- per-route policies: response compression (issue #19, pol-comp) ---
+    /// `routes[].compression`; `None`: responses pass as sent.
+    pub compression: Option<crate::policy::compression::Compression>,
+    // --- end pol-comp ---
 }
 
 /// The routes and `http` pools of one config.

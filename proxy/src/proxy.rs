@@ -400,7 +400,7 @@ impl ProxyHttp for HotplexProxy {
         }
         if !ctx.websocket {
             // The body, whole, before routing: a slow body never reaches a worker.
-            let (max, timeout) = (cfg.limits.max_body_bytes, cfg.limits.body_read_timeout);
+            let (max, timeout) = (routes::max_body(ctx, &cfg), cfg.limits.body_read_timeout);
             match crate::body::buffer(session, ctx.create, max, timeout).await {
                 Ok(true) => {}
                 // Announced over the edge buffer (`limits.allow_streamed_bodies`): it must
@@ -415,7 +415,7 @@ impl ProxyHttp for HotplexProxy {
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
             // WebSocket (client silent) or a long request (pingora issue 255).
-            let idle = cfg.timeouts.stream_idle;
+            let idle = routes::timeouts(ctx, &cfg).idle;
             let read = if ctx.body.streaming() {
                 cfg.limits.body_read_timeout
             } else {
@@ -473,7 +473,7 @@ impl ProxyHttp for HotplexProxy {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
         let cfg = self.registry.config();
-        let t = &cfg.timeouts;
+        let t = &routes::timeouts(ctx, &cfg);
         let mut peer = crate::tls::worker_peer(
             cfg.upstream_tls.as_ref(),
             route.worker.spec.address,
@@ -481,8 +481,8 @@ impl ProxyHttp for HotplexProxy {
         );
         peer.options.connection_timeout = Some(t.connect);
         if ctx.stream {
-            peer.options.read_timeout = Some(t.stream_idle);
-            peer.options.write_timeout = Some(t.stream_idle);
+            peer.options.read_timeout = Some(t.idle);
+            peer.options.write_timeout = Some(t.idle);
         } else {
             peer.options.read_timeout = Some(t.read);
             peer.options.write_timeout = Some(t.write);
@@ -549,12 +549,12 @@ impl ProxyHttp for HotplexProxy {
     ) -> Result<()> {
         // A WebSocket tunnel's frames are not a request body (the worker limits frames).
         if let (Some(b), false) = (body.as_ref(), ctx.websocket) {
-            let max = self.registry.config().limits.max_body_bytes;
+            let max = routes::max_body(ctx, &self.registry.config());
             ctx.body.add(b.len(), max)?;
         }
         if end_of_stream && ctx.body.streaming() && ctx.stream {
             // The streamed body is complete: the answer may stream for as long as streams do.
-            session.set_read_timeout(Some(self.registry.config().timeouts.stream_idle));
+            session.set_read_timeout(Some(routes::timeouts(ctx, &self.registry.config()).idle));
         }
         Ok(())
     }

@@ -77,6 +77,13 @@ pub struct RouteFile {
     /// Default: none (responses as the upstream sent them).
     #[serde(default)]
     pub compression: Option<crate::policy::compression::CompressionFile>,
+    /// Upstream timeouts of this route (see [`crate::policy::route_limits`]). Default:
+    /// `timeouts.*`.
+    #[serde(default)]
+    pub timeouts: Option<crate::policy::route_limits::RouteTimeoutsFile>,
+    /// Largest request body of this route, bytes. Default: `limits.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     // --- end pol-comp ---
 }
 
@@ -511,6 +518,13 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
             .as_ref()
             .map(|c| c.validate(file, &key("compression")))
             .transpose()?,
+        timeouts: r
+            .timeouts
+            .as_ref()
+            .map(|t| t.validate(file, &key("timeouts")))
+            .transpose()?
+            .unwrap_or_default(),
+        max_body_bytes: r.max_body_bytes,
     })
 }
 

@@ -2,3 +2,4 @@
 //! reload swaps it atomically with the route table.
 
 pub mod compression;
+pub mod route_limits;

@@ -137,10 +137,10 @@ impl HotplexProxy {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no upstream left in the pool");
         };
         let cfg = self.registry.config();
-        let t = &cfg.timeouts;
+        let t = &timeouts(ctx, &cfg);
         peer.options.connection_timeout = Some(t.connect);
         let (read, write) = if ctx.stream {
-            (t.stream_idle, t.stream_idle)
+            (t.idle, t.idle)
         } else {
             (t.read, t.write)
         };
@@ -231,4 +231,40 @@ pub(super) fn compress_body(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool) 
             *body = Some(out);
         }
     }
+}
+
+// --- per-route policies: timeouts and body limit (issue #19, pol-comp) ---
+
+/// The request's upstream timeouts: the matched route's, else the global ones.
+pub(super) struct Timeouts {
+    pub connect: std::time::Duration,
+    pub read: std::time::Duration,
+    pub write: std::time::Duration,
+    pub idle: std::time::Duration,
+}
+
+fn matched_route(ctx: &Ctx) -> Option<&crate::routes::Route> {
+    match &ctx.routed {
+        Routed::Sessions(m) | Routed::Http(m, _) => Some(m.route()),
+        Routed::Default | Routed::NoMatch => None,
+    }
+}
+
+/// `routes[].timeouts` over `timeouts.*` (a copy of four durations, no allocation).
+pub(super) fn timeouts(ctx: &Ctx, cfg: &crate::config::RuntimeConfig) -> Timeouts {
+    let g = &cfg.timeouts;
+    let r = matched_route(ctx).map(|r| r.timeouts).unwrap_or_default();
+    Timeouts {
+        connect: r.connect.unwrap_or(g.connect),
+        read: r.read.unwrap_or(g.read),
+        write: g.write,
+        idle: r.idle.unwrap_or(g.stream_idle),
+    }
+}
+
+/// `routes[].max_body_bytes` over `limits.max_body_bytes`.
+pub(super) fn max_body(ctx: &Ctx, cfg: &crate::config::RuntimeConfig) -> u64 {
+    matched_route(ctx)
+        .and_then(|r| r.max_body_bytes)
+        .unwrap_or(cfg.limits.max_body_bytes)
 }

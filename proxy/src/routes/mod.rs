@@ -64,6 +64,10 @@ pub struct Route {
     // --- per-route policies: response compression (issue #19, pol-comp) ---
     /// `routes[].compression`; `None`: responses pass as sent.
     pub compression: Option<crate::policy::compression::Compression>,
+    /// `routes[].timeouts` (each `None`: the global one).
+    pub timeouts: crate::policy::route_limits::RouteTimeouts,
+    /// `routes[].max_body_bytes` (`None`: `limits.max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
     // --- end pol-comp ---
 }
 

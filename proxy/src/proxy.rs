@@ -175,11 +175,11 @@ impl HotplexProxy {
         if session.response_written().is_some() {
             return;
         }
-        let body = Bytes::from(serde_json::to_vec(&a.body).unwrap_or_default());
+        let (content_type, body) = routes::error_body(ctx, a.status, &a.body);
         let Ok(mut resp) = ResponseHeader::build(a.status, Some(4)) else {
             return;
         };
-        let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = resp.insert_header(http::header::CONTENT_TYPE, content_type);
         let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
         let _ = resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str());
         if let Some(s) = a.retry_after {
@@ -395,7 +395,7 @@ impl ProxyHttp for HotplexProxy {
         if let Err(r) = admitted.await {
             ctx.own_status = r.status;
             self.metrics.rejections.with_label_values(&[r.reason]).inc();
-            crate::security::respond(session, &r, &ctx.request_id).await;
+            routes::respond_rejection(session, ctx, &r).await;
             return Ok(true);
         }
         if !ctx.websocket {

@@ -84,6 +84,11 @@ pub struct RouteFile {
     /// Largest request body of this route, bytes. Default: `limits.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Bodies of the edge's own error answers on this route, by status (see
+    /// [`crate::policy::error_pages`]). Default: none (JSON).
+    #[serde(default)]
+    pub error_pages:
+        Option<std::collections::BTreeMap<u16, crate::policy::error_pages::ErrorPageFile>>,
     // --- end pol-comp ---
 }
 
@@ -525,6 +530,12 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
             .transpose()?
             .unwrap_or_default(),
         max_body_bytes: r.max_body_bytes,
+        error_pages: r
+            .error_pages
+            .as_ref()
+            .map(|p| crate::policy::error_pages::validate(file, &key("error_pages"), p))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -2,4 +2,5 @@
 //! reload swaps it atomically with the route table.
 
 pub mod compression;
+pub mod error_pages;
 pub mod route_limits;

@@ -268,3 +268,61 @@ pub(super) fn max_body(ctx: &Ctx, cfg: &crate::config::RuntimeConfig) -> u64 {
         .and_then(|r| r.max_body_bytes)
         .unwrap_or(cfg.limits.max_body_bytes)
 }
+
+// --- per-route policies: error pages (issue #19, pol-comp) ---
+
+/// The body of an answer the edge writes: the matched route's page for `status`, else
+/// the JSON `body`.
+pub(super) fn error_body(
+    ctx: &Ctx,
+    status: u16,
+    body: &serde_json::Value,
+) -> (::http::HeaderValue, Bytes) {
+    if let Some(p) = matched_route(ctx).and_then(|r| r.error_pages.get(status)) {
+        return (p.content_type.clone(), p.body.clone());
+    }
+    (
+        ::http::HeaderValue::from_static("application/json"),
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
+}
+
+/// An admission refusal (401/403/429...): the route's page for its status with the
+/// refusal's headers (`Retry-After`, `WWW-Authenticate`...), else the JSON answer.
+pub(super) async fn respond_rejection(
+    session: &mut Session,
+    ctx: &Ctx,
+    r: &crate::security::Rejection,
+) {
+    let Some(page) = matched_route(ctx).and_then(|x| x.error_pages.get(r.status)) else {
+        crate::security::respond(session, r, &ctx.request_id).await;
+        return;
+    };
+    if session.response_written().is_some() {
+        return;
+    }
+    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4 + r.headers.len())) else {
+        return;
+    };
+    let _ = resp.insert_header(::http::header::CONTENT_TYPE, page.content_type.clone());
+    let _ = resp.insert_header(::http::header::CONTENT_LENGTH, page.body.len().to_string());
+    let _ = resp.insert_header(
+        hotplex_common::headers::X_REQUEST_ID,
+        ctx.request_id.as_str(),
+    );
+    for (n, v) in &r.headers {
+        let _ = resp.insert_header(*n, v.as_str());
+    }
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_ok()
+    {
+        let _ = session
+            .write_response_body(Some(page.body.clone()), true)
+            .await;
+    }
+}

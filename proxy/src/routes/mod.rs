@@ -68,6 +68,8 @@ pub struct Route {
     pub timeouts: crate::policy::route_limits::RouteTimeouts,
     /// `routes[].max_body_bytes` (`None`: `limits.max_body_bytes`).
     pub max_body_bytes: Option<u64>,
+    /// `routes[].error_pages` (empty: JSON answers).
+    pub error_pages: crate::policy::error_pages::ErrorPages,
     // --- end pol-comp ---
 }
 

@@ -8,7 +8,7 @@
 //! `X-Hotplex-Session`; `response_filter` adds `X-Hotplex-Worker`, `X-Request-Id` and the
 //! affinity cookie. Hop-by-hop headers are stripped by pingora's standard upstream request
 //! policy (WebSocket upgrades are forwarded normalized). Bodies are streamed chunk by chunk:
-//! no caching or compression module is enabled, so SSE events are not buffered.
+//! no caching module; compression only on routes that ask for it and never on SSE.
 //!
 //! Failures: a connect error or timeout ejects the worker (passive ejection,
 //! `base * 2^n` capped). A *new* session whose worker fails to connect is re-placed on
@@ -97,6 +97,8 @@ pub struct Ctx {
     upstream_elapsed: Option<Duration>,
     /// The route table's decision (see [`crate::routes`]).
     routed: crate::pools::http::Routed,
+    /// The response encoder of a route with `compression:` (see [`crate::policy`]).
+    compress: Option<Box<crate::policy::compression::Encoder>>,
 }
 
 /// Largest request target forwarded (bytes); longer: 414.
@@ -173,11 +175,11 @@ impl HotplexProxy {
         if session.response_written().is_some() {
             return;
         }
-        let body = Bytes::from(serde_json::to_vec(&a.body).unwrap_or_default());
+        let (content_type, body) = routes::error_body(ctx, a.status, &a.body);
         let Ok(mut resp) = ResponseHeader::build(a.status, Some(4)) else {
             return;
         };
-        let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = resp.insert_header(http::header::CONTENT_TYPE, content_type);
         let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
         let _ = resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str());
         if let Some(s) = a.retry_after {
@@ -284,8 +286,8 @@ impl ProxyHttp for HotplexProxy {
 
     /// No downstream modules. pingora's default adds its response-compression module,
     /// switched off (level 0), which still costs an allocation and a filter call on every
-    /// response head and body chunk. We never compress: SSE must flush per event, and
-    /// the workers' JSON answers are small.
+    /// response head and body chunk. Routes with `compression:` run pingora's compression
+    /// context from `response_filter` instead, only for their own responses.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
@@ -314,6 +316,7 @@ impl ProxyHttp for HotplexProxy {
             trace: None,
             upstream_elapsed: None,
             routed: crate::pools::http::Routed::Default,
+            compress: None,
         }
     }
 
@@ -395,12 +398,12 @@ impl ProxyHttp for HotplexProxy {
         if let Err(r) = admitted.await {
             ctx.own_status = r.status;
             self.metrics.rejections.with_label_values(&[r.reason]).inc();
-            crate::security::respond(session, &r, &ctx.request_id).await;
+            routes::respond_rejection(session, ctx, &r).await;
             return Ok(true);
         }
         if !ctx.websocket {
             // The body, whole, before routing: a slow body never reaches a worker.
-            let (max, timeout) = (cfg.limits.max_body_bytes, cfg.limits.body_read_timeout);
+            let (max, timeout) = (routes::max_body(ctx, &cfg), cfg.limits.body_read_timeout);
             match crate::body::buffer(session, ctx.create, max, timeout).await {
                 Ok(true) => {}
                 // Announced over the edge buffer (`limits.allow_streamed_bodies`): it must
@@ -415,7 +418,7 @@ impl ProxyHttp for HotplexProxy {
         if ctx.stream {
             // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
             // WebSocket (client silent) or a long request (pingora issue 255).
-            let idle = cfg.timeouts.stream_idle;
+            let idle = routes::timeouts(ctx, &cfg).idle;
             let read = if ctx.body.streaming() {
                 cfg.limits.body_read_timeout
             } else {
@@ -473,7 +476,7 @@ impl ProxyHttp for HotplexProxy {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
         let cfg = self.registry.config();
-        let t = &cfg.timeouts;
+        let t = &routes::timeouts(ctx, &cfg);
         let mut peer = crate::tls::worker_peer(
             cfg.upstream_tls.as_ref(),
             route.worker.spec.address,
@@ -481,8 +484,8 @@ impl ProxyHttp for HotplexProxy {
         );
         peer.options.connection_timeout = Some(t.connect);
         if ctx.stream {
-            peer.options.read_timeout = Some(t.stream_idle);
-            peer.options.write_timeout = Some(t.stream_idle);
+            peer.options.read_timeout = Some(t.idle);
+            peer.options.write_timeout = Some(t.idle);
         } else {
             peer.options.read_timeout = Some(t.read);
             peer.options.write_timeout = Some(t.write);
@@ -550,12 +553,12 @@ impl ProxyHttp for HotplexProxy {
     ) -> Result<()> {
         // A WebSocket tunnel's frames are not a request body (the worker limits frames).
         if let (Some(b), false) = (body.as_ref(), ctx.websocket) {
-            let max = self.registry.config().limits.max_body_bytes;
+            let max = routes::max_body(ctx, &self.registry.config());
             ctx.body.add(b.len(), max)?;
         }
         if end_of_stream && ctx.body.streaming() && ctx.stream {
             // The streamed body is complete: the answer may stream for as long as streams do.
-            session.set_read_timeout(Some(self.registry.config().timeouts.stream_idle));
+            session.set_read_timeout(Some(routes::timeouts(ctx, &self.registry.config()).idle));
         }
         Ok(())
     }
@@ -622,6 +625,7 @@ impl ProxyHttp for HotplexProxy {
         crate::tls::on_response(_session, resp, &self.registry.config())?;
         crate::security::on_response(resp, &ctx.security)?;
         self.header_rules(_session, ctx, false, resp);
+        routes::compress_start(_session, resp, ctx);
         if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted
         {
             ctx.ws_counted = true;
@@ -660,6 +664,17 @@ impl ProxyHttp for HotplexProxy {
             ErrorType::Custom("worker_refused_session"),
             "worker answered 503 to a new session",
         )
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        routes::compress_body(ctx, body, end_of_stream);
+        Ok(None)
     }
 
     fn fail_to_connect(

@@ -83,6 +83,24 @@ pub struct RouteFile {
     /// Header rules on the upstream's response. Default: none.
     #[serde(default)]
     pub response_headers: Option<crate::config::route_policy::HeaderRulesFile>,
+    // --- per-route policies: response compression (issue #19, pol-comp) ---
+    /// gzip/brotli of compressible responses (see [`crate::policy::compression`]).
+    /// Default: none (responses as the upstream sent them).
+    #[serde(default)]
+    pub compression: Option<crate::policy::compression::CompressionFile>,
+    /// Upstream timeouts of this route (see [`crate::policy::route_limits`]). Default:
+    /// `timeouts.*`.
+    #[serde(default)]
+    pub timeouts: Option<crate::policy::route_limits::RouteTimeoutsFile>,
+    /// Largest request body of this route, bytes. Default: `limits.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Bodies of the edge's own error answers on this route, by status (see
+    /// [`crate::policy::error_pages`]). Default: none (JSON).
+    #[serde(default)]
+    pub error_pages:
+        Option<std::collections::BTreeMap<u16, crate::policy::error_pages::ErrorPageFile>>,
+    // --- end pol-comp ---
 }
 
 /// `routes[].path_match`.
@@ -512,6 +530,25 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
         auth,
         forward_credentials: r.forward_credentials,
         policy,
+        // pol-comp
+        compression: r
+            .compression
+            .as_ref()
+            .map(|c| c.validate(file, &key("compression")))
+            .transpose()?,
+        timeouts: r
+            .timeouts
+            .as_ref()
+            .map(|t| t.validate(file, &key("timeouts")))
+            .transpose()?
+            .unwrap_or_default(),
+        max_body_bytes: r.max_body_bytes,
+        error_pages: r
+            .error_pages
+            .as_ref()
+            .map(|p| crate::policy::error_pages::validate(file, &key("error_pages"), p))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -411,6 +411,10 @@ impl RuntimeConfig {
             }
         };
 
+        let limits = super::security::limits(file, &f.limits)?;
+        let routes = super::routes::validate(file, f.routes.as_deref(), f.pools.as_deref())?;
+        // pol-comp: routes[].max_body_bytes obeys limits' streamed-body rule.
+        crate::policy::route_limits::check_body_limits(file, &routes, &limits)?;
         let secret_warnings = super::secret_files::readable_secrets(file, &f)?;
         let digest = Sha256::digest(text.as_bytes());
         Ok(RuntimeConfig {
@@ -485,16 +489,12 @@ impl RuntimeConfig {
                 .collect(),
             worker_key,
             worker_address_translation: f.worker_auth.allow_address_translation,
-            limits: super::security::limits(file, &f.limits)?,
+            limits,
             telemetry: f
                 .telemetry
                 .validate("telemetry", super::DEFAULT_SERVICE_NAME)
                 .map_err(|e| ConfigError::new(file, e.key, e.reason))?,
-            routes: std::sync::Arc::new(super::routes::validate(
-                file,
-                f.routes.as_deref(),
-                f.pools.as_deref(),
-            )?),
+            routes: std::sync::Arc::new(routes),
         })
     }
 

@@ -1,10 +1,13 @@
-//! Per-route policies of the IP-rules / header-rules / redirect part of issue #19: each
-//! lives in the route's validated struct ([`crate::routes::Route`]), so a reload swaps it
-//! atomically with the route table. A route without them costs one `Option` test.
+//! Per-route policies (issue #19): each lives in the route's validated struct
+//! ([`crate::routes::Route`]), so a reload swaps it atomically with the route table. A
+//! route without them costs one `Option` test per hook.
 
+pub mod compression;
+pub mod error_pages;
 pub mod headers;
 pub mod ip;
 pub mod redirect;
+pub mod route_limits;
 
 /// The policies of one route (this part's), all `None` by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use pingora::http::RequestHeader;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -136,10 +137,10 @@ impl HotplexProxy {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no upstream left in the pool");
         };
         let cfg = self.registry.config();
-        let t = &cfg.timeouts;
+        let t = &timeouts(ctx, &cfg);
         peer.options.connection_timeout = Some(t.connect);
         let (read, write) = if ctx.stream {
-            (t.stream_idle, t.stream_idle)
+            (t.idle, t.idle)
         } else {
             (t.read, t.write)
         };
@@ -268,5 +269,126 @@ impl HotplexProxy {
             .route_requests
             .with_label_values(&[m.route().name.as_str(), m.pool_name(), status])
             .inc();
+    }
+}
+
+// --- per-route policies: response compression (issue #19, pol-comp) ---
+
+/// At the response head: starts the route's compression, if it has one (never for an
+/// upgrade, see [`crate::policy::compression`]). No route policy: one match, nothing else.
+pub(super) fn compress_start(session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+    let m = match &ctx.routed {
+        Routed::Sessions(m) | Routed::Http(m, _) => m,
+        Routed::Default | Routed::NoMatch => return,
+    };
+    let Some(policy) = m.route().compression.as_ref() else {
+        return;
+    };
+    if ctx.websocket || ctx.compress.is_some() {
+        return;
+    }
+    ctx.compress = policy.start(session.req_header(), resp);
+}
+
+/// Each response body chunk through the encoder started by [`compress_start`].
+pub(super) fn compress_body(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool) {
+    if let Some(c) = ctx.compress.as_mut() {
+        if let Some(out) = c.encode(body.as_ref(), end) {
+            *body = Some(out);
+        }
+    }
+}
+
+// --- per-route policies: timeouts and body limit (issue #19, pol-comp) ---
+
+/// The request's upstream timeouts: the matched route's, else the global ones.
+pub(super) struct Timeouts {
+    pub connect: std::time::Duration,
+    pub read: std::time::Duration,
+    pub write: std::time::Duration,
+    pub idle: std::time::Duration,
+}
+
+fn matched_route(ctx: &Ctx) -> Option<&crate::routes::Route> {
+    match &ctx.routed {
+        Routed::Sessions(m) | Routed::Http(m, _) => Some(m.route()),
+        Routed::Default | Routed::NoMatch => None,
+    }
+}
+
+/// `routes[].timeouts` over `timeouts.*` (a copy of four durations, no allocation).
+pub(super) fn timeouts(ctx: &Ctx, cfg: &crate::config::RuntimeConfig) -> Timeouts {
+    let g = &cfg.timeouts;
+    let r = matched_route(ctx).map(|r| r.timeouts).unwrap_or_default();
+    Timeouts {
+        connect: r.connect.unwrap_or(g.connect),
+        read: r.read.unwrap_or(g.read),
+        write: g.write,
+        idle: r.idle.unwrap_or(g.stream_idle),
+    }
+}
+
+/// `routes[].max_body_bytes` over `limits.max_body_bytes`.
+pub(super) fn max_body(ctx: &Ctx, cfg: &crate::config::RuntimeConfig) -> u64 {
+    matched_route(ctx)
+        .and_then(|r| r.max_body_bytes)
+        .unwrap_or(cfg.limits.max_body_bytes)
+}
+
+// --- per-route policies: error pages (issue #19, pol-comp) ---
+
+/// The body of an answer the edge writes: the matched route's page for `status`, else
+/// the JSON `body`.
+pub(super) fn error_body(
+    ctx: &Ctx,
+    status: u16,
+    body: &serde_json::Value,
+) -> (::http::HeaderValue, Bytes) {
+    if let Some(p) = matched_route(ctx).and_then(|r| r.error_pages.get(status)) {
+        return (p.content_type.clone(), p.body.clone());
+    }
+    (
+        ::http::HeaderValue::from_static("application/json"),
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
+}
+
+/// An admission refusal (401/403/429...): the route's page for its status with the
+/// refusal's headers (`Retry-After`, `WWW-Authenticate`...), else the JSON answer.
+pub(super) async fn respond_rejection(
+    session: &mut Session,
+    ctx: &Ctx,
+    r: &crate::security::Rejection,
+) {
+    let Some(page) = matched_route(ctx).and_then(|x| x.error_pages.get(r.status)) else {
+        crate::security::respond(session, r, &ctx.request_id).await;
+        return;
+    };
+    if session.response_written().is_some() {
+        return;
+    }
+    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4 + r.headers.len())) else {
+        return;
+    };
+    let _ = resp.insert_header(::http::header::CONTENT_TYPE, page.content_type.clone());
+    let _ = resp.insert_header(::http::header::CONTENT_LENGTH, page.body.len().to_string());
+    let _ = resp.insert_header(
+        hotplex_common::headers::X_REQUEST_ID,
+        ctx.request_id.as_str(),
+    );
+    for (n, v) in &r.headers {
+        let _ = resp.insert_header(*n, v.as_str());
+    }
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_ok()
+    {
+        let _ = session
+            .write_response_body(Some(page.body.clone()), true)
+            .await;
     }
 }

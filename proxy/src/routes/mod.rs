@@ -63,6 +63,16 @@ pub struct Route {
     pub forward_credentials: bool,
     /// IP rules and redirect (see [`crate::policy`]); all `None` by default.
     pub policy: crate::policy::RoutePolicy,
+    // --- per-route policies: response compression (issue #19, pol-comp) ---
+    /// `routes[].compression`; `None`: responses pass as sent.
+    pub compression: Option<crate::policy::compression::Compression>,
+    /// `routes[].timeouts` (each `None`: the global one).
+    pub timeouts: crate::policy::route_limits::RouteTimeouts,
+    /// `routes[].max_body_bytes` (`None`: `limits.max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
+    /// `routes[].error_pages` (empty: JSON answers).
+    pub error_pages: crate::policy::error_pages::ErrorPages,
+    // --- end pol-comp ---
 }
 
 /// The routes and `http` pools of one config.

@@ -3,7 +3,8 @@
 //!
 //! - `GET /healthz`: 200, or 503 while [`HttpService::set_healthy`]`(false)`;
 //! - `.../slow/...`: held until [`HttpService::release`] (a request in flight);
-//! - anything else: 200 JSON `{"name","method","path","host"}`.
+//! - anything else: 200 JSON `{"name","method","path","host"}` (plus `"pad"`, that many
+//!   `x`, with a `?pad=N` query, N up to 1 MiB: a body large enough to compress).
 //!
 //! Every request other than `/healthz` is logged ([`HttpService::seen`]).
 #![allow(dead_code)]
@@ -77,10 +78,19 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if path.contains("/slow/") {
         s.release.notified().await;
     }
-    axum::Json(serde_json::json!({
+    let pad = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("pad=")))
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(0, |n| n.min(1 << 20));
+    let mut body = serde_json::json!({
         "name": s.name, "method": method, "path": path, "host": host,
-    }))
-    .into_response()
+    });
+    if pad > 0 {
+        body["pad"] = serde_json::Value::String("x".repeat(pad));
+    }
+    axum::Json(body).into_response()
 }
 
 /// Starts a service named `name` on a free loopback port.

@@ -6,9 +6,9 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use hotplex_e2e::sse::Reader;
 use serde_json::json;
 
+use crate::proxy_streams::timed_turn;
 use crate::support::client;
 use crate::support::http_service::{self, HttpService, HEALTH_PATH};
 use crate::support::proxy::*;
@@ -222,15 +222,7 @@ async fn sse_through_a_compressing_session_route_is_never_compressed_and_streams
         "{:?}",
         r.headers()
     );
-    let mut reader = Reader::new(r);
-    let first = reader.next().await.expect("first event");
-    let first_at = start.elapsed();
-    assert_eq!(first.event, "thinking");
-    let mut names = vec![first.event.clone()];
-    while let Some(ev) = reader.next().await {
-        names.push(ev.event.clone());
-    }
-    let total = start.elapsed();
+    let (first_at, total, names) = timed_turn(r, start).await;
     println!("SSE with compression on: first event after {first_at:?}, end after {total:?}");
     // The agent sleeps 1.5 s between its first event and the rest: a buffering
     // compressor would hold the first event until the end.

@@ -45,6 +45,23 @@ mod http_parts {
     }
 }
 
+/// Reads a turn's SSE stream to its end: when its first event (`thinking`) came and when
+/// the stream ended (both since `start`), and the event names in order.
+pub(crate) async fn timed_turn(
+    r: reqwest::Response,
+    start: Instant,
+) -> (Duration, Duration, Vec<String>) {
+    let mut reader = Reader::new(r);
+    let first = reader.next().await.expect("first event");
+    let first_at = start.elapsed();
+    assert_eq!(first.event, "thinking");
+    let mut names = vec![first.event.clone()];
+    while let Some(ev) = reader.next().await {
+        names.push(ev.event.clone());
+    }
+    (first_at, start.elapsed(), names)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_through_the_proxy() {
     let workers = spawn_workers(3, WorkerOpts::default()).await;
@@ -165,15 +182,7 @@ async fn sse_is_streamed_unbuffered() {
             .and_then(|v| v.to_str().ok()),
         Some(node.as_str())
     );
-    let mut reader = Reader::new(r);
-    let first = reader.next().await.expect("first event");
-    let first_at = start.elapsed();
-    assert_eq!(first.event, "thinking");
-    let mut names = vec![first.event.clone()];
-    while let Some(ev) = reader.next().await {
-        names.push(ev.event.clone());
-    }
-    let total = start.elapsed();
+    let (first_at, total, names) = timed_turn(r, start).await;
     println!("SSE: first event after {first_at:?}, stream ended after {total:?}: {names:?}");
     assert!(
         first_at < Duration::from_millis(1000),

@@ -14,6 +14,10 @@
 //! `base * 2^n` capped). A *new* session whose worker fails to connect is re-placed on
 //! another worker (up to [`MAX_PLACEMENT_TRIES`]); a pinned or hashed session is never
 //! rerouted and gets 503 `worker_unavailable`. `fail_to_proxy` writes JSON errors.
+//!
+//! Child modules: `head` (checks of a request head before routing), `sessions` (the
+//! session pool's routing decisions, ejection and session-count settling), `routes` (the
+//! route table and `http` pools, per-route policies).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,12 +32,13 @@ use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::errors::{self, ErrorAnswer};
 use crate::metrics::ProxyMetrics;
-use crate::routing::key::KeyInput;
-use crate::routing::{self, affinity, Outcome, Route, RouteError};
+use crate::routing::{affinity, Route, RouteError};
 use crate::surface::RouteKind;
 use crate::upstream::Registry;
 
+mod head;
 mod routes;
+mod sessions;
 
 /// Workers tried for one new session before giving up.
 pub const MAX_PLACEMENT_TRIES: usize = 3;
@@ -101,70 +106,10 @@ pub struct Ctx {
     compress: Option<Box<crate::policy::compression::Encoder>>,
 }
 
-/// Largest request target forwarded (bytes); longer: 414.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
-/// Largest total of header names + values forwarded (bytes); larger: 431.
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
-
-/// 414 / 431 for a request head too large to forward.
-fn oversized_head(req: &RequestHeader) -> Option<ErrorAnswer> {
-    let (status, error) = if req.raw_path().len() > MAX_URI_BYTES {
-        (414, "uri_too_long")
-    } else if req
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum::<usize>()
-        > MAX_HEADER_BYTES
-    {
-        (431, "headers_too_large")
-    } else {
-        return None;
-    };
-    Some(ErrorAnswer {
-        status,
-        body: serde_json::json!({ "error": error }),
-        retry_after: None,
-        reason: "bad_request",
-    })
-}
-
-fn valid_request_id(v: &[u8]) -> bool {
-    !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b))
-}
-
-fn error_kind(e: &Error) -> &'static str {
-    match e.etype() {
-        ErrorType::ConnectTimedout
-        | ErrorType::ReadTimedout
-        | ErrorType::WriteTimedout
-        | ErrorType::TLSHandshakeTimedout => "timeout",
-        ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::ConnectError
-        | ErrorType::BindError
-        | ErrorType::ConnectProxyFailure
-        | ErrorType::SocketError => "connect",
-        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => "io",
-        _ => "http",
-    }
-}
+use head::{error_kind, oversized_head, valid_request_id};
+pub use head::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 
 impl HotplexProxy {
-    fn eject(&self, ctx: &Ctx, why: &str) {
-        let Some(route) = ctx.route.as_ref() else {
-            return;
-        };
-        let cfg = self.registry.config();
-        if let Some(period) = route.worker.eject(&cfg.ejection, Instant::now()) {
-            self.metrics
-                .worker_ejections
-                .with_label_values(&[&route.worker.spec.id])
-                .inc();
-            tracing::warn!(worker = %route.worker.spec.id, period_ms = period.as_millis() as u64, reason = why, "worker ejected");
-        }
-    }
-
     /// Writes a JSON error answer. `close`: the connection will not be reused (answers from
     /// `fail_to_proxy`), so say `Connection: close` rather than let a client reuse it.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, a: &ErrorAnswer, close: bool) {
@@ -195,88 +140,6 @@ impl HotplexProxy {
         if let Err(e) = session.write_response_body(Some(body), true).await {
             tracing::debug!(error = %e, "failed to write error body");
         }
-    }
-
-    fn decide(&self, session: &Session, ctx: &Ctx) -> Result<Route, RouteError> {
-        let req = session.req_header();
-        let cookies: Vec<&[u8]> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        let input = routing::Request {
-            keys: KeyInput {
-                path: req.uri.path().as_bytes(),
-                query: req.uri.query().map(str::as_bytes),
-                header: req.headers.get(h::X_HOTPLEX_SESSION).map(|v| v.as_bytes()),
-                cookies: &cookies,
-            },
-            create: ctx.create,
-            websocket: ctx.websocket,
-            tenant: ctx.security.tenant.as_deref().unwrap_or(""),
-        };
-        routing::route(&self.registry, &input, &ctx.excluded)
-    }
-
-    fn count_decision(&self, r: &std::result::Result<Route, RouteError>) {
-        let (source, outcome) = match r {
-            Ok(route) => (
-                route.source.map_or("none", |s| s.as_str()),
-                route.outcome.as_str(),
-            ),
-            Err(e) => e.labels(),
-        };
-        self.metrics
-            .routing_decisions
-            .with_label_values(&[source, outcome])
-            .inc();
-    }
-
-    /// Settles the worker's session count once per request, for its final status: a
-    /// create that succeeded is counted as placed, one that failed gives its reserved
-    /// slot back, a successful delete frees one.
-    fn settle_session(&self, ctx: &mut Ctx, status: u16) {
-        if std::mem::replace(&mut ctx.settled, true) {
-            return;
-        }
-        let Some(route) = ctx.route.as_ref() else {
-            return;
-        };
-        let ok = (200..300).contains(&status);
-        if route.counted {
-            if ok {
-                self.metrics
-                    .sessions_placed
-                    .with_label_values(&[&route.worker.spec.id])
-                    .inc();
-            }
-            route.worker.settle_create(ok);
-        }
-        if ctx.delete {
-            route.worker.settle_delete(ok);
-        }
-    }
-
-    /// A new session's worker failed (connect) or refused it (503) before the client saw
-    /// anything: gives its slot back and has `upstream_peer` place it on another worker,
-    /// up to [`MAX_PLACEMENT_TRIES`]. Returns the worker left behind; `None`: not a placed
-    /// create, or out of tries (the route stays).
-    fn replace_elsewhere(&self, ctx: &mut Ctx) -> Option<Arc<crate::upstream::Worker>> {
-        let placed = ctx
-            .route
-            .as_ref()
-            .is_some_and(|r| r.outcome == Outcome::Placed);
-        if !placed || ctx.excluded.len() + 1 >= MAX_PLACEMENT_TRIES {
-            return None;
-        }
-        let route = ctx.route.take()?;
-        if route.counted {
-            route.worker.settle_create(false);
-        }
-        ctx.excluded.push(route.worker.spec.id.clone());
-        ctx.reroute = true;
-        Some(route.worker)
     }
 }
 
@@ -875,18 +738,5 @@ impl ProxyHttp for HotplexProxy {
         if let Some(t) = trace {
             t.finish(status, session.body_bytes_sent(), e);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids() {
-        assert!(valid_request_id(b"abc-123"));
-        assert!(!valid_request_id(b""));
-        assert!(!valid_request_id(b"a b"));
-        assert!(!valid_request_id(&[b'a'; 129]));
     }
 }

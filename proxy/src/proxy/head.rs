@@ -1,0 +1,69 @@
+//! Checks of a request head before routing: its size, its request id, and the kind of an
+//! upstream error (metrics and traces).
+
+use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType};
+
+use crate::errors::ErrorAnswer;
+
+/// Largest request target forwarded (bytes); longer: 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest total of header names + values forwarded (bytes); larger: 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// 414 / 431 for a request head too large to forward.
+pub(super) fn oversized_head(req: &RequestHeader) -> Option<ErrorAnswer> {
+    let (status, error) = if req.raw_path().len() > MAX_URI_BYTES {
+        (414, "uri_too_long")
+    } else if req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum::<usize>()
+        > MAX_HEADER_BYTES
+    {
+        (431, "headers_too_large")
+    } else {
+        return None;
+    };
+    Some(ErrorAnswer {
+        status,
+        body: serde_json::json!({ "error": error }),
+        retry_after: None,
+        reason: "bad_request",
+    })
+}
+
+pub(super) fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+pub(super) fn error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => "timeout",
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::SocketError => "connect",
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => "io",
+        _ => "http",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(b"abc-123"));
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(&[b'a'; 129]));
+    }
+}

@@ -34,6 +34,7 @@ mod proxy_route_error_pages;
 mod proxy_route_limits;
 mod proxy_route_policies_ip;
 mod proxy_routes;
+mod proxy_routes_reload;
 mod proxy_routing;
 mod proxy_security;
 mod proxy_streams;

@@ -373,7 +373,10 @@ impl RuntimeConfig {
             ));
         }
 
-        let auth = super::security::auth(file, &f.auth)?;
+        let routes = super::routes::validate(file, f.routes.as_deref(), f.pools.as_deref())?;
+        // An http route's name is its route label in auth.keys[].routes and limits.routes.
+        let http_routes = routes.http_route_names();
+        let auth = super::security::auth(file, &f.auth, &http_routes)?;
         let tls = crate::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
         if !auth.enabled && !auth.allow_anonymous {
             // Anonymous public access is a conscious choice, never a default.
@@ -411,8 +414,7 @@ impl RuntimeConfig {
             }
         };
 
-        let limits = super::security::limits(file, &f.limits)?;
-        let routes = super::routes::validate(file, f.routes.as_deref(), f.pools.as_deref())?;
+        let limits = super::security::limits(file, &f.limits, &http_routes)?;
         // pol-comp: routes[].max_body_bytes obeys limits' streamed-body rule.
         crate::policy::route_limits::check_body_limits(file, &routes, &limits)?;
         let secret_warnings = super::secret_files::readable_secrets(file, &f)?;

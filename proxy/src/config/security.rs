@@ -242,6 +242,20 @@ pub const ROUTE_LABELS: &[&str] = &[
     "other",
 ];
 
+/// A route label: the session API's, or the name of a route to an `http` pool.
+fn known_route(name: &str, http_routes: &[&str]) -> bool {
+    ROUTE_LABELS.contains(&name) || http_routes.contains(&name)
+}
+
+/// The valid route labels, for an error message.
+fn expected_routes(http_routes: &[&str]) -> String {
+    let mut s = format!("expected one of {}", ROUTE_LABELS.join(", "));
+    if !http_routes.is_empty() {
+        s.push_str(&format!(", or an http route: {}", http_routes.join(", ")));
+    }
+    s
+}
+
 /// A validated API key.
 #[derive(Clone)]
 pub struct ApiKey {
@@ -389,7 +403,9 @@ fn valid_name(n: &str) -> bool {
 }
 
 /// Validates `auth:` (reads `env`/`file` keys now: a reload re-reads them).
-pub fn auth(file: &str, a: &AuthFile) -> Result<AuthSettings, ConfigError> {
+/// `http_routes`: the names of the config's routes to `http` pools, route labels besides
+/// [`ROUTE_LABELS`].
+pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettings, ConfigError> {
     let mut keys: Vec<ApiKey> = Vec::new();
     for (i, k) in a.keys.iter().enumerate() {
         let at = |f: &str| format!("auth.keys[{i}].{f}");
@@ -457,14 +473,11 @@ pub fn auth(file: &str, a: &AuthFile) -> Result<AuthSettings, ConfigError> {
         }
         if let Some(routes) = &k.routes {
             for (j, r) in routes.iter().enumerate() {
-                if !ROUTE_LABELS.contains(&r.as_str()) {
+                if !known_route(r, http_routes) {
                     return Err(ConfigError::new(
                         file,
                         format!("auth.keys[{i}].routes[{j}]"),
-                        format!(
-                            "unknown route {r:?} (expected one of {})",
-                            ROUTE_LABELS.join(", ")
-                        ),
+                        format!("unknown route {r:?} ({})", expected_routes(http_routes)),
                     ));
                 }
             }
@@ -523,7 +536,12 @@ fn rate(file: &str, key: &str, r: &RateFile) -> Result<RateFile, ConfigError> {
 }
 
 /// Validates `limits:`.
-pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> {
+/// `http_routes`: as for [`auth`].
+pub fn limits(
+    file: &str,
+    l: &LimitsFile,
+    http_routes: &[&str],
+) -> Result<LimitSettings, ConfigError> {
     let mut trusted = Vec::new();
     for (i, c) in l.trusted_proxies.iter().enumerate() {
         trusted.push(Cidr::parse(c).ok_or_else(|| {
@@ -546,14 +564,11 @@ pub fn limits(file: &str, l: &LimitsFile) -> Result<LimitSettings, ConfigError> 
         .transpose()?;
     let mut routes = std::collections::BTreeMap::new();
     for (name, r) in &l.routes {
-        if !ROUTE_LABELS.contains(&name.as_str()) {
+        if !known_route(name, http_routes) {
             return Err(ConfigError::new(
                 file,
                 format!("limits.routes.{name}"),
-                format!(
-                    "unknown route (expected one of {})",
-                    ROUTE_LABELS.join(", ")
-                ),
+                format!("unknown route ({})", expected_routes(http_routes)),
             ));
         }
         routes.insert(
@@ -693,17 +708,17 @@ mod tests {
     fn bodies_over_the_edge_buffer_need_the_opt_in() {
         let mut l = LimitsFile::default();
         assert_eq!(
-            limits("f", &l).expect("default").max_body_bytes,
+            limits("f", &l, &[]).expect("default").max_body_bytes,
             crate::body::BUFFERED_BODY_MAX
         );
         for n in [crate::body::BUFFERED_BODY_MAX + 1, 0] {
             l.max_body_bytes = n;
-            let e = limits("f", &l).expect_err("over the buffer");
+            let e = limits("f", &l, &[]).expect_err("over the buffer");
             assert_eq!(e.key, "limits.max_body_bytes");
             assert!(e.to_string().contains("allow_streamed_bodies"), "{e}");
         }
         l.allow_streamed_bodies = true;
-        let s = limits("f", &l).expect("opted in");
+        let s = limits("f", &l, &[]).expect("opted in");
         assert!(s.allow_streamed_bodies);
         assert_eq!(s.max_body_bytes, 0);
     }
@@ -717,7 +732,7 @@ mod tests {
             keys: vec![],
             jwt: None,
         };
-        assert_eq!(auth("f", &a).expect_err("no keys").key, "auth.keys");
+        assert_eq!(auth("f", &a, &[]).expect_err("no keys").key, "auth.keys");
         let a = AuthFile {
             enabled: true,
             allow_anonymous: false,
@@ -732,7 +747,7 @@ mod tests {
             jwt: None,
         };
         assert_eq!(
-            auth("f", &a).expect_err("bad hash").key,
+            auth("f", &a, &[]).expect_err("bad hash").key,
             "auth.keys[0].hash"
         );
         let l = LimitsFile {
@@ -742,20 +757,23 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(limits("f", &l).expect_err("rate").key, "limits.per_ip.rate");
+        assert_eq!(
+            limits("f", &l, &[]).expect_err("rate").key,
+            "limits.per_ip.rate"
+        );
         let l = LimitsFile {
             trusted_proxies: vec!["10.0.0.0/99".into()],
             ..Default::default()
         };
         assert_eq!(
-            limits("f", &l).expect_err("cidr").key,
+            limits("f", &l, &[]).expect_err("cidr").key,
             "limits.trusted_proxies[0]"
         );
     }
 
     #[test]
     fn connection_limits_validation_and_defaults() {
-        let d = limits("f", &LimitsFile::default()).expect("defaults");
+        let d = limits("f", &LimitsFile::default(), &[]).expect("defaults");
         assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(d.max_connections_per_ip, None);
         assert_eq!(d.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
@@ -764,7 +782,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            limits("f", &l).expect_err("per ip 0").key,
+            limits("f", &l, &[]).expect_err("per ip 0").key,
             "limits.max_connections_per_ip"
         );
         let l = LimitsFile {
@@ -772,12 +790,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            limits("f", &l).expect_err("too long").key,
+            limits("f", &l, &[]).expect_err("too long").key,
             "limits.header_read_timeout"
         );
         let y = "max_connections: 0\nmax_connections_per_ip: 20\nheader_read_timeout: 0s\n";
         let f: LimitsFile = serde_yaml::from_str(y).expect("yaml");
-        let l = limits("f", &f).expect("valid");
+        let l = limits("f", &f, &[]).expect("valid");
         assert_eq!((l.max_connections, l.max_connections_per_ip), (0, Some(20)));
         assert!(l.header_read_timeout.is_zero());
     }

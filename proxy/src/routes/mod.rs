@@ -86,6 +86,18 @@ pub struct RouteTable {
     pub pools: Vec<Arc<HttpPool>>,
 }
 
+impl RouteTable {
+    /// The names of the routes to `http` pools: their route labels (`auth.keys[].routes`,
+    /// `limits.routes`, metrics), besides the session API's.
+    pub fn http_route_names(&self) -> Vec<&str> {
+        self.routes
+            .iter()
+            .filter(|r| matches!(r.pool, PoolRef::Http(_)))
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+}
+
 /// A request's match: the table it was matched in (kept alive by the request) and the
 /// route's index.
 #[derive(Debug, Clone)]

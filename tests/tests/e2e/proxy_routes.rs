@@ -627,3 +627,64 @@ async fn an_http_pool_over_tls_verifies_the_upstream_certificate() {
     assert_eq!(r.body["error"], "no_healthy_upstream", "{r:?}");
     assert_eq!(wrong.requests.load(Ordering::SeqCst), 0);
 }
+
+/// `auth.keys[].routes` scopes a key to http routes by name too: a key of another tenant
+/// scoped to the session API gets 403 on the http route and the service sees nothing; the
+/// key scoped to the http route gets it, and nothing of the session API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_scoped_by_route_name_keep_other_tenants_off_an_http_route() {
+    const DOCS_KEY: &str = "routes-docs-key-0123456789";
+    let workers = spawn_workers(1, WorkerOpts::default()).await;
+    let docs = http_service::start("docs").await;
+    let yaml = proxy_yaml(
+        &worker_list(&workers),
+        &format!(
+            "auth:\n  enabled: true\n  keys:\n\
+             \x20   - name: tenant-api\n      hash: \"{}\"\n      routes: [create_session, session, messages]\n\
+             \x20   - name: tenant-docs\n      hash: \"{}\"\n      routes: [docs]\n\
+             pools:\n{}\
+             routes:\n  - name: api\n    path: /sessions\n    pool: sessions\n\
+             \x20 - name: docs\n    path: /docs\n    pool: docs\n",
+            key_hash(KEY),
+            key_hash(DOCS_KEY),
+            pool("docs", &[&docs], ""),
+        ),
+    );
+    let p = spawn_proxy(&yaml).await;
+    let c = crate::support::client();
+    wait_pool_up(&c, &p, "docs", &[&docs]).await;
+    let seen_before = docs.seen().len();
+
+    let with_key = |key: &str, rb: reqwest::RequestBuilder| rb.header("x-api-key", key.to_string());
+    let r = send(with_key(KEY, c.get(format!("{}/docs/guide", p.base())))).await;
+    assert_eq!(
+        r.status, 403,
+        "the session API's key on the docs route: {r:?}"
+    );
+    assert_eq!(
+        docs.seen().len(),
+        seen_before,
+        "a refused request never reaches the service"
+    );
+    let r = send(with_key(
+        DOCS_KEY,
+        c.get(format!("{}/docs/guide", p.base())),
+    ))
+    .await;
+    assert_eq!((r.status, served_by(&r)), (200, "docs".into()), "{r:?}");
+    let r = send(with_key(DOCS_KEY, c.post(format!("{}/sessions", p.base())))).await;
+    assert_eq!(r.status, 403, "the docs key on the session API: {r:?}");
+    let r = send(with_key(KEY, c.post(format!("{}/sessions", p.base())))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+
+    // An unknown route label is still refused, naming the http routes it could have been.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, yaml.replace("routes: [docs]", "routes: [doc]")).expect("write");
+    let (code, _, e) = check(&bad);
+    assert_ne!(code, 0, "{e}");
+    assert!(
+        e.contains("auth.keys[1].routes[0]") && e.contains("or an http route: docs"),
+        "{e}"
+    );
+}

@@ -140,6 +140,9 @@ pub struct JwtSettings {
     pub leeway: Duration,
     pub tenant_claim: String,
     pub routes_claim: Option<String>,
+    /// Names of the config's routes to `http` pools: route labels a token's routes claim
+    /// may name besides the session API's ([`ROUTE_LABELS`]).
+    pub http_routes: Vec<String>,
     verified: Arc<Mutex<HashMap<[u8; 32], Verified>>>,
 }
 
@@ -265,8 +268,12 @@ fn tenant_of(v: Option<&Value>) -> Result<String, JwtError> {
     }
 }
 
-fn routes_of(v: Option<&Value>) -> Vec<String> {
-    let known = |s: &str| ROUTE_LABELS.contains(&s).then(|| s.to_string());
+/// The route labels a routes claim names; anything else is dropped (the token then does
+/// not grant it).
+fn routes_of(v: Option<&Value>, http_routes: &[String]) -> Vec<String> {
+    let known = |s: &str| {
+        (ROUTE_LABELS.contains(&s) || http_routes.iter().any(|r| r == s)).then(|| s.to_string())
+    };
     match v {
         Some(Value::Array(a)) => a
             .iter()
@@ -349,7 +356,7 @@ impl JwtSettings {
                         .routes_claim
                         .as_ref()
                         .and_then(|c| data.claims.get(c))
-                        .map(|v| routes_of(Some(v)));
+                        .map(|v| routes_of(Some(v), &self.http_routes));
                     let exp = data.claims.get("exp").and_then(Value::as_u64);
                     let nbf = data.claims.get("nbf").and_then(Value::as_u64);
                     return Ok((JwtIdentity { tenant, routes }, exp, nbf));
@@ -383,7 +390,9 @@ fn pem_blocks(text: &str) -> Vec<&str> {
 }
 
 /// Validates `auth.jwt` and reads its keys file.
-pub fn settings(file: &str, j: &JwtFile) -> Result<JwtSettings, ConfigError> {
+/// `http_routes`: the names of the config's routes to `http` pools (see
+/// [`JwtSettings::http_routes`]).
+pub fn settings(file: &str, j: &JwtFile, http_routes: &[&str]) -> Result<JwtSettings, ConfigError> {
     let err = |k: &str, r: String| ConfigError::new(file, format!("auth.jwt.{k}"), r);
     if j.issuer.trim().is_empty() {
         return Err(err("issuer", "must not be empty".into()));
@@ -519,6 +528,7 @@ pub fn settings(file: &str, j: &JwtFile) -> Result<JwtSettings, ConfigError> {
         leeway: j.leeway,
         tenant_claim: j.tenant_claim.clone(),
         routes_claim: j.routes_claim.clone(),
+        http_routes: http_routes.iter().map(|s| s.to_string()).collect(),
         verified: Arc::default(),
     })
 }
@@ -556,11 +566,18 @@ mod tests {
         assert_eq!(tenant_of(Some(&Value::from(""))), Err(JwtError::Tenant));
         assert_eq!(tenant_of(None), Err(JwtError::Tenant));
         let v = serde_json::json!(["messages", "nope", "session"]);
-        assert_eq!(routes_of(Some(&v)), vec!["messages", "session"]);
+        assert_eq!(routes_of(Some(&v), &[]), vec!["messages", "session"]);
         assert_eq!(
-            routes_of(Some(&Value::from("websocket health"))),
+            routes_of(Some(&Value::from("websocket health")), &[]),
             vec!["websocket", "health"]
         );
+        // The name of an http route is a label only when the config has that route.
+        let v = serde_json::json!(["docs", "session", "ui"]);
+        assert_eq!(
+            routes_of(Some(&v), &["docs".to_string()]),
+            vec!["docs", "session"]
+        );
+        assert_eq!(routes_of(Some(&v), &[]), vec!["session"]);
     }
 
     #[test]
@@ -605,7 +622,12 @@ mod tests {
     #[test]
     fn verifies_both_families_and_refuses_bad_claims() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = settings("f", &jwt_file(dir.path(), &format!("{ES_PUB}{RS_PUB}"))).expect("ok");
+        let s = settings(
+            "f",
+            &jwt_file(dir.path(), &format!("{ES_PUB}{RS_PUB}")),
+            &[],
+        )
+        .expect("ok");
         assert_eq!(s.keys.len(), 2);
         assert_eq!(s.keys[0].algorithms, vec![Algorithm::ES256]);
         assert_eq!(s.keys[1].algorithms, vec![Algorithm::RS256]);
@@ -673,7 +695,12 @@ mod tests {
     #[test]
     fn verified_tokens_are_cached_but_time_claims_rechecked() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = settings("f", &jwt_file(dir.path(), &format!("{ES_PUB}{RS_PUB}"))).expect("ok");
+        let s = settings(
+            "f",
+            &jwt_file(dir.path(), &format!("{ES_PUB}{RS_PUB}")),
+            &[],
+        )
+        .expect("ok");
         let now = jsonwebtoken::get_current_timestamp();
         let c = serde_json::json!({"iss": "https://idp", "aud": "edge", "exp": now + 60,
             "nbf": now - 10, "org": "acme"});
@@ -690,21 +717,26 @@ mod tests {
         assert!(s.verify(&bad).is_err());
         assert_eq!(s.verified.lock().expect("lock").len(), 1);
         // A reload builds new settings: an empty cache.
-        let s2 = settings("f", &jwt_file(dir.path(), &format!("{ES_PUB}{RS_PUB}"))).expect("ok");
+        let s2 = settings(
+            "f",
+            &jwt_file(dir.path(), &format!("{ES_PUB}{RS_PUB}")),
+            &[],
+        )
+        .expect("ok");
         assert!(s2.verified.lock().expect("lock").is_empty());
     }
 
     #[test]
     fn private_keys_and_unmatched_algorithms_are_config_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = settings("f", &jwt_file(dir.path(), ES_PRIV)).expect_err("private key");
+        let e = settings("f", &jwt_file(dir.path(), ES_PRIV), &[]).expect_err("private key");
         assert_eq!(e.key, "auth.jwt.keys_file");
         // ES256 and RS256 accepted but only an EC key: RS256 has no key.
-        let e = settings("f", &jwt_file(dir.path(), ES_PUB)).expect_err("no RSA key");
+        let e = settings("f", &jwt_file(dir.path(), ES_PUB), &[]).expect_err("no RSA key");
         assert_eq!(e.key, "auth.jwt.algorithms[1]");
         let mut j = jwt_file(dir.path(), ES_PUB);
         j.algorithms = vec!["ES256".into()];
-        assert!(settings("f", &j).is_ok());
+        assert!(settings("f", &j, &[]).is_ok());
     }
 
     #[test]
@@ -722,26 +754,29 @@ mod tests {
             algorithms: default_algorithms(),
         };
         assert_eq!(
-            settings("f", &j).expect_err("no keys").key,
+            settings("f", &j, &[]).expect_err("no keys").key,
             "auth.jwt.keys_file"
         );
         j.algorithms = vec!["HS256".into()];
         assert_eq!(
-            settings("f", &j).expect_err("hmac").key,
+            settings("f", &j, &[]).expect_err("hmac").key,
             "auth.jwt.algorithms[0]"
         );
         j.algorithms = default_algorithms();
         j.leeway = Duration::from_secs(3600);
         assert_eq!(
-            settings("f", &j).expect_err("leeway").key,
+            settings("f", &j, &[]).expect_err("leeway").key,
             "auth.jwt.leeway"
         );
         j.leeway = DEFAULT_JWT_LEEWAY;
         j.audience = OneOrMany::Many(vec![]);
-        assert_eq!(settings("f", &j).expect_err("aud").key, "auth.jwt.audience");
+        assert_eq!(
+            settings("f", &j, &[]).expect_err("aud").key,
+            "auth.jwt.audience"
+        );
         j.audience = OneOrMany::One("hotplex".into());
         j.keys_file = dir.path().join("missing.pem");
-        let e = settings("f", &j).expect_err("missing");
+        let e = settings("f", &j, &[]).expect_err("missing");
         assert_eq!(e.key, "auth.jwt.keys_file");
         assert!(e.reason.contains("cannot read"), "{}", e.reason);
     }

@@ -489,7 +489,11 @@ pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettin
         });
     }
     let jwt = match &a.jwt {
-        Some(j) => Some(std::sync::Arc::new(crate::jwt::settings(file, j)?)),
+        Some(j) => Some(std::sync::Arc::new(crate::jwt::settings(
+            file,
+            j,
+            http_routes,
+        )?)),
         None => None,
     };
     if a.enabled && keys.is_empty() && jwt.is_none() {

@@ -228,9 +228,115 @@ pub mod config {
     pub const ACTIVE_HASH_INFO: &str = "hotplex_config_active_info";
 }
 
+/// Every metric family the proxy exports: the shared request histogram plus [`proxy`],
+/// [`discovery`], [`identity`], [`routes`] and [`config`]. The proxy's registration helper
+/// (`hotplex_proxy::metrics`) refuses any other name, and its unit test checks that each
+/// one is registered exactly once.
+pub const PROXY_EXPORTED: &[&str] = &[
+    shared::REQUEST_DURATION_SECONDS,
+    proxy::REQUESTS_TOTAL,
+    proxy::UPSTREAM_DURATION_SECONDS,
+    proxy::UPSTREAM_ERRORS,
+    proxy::WORKER_SESSIONS,
+    proxy::WORKER_CAPACITY,
+    proxy::WORKER_HEALTHY,
+    proxy::WORKER_DRAINING,
+    proxy::WORKER_EJECTIONS,
+    proxy::SESSIONS_PLACED,
+    proxy::SESSIONS_REPLACED,
+    proxy::ROUTING_DECISIONS,
+    proxy::WEBSOCKETS_ACTIVE,
+    proxy::REQUESTS_IN_FLIGHT,
+    proxy::REJECTIONS,
+    proxy::STREAM_ERRORS,
+    proxy::RATE_LIMITED,
+    proxy::AUTH_FAILURES,
+    proxy::RATELIMIT_STORE_UP,
+    proxy::RATELIMIT_STORE_FAILURES,
+    proxy::TLS_HANDSHAKES,
+    proxy::TLS_CERT_RELOADS,
+    proxy::TLS_CERT_EXPIRY,
+    proxy::CONNECTIONS_ACTIVE,
+    proxy::CONNECTIONS_REFUSED,
+    proxy::HEADER_READ_TIMEOUTS,
+    discovery::RESOLUTIONS,
+    discovery::WORKERS,
+    discovery::STALE,
+    discovery::LAST_SUCCESS_TIMESTAMP,
+    discovery::IDENTIFY_FAILURES,
+    discovery::RECORDS_CAPPED,
+    identity::FAILURES,
+    routes::ROUTE_REQUESTS,
+    routes::POOL_UPSTREAM_HEALTHY,
+    routes::POOL_UPSTREAM_EJECTIONS,
+    config::RELOADS_TOTAL,
+    config::LAST_RELOAD_SUCCESS_TIMESTAMP,
+    config::ACTIVE_HASH_INFO,
+];
+
 /// Histogram buckets (seconds) for request and upstream latencies: 0.5 ms to 60 s, so both
 /// fast API calls and long agent turns land in a meaningful bucket.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Every metric name defined in this file (the string of each `pub const X: &str`
+    /// whose value starts with `hotplex_`), read from the source itself so a new
+    /// constant cannot be forgotten by the lists below.
+    fn defined() -> Vec<String> {
+        let src = include_str!("names.rs");
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find(": &str =") {
+            rest = &rest[i + ": &str =".len()..];
+            let Some(open) = rest.find('"') else { break };
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('"') else { break };
+            let value = &after[..close];
+            if value.starts_with("hotplex_") {
+                out.push(value.to_string());
+            }
+            rest = &after[close + 1..];
+        }
+        out
+    }
+
+    #[test]
+    fn every_name_is_exported_by_a_component() {
+        let names = defined();
+        assert!(names.len() > 40, "parsed too few names: {names:?}");
+        let distinct: HashSet<&String> = names.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            names.len(),
+            "a metric name is defined twice"
+        );
+        for n in &names {
+            let proxy = PROXY_EXPORTED.contains(&n.as_str());
+            let worker = WORKER_EXPORTED.contains(&n.as_str());
+            assert!(proxy || worker, "{n}: in no *_EXPORTED list");
+            if n.starts_with("hotplex_proxy_") || n.starts_with("hotplex_config_") {
+                assert!(proxy && !worker, "{n}: a proxy name");
+            }
+            if n.starts_with("hotplex_worker_") {
+                assert!(worker && !proxy, "{n}: a worker name");
+            }
+        }
+        for list in [PROXY_EXPORTED, WORKER_EXPORTED] {
+            let set: HashSet<&&str> = list.iter().collect();
+            assert_eq!(set.len(), list.len(), "a name is listed twice");
+            for n in list {
+                assert!(
+                    names.iter().any(|d| d == n),
+                    "{n}: listed, not defined here"
+                );
+            }
+        }
+    }
+}

@@ -52,10 +52,10 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::server::ShutdownWatch;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ConnMetrics, ProxyMetrics, CONN_REFUSAL_REASONS};
 use crate::upstream::Registry;
 
 /// The proxy service's app: [`crate::proxy::HotplexProxy`] in pingora's HTTP proxy, guarded.
@@ -71,52 +71,6 @@ const REFUSE_LINGER_BYTES: usize = 64 * 1024;
 /// At most one warning per this many seconds about refused connections.
 const WARN_EVERY_SECS: u64 = 10;
 
-/// Metrics of this module (registered in the proxy registry).
-#[derive(Clone)]
-pub struct ConnMetrics {
-    /// `hotplex_proxy_connections_active`.
-    pub active: IntGauge,
-    /// `hotplex_proxy_connections_refused_total{reason}`.
-    pub refused: IntCounterVec,
-    /// `hotplex_proxy_header_read_timeouts_total`.
-    pub header_timeouts: IntCounter,
-}
-
-impl ConnMetrics {
-    /// Registers the metrics in `m.registry`. Panics only on a bad constant name.
-    pub fn new(m: &ProxyMetrics) -> ConnMetrics {
-        let active = IntGauge::new(n::CONNECTIONS_ACTIVE, "Open downstream connections")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let refused = IntCounterVec::new(
-            Opts::new(n::CONNECTIONS_REFUSED, "Connections refused on arrival"),
-            &["reason"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let header_timeouts = IntCounter::new(
-            n::HEADER_READ_TIMEOUTS,
-            "Connections closed: request head not complete within limits.header_read_timeout",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        for c in [
-            Box::new(active.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(refused.clone()),
-            Box::new(header_timeouts.clone()),
-        ] {
-            if let Err(e) = m.registry.register(c) {
-                tracing::error!(error = %e, "metric registration failed");
-            }
-        }
-        for r in [Refusal::Total, Refusal::PerIp] {
-            refused.with_label_values(&[r.reason()]);
-        }
-        ConnMetrics {
-            active,
-            refused,
-            header_timeouts,
-        }
-    }
-}
-
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -130,8 +84,8 @@ impl Refusal {
     /// `reason` label.
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::Total => "max_connections",
-            Refusal::PerIp => "max_connections_per_ip",
+            Refusal::Total => CONN_REFUSAL_REASONS[0],
+            Refusal::PerIp => CONN_REFUSAL_REASONS[1],
         }
     }
 }
@@ -509,7 +463,7 @@ impl<A> GuardedApp<A> {
             inner: Arc::new(inner),
             registry,
             tracker: Arc::new(Tracker::default()),
-            metrics: ConnMetrics::new(metrics),
+            metrics: ConnMetrics::new(&metrics.registry),
             last_warn: AtomicU64::new(0),
         }
     }

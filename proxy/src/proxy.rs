@@ -48,13 +48,13 @@ pub struct HotplexProxy {
     registry: Arc<Registry>,
     metrics: Arc<ProxyMetrics>,
     security: crate::security::Security,
-    pool_metrics: Arc<crate::pools::health::PoolMetrics>,
+    pool_metrics: Arc<crate::metrics::PoolMetrics>,
 }
 
 impl HotplexProxy {
     pub fn new(registry: Arc<Registry>, metrics: Arc<ProxyMetrics>) -> HotplexProxy {
         let security = crate::security::Security::new();
-        let pool_metrics = Arc::new(crate::pools::health::PoolMetrics::new(&metrics.registry));
+        let pool_metrics = Arc::new(crate::metrics::PoolMetrics::new(&metrics.registry));
         HotplexProxy {
             registry,
             metrics,

@@ -179,7 +179,7 @@ pub fn run_reporting(
     let https_redirect = crate::tls::setup(&bound, &mut proxy, &metrics, upgrade)?;
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
-    crate::upstream::identity::register_metrics(&metrics.registry);
+    crate::metrics::IdentityMetrics::register(&metrics.registry);
     backends.set_health_check(ReadyCheck::new(registry.clone(), metrics.clone()));
     let mut lb: LoadBalancer<RoundRobin> = LoadBalancer::from_backends(backends);
     lb.health_check_frequency = Some(cfg.health.interval);
@@ -190,7 +190,7 @@ pub fn run_reporting(
         "dns discovery",
         crate::upstream::dns::DnsDiscoveryService::new(
             registry.clone(),
-            crate::upstream::dns::DiscoveryMetrics::new(&metrics.registry),
+            crate::metrics::DiscoveryMetrics::new(&metrics.registry),
         ),
     );
 

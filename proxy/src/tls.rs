@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use hotplex_common::names::proxy as n;
 use hotplex_tls::{CertStore, CertWatcher, ReloadReport, SniResolver, StoreError, TlsConfig};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TlsAccept};
@@ -28,11 +27,10 @@ use pingora::protocols::ALPN;
 use pingora::proxy::Session;
 use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
-use prometheus::{GaugeVec, IntCounterVec, Opts};
 
 use crate::admin::AdminService;
 use crate::config::{ConfigError, RuntimeConfig};
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ProxyMetrics, TlsMetrics};
 use crate::upstream::health::FetchError;
 
 /// Validates the `tls:` section; `taken` are the other listen addresses.
@@ -66,55 +64,8 @@ pub fn validate(
     Ok(Some(c))
 }
 
-/// TLS metrics, registered in the proxy's registry.
-#[derive(Clone)]
-pub struct TlsMetrics {
-    pub handshakes: IntCounterVec,
-    pub reloads: IntCounterVec,
-    pub expiry: GaugeVec,
-}
-
+/// Updates of the TLS metrics (the struct: [`crate::metrics::TlsMetrics`]).
 impl TlsMetrics {
-    fn new(m: &ProxyMetrics) -> TlsMetrics {
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            if let Err(e) = m.registry.register(c) {
-                tracing::error!(error = %e, "metric registration failed");
-            }
-        };
-        let handshakes = IntCounterVec::new(
-            Opts::new(n::TLS_HANDSHAKES, "Completed downstream TLS handshakes."),
-            &["version"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        let reloads = IntCounterVec::new(
-            Opts::new(n::TLS_CERT_RELOADS, "TLS certificate reloads."),
-            &["result"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        let expiry = GaugeVec::new(
-            Opts::new(
-                n::TLS_CERT_EXPIRY,
-                "notAfter of each served certificate, Unix seconds.",
-            ),
-            &["name"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        reg(Box::new(handshakes.clone()));
-        reg(Box::new(reloads.clone()));
-        reg(Box::new(expiry.clone()));
-        for r in ["success", "failure"] {
-            reloads.with_label_values(&[r]);
-        }
-        for v in crate::metrics::TLS_VERSIONS {
-            handshakes.with_label_values(&[v]);
-        }
-        TlsMetrics {
-            handshakes,
-            reloads,
-            expiry,
-        }
-    }
-
     fn set_expiry(&self, store: &CertStore) {
         self.expiry.reset();
         for c in store.current().summary().certs {
@@ -172,7 +123,7 @@ impl TlsState {
 /// Counts handshakes around the SNI resolver.
 struct CountingAccept {
     inner: SniResolver,
-    handshakes: IntCounterVec,
+    handshakes: prometheus::IntCounterVec,
 }
 
 #[async_trait]
@@ -237,7 +188,7 @@ pub fn setup(
     };
     // No certificates: CertStore generates the dev certificate and logs a loud WARN.
     let store = CertStore::from_config(tls)?;
-    let tm = TlsMetrics::new(metrics);
+    let tm = TlsMetrics::new(&metrics.registry);
     tm.set_expiry(&store);
     let mut settings = TlsSettings::with_callbacks(Box::new(CountingAccept {
         inner: SniResolver::new(store.clone()),

@@ -15,69 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hotplex_common::names::routes as n;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry};
 
 use super::{HealthSpec, HttpPool, PoolTls, Upstream};
+use crate::metrics::PoolMetrics;
 use crate::upstream::Registry;
 
 /// How often the service looks for due probes.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// The route and pool metrics (names in `hotplex_common::names::routes`).
-pub struct PoolMetrics {
-    /// `hotplex_proxy_route_requests_total{route,pool,status}`.
-    pub route_requests: IntCounterVec,
-    /// `hotplex_proxy_pool_upstream_healthy{pool,upstream}`.
-    pub upstream_healthy: IntGaugeVec,
-    /// `hotplex_proxy_pool_upstream_ejections_total{pool,upstream}`.
-    pub ejections: IntCounterVec,
-}
-
+/// Updates of the pool metrics (the struct: [`crate::metrics::PoolMetrics`]).
 impl PoolMetrics {
-    /// Builds and registers the metrics in `r`. Panics only on a bad constant name.
-    pub fn new(r: &PromRegistry) -> PoolMetrics {
-        fn register<T: prometheus::core::Collector + Clone + 'static>(r: &PromRegistry, m: T) -> T {
-            if let Err(e) = r.register(Box::new(m.clone())) {
-                tracing::error!(error = %e, "metric registration failed");
-            }
-            m
-        }
-        let opts = |name: &str, help: &str| Opts::new(name, help);
-        let m = PoolMetrics {
-            route_requests: IntCounterVec::new(
-                opts(n::ROUTE_REQUESTS, "Requests matched by a configured route"),
-                &["route", "pool", "status"],
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-            upstream_healthy: IntGaugeVec::new(
-                opts(
-                    n::POOL_UPSTREAM_HEALTHY,
-                    "1 when an http pool upstream may receive requests (health up, not ejected)",
-                ),
-                &["pool", "upstream"],
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-            ejections: IntCounterVec::new(
-                opts(
-                    n::POOL_UPSTREAM_EJECTIONS,
-                    "Passive ejections of http pool upstreams",
-                ),
-                &["pool", "upstream"],
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-        };
-        PoolMetrics {
-            route_requests: register(r, m.route_requests),
-            upstream_healthy: register(r, m.upstream_healthy),
-            ejections: register(r, m.ejections),
-        }
-    }
-
     /// Sets the health gauges of every upstream of `pools`.
     pub fn refresh(&self, pools: &[Arc<HttpPool>], now: Instant) {
         for p in pools {

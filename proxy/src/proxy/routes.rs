@@ -66,7 +66,7 @@ pub(super) fn upstream_of(routed: &Routed) -> &str {
 
 impl HotplexProxy {
     /// The route and `http` pool metrics (for the pools' health-check service).
-    pub fn pool_metrics(&self) -> std::sync::Arc<crate::pools::health::PoolMetrics> {
+    pub fn pool_metrics(&self) -> std::sync::Arc<crate::metrics::PoolMetrics> {
         self.pool_metrics.clone()
     }
 

@@ -40,95 +40,21 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
-use hotplex_common::names::discovery as n;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry as PromRegistry};
 
 use super::identity::Failure;
 pub use super::identity::{identify, Auth, IdentifyError};
 use super::Registry;
 use crate::config::discovery::{DnsDiscovery, DnsRecord};
 use crate::config::{RuntimeConfig, WorkerSpec};
+use crate::metrics::DiscoveryMetrics;
 
 /// How often the loop looks at the config while discovery is off, and how quickly a
 /// reload interrupts the wait between two rounds.
 const CONFIG_POLL: Duration = Duration::from_millis(250);
 /// Responses kept by the resolver between rounds (cleared before each round anyway).
 const RESOLVER_CACHE: u64 = 64;
-
-/// The discovery metrics (registered in the proxy's registry).
-pub struct DiscoveryMetrics {
-    pub resolutions: IntCounterVec,
-    pub workers: IntGauge,
-    pub stale: IntGauge,
-    pub last_success: Gauge,
-    pub identify_failures: IntCounterVec,
-    pub records_capped: prometheus::IntCounter,
-}
-
-impl DiscoveryMetrics {
-    /// Builds and registers the metrics in `r`. Panics only on a bad constant name.
-    pub fn new(r: &PromRegistry) -> DiscoveryMetrics {
-        fn register<T: prometheus::core::Collector + Clone + 'static>(r: &PromRegistry, m: T) -> T {
-            if let Err(e) = r.register(Box::new(m.clone())) {
-                tracing::error!(error = %e, "metric registration failed");
-            }
-            m
-        }
-        let counter = |name: &str, help: &str, label: &str| {
-            IntCounterVec::new(Opts::new(name, help), &[label])
-                .unwrap_or_else(|e| panic!("metric {name}: {e}"))
-        };
-        let m = DiscoveryMetrics {
-            resolutions: register(
-                r,
-                counter(n::RESOLUTIONS, "DNS discovery rounds by result", "result"),
-            ),
-            workers: register(
-                r,
-                IntGauge::new(n::WORKERS, "Workers currently known from DNS")
-                    .unwrap_or_else(|e| panic!("{e}")),
-            ),
-            stale: register(
-                r,
-                IntGauge::new(
-                    n::STALE,
-                    "1 while DNS discovery fails and the last good worker set is kept",
-                )
-                .unwrap_or_else(|e| panic!("{e}")),
-            ),
-            last_success: register(
-                r,
-                Gauge::new(
-                    n::LAST_SUCCESS_TIMESTAMP,
-                    "Unix time of the last successful DNS discovery round",
-                )
-                .unwrap_or_else(|e| panic!("{e}")),
-            ),
-            identify_failures: register(
-                r,
-                counter(
-                    n::IDENTIFY_FAILURES,
-                    "Discovered addresses without a usable worker id",
-                    "reason",
-                ),
-            ),
-            records_capped: register(
-                r,
-                prometheus::IntCounter::new(
-                    n::RECORDS_CAPPED,
-                    "Discovered records dropped by discovery.dns.max_records",
-                )
-                .unwrap_or_else(|e| panic!("{e}")),
-            ),
-        };
-        for result in ["success", "failure", "empty"] {
-            m.resolutions.with_label_values(&[result]);
-        }
-        m
-    }
-}
 
 /// Why a resolution gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

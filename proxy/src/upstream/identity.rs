@@ -20,51 +20,19 @@
 //! first of an episode is logged at WARN and audited (`worker.identity`, `denied`).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use hotplex_common::identity as idp;
-use hotplex_common::names::identity as n;
-use prometheus::{IntCounterVec, Opts, Registry as PromRegistry};
 
 use super::health::FetchError;
 use super::registry::{Worker, WorkerState};
 use crate::audit;
 use crate::config::runtime::valid_worker_id;
+use crate::metrics::IdentityMetrics;
 use crate::tls::TlsName;
 
 /// Failure reasons (the metric's `reason` label).
-pub const REASONS: [&str; 7] = [
-    "missing_proof",
-    "bad_proof",
-    "wrong_node",
-    "conflict",
-    "certificate",
-    "address_mismatch",
-    "old_proof",
-];
-
-static FAILURES: OnceLock<IntCounterVec> = OnceLock::new();
-
-/// Registers `hotplex_proxy_worker_identity_failures_total` in `r` (once per process).
-pub fn register_metrics(r: &PromRegistry) {
-    let c = FAILURES.get_or_init(|| {
-        IntCounterVec::new(
-            Opts::new(
-                n::FAILURES,
-                "Worker identity checks that failed (the worker got no traffic), by reason",
-            ),
-            &["reason"],
-        )
-        .unwrap_or_else(|e| panic!("metric {}: {e}", n::FAILURES))
-    });
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::error!(error = %e, "metric registration failed");
-    }
-    for reason in REASONS {
-        c.with_label_values(&[reason]);
-    }
-}
+pub use crate::metrics::IDENTITY_FAILURE_REASONS as REASONS;
 
 /// Why an identity check failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,8 +147,8 @@ pub fn check_answer(
 
 /// Counts a failure; `first` (of an episode): also a WARN and an audit line.
 pub fn record(worker: &str, addr: SocketAddr, f: &Failure, first: bool) {
-    if let Some(c) = FAILURES.get() {
-        c.with_label_values(&[f.reason]).inc();
+    if let Some(m) = IdentityMetrics::get() {
+        m.failures.with_label_values(&[f.reason]).inc();
     }
     if first {
         tracing::warn!(worker, address = %addr, reason = f.reason, detail = %f.detail, "worker identity check failed: no traffic to this address");

@@ -1,13 +1,15 @@
-//! `ProxyMetrics`: every metric the proxy exports, registered once in a registry carrying
-//! `component="proxy"`. Names come from `hotplex_common::names`.
+//! `ProxyMetrics`: the request, routing, worker, rejection, auth, rate-limit and config
+//! metrics, and the registry (`component="proxy"`) every other proxy metric struct
+//! registers in.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hotplex_common::names::{self, config as cfgn, proxy as n, shared};
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry as PromRegistry,
+    Gauge, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry as PromRegistry,
 };
+
+use super::{counter_vec, gauge, gauge_vec, histogram_vec, int_gauge, int_gauge_vec};
 
 use crate::upstream::{Registry, Worker};
 
@@ -139,156 +141,149 @@ pub struct ProxyMetrics {
     pub config_active: GaugeVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &PromRegistry, m: T) -> T {
-    if let Err(e) = r.register(Box::new(m.clone())) {
-        tracing::error!(error = %e, "metric registration failed");
-    }
-    m
-}
-
-fn counter(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let m = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    reg(r, m)
-}
-
-fn gauge(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let m = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    reg(r, m)
-}
-
-fn histogram(r: &PromRegistry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(names::LATENCY_BUCKETS.to_vec());
-    let m = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    reg(r, m)
-}
-
 impl ProxyMetrics {
     /// Builds and registers everything. Panics only on a programming error (bad constant name).
     #[allow(clippy::new_without_default)]
     pub fn new() -> ProxyMetrics {
         let r = hotplex_common::metrics::component_registry(names::COMPONENT_PROXY);
-        let websockets_active = IntGauge::new(
-            n::WEBSOCKETS_ACTIVE,
-            "WebSocket connections currently proxied",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let requests_in_flight =
-            IntGauge::new(n::REQUESTS_IN_FLIGHT, "Downstream requests in flight")
-                .unwrap_or_else(|e| panic!("{e}"));
-        let config_last_success = Gauge::new(
-            cfgn::LAST_RELOAD_SUCCESS_TIMESTAMP,
-            "Unix time of the last successful config (re)load",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let config_active = GaugeVec::new(
-            Opts::new(cfgn::ACTIVE_HASH_INFO, "Active config, label hash"),
-            &["hash"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
         let m = ProxyMetrics {
-            request_duration: histogram(
+            request_duration: histogram_vec(
                 &r,
                 shared::REQUEST_DURATION_SECONDS,
                 "HTTP request duration (streams: until the response head)",
                 &["route", "method", "status"],
             ),
-            requests_total: counter(
+            requests_total: counter_vec(
                 &r,
                 n::REQUESTS_TOTAL,
                 "Downstream requests answered",
                 &["route", "status"],
             ),
-            upstream_duration: histogram(
+            upstream_duration: histogram_vec(
                 &r,
                 n::UPSTREAM_DURATION_SECONDS,
                 "Time to connect to a worker and get the response head",
                 &["worker"],
             ),
-            upstream_errors: counter(
+            upstream_errors: counter_vec(
                 &r,
                 n::UPSTREAM_ERRORS,
                 "Upstream failures",
                 &["worker", "kind"],
             ),
-            worker_sessions: gauge(
+            worker_sessions: int_gauge_vec(
                 &r,
                 n::WORKER_SESSIONS,
                 "Sessions per worker as the proxy knows them",
                 &["worker"],
             ),
-            worker_capacity: gauge(&r, n::WORKER_CAPACITY, "Per-worker capacity", &["worker"]),
-            worker_healthy: gauge(
+            worker_capacity: int_gauge_vec(
+                &r,
+                n::WORKER_CAPACITY,
+                "Per-worker capacity",
+                &["worker"],
+            ),
+            worker_healthy: int_gauge_vec(
                 &r,
                 n::WORKER_HEALTHY,
                 "1 if the worker is healthy and not ejected",
                 &["worker"],
             ),
-            worker_draining: gauge(
+            worker_draining: int_gauge_vec(
                 &r,
                 n::WORKER_DRAINING,
                 "1 if the worker is draining",
                 &["worker"],
             ),
-            worker_ejections: counter(&r, n::WORKER_EJECTIONS, "Passive ejections", &["worker"]),
-            sessions_placed: counter(&r, n::SESSIONS_PLACED, "New sessions placed", &["worker"]),
-            sessions_replaced: counter(
+            worker_ejections: counter_vec(
+                &r,
+                n::WORKER_EJECTIONS,
+                "Passive ejections",
+                &["worker"],
+            ),
+            sessions_placed: counter_vec(
+                &r,
+                n::SESSIONS_PLACED,
+                "New sessions placed",
+                &["worker"],
+            ),
+            sessions_replaced: counter_vec(
                 &r,
                 n::SESSIONS_REPLACED,
                 "New sessions a worker refused with 503, placed on another",
                 &["worker"],
             ),
-            routing_decisions: counter(
+            routing_decisions: counter_vec(
                 &r,
                 n::ROUTING_DECISIONS,
                 "Routing decisions",
                 &["source", "outcome"],
             ),
-            rejections: counter(
+            rejections: counter_vec(
                 &r,
                 n::REJECTIONS,
                 "Requests rejected by the proxy itself",
                 &["reason"],
             ),
-            auth_failures: counter(&r, n::AUTH_FAILURES, "Authentication failures", &["reason"]),
-            stream_errors: counter(
+            auth_failures: counter_vec(
+                &r,
+                n::AUTH_FAILURES,
+                "Authentication failures",
+                &["reason"],
+            ),
+            stream_errors: counter_vec(
                 &r,
                 n::STREAM_ERRORS,
                 "Streams broken after the response head (WebSocket tunnels, SSE)",
                 &["kind"],
             ),
-            rate_limited: counter(
+            rate_limited: counter_vec(
                 &r,
                 n::RATE_LIMITED,
                 "Requests refused by a rate limit",
                 &["key", "route"],
             ),
-            ratelimit_store_failures: counter(
+            ratelimit_store_failures: counter_vec(
                 &r,
                 n::RATELIMIT_STORE_FAILURES,
                 "Rate-limit store failures",
                 &["outcome"],
             ),
-            ratelimit_store_up: {
-                let help = "1 while the rate-limit store answers (or none is configured)";
-                let g =
-                    IntGauge::new(n::RATELIMIT_STORE_UP, help).unwrap_or_else(|e| panic!("{e}"));
-                g.set(1);
-                reg(&r, g)
-            },
-            config_reloads: counter(
+            ratelimit_store_up: int_gauge(
+                &r,
+                n::RATELIMIT_STORE_UP,
+                "1 while the rate-limit store answers (or none is configured)",
+            ),
+            config_reloads: counter_vec(
                 &r,
                 cfgn::RELOADS_TOTAL,
                 "Config reload attempts",
                 &["result"],
             ),
-            websockets_active: reg(&r, websockets_active),
-            requests_in_flight: reg(&r, requests_in_flight),
-            config_last_success: reg(&r, config_last_success),
-            config_active: reg(&r, config_active),
+            websockets_active: int_gauge(
+                &r,
+                n::WEBSOCKETS_ACTIVE,
+                "WebSocket connections currently proxied",
+            ),
+            requests_in_flight: int_gauge(
+                &r,
+                n::REQUESTS_IN_FLIGHT,
+                "Downstream requests in flight",
+            ),
+            config_last_success: gauge(
+                &r,
+                cfgn::LAST_RELOAD_SUCCESS_TIMESTAMP,
+                "Unix time of the last successful config (re)load",
+            ),
+            config_active: gauge_vec(
+                &r,
+                cfgn::ACTIVE_HASH_INFO,
+                "Active config, label hash",
+                &["hash"],
+            ),
             registry: r,
         };
+        m.ratelimit_store_up.set(1);
         for result in ["success", "failure"] {
             m.config_reloads.with_label_values(&[result]);
         }

@@ -175,7 +175,8 @@ pub struct WorkerMetrics {
     pub usage: crate::usage::UsageMetrics,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+/// Registers `m` in `r`: the worker's one registration helper (`usage` uses it too).
+pub(crate) fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
     // Registration only fails on a duplicate name; every name here is distinct.
     if let Err(e) = r.register(Box::new(m.clone())) {
         tracing::error!(error = %e, "metric registration failed");
@@ -428,5 +429,34 @@ mod tests {
         }
         assert!(t.contains("tool=\"other\",component=\"worker\"} 1"), "{t}");
         assert!(t.contains("status=\"201\""), "{t}");
+    }
+
+    /// Every family the worker renders is a name of `hotplex_common::names::WORKER_EXPORTED`,
+    /// and each of those is rendered exactly once (one `# TYPE`, one `# HELP`).
+    #[test]
+    fn every_family_is_a_worker_name_exactly_once() {
+        let m = WorkerMetrics::new();
+        m.turn_finished(TurnOutcome::ALL[0], 0.5);
+        let t = m.render();
+        for kind in ["# TYPE ", "# HELP "] {
+            let mut found: Vec<&str> = t
+                .lines()
+                .filter_map(|l| l.strip_prefix(kind))
+                .filter_map(|l| l.split(' ').next())
+                .collect();
+            for f in &found {
+                assert!(
+                    hotplex_common::names::WORKER_EXPORTED.contains(f),
+                    "{f} is not a name of WORKER_EXPORTED"
+                );
+            }
+            found.sort_unstable();
+            let mut want = hotplex_common::names::WORKER_EXPORTED.to_vec();
+            want.sort_unstable();
+            assert_eq!(found, want, "{kind}lines");
+        }
+        for line in t.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            assert!(line.contains("component=\"worker\""), "{line}");
+        }
     }
 }

@@ -51,14 +51,8 @@ impl UsageMetrics {
             &["tenant"],
         )
         .expect("valid counter");
-        for m in [
-            Box::new(tokens.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(cost.clone()),
-        ] {
-            if let Err(e) = r.register(m) {
-                tracing::error!(error = %e, "metric registration failed");
-            }
-        }
+        let tokens = crate::metrics::reg(r, tokens);
+        let cost = crate::metrics::reg(r, cost);
         for k in TOKEN_KINDS {
             tokens.with_label_values(&[NO_TENANT, k]);
         }

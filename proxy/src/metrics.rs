@@ -42,6 +42,7 @@ pub const REJECTION_REASONS: &[&str] = &[
     "auth_rate_limit",
     "body_timeout",
     "payload_too_large",
+    "ip_denied",
 ];
 
 /// `kind` values of `hotplex_proxy_stream_errors_total`.

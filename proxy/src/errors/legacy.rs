@@ -1,28 +1,10 @@
-//! The JSON error answers the proxy writes itself (never pingora's default HTML body).
-//!
-//! | status | `error` | when |
-//! |---|---|---|
-//! | 404 | `not_found` | outside the declared public surface ([`crate::surface`]): worker internals, unknown paths and methods |
-//! | 404 | `session_not_found` | a signed session id that does not verify for the caller's tenant (another tenant's, forged, expired, rotated out): the worker's own answer for an unknown id |
-//! | 400 | `invalid_session_id` | the routing key has bytes outside `[A-Za-z0-9._~-]` or is over 128 bytes |
-//! | 414 | `uri_too_long` | request target over `proxy::MAX_URI_BYTES` (8 KiB), answered before routing |
-//! | 431 | `headers_too_large` | header names + values over `proxy::MAX_HEADER_BYTES` (32 KiB) |
-//! | 410 | `session_worker_gone` | a signed session id names a worker no longer in the config |
-//! | 503 | `worker_unavailable` (+ `Retry-After`) | the session's worker is down, ejected or refuses connections |
-//! | 503 | `no_capacity` (+ `Retry-After`) | a new session and no worker has room (or none is up) |
-//! | 408 | `body_timeout` | a request body did not arrive whole within `limits.body_read_timeout` ([`crate::body`]) |
-//! | 413 | `payload_too_large` | a body over `limits.max_body_bytes`, or a buffered body (no `Content-Length`, or `POST /sessions`) over 64 KiB |
-//! | 502 | `bad_gateway` | the worker broke the exchange |
-//! | 504 | `upstream_timeout` | the worker did not answer in `timeouts.read` |
+//! The answers before the catalogue (migrated call site by call site).
 
 use serde_json::{json, Value};
 
 use crate::routing::RouteError;
 
-/// Seconds in `Retry-After` of a `no_capacity` answer.
-pub const NO_CAPACITY_RETRY_AFTER_SECS: u64 = 2;
-/// Default seconds in `Retry-After` of a `worker_unavailable` answer.
-pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+use super::{NO_CAPACITY_RETRY_AFTER_SECS, UNAVAILABLE_RETRY_AFTER_SECS};
 
 /// A proxy-generated error answer.
 #[derive(Debug, Clone, PartialEq)]

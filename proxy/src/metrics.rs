@@ -20,7 +20,7 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "io", "http"]
 // in the slice of its metric here.
 
 /// `reason` values of `hotplex_proxy_rejections_total`: the `reason` of every
-/// `ErrorAnswer` (`errors.rs`, `proxy.rs`, `hostile.rs`) and `Rejection` (`security.rs`).
+/// `EdgeError` (`errors/`, whose unit tests check this list).
 pub const REJECTION_REASONS: &[&str] = &[
     "auth",
     "rate_limit",

@@ -55,10 +55,7 @@ use serde_json::{json, Value};
 use crate::limits::Decision;
 use crate::routing::RouteError;
 
-mod legacy;
 mod write;
-
-pub use legacy::*;
 
 pub use write::{content, head, raw_http1, write};
 

@@ -617,3 +617,9 @@ fn check_table(name: &str, table: &[Row]) {
 fn the_module_doc_table_is_the_catalogue() {
     check_table("errors/mod.rs", &rows(include_str!("mod.rs"), "//!"));
 }
+#[test]
+fn docs_errors_md_is_the_catalogue() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/errors.md");
+    let text = std::fs::read_to_string(path).expect("docs/errors.md");
+    check_table("docs/errors.md", &rows(&text, ""));
+}

@@ -19,41 +19,11 @@
 
 use std::time::Duration;
 
+use crate::errors::EdgeError;
 use pingora::proxy::Session;
-use serde_json::json;
-
-use crate::errors::ErrorAnswer;
 
 /// Largest body read whole at the edge: pingora's replay ("retry") buffer, bytes.
 pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
-
-/// Why a body was refused.
-fn too_large(limit: u64) -> ErrorAnswer {
-    ErrorAnswer {
-        status: 413,
-        body: json!({"error": "payload_too_large", "max_body_bytes": limit}),
-        retry_after: None,
-        reason: "too_large",
-    }
-}
-
-fn timed_out(timeout: Duration) -> ErrorAnswer {
-    ErrorAnswer {
-        status: 408,
-        body: json!({"error": "body_timeout", "message": format!("the request body did not arrive within {timeout:?}")}),
-        retry_after: None,
-        reason: "body_timeout",
-    }
-}
-
-fn broken() -> ErrorAnswer {
-    ErrorAnswer {
-        status: 400,
-        body: json!({"error": "bad_request", "message": "the request body could not be read"}),
-        retry_after: None,
-        reason: "bad_request",
-    }
-}
 
 /// The announced `Content-Length`, if any.
 pub fn announced(session: &Session) -> Option<u64> {
@@ -72,7 +42,7 @@ pub async fn buffer(
     create: bool,
     max_body: u64,
     timeout: Duration,
-) -> Result<bool, ErrorAnswer> {
+) -> Result<bool, EdgeError> {
     if session.is_body_empty() {
         return Ok(true);
     }
@@ -82,7 +52,9 @@ pub async fn buffer(
     };
     if announced(session).is_some_and(|n| n > BUFFERED_BODY_MAX) {
         return if create {
-            Err(too_large(cap))
+            Err(EdgeError::PayloadTooLarge {
+                max_body_bytes: cap,
+            })
         } else {
             Ok(false)
         };
@@ -93,16 +65,18 @@ pub async fn buffer(
     loop {
         let chunk = tokio::time::timeout_at(deadline, session.read_request_body()).await;
         match chunk {
-            Err(_) => return Err(timed_out(timeout)),
+            Err(_) => return Err(EdgeError::BodyTimeout { timeout }),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "request body read failed");
-                return Err(broken());
+                return Err(EdgeError::BodyUnreadable);
             }
             Ok(Ok(None)) => return Ok(true),
             Ok(Ok(Some(b))) => {
                 total += b.len() as u64;
                 if total > cap {
-                    return Err(too_large(cap));
+                    return Err(EdgeError::PayloadTooLarge {
+                        max_body_bytes: cap,
+                    });
                 }
             }
         }

@@ -497,15 +497,11 @@ async fn refuse(mut stream: Stream, r: Refusal, max: u32) {
     if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
         return;
     }
-    let body =
-        serde_json::json!({"error": "too_many_connections", "limit": r.reason(), "max": max})
-            .to_string();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let limit = r.reason();
+    let answer =
+        crate::errors::raw_http1(&crate::errors::EdgeError::TooManyConnections { limit, max });
     let wrote = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
-        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&answer).await?;
         stream.flush().await?;
         AsyncWriteExt::shutdown(&mut stream).await
     })

@@ -10,13 +10,8 @@
 //!
 //! Checked in `request_filter` on the raw head bytes pingora kept
 //! ([`pingora::protocols::http::v1::server::HttpSession::get_headers_raw_bytes`]); a hit is
-//! answered `400 {"error":"malformed_head"}` with `Connection: close` before anything is
-//! routed or forwarded. HTTP/2 requests have no raw head (h2 itself checks framing).
-
-use crate::errors::ErrorAnswer;
-
-/// `error` of the 400 body and `reason` label of `hotplex_proxy_rejections_total`.
-pub const MALFORMED_HEAD: &str = "malformed_head";
+//! answered `400 {"error":"malformed_head"}` ([`crate::errors::EdgeError::MalformedHead`])
+//! with `Connection: close` before anything is routed or forwarded. HTTP/2 requests have no raw head (h2 itself checks framing).
 
 /// What is wrong with a raw request head (`at`: byte offset in the head).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,16 +69,6 @@ pub fn check_h1_request(
         return Err(HeadAnomaly::MissingHost);
     }
     Ok(())
-}
-
-/// `400 {"error":"malformed_head"}`.
-pub fn answer() -> ErrorAnswer {
-    ErrorAnswer {
-        status: 400,
-        body: serde_json::json!({ "error": MALFORMED_HEAD }),
-        retry_after: None,
-        reason: MALFORMED_HEAD,
-    }
 }
 
 /// The check for a pingora session: `None` for HTTP/2 (and subrequests), which have no raw

@@ -30,7 +30,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
-use crate::errors::{self, ErrorAnswer};
+use crate::errors::{self, EdgeError};
 use crate::metrics::ProxyMetrics;
 use crate::routing::{affinity, Route, RouteError};
 use crate::surface::RouteKind;
@@ -110,36 +110,17 @@ use head::{error_kind, oversized_head, valid_request_id};
 pub use head::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 
 impl HotplexProxy {
-    /// Writes a JSON error answer. `close`: the connection will not be reused (answers from
-    /// `fail_to_proxy`), so say `Connection: close` rather than let a client reuse it.
-    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, a: &ErrorAnswer, close: bool) {
-        ctx.own_status = a.status;
-        if a.status >= 400 {
-            self.metrics.rejections.with_label_values(&[a.reason]).inc();
+    /// Writes an answer of the edge (see [`crate::errors`]) with the route's error page
+    /// for its status, counts a rejection. `close`: the connection will not be reused
+    /// (answers from `fail_to_proxy`), so say `Connection: close` rather than let a client
+    /// reuse it.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, e: &EdgeError, close: bool) {
+        ctx.own_status = e.status();
+        if let Some(reason) = e.reason() {
+            self.metrics.rejections.with_label_values(&[reason]).inc();
         }
-        if session.response_written().is_some() {
-            return;
-        }
-        let (content_type, body) = routes::error_body(ctx, a.status, &a.body);
-        let Ok(mut resp) = ResponseHeader::build(a.status, Some(4)) else {
-            return;
-        };
-        let _ = resp.insert_header(http::header::CONTENT_TYPE, content_type);
-        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-        let _ = resp.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str());
-        if let Some(s) = a.retry_after {
-            let _ = resp.insert_header(h::RETRY_AFTER, s.to_string());
-        }
-        if close || !session.is_body_empty() {
-            session.set_keepalive(None);
-        }
-        if let Err(e) = session.write_response_header(Box::new(resp), false).await {
-            tracing::debug!(error = %e, "failed to write error head");
-            return;
-        }
-        if let Err(e) = session.write_response_body(Some(body), true).await {
-            tracing::debug!(error = %e, "failed to write error body");
-        }
+        let pages = routes::error_pages(ctx);
+        errors::write(session, e, &ctx.request_id, pages, close).await;
     }
 }
 
@@ -223,7 +204,7 @@ impl ProxyHttp for HotplexProxy {
             // Refused before routing: a head other parsers would frame differently must
             // never reach a worker (request smuggling); see `crate::hostile`.
             tracing::debug!(%anomaly, "malformed HTTP/1 request head");
-            self.answer(session, ctx, &crate::hostile::answer(), true)
+            self.answer(session, ctx, &EdgeError::MalformedHead, true)
                 .await;
             return Ok(true);
         }
@@ -245,8 +226,7 @@ impl ProxyHttp for HotplexProxy {
                 return Ok(true);
             }
             Some(kind) if !kind.forwarded() => {
-                self.answer(session, ctx, &errors::proxy_live(), false)
-                    .await;
+                self.answer(session, ctx, &EdgeError::Live, false).await;
                 return Ok(true);
             }
             Some(_) => {}
@@ -259,9 +239,7 @@ impl ProxyHttp for HotplexProxy {
         st.auth_off = auth_off;
         let admitted = (self.security).admit(session, &cfg, &self.metrics, route, create, ws, st);
         if let Err(r) = admitted.await {
-            ctx.own_status = r.status;
-            self.metrics.rejections.with_label_values(&[r.reason]).inc();
-            routes::respond_rejection(session, ctx, &r).await;
+            self.answer(session, ctx, &r, false).await;
             return Ok(true);
         }
         if !ctx.websocket {
@@ -308,8 +286,7 @@ impl ProxyHttp for HotplexProxy {
                 Ok(false)
             }
             Err(e) => {
-                let answer = errors::route_error(&e);
-                self.answer(session, ctx, &answer, false).await;
+                self.answer(session, ctx, &EdgeError::from(&e), false).await;
                 Ok(true)
             }
         }
@@ -630,10 +607,10 @@ impl ProxyHttp for HotplexProxy {
         let answer = if let Some(a) = ctx.take_http_answer() {
             Some(a)
         } else if let Some(re) = ctx.route_error.take() {
-            Some(errors::route_error(&re))
+            Some(EdgeError::from(&re))
         } else {
             match (e.esource(), e.etype()) {
-                (_, ErrorType::HTTPStatus(code)) => Some(errors::generic(*code)),
+                (_, ErrorType::HTTPStatus(code)) => Some(EdgeError::from_status(*code)),
                 (ErrorSource::Upstream, etype) => {
                     let route = ctx.route.as_ref();
                     match (route, error_kind(e)) {
@@ -642,32 +619,38 @@ impl ProxyHttp for HotplexProxy {
                                 && !matches!(etype, ErrorType::ReadTimedout) =>
                         {
                             let key = r.key.as_ref().map(|k| k.as_str());
-                            let mut a = errors::worker_unavailable(key, &r.worker.spec.id);
-                            if let Some(until) = r.worker.snapshot().ejected_until {
-                                let secs = until
-                                    .saturating_duration_since(Instant::now())
-                                    .as_secs_f64();
-                                a.retry_after = Some(secs.ceil().max(1.0) as u64);
-                            }
-                            Some(a)
+                            let retry_after = match r.worker.snapshot().ejected_until {
+                                Some(until) => {
+                                    let secs = until
+                                        .saturating_duration_since(Instant::now())
+                                        .as_secs_f64();
+                                    secs.ceil().max(1.0) as u64
+                                }
+                                None => errors::UNAVAILABLE_RETRY_AFTER_SECS,
+                            };
+                            Some(EdgeError::WorkerUnavailable {
+                                session: key.map(str::to_string),
+                                worker: r.worker.spec.id.clone(),
+                                retry_after,
+                            })
                         }
                         (_, _) if matches!(etype, ErrorType::ReadTimedout) => {
-                            Some(errors::generic(504))
+                            Some(EdgeError::UpstreamTimeout)
                         }
-                        _ => Some(errors::generic(502)),
+                        _ => Some(EdgeError::BadGateway),
                     }
                 }
                 (ErrorSource::Downstream, ErrorType::ReadError)
                 | (ErrorSource::Downstream, ErrorType::WriteError)
                 | (ErrorSource::Downstream, ErrorType::ConnectionClosed) => None,
-                (ErrorSource::Downstream, _) => Some(errors::generic(400)),
-                _ => Some(errors::generic(500)),
+                (ErrorSource::Downstream, _) => Some(EdgeError::BadRequest),
+                _ => Some(EdgeError::Internal),
             }
         };
         let code = match answer {
             Some(a) => {
                 self.answer(session, ctx, &a, true).await;
-                a.status
+                a.status()
             }
             None => 0,
         };

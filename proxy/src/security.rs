@@ -1,17 +1,10 @@
 //! Edge security: API-key authentication, rate limits, concurrency and body-size limits.
 //!
 //! Called from `request_filter` ([`Security::admit`]) before routing, with the live config
-//! (so `auth:` and `limits:` are hot-reloadable). Rejections are JSON answers:
-//!
-//! | status | `error` | when |
-//! |---|---|---|
-//! | 401 | `unauthorized` (+ `WWW-Authenticate`) | auth on, no key or an unknown key |
-//! | 401 | `unauthorized`, reason `jwt_*` | auth on, a bearer JWT refused by [`crate::jwt`] |
-//! | 403 | `forbidden` | the key may not use this route (`auth.keys[].routes`) |
-//! | 413 | `payload_too_large` | `Content-Length` over `limits.max_body_bytes` |
-//! | 429 | `rate_limited` (+ `Retry-After`, `RateLimit-*`) | a token bucket is empty |
-//! | 429 | `too_many_websockets` (+ `Retry-After`) | `limits.max_websockets_per_key` reached |
-//! | 429 | `too_many_auth_failures` (+ `Retry-After`) | the client IP failed authentication `limits.auth_failures` times: refused before any key or signature work |
+//! (so `auth:` and `limits:` are hot-reloadable). A refusal is an [`EdgeError`] of the
+//! catalogue ([`crate::errors`]: `unauthorized`, `forbidden`, `payload_too_large`,
+//! `rate_limited`, `rate_limit_unavailable`, `too_many_websockets`,
+//! `too_many_auth_failures`), written by the one writer.
 //!
 //! The key is read from `X-API-Key`, `Authorization: Bearer <key>` or the WebSocket
 //! subprotocol `hotplex-api-<key>`; only its SHA-256 is compared (constant time), and it is
@@ -22,16 +15,16 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use hotplex_common::headers as h;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::audit::{self, Actor};
 use crate::config::security::{hash_key, Cidr, LimitSettings, RateFile, StoreSettings};
 use crate::config::RuntimeConfig;
+use crate::errors::{ratelimit_values, EdgeError};
+pub use crate::errors::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
 use crate::limit_store::{RedisStore, StoreError};
 use crate::limits::{Buckets, CounterGuard, Counters, Decision};
 use crate::metrics::ProxyMetrics;
@@ -41,13 +34,6 @@ use crate::metrics::ProxyMetrics;
 pub const AUTH_RATE_LIMITED: &str = "rate_limited";
 /// Tracked keys per shard of the audit-folding buckets.
 const DEFAULT_FOLDED_AUDIT_KEYS: usize = 10_000;
-
-/// `RateLimit-Limit` header.
-pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
-/// `RateLimit-Remaining` header.
-pub const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
-/// `RateLimit-Reset` header.
-pub const RATELIMIT_RESET: &str = "ratelimit-reset";
 
 /// Security state shared by all requests (bucket state survives reloads).
 #[derive(Default)]
@@ -82,16 +68,6 @@ impl ReqState {
     pub fn tenant_label(&self) -> &str {
         self.tenant.as_deref().unwrap_or("-")
     }
-}
-
-/// A refusal, written by [`respond`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub status: u16,
-    /// `reason` label of `hotplex_proxy_rejections_total`.
-    pub reason: &'static str,
-    pub body: Value,
-    pub headers: Vec<(&'static str, String)>,
 }
 
 /// The client IP: `peer`, or the right-most `X-Forwarded-For` entry that is not a trusted
@@ -139,35 +115,6 @@ pub fn bearer_token(req: &pingora::http::RequestHeader) -> Option<&str> {
         }
     }
     None
-}
-
-fn limited(d: &Decision, which: &str) -> Rejection {
-    Rejection {
-        status: 429,
-        reason: "rate_limit",
-        body: json!({"error": "rate_limited", "limit": which, "retry_after": d.retry_after_secs}),
-        headers: ratelimit_headers(d, true),
-    }
-}
-
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` of a decision.
-fn ratelimit_values(d: &Decision) -> [(&'static str, u64); 3] {
-    [
-        (RATELIMIT_LIMIT, u64::from(d.limit)),
-        (RATELIMIT_REMAINING, u64::from(d.remaining)),
-        (RATELIMIT_RESET, d.reset_secs),
-    ]
-}
-
-fn ratelimit_headers(d: &Decision, retry: bool) -> Vec<(&'static str, String)> {
-    let mut v: Vec<(&'static str, String)> = ratelimit_values(d)
-        .iter()
-        .map(|&(n, x)| (n, x.to_string()))
-        .collect();
-    if retry {
-        v.push((h::RETRY_AFTER, d.retry_after_secs.to_string()));
-    }
-    v
 }
 
 /// The text of an IP address; IPv4 without the formatting machinery (twice per request).
@@ -249,9 +196,9 @@ impl Security {
         metrics: &ProxyMetrics,
         key: &str,
         r: &RateFile,
-        which: &str,
+        which: &'static str,
         st: &mut ReqState,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), EdgeError> {
         let d = match &l.store {
             None => self.buckets.check(key, r, l.max_tracked_keys),
             Some(s) => match self.store.check(s, key, r).await {
@@ -273,17 +220,15 @@ impl Security {
                     if s.fail_open {
                         return Ok(());
                     }
-                    return Err(Rejection {
-                        status: 503,
-                        reason: "rate_limit_store",
-                        body: json!({"error": "rate_limit_unavailable", "limit": which}),
-                        headers: vec![(h::RETRY_AFTER, "1".into())],
-                    });
+                    return Err(EdgeError::RateLimitUnavailable { limit: which });
                 }
             },
         };
         if !d.allowed {
-            return Err(limited(&d, which));
+            return Err(EdgeError::RateLimited {
+                limit: which,
+                decision: d,
+            });
         }
         if st.ratelimit.is_none_or(|o| d.remaining < o.remaining) {
             st.ratelimit = Some(d);
@@ -298,7 +243,7 @@ impl Security {
         ip: Option<IpAddr>,
         ip_s: &str,
         retry: u64,
-    ) -> Rejection {
+    ) -> EdgeError {
         metrics
             .auth_failures
             .with_label_values(&[AUTH_RATE_LIMITED])
@@ -320,15 +265,10 @@ impl Security {
                  check (further refusals of this address are not logged for a minute)",
             );
         }
-        Rejection {
-            status: 429,
-            reason: "auth_rate_limit",
-            body: json!({"error": "too_many_auth_failures", "retry_after": retry}),
-            headers: vec![(h::RETRY_AFTER, retry.to_string())],
-        }
+        EdgeError::TooManyAuthFailures { retry_after: retry }
     }
 
-    /// Authenticates and applies the limits. `Err`: answer with [`respond`].
+    /// Authenticates and applies the limits. `Err`: the answer to write.
     #[allow(clippy::too_many_arguments)]
     pub async fn admit(
         &self,
@@ -339,7 +279,7 @@ impl Security {
         create: bool,
         websocket: bool,
         st: &mut ReqState,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), EdgeError> {
         self.audit_limit_changes(cfg);
         let req = session.req_header();
         let l = &cfg.limits;
@@ -418,29 +358,11 @@ impl Security {
                     &format!("{why}: {} {path}", req.method),
                 );
                 return Err(if status == 401 {
-                    let (message, challenge) = if why.starts_with("jwt_") {
-                        (
-                            "the bearer token (JWT) was refused",
-                            format!("Bearer realm=\"hotplex\", error=\"invalid_token\", error_description=\"{why}\""),
-                        )
-                    } else {
-                        (
-                            "a valid API key is required (X-API-Key, Authorization: Bearer, or WebSocket subprotocol hotplex-api-<key>)",
-                            "Bearer realm=\"hotplex\"".to_string(),
-                        )
-                    };
-                    Rejection {
-                        status,
-                        reason: "auth",
-                        body: json!({"error": "unauthorized", "reason": why, "message": message}),
-                        headers: vec![("www-authenticate", challenge)],
-                    }
+                    EdgeError::Unauthorized { reason: why }
                 } else {
-                    Rejection {
-                        status,
-                        reason: "auth",
-                        body: json!({"error": "forbidden", "reason": why, "route": route}),
-                        headers: vec![],
+                    EdgeError::Forbidden {
+                        reason: why,
+                        route: route.to_string(),
                     }
                 });
             }
@@ -454,11 +376,8 @@ impl Security {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             if len.is_some_and(|n| n > l.max_body_bytes) {
-                return Err(Rejection {
-                    status: 413,
-                    reason: "too_large",
-                    body: json!({"error": "payload_too_large", "max_body_bytes": l.max_body_bytes}),
-                    headers: vec![],
+                return Err(EdgeError::PayloadTooLarge {
+                    max_body_bytes: l.max_body_bytes,
                 });
             }
         }
@@ -470,7 +389,7 @@ impl Security {
             None => ["ip:", &ip_s].concat(),
         };
         let m = metrics;
-        let res: Result<(), Rejection> = async {
+        let res: Result<(), EdgeError> = async {
             if let Some(r) = &l.per_ip {
                 self.bucket(l, m, &["ip|", &ip_s].concat(), r, "per_ip", st)
                     .await?;
@@ -497,21 +416,14 @@ impl Security {
                 if let Some(max) = l.max_websockets_per_key {
                     match self.websockets.acquire(&ident, max) {
                         Some(g) => st._ws = Some(g),
-                        None => {
-                            return Err(Rejection {
-                                status: 429,
-                                reason: "rate_limit",
-                                body: json!({"error": "too_many_websockets", "max": max}),
-                                headers: vec![(h::RETRY_AFTER, "1".into())],
-                            })
-                        }
+                        None => return Err(EdgeError::TooManyWebsockets { max }),
                     }
                 }
             }
             Ok(())
         }
         .await;
-        if res.as_ref().is_err_and(|r| r.status == 429) {
+        if res.as_ref().is_err_and(|r| r.status() == 429) {
             metrics
                 .rate_limited
                 .with_label_values(&[st.tenant_label(), route])
@@ -548,33 +460,6 @@ pub fn on_response(resp: &mut ResponseHeader, st: &ReqState) -> pingora::Result<
 pub fn unindexed(mut v: http::HeaderValue) -> http::HeaderValue {
     v.set_sensitive(true);
     v
-}
-
-/// Writes a rejection (JSON body, `Connection: close` if a request body is pending).
-pub async fn respond(session: &mut Session, r: &Rejection, request_id: &str) {
-    if session.response_written().is_some() {
-        return;
-    }
-    let body = Bytes::from(serde_json::to_vec(&r.body).unwrap_or_default());
-    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4 + r.headers.len())) else {
-        return;
-    };
-    let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
-    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    let _ = resp.insert_header(h::X_REQUEST_ID, request_id);
-    for (n, v) in &r.headers {
-        let _ = resp.insert_header(*n, v.as_str());
-    }
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
-        tracing::debug!(error = %e, "failed to write rejection head");
-        return;
-    }
-    if let Err(e) = session.write_response_body(Some(body), true).await {
-        tracing::debug!(error = %e, "failed to write rejection body");
-    }
 }
 
 #[cfg(test)]
@@ -657,28 +542,5 @@ mod tests {
         assert_eq!(presented_key(&r), Some("b1"));
         r.insert_header("x-api-key", "k1").expect("h");
         assert_eq!(presented_key(&r), Some("k1"));
-    }
-
-    #[test]
-    fn rate_limit_headers() {
-        let d = Decision {
-            allowed: false,
-            limit: 10,
-            remaining: 0,
-            reset_secs: 2,
-            retry_after_secs: 1,
-        };
-        let r = limited(&d, "per_key");
-        assert_eq!(r.status, 429);
-        assert_eq!(
-            r.headers,
-            vec![
-                (RATELIMIT_LIMIT, "10".to_string()),
-                (RATELIMIT_REMAINING, "0".to_string()),
-                (RATELIMIT_RESET, "2".to_string()),
-                (h::RETRY_AFTER, "1".to_string()),
-            ]
-        );
-        assert_eq!(r.body["error"], "rate_limited");
     }
 }

@@ -22,7 +22,7 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "io", "http"]
 // in the slice of its metric here.
 
 /// `reason` values of `hotplex_proxy_rejections_total`: the `reason` of every
-/// `ErrorAnswer` (`errors.rs`, `proxy.rs`, `hostile.rs`) and `Rejection` (`security.rs`).
+/// `EdgeError` (`errors/`, whose unit tests check this list).
 pub const REJECTION_REASONS: &[&str] = &[
     "auth",
     "rate_limit",
@@ -44,6 +44,7 @@ pub const REJECTION_REASONS: &[&str] = &[
     "auth_rate_limit",
     "body_timeout",
     "payload_too_large",
+    "ip_denied",
 ];
 
 /// `kind` values of `hotplex_proxy_stream_errors_total`.

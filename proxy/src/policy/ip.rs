@@ -5,18 +5,13 @@
 //! Order: **deny, then allow**. A client in any `deny` entry is refused; otherwise, when
 //! `allow` is given, only a client in some `allow` entry passes; without `allow` everyone
 //! else passes. A request whose client IP is unknown (not an inet peer) is refused when the
-//! route has rules (fail closed). Refused: `403 {"error":"ip_denied"}` from the edge,
+//! route has rules (fail closed). Refused: `403 {"error":"ip_denied"}` from the edge
+//! ([`crate::errors::EdgeError::IpDenied`]),
 //! counted as `hotplex_proxy_rejections_total{reason="ip_denied"}`, nothing forwarded.
 
 use std::net::IpAddr;
 
-use serde_json::json;
-
 use crate::config::security::Cidr;
-use crate::errors::ErrorAnswer;
-
-/// `reason` of `hotplex_proxy_rejections_total` and `error` of the 403 body.
-pub const IP_DENIED: &str = "ip_denied";
 
 /// The validated `allow` / `deny` lists of one route.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,16 +112,6 @@ fn is_network(c: &Cidr) -> bool {
     match c.addr {
         IpAddr::V4(a) => !host_bits(32) || u32::from(a) & (u32::MAX >> u32::from(c.prefix)) == 0,
         IpAddr::V6(a) => !host_bits(128) || u128::from(a) & (u128::MAX >> u32::from(c.prefix)) == 0,
-    }
-}
-
-/// The 403 of a refused client.
-pub fn denied() -> ErrorAnswer {
-    ErrorAnswer {
-        status: 403,
-        body: json!({"error": IP_DENIED, "message": "this route is not available from your address"}),
-        retry_after: None,
-        reason: IP_DENIED,
     }
 }
 

@@ -1,12 +1,8 @@
 //! `routes[].redirect`: a route answered by the edge with a redirect (nginx `return 301`),
 //! no pool involved. `to` is an absolute `http(s)://host[:port][/path]` URL; with
 //! `keep_path` the request path is appended to `to`'s path, with `keep_query` the request
-//! query is appended (after `to`'s own, joined with `&`).
-
-use bytes::Bytes;
-use hotplex_common::headers as h;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+//! query is appended (after `to`'s own, joined with `&`). The answer is
+//! [`crate::errors::EdgeError::Redirect`] (`Location` and `{"redirect":"<location>"}`).
 
 /// Default `routes[].redirect.status`.
 pub const DEFAULT_REDIRECT_STATUS: u16 = 301;
@@ -86,39 +82,6 @@ impl Redirect {
             s.push_str(part);
         }
         s
-    }
-}
-
-/// Writes the redirect answer (a short body, `Location`, `X-Request-Id`).
-pub async fn respond(session: &mut Session, r: &Redirect, request_id: &str) {
-    if session.response_written().is_some() {
-        return;
-    }
-    let req = session.req_header();
-    let location = r.location(req.uri.path(), req.uri.query());
-    let Ok(loc) = http::HeaderValue::from_str(&location) else {
-        return;
-    };
-    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4)) else {
-        return;
-    };
-    let body = Bytes::from(format!(
-        "{{\"redirect\":{}}}",
-        serde_json::Value::String(location)
-    ));
-    let _ = resp.insert_header(http::header::LOCATION, loc);
-    let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
-    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    let _ = resp.insert_header(h::X_REQUEST_ID, request_id);
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
-        tracing::debug!(error = %e, "failed to write redirect head");
-        return;
-    }
-    if let Err(e) = session.write_response_body(Some(body), true).await {
-        tracing::debug!(error = %e, "failed to write redirect body");
     }
 }
 

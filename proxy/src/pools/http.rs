@@ -13,10 +13,9 @@ use std::time::Instant;
 
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
-use serde_json::json;
 
 use super::{balance, HttpPool, InFlight};
-use crate::errors::ErrorAnswer;
+use crate::errors::EdgeError;
 use crate::routes::{request_host, Matched, PoolRef, RouteTable};
 
 /// Upstreams tried for one request (connect failures) before giving up.
@@ -65,26 +64,6 @@ pub fn classify(table: &Arc<RouteTable>, req: &RequestHeader) -> Routed {
     }
 }
 
-/// 404 for a request no route matches (nothing is forwarded).
-pub fn no_route() -> ErrorAnswer {
-    ErrorAnswer {
-        status: 404,
-        body: json!({"error": "no_route", "message": "no route matches this host, path and method"}),
-        retry_after: None,
-        reason: "no_route",
-    }
-}
-
-/// 503 when no upstream of the pool is available (health down, ejected or all tried).
-pub fn no_upstream(pool: &str) -> ErrorAnswer {
-    ErrorAnswer {
-        status: 503,
-        body: json!({"error": "no_healthy_upstream", "pool": pool}),
-        retry_after: Some(1),
-        reason: "no_healthy_upstream",
-    }
-}
-
 /// The `http` pool state of one request.
 #[derive(Debug)]
 pub struct HttpState {
@@ -94,7 +73,7 @@ pub struct HttpState {
     /// The upstream in use and its in-flight count.
     pick: Option<(usize, InFlight)>,
     /// The answer to write when the pool ran out of upstreams mid-request.
-    pub answer: Option<ErrorAnswer>,
+    pub answer: Option<EdgeError>,
 }
 
 impl HttpState {
@@ -169,7 +148,9 @@ impl HttpState {
         if self.excluded.len() < limit && self.choose(headers) {
             return true;
         }
-        self.answer = Some(no_upstream(&self.pool.name));
+        self.answer = Some(EdgeError::NoHealthyUpstream {
+            pool: self.pool.name.clone(),
+        });
         false
     }
 }
@@ -262,7 +243,7 @@ mod tests {
         assert!(!h.retry_elsewhere(&hm));
         let a = h.answer.as_ref().expect("answer");
         assert_eq!(
-            (a.status, a.body["error"].as_str()),
+            (a.status(), a.body()["error"].as_str()),
             (503, Some("no_healthy_upstream"))
         );
         // Both ejected: a new request finds nothing either.

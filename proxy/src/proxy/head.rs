@@ -4,7 +4,7 @@
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
-use crate::errors::ErrorAnswer;
+use crate::errors::EdgeError;
 
 /// Largest request target forwarded (bytes); longer: 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -12,9 +12,9 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// 414 / 431 for a request head too large to forward.
-pub(super) fn oversized_head(req: &RequestHeader) -> Option<ErrorAnswer> {
-    let (status, error) = if req.raw_path().len() > MAX_URI_BYTES {
-        (414, "uri_too_long")
+pub(super) fn oversized_head(req: &RequestHeader) -> Option<EdgeError> {
+    if req.raw_path().len() > MAX_URI_BYTES {
+        Some(EdgeError::UriTooLong)
     } else if req
         .headers
         .iter()
@@ -22,16 +22,10 @@ pub(super) fn oversized_head(req: &RequestHeader) -> Option<ErrorAnswer> {
         .sum::<usize>()
         > MAX_HEADER_BYTES
     {
-        (431, "headers_too_large")
+        Some(EdgeError::HeadersTooLarge)
     } else {
-        return None;
-    };
-    Some(ErrorAnswer {
-        status,
-        body: serde_json::json!({ "error": error }),
-        retry_after: None,
-        reason: "bad_request",
-    })
+        None
+    }
 }
 
 pub(super) fn valid_request_id(v: &[u8]) -> bool {

@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::{Ctx, HotplexProxy};
-use crate::errors::ErrorAnswer;
+use crate::errors::EdgeError;
 use crate::pools::http::{self, HttpState, Routed};
 use crate::routes::AuthMode;
 
@@ -33,7 +33,7 @@ impl Ctx {
 
     /// The answer to write instead of pingora's for an `http` route that ran out of
     /// upstreams.
-    pub(super) fn take_http_answer(&mut self) -> Option<ErrorAnswer> {
+    pub(super) fn take_http_answer(&mut self) -> Option<EdgeError> {
         self.http_mut().and_then(|h| h.answer.take())
     }
 }
@@ -107,11 +107,11 @@ impl HotplexProxy {
     }
 
     /// The answer for a request outside the session surface that no http route takes.
-    pub(super) fn unrouted_answer(ctx: &Ctx) -> ErrorAnswer {
+    pub(super) fn unrouted_answer(ctx: &Ctx) -> EdgeError {
         if matches!(ctx.routed, Routed::NoMatch) {
-            http::no_route()
+            EdgeError::NoRoute
         } else {
-            crate::errors::undeclared()
+            EdgeError::Undeclared
         }
     }
 
@@ -126,7 +126,7 @@ impl HotplexProxy {
             return Ok(false);
         }
         let pool = ctx.http().map(|h| h.pool.name.clone()).unwrap_or_default();
-        self.answer(session, ctx, &http::no_upstream(&pool), false)
+        self.answer(session, ctx, &EdgeError::NoHealthyUpstream { pool }, false)
             .await;
         Ok(true)
     }
@@ -214,14 +214,15 @@ impl HotplexProxy {
                 .map(|a| crate::security::client_ip(a.ip(), xff, &cfg.limits.trusted_proxies));
             if !rules.permits(ip) {
                 tracing::debug!(route = %m.route().name, client_ip = ?ip, "client IP refused by the route's rules");
-                self.answer(session, ctx, &crate::policy::ip::denied(), false)
-                    .await;
+                self.answer(session, ctx, &EdgeError::IpDenied, false).await;
                 return true;
             }
         }
         if let Some(r) = &p.redirect {
-            ctx.own_status = r.status;
-            crate::policy::redirect::respond(session, r, &ctx.request_id).await;
+            let req = session.req_header();
+            let location = r.location(req.uri.path(), req.uri.query());
+            let answer = EdgeError::redirect(r.status, location);
+            self.answer(session, ctx, &answer, false).await;
             return true;
         }
         false
@@ -337,58 +338,7 @@ pub(super) fn max_body(ctx: &Ctx, cfg: &crate::config::RuntimeConfig) -> u64 {
 
 // --- per-route policies: error pages (issue #19, pol-comp) ---
 
-/// The body of an answer the edge writes: the matched route's page for `status`, else
-/// the JSON `body`.
-pub(super) fn error_body(
-    ctx: &Ctx,
-    status: u16,
-    body: &serde_json::Value,
-) -> (::http::HeaderValue, Bytes) {
-    if let Some(p) = matched_route(ctx).and_then(|r| r.error_pages.get(status)) {
-        return (p.content_type.clone(), p.body.clone());
-    }
-    (
-        ::http::HeaderValue::from_static("application/json"),
-        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
-    )
-}
-
-/// An admission refusal (401/403/429...): the route's page for its status with the
-/// refusal's headers (`Retry-After`, `WWW-Authenticate`...), else the JSON answer.
-pub(super) async fn respond_rejection(
-    session: &mut Session,
-    ctx: &Ctx,
-    r: &crate::security::Rejection,
-) {
-    let Some(page) = matched_route(ctx).and_then(|x| x.error_pages.get(r.status)) else {
-        crate::security::respond(session, r, &ctx.request_id).await;
-        return;
-    };
-    if session.response_written().is_some() {
-        return;
-    }
-    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4 + r.headers.len())) else {
-        return;
-    };
-    let _ = resp.insert_header(::http::header::CONTENT_TYPE, page.content_type.clone());
-    let _ = resp.insert_header(::http::header::CONTENT_LENGTH, page.body.len().to_string());
-    let _ = resp.insert_header(
-        hotplex_common::headers::X_REQUEST_ID,
-        ctx.request_id.as_str(),
-    );
-    for (n, v) in &r.headers {
-        let _ = resp.insert_header(*n, v.as_str());
-    }
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_ok()
-    {
-        let _ = session
-            .write_response_body(Some(page.body.clone()), true)
-            .await;
-    }
+/// The matched route's error pages, for the writer ([`crate::errors::write`]).
+pub(super) fn error_pages(ctx: &Ctx) -> Option<&crate::policy::error_pages::ErrorPages> {
+    matched_route(ctx).map(|r| &r.error_pages)
 }

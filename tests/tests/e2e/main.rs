@@ -24,6 +24,7 @@ mod proxy_cli;
 mod proxy_conn_limits;
 mod proxy_dns;
 mod proxy_drain;
+mod proxy_errors;
 mod proxy_failures;
 mod proxy_jwt;
 mod proxy_limits_redis;

@@ -15,6 +15,7 @@ mod agent_isolation_caps;
 mod agent_limits;
 mod agent_sandbox;
 mod agent_usage;
+mod example_nginx;
 mod observability_metrics;
 mod observability_traces;
 mod proxy_admin;

@@ -118,6 +118,8 @@ pub enum PathMatch {
 pub enum AuthFile {
     #[default]
     Required,
+    /// Credentials, when presented, are checked as with `required`; none: anonymous.
+    Optional,
     Off,
 }
 
@@ -511,6 +513,12 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
             "the session pool always uses the edge's auth: section (auth: off is for http pools)",
         )),
         AuthFile::Off => AuthMode::Off,
+        AuthFile::Optional if pool == PoolRef::Sessions => return Err(ConfigError::new(
+            file,
+            key("auth"),
+            "the session pool always uses the edge's auth: section (auth: optional is for http pools)",
+        )),
+        AuthFile::Optional => AuthMode::Optional,
     };
     if r.forward_credentials && auth != AuthMode::Off {
         return Err(ConfigError::new(
@@ -706,6 +714,8 @@ mod tests {
             (route("  - name: x\n    hosts: []\n    path: /\n    pool: ui\n"), "routes[1].hosts", "empty list"),
             (route("  - name: x\n    methods: [GE T]\n    path: /\n    pool: ui\n"), "routes[1].methods[0]", "not an HTTP method"),
             (route("  - name: x\n    path: /\n    pool: sessions\n    auth: off\n"), "routes[1].auth", "session pool"),
+            (route("  - name: x\n    path: /\n    pool: sessions\n    auth: optional\n"), "routes[1].auth", "session pool"),
+            (route("  - name: x\n    path: /x\n    pool: ui\n    auth: optional\n    forward_credentials: true\n"), "routes[1].forward_credentials", "only with auth: off"),
             (route("  - name: x\n    path: /\n    pool: ui\n    forward_credentials: true\n"), "routes[1].forward_credentials", "only with auth: off"),
             (route("  - name: X\n    path: /\n    pool: ui\n"), "routes[1].name", "[a-z0-9_-]"),
             ("routes: []\n".into(), "routes", "empty list"),

@@ -139,8 +139,12 @@ pub enum BalanceFile {
 pub struct PoolFile {
     /// Unique name, `[a-z0-9_-]`, 1-63 characters, not `sessions`. Required.
     pub name: String,
-    /// `ip:port` of each upstream, at least one. Required.
+    /// `ip:port` of each upstream; at least one unless `discovery` finds them.
+    #[serde(default)]
     pub upstreams: Vec<String>,
+    /// Upstreams found by DNS (see [`super::discovery::PoolDiscoveryFile`]).
+    #[serde(default)]
+    pub discovery: Option<super::discovery::PoolDiscoveryFile>,
     /// Default `round_robin`.
     #[serde(default)]
     pub balance: BalanceFile,
@@ -333,11 +337,14 @@ fn hash_on(file: &str, key: &str, v: &str) -> Result<HashOn, ConfigError> {
 
 fn pool(file: &str, i: usize, p: &PoolFile) -> Result<HttpPool, ConfigError> {
     let key = |k: &str| format!("pools[{i}].{k}");
-    if p.upstreams.is_empty() {
+    let dns = (p.discovery.as_ref())
+        .map(|d| super::discovery::validate_pool(file, &key("discovery"), d))
+        .transpose()?;
+    if p.upstreams.is_empty() && dns.is_none() {
         return Err(ConfigError::new(
             file,
             key("upstreams"),
-            "list at least one ip:port upstream",
+            "list at least one ip:port upstream (or find them with discovery.dns)",
         ));
     }
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(p.upstreams.len());
@@ -435,6 +442,7 @@ fn pool(file: &str, i: usize, p: &PoolFile) -> Result<HttpPool, ConfigError> {
     };
     let mut built = HttpPool::new(p.name.clone(), addrs, balance, health, eject);
     built.tls = p.tls.as_ref().map(|t| pool_tls(file, i, t)).transpose()?;
+    built.dns = dns;
     Ok(built)
 }
 
@@ -794,7 +802,7 @@ mod tests {
         assert_eq!(ws, ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]);
         let t = &c.routes;
         assert_eq!(t.pools.len(), 1);
-        assert_eq!(t.pools[0].upstreams[0].id, "127.0.0.1:8090");
+        assert_eq!(t.pools[0].members()[0].id, "127.0.0.1:8090");
         let last = t.routes.last().expect("routes");
         assert_eq!(last.matcher.path.as_str(), "/");
         assert_eq!(last.pool, crate::routes::PoolRef::Http(0));

@@ -253,7 +253,13 @@ impl RouteTable {
             s.push_str(&r.policy.summary());
         }
         for p in &self.pools {
-            let ups: Vec<&str> = p.upstreams.iter().map(|u| u.id.as_str()).collect();
+            let members = p.members();
+            let mut ups: Vec<&str> = members.iter().map(|u| u.id.as_str()).collect();
+            let dns = p
+                .dns
+                .as_ref()
+                .map(|d| format!("dns {} {}", d.record.as_str(), d.name));
+            ups.extend(dns.as_deref());
             s.push_str(&format!(
                 "\n  pool {}: {} [{}]{}",
                 p.name,

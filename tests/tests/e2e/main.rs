@@ -29,6 +29,7 @@ mod proxy_failures;
 mod proxy_jwt;
 mod proxy_limits_redis;
 mod proxy_limits_redis_auth;
+mod proxy_pool_dns;
 mod proxy_reload;
 mod proxy_route_auth;
 mod proxy_route_compression;

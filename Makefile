@@ -12,7 +12,7 @@ run: deps
 
 ## make test: every test of the workspace (unit + end-to-end on loopback).
 test:
-	@bash scripts/install-deps.sh redis-server:redis-server python3 bubblewrap:bwrap
+	@bash scripts/install-deps.sh redis-server:redis-server python3 bubblewrap:bwrap iproute2:ip
 	HOTPLEX_E2E_QUIET=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## make lint: rustfmt and clippy, warnings are errors; the test-quality check of the

@@ -232,11 +232,11 @@ impl ProxyHttp for HotplexProxy {
             Some(_) => {}
         }
         let cfg = self.registry.config();
-        let (http_route, auth_off) = routes::admit_route(&ctx.routed);
+        let (http_route, auth) = routes::admit_route(&ctx.routed);
         let route = http_route.unwrap_or(ctx.route_label);
         let (create, ws) = (ctx.create, ctx.websocket);
         let st = &mut ctx.security;
-        st.auth_off = auth_off;
+        st.auth = auth;
         let admitted = (self.security).admit(session, &cfg, &self.metrics, route, create, ws, st);
         if let Err(r) = admitted.await {
             self.answer(session, ctx, &r, false).await;

@@ -58,8 +58,9 @@ pub struct ReqState {
     pub client_ip: Option<IpAddr>,
     /// Tightest bucket decision, for the `RateLimit-*` response headers.
     pub ratelimit: Option<Decision>,
-    /// The route says `auth: off` (see [`crate::routes`]): no authentication required.
-    pub auth_off: bool,
+    /// The route's `auth` (see [`crate::routes`]): `off`, no authentication; `optional`,
+    /// only when credentials are presented.
+    pub auth: crate::routes::AuthMode,
     _ws: Option<CounterGuard>,
 }
 
@@ -297,13 +298,15 @@ impl Security {
         st.client_ip = ip;
 
         // Authentication. An IP over its failed-authentication budget is refused before
-        // any key hashing or signature check (auth on), or treated as anonymous (auth off).
+        // any key hashing or signature check (auth on, or optional with credentials), or
+        // treated as anonymous (auth off).
         let a = &cfg.auth;
         let path = req.uri.path();
         let public = a.public_paths.iter().any(|p| path.starts_with(p.as_str()));
         let ip_s = ip.map(ip_text).unwrap_or_default();
         let fail_key = ["authfail|", &ip_s].concat();
-        let must_auth = a.enabled && !public && !st.auth_off;
+        let must_auth =
+            a.enabled && !public && st.auth.must_authenticate(presented_key(req).is_some());
         let budget = self.auth_failures.peek(&fail_key, &l.auth_failures);
         if let Err(retry) = budget {
             if must_auth {

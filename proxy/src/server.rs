@@ -164,6 +164,10 @@ pub fn run_reporting(
         "http pool health check",
         crate::pools::health::PoolHealthService::new(registry.clone(), app.pool_metrics()),
     );
+    let pool_dns = background_service(
+        "http pool dns discovery",
+        crate::pools::dns::PoolDnsService::new(registry.clone()),
+    );
     let mut http = pingora::proxy::http_proxy(&server.configuration, app);
     // Idle HTTP/2 connections (no open stream) are closed and free their slot.
     let mut opts = http.server_options.take().unwrap_or_default();
@@ -210,6 +214,7 @@ pub fn run_reporting(
     server.add_service(crate::handover::OwnFds::new(proxy, listen_fds.clone()));
     server.add_service(health);
     server.add_service(pool_health);
+    server.add_service(pool_dns);
     server.add_service(dns_discovery);
     server.add_service(admin);
     server.add_service(sighup);

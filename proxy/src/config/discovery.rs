@@ -183,6 +183,65 @@ fn resolver_addr(v: &str) -> Option<SocketAddr> {
     })
 }
 
+/// `pools[].discovery:` of an `http` pool: its upstreams found by DNS (next to, or
+/// instead of, `upstreams`), resolved like the session pool's `discovery.dns` (same
+/// resolver code) but without identity probes: an upstream is its address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDiscoveryFile {
+    /// Required.
+    pub dns: PoolDnsFile,
+}
+
+/// `pools[].discovery.dns:`, the keys of `discovery.dns` that apply to plain upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDnsFile {
+    /// Name to resolve. Required.
+    pub name: String,
+    /// `a` or `srv`. Default `a`.
+    #[serde(default)]
+    pub record: DnsRecord,
+    /// Upstream port for `record: a` (required there); not allowed with `srv`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Time between resolutions. Default [`DEFAULT_DNS_INTERVAL`].
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Timeout of one DNS query. Default [`DEFAULT_DNS_TIMEOUT`].
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Name server `ip` or `ip:port`. Default: the system resolver configuration.
+    #[serde(default)]
+    pub resolver: Option<String>,
+    /// Most addresses used per round (1-4096; the ones already in the pool first).
+    /// Default [`DEFAULT_MAX_RECORDS`].
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+}
+
+/// Validates `pools[i].discovery` (`prefix` is that key path).
+pub fn validate_pool(
+    file: &str,
+    prefix: &str,
+    d: &PoolDiscoveryFile,
+) -> Result<DnsDiscovery, ConfigError> {
+    let f = &d.dns;
+    let as_workers = DnsFile {
+        name: f.name.clone(),
+        record: f.record,
+        port: f.port,
+        interval: f.interval,
+        timeout: f.timeout,
+        resolver: f.resolver.clone(),
+        identity_path: default_identity_path(),
+        weight: default_weight(),
+        capacity: default_capacity(),
+        max_records: f.max_records,
+    };
+    validate_dns(file, &format!("{prefix}.dns"), &as_workers)
+}
+
 /// Validates `discovery:` (absent: `None`).
 pub fn validate(
     file: &str,
@@ -191,9 +250,12 @@ pub fn validate(
     let Some(d) = d else {
         return Ok(None);
     };
-    let f = &d.dns;
-    let err =
-        |key: &str, reason: String| ConfigError::new(file, format!("discovery.dns.{key}"), reason);
+    validate_dns(file, "discovery.dns", &d.dns).map(Some)
+}
+
+/// Validates one `dns:` section whose key path is `prefix`.
+fn validate_dns(file: &str, prefix: &str, f: &DnsFile) -> Result<DnsDiscovery, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError::new(file, format!("{prefix}.{key}"), reason);
     if !valid_dns_name(&f.name) {
         return Err(err(
             "name",
@@ -249,7 +311,7 @@ pub fn validate(
     if f.max_records == 0 || f.max_records > MAX_MAX_RECORDS {
         return Err(err("max_records", format!("must be 1..={MAX_MAX_RECORDS}")));
     }
-    Ok(Some(DnsDiscovery {
+    Ok(DnsDiscovery {
         name: f.name.clone(),
         record: f.record,
         port,
@@ -260,7 +322,7 @@ pub fn validate(
         weight: f.weight,
         capacity: f.capacity,
         max_records: f.max_records,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -352,5 +414,66 @@ mod tests {
         );
         // Neither static workers nor discovery: still an error on `workers`.
         assert_eq!(parse("f", "threads: 1\n").expect_err("none").key, "workers");
+    }
+
+    #[test]
+    fn http_pools_discover_upstreams_with_the_same_keys() {
+        let yaml = |pool: &str| {
+            format!(
+                "workers:\n  - id: w1\n    address: 127.0.0.1:8081\npools:\n  - name: ui\n{pool}\
+                 routes:\n  - name: ui\n    path: /\n    pool: ui\n"
+            )
+        };
+        let dns = "    discovery:\n      dns:\n        name: ui.example.test.\n";
+        let c = parse("t", &yaml(&format!("{dns}        port: 8090\n        resolver: 127.0.0.1:5353\n        interval: 200ms\n")))
+            .expect("dns only, no static upstreams");
+        let p = &c.routes.pools[0];
+        let d = p.dns.as_ref().expect("dns");
+        assert_eq!(
+            (d.port, d.interval),
+            (Some(8090), Duration::from_millis(200))
+        );
+        assert_eq!(d.resolver, Some("127.0.0.1:5353".parse().expect("addr")));
+        assert!(
+            p.members().is_empty(),
+            "no member before the first resolution"
+        );
+        let c = parse(
+            "t",
+            &yaml(&format!(
+                "    upstreams: [\"127.0.0.1:9000\"]\n{dns}        record: srv\n"
+            )),
+        )
+        .expect("static and srv");
+        assert_eq!(c.routes.pools[0].members().len(), 1);
+        let key = |extra: &str| {
+            parse("f", &yaml(&format!("{dns}{extra}")))
+                .expect_err(extra)
+                .key
+        };
+        assert_eq!(key(""), "pools[0].discovery.dns.port");
+        assert_eq!(
+            key("        record: srv\n        port: 1\n"),
+            "pools[0].discovery.dns.port"
+        );
+        assert_eq!(
+            key("        port: 1\n        interval: 0s\n"),
+            "pools[0].discovery.dns.interval"
+        );
+        assert_eq!(
+            key("        port: 1\n        resolver: nope\n"),
+            "pools[0].discovery.dns.resolver"
+        );
+        assert_eq!(
+            key("        port: 1\n        max_records: 0\n"),
+            "pools[0].discovery.dns.max_records"
+        );
+        // Worker-only keys are not pool keys.
+        assert!(
+            key("        port: 1\n        identity_path: /x\n").starts_with("pools[0].discovery")
+        );
+        let e = parse("f", &yaml("    upstreams: []\n")).expect_err("nothing");
+        assert_eq!(e.key, "pools[0].upstreams");
+        assert!(e.reason.contains("discovery.dns"), "{e}");
     }
 }

@@ -6,7 +6,8 @@
 //! tokens or the worker key, or starts accepting identity proofs made for another address
 //! (`worker_auth.allow_address_translation`), or serves a new (or changed) route with
 //! `auth: off` while auth is on, or drops or widens a route's `allow`/`deny`, is refused unless the new file says so with
-//! `allow_security_downgrade: true` (turning auth off also passes with
+//! `allow_security_downgrade: true` (a route whose auth goes from `required` to `optional`
+//! or `off`, or from `optional` to `off`, counts as a new anonymous route; turning auth off also passes with
 //! `auth.allow_anonymous: true`). A half-written file (cut before its `auth:` or `limits:`
 //! section) therefore never applies: it reads as a downgrade. Set the key for the one
 //! reload that means it, then remove it.
@@ -26,8 +27,8 @@ struct Facts {
     worker_key: bool,
     address_translation: bool,
     trusted_proxies: usize,
-    /// Routes served without authentication (`routes[].auth: off`).
-    public_routes: Vec<String>,
+    /// Routes that serve anonymous clients (`routes[].auth: off` or `optional`).
+    public_routes: Vec<(String, crate::routes::AuthMode)>,
 }
 
 fn facts(c: &RuntimeConfig) -> Facts {
@@ -60,7 +61,12 @@ fn facts(c: &RuntimeConfig) -> Facts {
         worker_key: c.worker_key.is_some(),
         address_translation: c.worker_address_translation,
         trusted_proxies: c.limits.trusted_proxies.len(),
-        public_routes: c.routes.public_routes().into_iter().map(|r| r.1).collect(),
+        public_routes: c
+            .routes
+            .public_routes()
+            .into_iter()
+            .map(|r| (r.1, r.2))
+            .collect(),
     }
 }
 
@@ -123,16 +129,22 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
             "the reload stops checking that identity proofs name the address dialled".into(),
         );
     }
-    // A new or widened `auth: off` route opens a path to anonymous clients.
-    let opened = new
-        .routes
-        .public_routes()
-        .into_iter()
-        .find(|(_, r)| !o.public_routes.contains(r));
-    if let (true, Some((i, r))) = (n.auth, opened) {
+    // A new or widened `auth: off` or `optional` route, or one whose auth got weaker
+    // (required -> optional -> off), opens a path to anonymous clients.
+    use crate::routes::AuthMode;
+    let opened = new.routes.public_routes().into_iter().find(|(_, r, mode)| {
+        !o.public_routes
+            .iter()
+            .any(|(d, m)| d == r && (m == mode || *m == AuthMode::Off))
+    });
+    if let (true, Some((i, r, mode))) = (n.auth, opened) {
+        let what = match mode {
+            AuthMode::Optional => "with optional authentication (anonymous clients pass)",
+            _ => "without authentication",
+        };
         return refuse(
             &format!("routes[{i}].auth"),
-            format!("the reload serves a route without authentication ({r})"),
+            format!("the reload serves a route {what} ({r})"),
         );
     }
     // A route's IP rules (issue #19 policies) dropped or widened opens it to more clients.
@@ -195,7 +207,7 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
     }
     if o.public_routes != n.public_routes {
         out.push(format!(
-            "routes with auth: off {:?} -> {:?}",
+            "routes with auth: off or optional {:?} -> {:?}",
             o.public_routes, n.public_routes
         ));
     }
@@ -261,6 +273,36 @@ mod tests {
         assert!(check(&streamed, &old).is_ok());
         assert!(check(&cut, &old).is_ok());
         assert!(check(&old, &old).is_ok());
+    }
+
+    #[test]
+    fn weaker_route_auth_is_a_downgrade() {
+        let route = |auth: &str| {
+            cfg(&format!(
+                "{AUTH}pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:9002\"]\n\
+                 routes:\n  - name: ui\n    path: /ui\n    pool: ui\n    auth: {auth}\n"
+            ))
+        };
+        let (required, optional, off) = (route("required"), route("optional"), route("off"));
+        for (from, to, what) in [
+            (&required, &optional, "optional authentication"),
+            (&required, &off, "without authentication"),
+            (&optional, &off, "without authentication"),
+        ] {
+            let e = check(from, to).expect_err(what);
+            assert_eq!(e.key, "routes[0].auth");
+            assert!(e.reason.contains(what), "{e}");
+        }
+        assert!(diff(&required, &optional).contains("routes with auth: off or optional"));
+        // Stronger, or unchanged: applied.
+        for (from, to) in [
+            (&optional, &required),
+            (&off, &optional),
+            (&off, &required),
+            (&optional, &optional),
+        ] {
+            assert!(check(from, to).is_ok());
+        }
     }
 
     #[test]

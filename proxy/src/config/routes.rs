@@ -118,6 +118,8 @@ pub enum PathMatch {
 pub enum AuthFile {
     #[default]
     Required,
+    /// Credentials, when presented, are checked as with `required`; none: anonymous.
+    Optional,
     Off,
 }
 
@@ -137,8 +139,12 @@ pub enum BalanceFile {
 pub struct PoolFile {
     /// Unique name, `[a-z0-9_-]`, 1-63 characters, not `sessions`. Required.
     pub name: String,
-    /// `ip:port` of each upstream, at least one. Required.
+    /// `ip:port` of each upstream; at least one unless `discovery` finds them.
+    #[serde(default)]
     pub upstreams: Vec<String>,
+    /// Upstreams found by DNS (see [`super::discovery::PoolDiscoveryFile`]).
+    #[serde(default)]
+    pub discovery: Option<super::discovery::PoolDiscoveryFile>,
     /// Default `round_robin`.
     #[serde(default)]
     pub balance: BalanceFile,
@@ -331,11 +337,14 @@ fn hash_on(file: &str, key: &str, v: &str) -> Result<HashOn, ConfigError> {
 
 fn pool(file: &str, i: usize, p: &PoolFile) -> Result<HttpPool, ConfigError> {
     let key = |k: &str| format!("pools[{i}].{k}");
-    if p.upstreams.is_empty() {
+    let dns = (p.discovery.as_ref())
+        .map(|d| super::discovery::validate_pool(file, &key("discovery"), d))
+        .transpose()?;
+    if p.upstreams.is_empty() && dns.is_none() {
         return Err(ConfigError::new(
             file,
             key("upstreams"),
-            "list at least one ip:port upstream",
+            "list at least one ip:port upstream (or find them with discovery.dns)",
         ));
     }
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(p.upstreams.len());
@@ -433,6 +442,7 @@ fn pool(file: &str, i: usize, p: &PoolFile) -> Result<HttpPool, ConfigError> {
     };
     let mut built = HttpPool::new(p.name.clone(), addrs, balance, health, eject);
     built.tls = p.tls.as_ref().map(|t| pool_tls(file, i, t)).transpose()?;
+    built.dns = dns;
     Ok(built)
 }
 
@@ -511,6 +521,12 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
             "the session pool always uses the edge's auth: section (auth: off is for http pools)",
         )),
         AuthFile::Off => AuthMode::Off,
+        AuthFile::Optional if pool == PoolRef::Sessions => return Err(ConfigError::new(
+            file,
+            key("auth"),
+            "the session pool always uses the edge's auth: section (auth: optional is for http pools)",
+        )),
+        AuthFile::Optional => AuthMode::Optional,
     };
     if r.forward_credentials && auth != AuthMode::Off {
         return Err(ConfigError::new(
@@ -706,6 +722,8 @@ mod tests {
             (route("  - name: x\n    hosts: []\n    path: /\n    pool: ui\n"), "routes[1].hosts", "empty list"),
             (route("  - name: x\n    methods: [GE T]\n    path: /\n    pool: ui\n"), "routes[1].methods[0]", "not an HTTP method"),
             (route("  - name: x\n    path: /\n    pool: sessions\n    auth: off\n"), "routes[1].auth", "session pool"),
+            (route("  - name: x\n    path: /\n    pool: sessions\n    auth: optional\n"), "routes[1].auth", "session pool"),
+            (route("  - name: x\n    path: /x\n    pool: ui\n    auth: optional\n    forward_credentials: true\n"), "routes[1].forward_credentials", "only with auth: off"),
             (route("  - name: x\n    path: /\n    pool: ui\n    forward_credentials: true\n"), "routes[1].forward_credentials", "only with auth: off"),
             (route("  - name: X\n    path: /\n    pool: ui\n"), "routes[1].name", "[a-z0-9_-]"),
             ("routes: []\n".into(), "routes", "empty list"),
@@ -784,7 +802,7 @@ mod tests {
         assert_eq!(ws, ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]);
         let t = &c.routes;
         assert_eq!(t.pools.len(), 1);
-        assert_eq!(t.pools[0].upstreams[0].id, "127.0.0.1:8090");
+        assert_eq!(t.pools[0].members()[0].id, "127.0.0.1:8090");
         let last = t.routes.last().expect("routes");
         assert_eq!(last.matcher.path.as_str(), "/");
         assert_eq!(last.pool, crate::routes::PoolRef::Http(0));

@@ -64,16 +64,16 @@ pub fn hash_key<'a>(on: &HashOn, headers: &'a http::HeaderMap) -> Option<&'a [u8
     }
 }
 
-/// Index of the upstream for this request, or `None` when none is available.
-/// `key`: the hash key (only used by `hash`); `excluded`: upstreams this request already
-/// failed on.
+/// Index in `ups` (the pool's members for this request) of the upstream for this
+/// request, or `None` when none is available. `key`: the hash key (only used by `hash`);
+/// `excluded`: upstreams this request already failed on.
 pub fn pick(
     pool: &HttpPool,
+    ups: &[std::sync::Arc<super::Upstream>],
     key: Option<&[u8]>,
     now: Instant,
     excluded: &[usize],
 ) -> Option<usize> {
-    let ups = &pool.upstreams;
     let n = ups.len();
     if n == 0 {
         return None;
@@ -138,34 +138,34 @@ mod tests {
         let now = Instant::now();
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[pick(&p, None, now, &[]).expect("pick")] += 1;
+            counts[pick(&p, &p.members(), None, now, &[]).expect("pick")] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
-        p.upstreams[1].record_failure(&p.eject, now);
+        p.members()[1].record_failure(&p.eject, now);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[pick(&p, None, now, &[]).expect("pick")] += 1;
+            counts[pick(&p, &p.members(), None, now, &[]).expect("pick")] += 1;
         }
         assert_eq!(counts[1], 0);
         assert!(counts[0] >= 100 && counts[2] >= 100, "{counts:?}");
-        assert_eq!(pick(&p, None, now, &[0, 2]), None);
+        assert_eq!(pick(&p, &p.members(), None, now, &[0, 2]), None);
     }
 
     #[test]
     fn least_conn_prefers_the_idle_upstream() {
         let p = pool(3, Balance::LeastConn);
         let now = Instant::now();
-        let _a = p.upstreams[0].begin();
-        let _b = p.upstreams[1].begin();
-        let _b2 = p.upstreams[1].begin();
+        let _a = p.members()[0].begin();
+        let _b = p.members()[1].begin();
+        let _b2 = p.members()[1].begin();
         for _ in 0..10 {
-            assert_eq!(pick(&p, None, now, &[]), Some(2));
+            assert_eq!(pick(&p, &p.members(), None, now, &[]), Some(2));
         }
-        let _c = p.upstreams[2].begin();
-        let _c2 = p.upstreams[2].begin();
-        assert_eq!(pick(&p, None, now, &[]), Some(0));
+        let _c = p.members()[2].begin();
+        let _c2 = p.members()[2].begin();
+        assert_eq!(pick(&p, &p.members(), None, now, &[]), Some(0));
         // Excluded (already failed for this request): the least loaded of the others.
-        let x = pick(&p, None, now, &[0]).expect("pick");
+        let x = pick(&p, &p.members(), None, now, &[0]).expect("pick");
         assert!(x == 1 || x == 2, "{x}");
     }
 
@@ -177,19 +177,23 @@ mod tests {
         let keys: Vec<String> = (0..400).map(|i| format!("user-{i}")).collect();
         let first: Vec<usize> = keys
             .iter()
-            .map(|k| pick(&p, Some(k.as_bytes()), now, &[]).expect("pick"))
+            .map(|k| pick(&p, &p.members(), Some(k.as_bytes()), now, &[]).expect("pick"))
             .collect();
         for (k, &u) in keys.iter().zip(&first) {
-            assert_eq!(pick(&p, Some(k.as_bytes()), now, &[]), Some(u), "sticky");
+            assert_eq!(
+                pick(&p, &p.members(), Some(k.as_bytes()), now, &[]),
+                Some(u),
+                "sticky"
+            );
         }
         let mut counts = [0; 4];
         for &u in &first {
             counts[u] += 1;
         }
         assert!(counts.iter().all(|&c| c > 50), "spread {counts:?}");
-        p.upstreams[2].record_failure(&p.eject, now);
+        p.members()[2].record_failure(&p.eject, now);
         for (k, &u) in keys.iter().zip(&first) {
-            let now_u = pick(&p, Some(k.as_bytes()), now, &[]).expect("pick");
+            let now_u = pick(&p, &p.members(), Some(k.as_bytes()), now, &[]).expect("pick");
             if u == 2 {
                 assert_ne!(now_u, 2);
             } else {

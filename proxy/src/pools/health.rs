@@ -32,7 +32,7 @@ impl PoolMetrics {
     /// Sets the health gauges of every upstream of `pools`.
     pub fn refresh(&self, pools: &[Arc<HttpPool>], now: Instant) {
         for p in pools {
-            for u in &p.upstreams {
+            for u in p.members().iter() {
                 self.upstream_healthy
                     .with_label_values(&[&p.name, &u.id])
                     .set(i64::from(u.available(now)));
@@ -102,11 +102,18 @@ impl BackgroundService for PoolHealthService {
         type Key = (HealthSpec, Option<PoolTls>);
         let mut checkers: HashMap<String, (Key, Arc<HttpHealthCheck>)> = HashMap::new();
         let mut last_hash = String::new();
+        let mut last_generations = 0u64;
         tracing::debug!("http pool health checks started");
         loop {
             let cfg = self.registry.config();
             let pools = &cfg.routes.pools;
             let now = Instant::now();
+            // DNS discovery changed a pool's members: drop the series of those gone.
+            let generations: u64 = pools.iter().map(|p| p.generation()).sum();
+            if generations != last_generations {
+                self.metrics.upstream_healthy.reset();
+                last_generations = generations;
+            }
             if cfg.hash != last_hash {
                 // Pools or upstreams may be gone: drop every series, set the live ones.
                 self.metrics.upstream_healthy.reset();
@@ -129,7 +136,7 @@ impl BackgroundService for PoolHealthService {
                         None => continue,
                     },
                 };
-                for u in &pool.upstreams {
+                for u in pool.members().iter() {
                     if !u.claim_probe(now, spec.interval) {
                         continue;
                     }

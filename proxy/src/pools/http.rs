@@ -14,7 +14,7 @@ use std::time::Instant;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 
-use super::{balance, HttpPool, InFlight};
+use super::{balance, HttpPool, InFlight, Members};
 use crate::errors::EdgeError;
 use crate::routes::{request_host, Matched, PoolRef, RouteTable};
 
@@ -68,6 +68,8 @@ pub fn classify(table: &Arc<RouteTable>, req: &RequestHeader) -> Routed {
 #[derive(Debug)]
 pub struct HttpState {
     pub pool: Arc<HttpPool>,
+    /// The pool's members when the request started (DNS may change the pool meanwhile).
+    members: Members,
     /// Upstreams that failed to connect for this request.
     excluded: Vec<usize>,
     /// The upstream in use and its in-flight count.
@@ -79,6 +81,7 @@ pub struct HttpState {
 impl HttpState {
     pub fn new(pool: Arc<HttpPool>) -> HttpState {
         HttpState {
+            members: pool.members(),
             pool,
             excluded: Vec::new(),
             pick: None,
@@ -92,9 +95,15 @@ impl HttpState {
             balance::Balance::Hash(on) => balance::hash_key(on, headers),
             _ => None,
         };
-        match balance::pick(&self.pool, key, Instant::now(), &self.excluded) {
+        match balance::pick(
+            &self.pool,
+            &self.members,
+            key,
+            Instant::now(),
+            &self.excluded,
+        ) {
             Some(i) => {
-                let guard = self.pool.upstreams[i].begin();
+                let guard = self.members[i].begin();
                 self.pick = Some((i, guard));
                 true
             }
@@ -144,7 +153,7 @@ impl HttpState {
         if let Some((i, _)) = self.pick.take() {
             self.excluded.push(i);
         }
-        let limit = MAX_TRIES.min(self.pool.upstreams.len());
+        let limit = MAX_TRIES.min(self.members.len());
         if self.excluded.len() < limit && self.choose(headers) {
             return true;
         }

@@ -4,7 +4,12 @@
 //!
 //! - [`balance`]: `round_robin`, `least_conn`, `hash` (rendezvous on a header or cookie);
 //! - [`health`]: the active health checks (pingora's `HttpHealthCheck`) of every pool;
-//! - [`http`]: the per-request part the proxy hooks call (pick, peer, passive failures).
+//! - [`http`]: the per-request part the proxy hooks call (pick, peer, passive failures);
+//! - [`dns`]: DNS discovery of a pool's upstreams (`pools[].discovery.dns`).
+//!
+//! A pool's members are its static `upstreams` plus the addresses DNS discovery last
+//! found, swapped atomically ([`HttpPool::members`]); a request keeps the member list it
+//! started with, so an upstream DNS dropped finishes what it serves.
 //!
 //! Each upstream's live state ([`UpstreamState`]: active health, consecutive failures,
 //! passive ejection, requests in flight) is shared by `Arc`: a reload carries it over for
@@ -12,6 +17,7 @@
 //! request in flight keeps the pool it started with until it ends.
 
 pub mod balance;
+pub mod dns;
 pub mod health;
 pub mod http;
 
@@ -250,11 +256,21 @@ impl Drop for InFlight {
     }
 }
 
+/// The members of a pool at one moment.
+pub type Members = Arc<Vec<Arc<Upstream>>>;
+
 /// One `http` pool.
 #[derive(Debug)]
 pub struct HttpPool {
     pub name: String,
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// `upstreams:` as configured.
+    pub configured: Vec<SocketAddr>,
+    /// The configured upstreams, then the discovered ones (sorted, none twice).
+    upstreams: arc_swap::ArcSwap<Vec<Arc<Upstream>>>,
+    /// `discovery.dns` (`None`: the configured upstreams only).
+    pub dns: Option<crate::config::discovery::DnsDiscovery>,
+    /// Bumped on each change of the member set (the health gauges follow).
+    generation: AtomicU64,
     pub balance: Balance,
     /// `None`: no active health check (`health_check.enabled: false`).
     pub health: Option<HealthSpec>,
@@ -275,10 +291,15 @@ impl HttpPool {
     ) -> HttpPool {
         HttpPool {
             name,
-            upstreams: addrs
-                .into_iter()
-                .map(|a| Arc::new(Upstream::new(a)))
-                .collect(),
+            configured: addrs.clone(),
+            upstreams: arc_swap::ArcSwap::from_pointee(
+                addrs
+                    .into_iter()
+                    .map(|a| Arc::new(Upstream::new(a)))
+                    .collect(),
+            ),
+            dns: None,
+            generation: AtomicU64::new(0),
             balance,
             health,
             eject,
@@ -287,16 +308,70 @@ impl HttpPool {
         }
     }
 
-    /// Takes over the live state of the upstreams `old` (the same pool of the previous
-    /// config) has at the same addresses.
-    pub fn adopt(&mut self, old: &HttpPool) {
-        for u in &mut self.upstreams {
-            if let Some(o) = old.upstreams.iter().find(|o| o.addr == u.addr) {
-                if let Some(up) = Arc::get_mut(u) {
-                    up.state = o.state.clone();
-                }
-            }
+    /// The current members (one atomic load).
+    pub fn members(&self) -> Members {
+        self.upstreams.load_full()
+    }
+
+    /// Changes of the member set so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The members for the configured upstreams plus `discovered`: an address already a
+    /// member keeps its [`Upstream`] (health, ejection, in-flight count), a new one
+    /// starts healthy. Returns whether the set changed.
+    pub fn set_discovered(&self, discovered: &[SocketAddr]) -> bool {
+        let old = self.members();
+        let mut addrs: Vec<SocketAddr> = self.configured.clone();
+        addrs.extend(discovered.iter().filter(|a| !self.configured.contains(a)));
+        addrs[self.configured.len()..].sort();
+        addrs.dedup();
+        if addrs.len() == old.len() && addrs.iter().zip(old.iter()).all(|(a, u)| *a == u.addr) {
+            return false;
         }
+        let next: Vec<Arc<Upstream>> = addrs
+            .into_iter()
+            .map(|a| match old.iter().find(|u| u.addr == a) {
+                Some(u) => u.clone(),
+                None => Arc::new(Upstream::new(a)),
+            })
+            .collect();
+        self.upstreams.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The discovered members (not configured).
+    pub fn discovered(&self) -> Vec<SocketAddr> {
+        self.members()
+            .iter()
+            .map(|u| u.addr)
+            .filter(|a| !self.configured.contains(a))
+            .collect()
+    }
+
+    /// Takes over the live state of the upstreams `old` (the same pool of the previous
+    /// config) has at the same addresses, and, with unchanged DNS settings, the members
+    /// DNS found (kept until the next resolution).
+    pub fn adopt(&mut self, old: &HttpPool) {
+        if self.dns.is_some() && self.dns == old.dns {
+            self.set_discovered(&old.discovered());
+        }
+        let olds = old.members();
+        let mine: Vec<Arc<Upstream>> = self
+            .members()
+            .iter()
+            .map(|u| match olds.iter().find(|o| o.addr == u.addr) {
+                Some(o) => Arc::new(Upstream {
+                    addr: u.addr,
+                    id: u.id.clone(),
+                    state: o.state.clone(),
+                }),
+                None => u.clone(),
+            })
+            .collect();
+        self.upstreams.store(Arc::new(mine));
         self.cursor
             .store(old.cursor.load(Ordering::Relaxed), Ordering::Relaxed);
     }
@@ -369,14 +444,83 @@ mod tests {
             cooldown: Duration::from_secs(60),
         };
         let old = HttpPool::new("p".into(), vec![a, b], Balance::RoundRobin, None, e);
-        let g = old.upstreams[0].begin();
-        assert_eq!(old.upstreams[0].in_flight(), 1);
-        assert!(old.upstreams[1].record_failure(&e, Instant::now()));
+        let g = old.members()[0].begin();
+        assert_eq!(old.members()[0].in_flight(), 1);
+        assert!(old.members()[1].record_failure(&e, Instant::now()));
         let mut new = HttpPool::new("p".into(), vec![b, a], Balance::LeastConn, None, e);
         new.adopt(&old);
-        assert_eq!(new.upstreams[1].in_flight(), 1, "same address, same state");
-        assert!(!new.upstreams[0].available(Instant::now()), "ejection kept");
+        assert_eq!(new.members()[1].in_flight(), 1, "same address, same state");
+        assert!(!new.members()[0].available(Instant::now()), "ejection kept");
         drop(g);
-        assert_eq!(new.upstreams[1].in_flight(), 0);
+        assert_eq!(new.members()[1].in_flight(), 0);
+    }
+
+    #[test]
+    fn discovered_members_keep_their_state_while_they_stay() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let (a, b, c) = (
+            addr("127.0.0.1:1"),
+            addr("10.0.0.2:80"),
+            addr("10.0.0.3:80"),
+        );
+        let e = EjectSpec {
+            failures: 1,
+            cooldown: Duration::from_secs(60),
+        };
+        let p = HttpPool::new("p".into(), vec![a], Balance::RoundRobin, None, e);
+        assert!(p.set_discovered(&[c, b, a]));
+        let ids: Vec<SocketAddr> = p.members().iter().map(|u| u.addr).collect();
+        assert_eq!(
+            ids,
+            vec![a, b, c],
+            "configured first, then discovered, sorted"
+        );
+        assert_eq!(p.discovered(), vec![b, c]);
+        assert!(!p.set_discovered(&[b, c]), "same set: no change");
+        let gen = p.generation();
+        // b is ejected and has a request in flight; c leaves DNS.
+        let before = p.members();
+        assert!(before[1].record_failure(&e, Instant::now()));
+        let inflight = before[1].begin();
+        let gone = before[2].begin();
+        assert!(p.set_discovered(&[b]));
+        assert_eq!(p.generation(), gen + 1);
+        let now = p.members();
+        assert_eq!(now.len(), 2);
+        assert!(Arc::ptr_eq(&now[1], &before[1]), "b kept its state");
+        assert!(!now[1].available(Instant::now()) && now[1].in_flight() == 1);
+        // The request on c finishes on the upstream it started on.
+        assert_eq!(gone.upstream().addr, c);
+        drop((inflight, gone));
+        // DNS failing keeps nothing configured away: the configured one stays.
+        assert!(p.set_discovered(&[]));
+        assert_eq!(p.members().len(), 1);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_discovered_members_until_the_next_answer() {
+        let cfg = |name: &str| {
+            let y = format!(
+                "workers:\n  - id: w1\n    address: 127.0.0.1:8081\npools:\n  - name: ui\n    \
+                 upstreams: [\"127.0.0.1:9000\"]\n    discovery:\n      dns: {{name: {name}, port: 80}}\n\
+                 routes:\n  - name: ui\n    path: /\n    pool: ui\n"
+            );
+            crate::config::parse("t", &y).expect("valid")
+        };
+        let old = cfg("ui.test.");
+        let found: SocketAddr = "10.0.0.7:80".parse().expect("addr");
+        assert!(old.routes.pools[0].set_discovered(&[found]));
+        let mut same = cfg("ui.test.");
+        let mut other = cfg("other.test.");
+        for (new, kept) in [(&mut same, true), (&mut other, false)] {
+            let t = Arc::get_mut(&mut new.routes).expect("unshared table");
+            t.adopt(&old.routes);
+            let addrs: Vec<SocketAddr> = t.pools[0].members().iter().map(|u| u.addr).collect();
+            assert_eq!(addrs.contains(&found), kept, "{addrs:?}");
+            assert_eq!(
+                addrs[0],
+                "127.0.0.1:9000".parse::<SocketAddr>().expect("addr")
+            );
+        }
     }
 }

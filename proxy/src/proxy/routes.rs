@@ -39,14 +39,11 @@ impl Ctx {
 }
 
 /// The label `admit` uses for limits, key route restrictions and metrics (an http
-/// route's name), and whether the route switches authentication off.
-pub(super) fn admit_route(routed: &Routed) -> (Option<&str>, bool) {
+/// route's name), and the route's authentication (the session pool's: required).
+pub(super) fn admit_route(routed: &Routed) -> (Option<&str>, AuthMode) {
     match routed {
-        Routed::Http(m, _) => (
-            Some(m.route().name.as_str()),
-            m.route().auth == AuthMode::Off,
-        ),
-        _ => (None, false),
+        Routed::Http(m, _) => (Some(m.route().name.as_str()), m.route().auth),
+        _ => (None, AuthMode::Required),
     }
 }
 

@@ -9,8 +9,11 @@
 //!   public surface ([`crate::surface`]), signed ids, tenants, placement, limits, all as
 //!   before. Any other name is an `http` pool of `pools:` ([`crate::pools`]).
 //! - `auth: required` (default) applies the edge's `auth:` section as for the session
-//!   API; `auth: off` serves the route without authentication (a public UI), the rate
-//!   limits still apply. The session pool's routes always use the edge's auth.
+//!   API; `auth: optional` checks credentials when the client presents any (a bad one is
+//!   refused as with `required`) and serves a client without any anonymously (no tenant;
+//!   limits keyed by its IP); `auth: off` serves the route without authentication (a
+//!   public UI), the rate limits still apply. The session pool's routes always use the
+//!   edge's auth.
 //!
 //! The table is part of the config snapshot: it swaps atomically with the rest on reload,
 //! and a request holds the table it matched (`Arc`) until it ends.
@@ -26,10 +29,14 @@ use matcher::{strip_port, Matcher};
 pub const SESSIONS_POOL: &str = "sessions";
 
 /// Authentication of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AuthMode {
     /// The edge's `auth:` applies (default).
+    #[default]
     Required,
+    /// Presented credentials are checked as with `Required`; a request without any is
+    /// anonymous (`http` pools only).
+    Optional,
     /// No authentication on this route (`http` pools only).
     Off,
 }
@@ -38,7 +45,17 @@ impl AuthMode {
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMode::Required => "required",
+            AuthMode::Optional => "optional",
             AuthMode::Off => "off",
+        }
+    }
+
+    /// Whether a request must authenticate, given whether it presented credentials.
+    pub fn must_authenticate(self, presented: bool) -> bool {
+        match self {
+            AuthMode::Required => true,
+            AuthMode::Optional => presented,
+            AuthMode::Off => false,
         }
     }
 }
@@ -147,13 +164,14 @@ impl RouteTable {
             .position(|r| r.matcher.matches(host, method, path))
     }
 
-    /// The routes served without authentication (`auth: off`), each as its index and a
-    /// description of what it matches (the reload downgrade check compares them).
-    pub fn public_routes(&self) -> Vec<(usize, String)> {
+    /// The routes that serve anonymous clients (`auth: off` or `optional`), each as its
+    /// index, a description of what it matches and its mode (the reload downgrade check
+    /// compares them).
+    pub fn public_routes(&self) -> Vec<(usize, String, AuthMode)> {
         self.routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.auth == AuthMode::Off)
+            .filter(|(_, r)| r.auth != AuthMode::Required)
             .map(|(i, r)| {
                 let m = &r.matcher;
                 let methods: Vec<&str> = m.methods.iter().map(|x| x.as_str()).collect();
@@ -167,6 +185,7 @@ impl RouteTable {
                         "{} {:?} {:?} {methods:?} -> {pool}",
                         r.name, m.hosts, m.path
                     ),
+                    r.auth,
                 )
             })
             .collect()
@@ -234,7 +253,13 @@ impl RouteTable {
             s.push_str(&r.policy.summary());
         }
         for p in &self.pools {
-            let ups: Vec<&str> = p.upstreams.iter().map(|u| u.id.as_str()).collect();
+            let members = p.members();
+            let mut ups: Vec<&str> = members.iter().map(|u| u.id.as_str()).collect();
+            let dns = p
+                .dns
+                .as_ref()
+                .map(|d| format!("dns {} {}", d.record.as_str(), d.name));
+            ups.extend(dns.as_deref());
             s.push_str(&format!(
                 "\n  pool {}: {} [{}]{}",
                 p.name,

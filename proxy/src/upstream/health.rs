@@ -6,8 +6,9 @@
 //! - anything else, a timeout or a connect error: a failed check. pingora flips the health
 //!   after `failures` failed / `successes` good checks in a row.
 //!
-//! A good check also ends a passive ejection early. The probe is a minimal HTTP/1.1 client
-//! (`Connection: close`, bounded read) so the proxy needs no second HTTP stack.
+//! A good check also ends a passive ejection early. The probe goes through hyper's HTTP/1
+//! client connection (`Connection: close`; the head, the body and the time bounded), over
+//! the same TCP or TLS stream as requests to the worker.
 //!
 //! With `worker_auth.key` every probe carries a fresh challenge and the answer must prove
 //! the worker's identity ([`super::identity`]); over `upstream_tls` the certificate must
@@ -18,10 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderMap};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper_util::rt::TokioIo;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
 use pingora::{Error, ErrorType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::discovery::WorkerId;
 use super::identity::{check_answer, Failure, ProofCheck};
@@ -29,8 +33,11 @@ use super::{ReadyReport, Registry};
 use crate::metrics::ProxyMetrics;
 pub use crate::tls::TlsName;
 
-/// Largest probe response read.
-const MAX_PROBE_BYTES: usize = 64 * 1024;
+/// Largest probe answer body read: a bigger one fails the probe (a hostile worker cannot
+/// make the proxy buffer more).
+pub const MAX_PROBE_BYTES: usize = 64 * 1024;
+/// Largest probe answer head (hyper's read buffer; its minimum is 8 KiB).
+pub const MAX_PROBE_HEAD_BYTES: usize = 16 * 1024;
 
 /// The `/health/ready` check.
 pub struct ReadyCheck {
@@ -172,7 +179,7 @@ impl HealthCheck for ReadyCheck {
 pub enum FetchError {
     /// The worker's TLS certificate was refused (chain or name).
     Certificate(String),
-    /// Connect, I/O, timeout, oversized answer.
+    /// Connect, I/O, timeout, unparsable or oversized answer.
     Other(String),
 }
 
@@ -190,95 +197,106 @@ impl From<String> for FetchError {
     }
 }
 
-/// GET `path` (`Connection: close`, bounded read); the raw response. Over TLS when `tls`
-/// is given (with the name the certificate must carry); with `challenge`, the identity
-/// challenge header.
+/// A probe's answer as hyper read it: the status, the headers and the body (de-chunked,
+/// at most [`MAX_PROBE_BYTES`]), exactly the bytes an identity proof covers.
+#[derive(Debug, Clone)]
+pub struct ProbeAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl ProbeAnswer {
+    /// The first value of header `name` (`None` when absent or not visible ASCII).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Aborts the connection task when the probe ends, whatever the worker does after its
+/// answer (a worker that ignores `Connection: close` keeps no task alive).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// GET `path` through hyper's HTTP/1 client (`Connection: close`), the whole exchange
+/// bounded by `timeout`, the head by [`MAX_PROBE_HEAD_BYTES`] and the body by
+/// [`MAX_PROBE_BYTES`]. Over TLS when `tls` is given (with the name the certificate must
+/// carry); with `challenge`, the identity challenge header.
 pub async fn fetch(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
     tls: Option<(&crate::tls::WorkerTls, TlsName<'_>)>,
     challenge: Option<&str>,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<ProbeAnswer, FetchError> {
     let fut = async {
-        let mut s = crate::tls::connect_worker(addr, tls).await?;
-        let challenge = challenge
-            .map(|c| format!("{}: {c}\r\n", hotplex_common::identity::X_HOTPLEX_CHALLENGE))
-            .unwrap_or_default();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hotplex-proxy-health\r\nAccept: application/json\r\n{challenge}Connection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
+        let io = crate::tls::connect_worker(addr, tls).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_PROBE_HEAD_BYTES)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
             .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                break;
+            .map_err(|e| format!("handshake: {e}"))?;
+        let _conn = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "health probe connection");
             }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > MAX_PROBE_BYTES {
-                return Err(FetchError::Other("response too large".to_string()));
-            }
-            if response_complete(&buf) {
-                break;
-            }
+        }));
+        let mut req = http::Request::get(path)
+            .header(header::HOST, addr.to_string())
+            .header(header::USER_AGENT, "hotplex-proxy-health")
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONNECTION, "close");
+        if let Some(c) = challenge {
+            req = req.header(hotplex_common::identity::X_HOTPLEX_CHALLENGE, c);
         }
-        Ok(buf)
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| format!("request {path:?}: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("response: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_PROBE_BYTES as u64) {
+            return Err(FetchError::Other(format!(
+                "response too large (content-length over {MAX_PROBE_BYTES} bytes)"
+            )));
+        }
+        let body = Limited::new(body, MAX_PROBE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    format!("response too large (body over {MAX_PROBE_BYTES} bytes)")
+                } else {
+                    format!("body: {e}")
+                }
+            })?
+            .to_bytes();
+        Ok(ProbeAnswer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
     };
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| FetchError::Other(format!("timed out after {timeout:?}")))?
 }
 
-fn split_head(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some((&buf[..i], &buf[i + 4..]))
-}
-
-/// The value of header `name` in a response head.
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// True once a `Content-Length` body is complete (else read to EOF).
-fn response_complete(buf: &[u8]) -> bool {
-    let Some((head, body)) = split_head(buf) else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(head);
-    header(&head, "content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| body.len() >= n)
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = body.windows(2).position(|w| w == b"\r\n") {
-        let size_str = String::from_utf8_lossy(&body[..i]);
-        let size_str = size_str.split(';').next().unwrap_or("").trim();
-        let Ok(size) = usize::from_str_radix(size_str, 16) else {
-            break;
-        };
-        body = &body[i + 2..];
-        if size == 0 || body.len() < size {
-            out.extend_from_slice(&body[..size.min(body.len())]);
-            break;
-        }
-        out.extend_from_slice(&body[..size]);
-        body = body.get(size + 2..).unwrap_or_default();
-    }
-    out
-}
-
-/// Parses a raw HTTP response into a readiness report.
-pub fn parse_response(buf: &[u8]) -> Result<ReadyReport, String> {
-    let (status, json) = parse_json(buf)?;
+/// Parses a probe answer into a readiness report.
+pub fn parse_response(a: &ProbeAnswer) -> Result<ReadyReport, String> {
+    let (status, json) = parse_json(a)?;
     let state = json.get("status").and_then(|v| v.as_str()).unwrap_or("");
     let report = ReadyReport {
         sessions_active: json
@@ -296,65 +314,215 @@ pub fn parse_response(buf: &[u8]) -> Result<ReadyReport, String> {
     }
 }
 
-/// Parses a raw HTTP response with a JSON body: (status, body).
-pub fn parse_json(buf: &[u8]) -> Result<(u16, serde_json::Value), String> {
-    let (status, _, body) = split_response(buf)?;
-    let json: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("status {status}: bad JSON body: {e}"))?;
-    Ok((status, json))
-}
-
-/// Splits a raw HTTP response: (status, head, body bytes as sent by the worker).
-pub fn split_response(buf: &[u8]) -> Result<(u16, String, Vec<u8>), String> {
-    let (head, body) = split_head(buf).ok_or("incomplete response head")?;
-    let head = String::from_utf8_lossy(head);
-    let status: u16 = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status line")?;
-    let body = if header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        dechunk(body)
-    } else {
-        match header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
-            Some(n) => body[..n.min(body.len())].to_vec(),
-            None => body.to_vec(),
-        }
-    };
-    Ok((status, head.into_owned(), body))
+/// A probe answer with a JSON body: (status, body).
+pub fn parse_json(a: &ProbeAnswer) -> Result<(u16, serde_json::Value), String> {
+    let json: serde_json::Value = serde_json::from_slice(&a.body)
+        .map_err(|e| format!("status {}: bad JSON body: {e}", a.status))?;
+    Ok((a.status, json))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
-    #[test]
-    fn parses_ready_draining_full_and_errors() {
+    /// What a test worker does on one connection after reading the request head.
+    enum Reply {
+        /// Writes these pieces (flushing between them), then closes.
+        Pieces(Vec<Vec<u8>>),
+        /// Writes this, then keeps the connection open.
+        KeepOpen(Vec<u8>),
+        /// Writes this head, then body bytes without end.
+        Endless(Vec<u8>),
+        /// Writes nothing and keeps the connection open.
+        Silent,
+    }
+
+    /// A real TCP server on 127.0.0.1:0 answering one connection per reply, in order;
+    /// the request heads it read are kept.
+    async fn worker(replies: Vec<Reply>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let at = l.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let heads = seen.clone();
+        tokio::spawn(async move {
+            for reply in replies {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    heads
+                        .lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&buf).into_owned());
+                    match reply {
+                        Reply::Pieces(pieces) => {
+                            for p in pieces {
+                                if s.write_all(&p).await.is_err() || s.flush().await.is_err() {
+                                    return;
+                                }
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        Reply::KeepOpen(b) => {
+                            let _ = s.write_all(&b).await;
+                            let _ = s.read(&mut chunk).await;
+                        }
+                        Reply::Endless(head) => {
+                            let _ = s.write_all(&head).await;
+                            let block = vec![b'x'; 16 * 1024];
+                            while s.write_all(&block).await.is_ok() {}
+                        }
+                        Reply::Silent => {
+                            let _ = s.read(&mut chunk).await;
+                        }
+                    }
+                });
+            }
+        });
+        (at, seen)
+    }
+
+    fn one(b: &str) -> Reply {
+        Reply::Pieces(vec![b.as_bytes().to_vec()])
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn content_length_answer_with_the_request_it_got() {
         let body = r#"{"status":"ready","node_id":"w1","sessions_active":3,"max_sessions":9}"#;
-        let ok = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        let (at, seen) = worker(vec![one(&format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-hotplex-identity: p1\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
-        );
-        let r = parse_response(ok.as_bytes()).expect("ok");
-        assert_eq!(r.sessions_active, 3);
-        assert_eq!(r.max_sessions, Some(9));
+        ))])
+        .await;
+        let a = fetch(at, "/health/ready", T, None, Some("c-123"))
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("X-Hotplex-Identity"), Some("p1"));
+        assert_eq!(&a.body[..], body.as_bytes());
+        let r = parse_response(&a).expect("ready");
+        assert_eq!((r.sessions_active, r.max_sessions), (3, Some(9)));
         assert!(!r.draining && !r.full);
+        let head = seen.lock().expect("lock")[0].to_ascii_lowercase();
+        assert!(head.starts_with("get /health/ready http/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("host: {at}\r\n")), "{head}");
+        assert!(head.contains("x-hotplex-challenge: c-123\r\n"), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn chunked_and_close_delimited_answers() {
         let (a, b) = (r#"{"status":"draining","ses"#, r#"sions_active":1,"x":1}"#);
-        let dr = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
-            a.len(),
-            b.len()
+        let chunked = Reply::Pieces(vec![
+            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n".to_vec(),
+            format!("{:x};ext=1\r\n{a}\r\n", a.len()).into_bytes(),
+            format!("{:x}\r\n{b}\r\n", b.len()).into_bytes(),
+            b"0\r\n\r\n".to_vec(),
+        ]);
+        let full = one(
+            "HTTP/1.1 503 X\r\n\r\n{\"status\":\"full\",\"sessions_active\":5,\"max_sessions\":5}",
         );
-        let r = parse_response(dr.as_bytes()).expect("draining is alive");
-        assert!(r.draining);
-        assert_eq!(r.sessions_active, 1);
-        let full =
-            b"HTTP/1.1 503 X\r\n\r\n{\"status\":\"full\",\"sessions_active\":5,\"max_sessions\":5}";
-        assert!(parse_response(full).expect("full is alive").full);
-        assert!(parse_response(b"HTTP/1.1 500 X\r\n\r\n{}").is_err());
-        assert!(parse_response(b"HTTP/1.1 503 X\r\n\r\n{\"status\":\"x\"}").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\nnot json").is_err());
-        assert!(parse_response(b"garbage").is_err());
+        let (at, _) = worker(vec![chunked, full]).await;
+        let r = fetch(at, "/health/ready", T, None, None)
+            .await
+            .expect("chunked");
+        assert_eq!(&r.body[..], format!("{a}{b}").as_bytes(), "de-chunked");
+        let rep = parse_response(&r).expect("draining is alive");
+        assert!(rep.draining);
+        assert_eq!(rep.sessions_active, 1);
+        let r = fetch(at, "/health/ready", T, None, None)
+            .await
+            .expect("to EOF");
+        assert!(parse_response(&r).expect("full is alive").full);
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_complete_at_its_length_while_the_worker_keeps_the_connection() {
+        let (at, _) = worker(vec![Reply::KeepOpen(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 18\r\n\r\n{\"status\":\"ready\"}".to_vec(),
+        )])
+        .await;
+        let started = std::time::Instant::now();
+        let a = fetch(at, "/health/ready", T, None, None)
+            .await
+            .expect("answer");
+        assert!(parse_response(&a).is_ok());
+        assert!(
+            started.elapsed() < T,
+            "did not wait for the worker to close"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_answers_fail_the_probe() {
+        let big = MAX_PROBE_BYTES + 1;
+        let declared = one(&format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\n\r\n"));
+        let chunked = {
+            let mut p = vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec()];
+            for _ in 0..(big / 4096 + 1) {
+                p.push(format!("1000\r\n{}\r\n", "y".repeat(4096)).into_bytes());
+            }
+            p.push(b"0\r\n\r\n".to_vec());
+            Reply::Pieces(p)
+        };
+        let endless = Reply::Endless(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec());
+        let head = one(&format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\n{{}}",
+            "h".repeat(MAX_PROBE_HEAD_BYTES)
+        ));
+        let (at, _) = worker(vec![declared, chunked, endless, head]).await;
+        for what in ["declared", "chunked", "endless"] {
+            let e = fetch(at, "/health/ready", T, None, None)
+                .await
+                .expect_err(what)
+                .to_string();
+            assert!(e.contains("too large"), "{what}: {e}");
+        }
+        let e = fetch(at, "/health/ready", T, None, None)
+            .await
+            .expect_err("head");
+        assert!(!e.to_string().contains("timed out"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn garbage_truncated_and_silent_answers_fail_the_probe() {
+        let (at, _) = worker(vec![
+            one("garbage\r\n\r\n"),
+            one("HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{\"status\""),
+            one("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nnot json"),
+            one("HTTP/1.1 500 X\r\ncontent-length: 2\r\n\r\n{}"),
+            one("HTTP/1.1 503 X\r\ncontent-length: 14\r\n\r\n{\"status\":\"x\"}"),
+            Reply::Silent,
+        ])
+        .await;
+        assert!(fetch(at, "/", T, None, None).await.is_err(), "garbage");
+        assert!(fetch(at, "/", T, None, None).await.is_err(), "truncated");
+        for what in ["not json", "500", "503 without a known state"] {
+            let a = fetch(at, "/", T, None, None).await.expect(what);
+            assert!(parse_response(&a).is_err(), "{what}");
+        }
+        let e = fetch(at, "/", Duration::from_millis(300), None, None)
+            .await
+            .expect_err("silent");
+        assert!(e.to_string().contains("timed out"), "{e}");
+        // Nothing listens here any more: a connect error, no panic.
+        let gone = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let free = gone.local_addr().expect("addr");
+        drop(gone);
+        assert!(fetch(free, "/", T, None, None).await.is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use hotplex_common::identity as idp;
 
-use super::health::FetchError;
+use super::health::{FetchError, ProbeAnswer};
 use super::registry::{Worker, WorkerState};
 use crate::audit;
 use crate::config::runtime::valid_worker_id;
@@ -67,20 +67,19 @@ pub struct ProofCheck<'a> {
     pub allow_address_translation: bool,
 }
 
-/// Checks a raw probe answer from `dialled`: it names `expected` as its `node_id` and
+/// Checks a probe answer from `dialled`: it names `expected` as its `node_id` and
 /// carries a current proof made with the key for `challenge` over that node id, the
 /// address the worker reports and its body; that address is `dialled` (unless address
 /// translation is allowed).
 pub fn check_answer(
-    raw: &[u8],
+    raw: &ProbeAnswer,
     pc: ProofCheck<'_>,
     challenge: &str,
     expected: &str,
     dialled: SocketAddr,
 ) -> Result<(), Failure> {
-    let (_, head, body) = super::health::split_response(raw)
-        .map_err(|e| Failure::new("missing_proof", format!("unreadable answer: {e}")))?;
-    let claimed = serde_json::from_slice::<serde_json::Value>(&body)
+    let body = &raw.body;
+    let claimed = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|j| {
             j.get("node_id")
@@ -103,7 +102,7 @@ pub fn check_answer(
             ))
         }
     }
-    let Some(proof) = super::health::header(&head, idp::X_HOTPLEX_IDENTITY) else {
+    let Some(proof) = raw.header(idp::X_HOTPLEX_IDENTITY) else {
         return Err(Failure::new(
             "missing_proof",
             format!(
@@ -118,13 +117,13 @@ pub fn check_answer(
             "a v1 identity proof (binds no address): upgrade the worker to a version that sends v2 proofs",
         ));
     }
-    let Some(address) = super::health::header(&head, idp::X_HOTPLEX_IDENTITY_ADDRESS) else {
+    let Some(address) = raw.header(idp::X_HOTPLEX_IDENTITY_ADDRESS) else {
         return Err(Failure::new(
             "missing_proof",
             format!("no {} header", idp::X_HOTPLEX_IDENTITY_ADDRESS),
         ));
     };
-    if !idp::verify(pc.key, challenge, expected, address, &body, proof) {
+    if !idp::verify(pc.key, challenge, expected, address, body, proof) {
         return Err(Failure::new(
             "bad_proof",
             "the proof was not made with worker_auth.key for this challenge, address and body",
@@ -307,22 +306,27 @@ mod tests {
 
     const AT: &str = "10.0.0.5:8080";
 
-    fn answer(body: &str, proof: Option<&str>) -> Vec<u8> {
+    fn answer(body: &str, proof: Option<&str>) -> ProbeAnswer {
         answer_at(body, proof, Some(AT))
     }
 
-    fn answer_at(body: &str, proof: Option<&str>, address: Option<&str>) -> Vec<u8> {
-        let mut h = proof
-            .map(|p| format!("{}: {p}\r\n", idp::X_HOTPLEX_IDENTITY))
-            .unwrap_or_default();
-        if let Some(a) = address {
-            h.push_str(&format!("{}: {a}\r\n", idp::X_HOTPLEX_IDENTITY_ADDRESS));
+    fn answer_at(body: &str, proof: Option<&str>, address: Option<&str>) -> ProbeAnswer {
+        let mut headers = http::HeaderMap::new();
+        let mut set = |name: &'static str, v: &str| {
+            headers.insert(name, http::HeaderValue::from_str(v).expect("header value"));
+        };
+        set("content-type", "application/json");
+        if let Some(p) = proof {
+            set(idp::X_HOTPLEX_IDENTITY, p);
         }
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{h}content-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        if let Some(a) = address {
+            set(idp::X_HOTPLEX_IDENTITY_ADDRESS, a);
+        }
+        ProbeAnswer {
+            status: 200,
+            headers,
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        }
     }
 
     #[test]
@@ -340,7 +344,7 @@ mod tests {
             check_answer(&answer(body, Some(&good)), pc, &c, "w1", dialled),
             Ok(())
         );
-        let reason = |raw: Vec<u8>, expected: &str| {
+        let reason = |raw: ProbeAnswer, expected: &str| {
             check_answer(&raw, pc, &c, expected, dialled)
                 .expect_err("refused")
                 .reason
@@ -355,7 +359,7 @@ mod tests {
         // A replay of an old answer (another challenge) fails.
         let old = idp::proof(key, &idp::new_challenge(), "w1", AT, body.as_bytes());
         assert_eq!(reason(answer(body, Some(&old)), "w1"), "bad_proof");
-        assert_eq!(reason(b"garbage".to_vec(), "w1"), "missing_proof");
+        assert_eq!(reason(answer("garbage", Some(&good)), "w1"), "wrong_node");
     }
 
     #[test]

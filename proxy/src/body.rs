@@ -24,8 +24,8 @@ use serde_json::json;
 
 use crate::errors::ErrorAnswer;
 
-/// Largest body read whole at the edge: pingora's replay ("retry") buffer, bytes.
-pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
+/// Largest body read whole at the edge (defined in config, which validates limits against it).
+pub use crate::config::BUFFERED_BODY_MAX;
 
 /// Why a body was refused.
 fn too_large(limit: u64) -> ErrorAnswer {

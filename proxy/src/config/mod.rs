@@ -14,6 +14,7 @@
 pub mod discovery;
 pub mod downgrade;
 pub mod file;
+pub mod jwt;
 pub mod route_policy;
 pub mod routes;
 pub mod runtime;
@@ -21,6 +22,7 @@ pub mod secret_files;
 pub mod secret_ref;
 pub mod security;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 
 use std::time::Duration;
@@ -50,6 +52,10 @@ pub const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024 + 5 + 256;
 pub const DEFAULT_WRITE_BUFFER: usize = 1460;
 /// Largest accepted `buffers.*` value, bytes.
 pub const MAX_BUFFER: usize = 1024 * 1024;
+/// Largest body read whole at the edge: pingora's replay ("retry") buffer, bytes
+/// (`limits.max_body_bytes` and `routes[].max_body_bytes` above it need
+/// `limits.allow_streamed_bodies`).
+pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
 /// Worker weight for hashing.
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Worker capacity (sessions).

@@ -17,7 +17,7 @@ pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
 /// Entries kept per limiter shard before idle eviction (16 shards).
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 /// Largest accepted request body, bytes: what the edge reads whole before routing
-/// (pingora's replay buffer, [`crate::body::BUFFERED_BODY_MAX`]). 0 = no limit.
+/// (pingora's replay buffer, [`super::BUFFERED_BODY_MAX`]). 0 = no limit.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
 /// Bodies over the edge buffer are refused unless `limits.allow_streamed_bodies: true`.
 pub const DEFAULT_ALLOW_STREAMED_BODIES: bool = false;
@@ -51,9 +51,9 @@ pub struct AuthFile {
     #[serde(default)]
     pub keys: Vec<ApiKeyFile>,
     /// JWT validation of `Authorization: Bearer` tokens that are not API keys
-    /// (see [`crate::jwt`]). Absent: no JWT accepted.
+    /// (see [`super::jwt`]). Absent: no JWT accepted.
     #[serde(default)]
-    pub jwt: Option<crate::jwt::JwtFile>,
+    pub jwt: Option<super::file::jwt::JwtFile>,
 }
 
 impl Default for AuthFile {
@@ -283,7 +283,7 @@ pub struct AuthSettings {
     pub public_paths: Vec<String>,
     pub keys: Vec<ApiKey>,
     /// Validated `auth.jwt` (keys read at load).
-    pub jwt: Option<std::sync::Arc<crate::jwt::JwtSettings>>,
+    pub jwt: Option<std::sync::Arc<super::runtime::jwt::JwtSettings>>,
 }
 
 /// A CIDR block.
@@ -489,7 +489,7 @@ pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettin
         });
     }
     let jwt = match &a.jwt {
-        Some(j) => Some(std::sync::Arc::new(crate::jwt::settings(
+        Some(j) => Some(std::sync::Arc::new(super::jwt::settings(
             file,
             j,
             http_routes,
@@ -631,7 +631,7 @@ pub fn limits(
         new_sessions_per_minute: l.new_sessions_per_minute,
         max_websockets_per_key: l.max_websockets_per_key,
         max_body_bytes: if !l.allow_streamed_bodies
-            && (l.max_body_bytes == 0 || l.max_body_bytes > crate::body::BUFFERED_BODY_MAX)
+            && (l.max_body_bytes == 0 || l.max_body_bytes > super::BUFFERED_BODY_MAX)
         {
             return Err(ConfigError::new(
                 file,
@@ -639,7 +639,7 @@ pub fn limits(
                 format!(
                     "{} is over the {} bytes the edge reads whole before routing (0: unlimited); larger bodies would reach a worker as they arrive: set limits.allow_streamed_bodies: true to accept that",
                     l.max_body_bytes,
-                    crate::body::BUFFERED_BODY_MAX
+                    super::BUFFERED_BODY_MAX
                 ),
             ));
         } else {
@@ -713,9 +713,9 @@ mod tests {
         let mut l = LimitsFile::default();
         assert_eq!(
             limits("f", &l, &[]).expect("default").max_body_bytes,
-            crate::body::BUFFERED_BODY_MAX
+            crate::config::BUFFERED_BODY_MAX
         );
-        for n in [crate::body::BUFFERED_BODY_MAX + 1, 0] {
+        for n in [crate::config::BUFFERED_BODY_MAX + 1, 0] {
             l.max_body_bytes = n;
             let e = limits("f", &l, &[]).expect_err("over the buffer");
             assert_eq!(e.key, "limits.max_body_bytes");

@@ -5,6 +5,8 @@
 //! Defaults live in the `DEFAULT_*` constants of [`super`]; validation (ranges, uniqueness,
 //! address syntax) happens when converting to [`super::RuntimeConfig`].
 
+pub mod jwt;
+
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -1,5 +1,8 @@
 //! The validated runtime config.
 
+pub mod jwt;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -142,7 +145,7 @@ pub struct RuntimeConfig {
     /// Validated `tls:` section (see [`crate::tls`]).
     pub tls: Option<hotplex_tls::TlsConfig>,
     /// TLS to the workers (`upstream_tls:` enabled), see [`crate::tls::worker_peer`].
-    pub upstream_tls: Option<crate::tls::WorkerTls>,
+    pub upstream_tls: Option<tls::WorkerTls>,
     /// Validated `auth:` (see [`crate::security`]).
     pub auth: super::security::AuthSettings,
     /// `allow_security_downgrade` (reloads only).
@@ -377,7 +380,7 @@ impl RuntimeConfig {
         // An http route's name is its route label in auth.keys[].routes and limits.routes.
         let http_routes = routes.http_route_names();
         let auth = super::security::auth(file, &f.auth, &http_routes)?;
-        let tls = crate::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
+        let tls = super::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
         if !auth.enabled && !auth.allow_anonymous {
             // Anonymous public access is a conscious choice, never a default.
             let public = std::iter::once(listen)
@@ -479,7 +482,7 @@ impl RuntimeConfig {
                 f.upgrade.shutdown_timeout,
             )?,
             tls,
-            upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
+            upstream_tls: super::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
             auth,
             session_lifetime: f.routing.session_lifetime,
             allow_security_downgrade: f.allow_security_downgrade,

@@ -24,6 +24,7 @@ pub mod security;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod validate;
 
 use std::time::Duration;
 
@@ -61,7 +62,12 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// Worker capacity (sessions).
 pub const DEFAULT_CAPACITY: u64 = 1000;
 /// Routing key sources, in order.
-pub const DEFAULT_KEY_SOURCES: &[&str] = &["path", "query", "header", "cookie"];
+pub const DEFAULT_KEY_SOURCES: &[KeySource] = &[
+    KeySource::Path,
+    KeySource::Query,
+    KeySource::Header,
+    KeySource::Cookie,
+];
 /// Development HMAC secret. INSECURE: it is public; set your own in production.
 pub const DEFAULT_DEV_SECRET: &str = "hotplex-dev-insecure-secret-change-me";
 /// Shortest accepted affinity secret, in bytes.

@@ -5,7 +5,11 @@
 //! Defaults live in the `DEFAULT_*` constants of [`super`]; validation (ranges, uniqueness,
 //! address syntax) happens when converting to [`super::RuntimeConfig`].
 
+pub mod discovery;
 pub mod jwt;
+pub mod routes;
+pub mod security;
+pub mod store;
 
 use std::time::Duration;
 
@@ -105,6 +109,32 @@ pub struct FileConfig {
     pub telemetry: hotplex_common::telemetry::TelemetryFile,
 }
 
+/// Where a routing key may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    /// `/sessions/{id}` or `/sessions/{id}/...`.
+    Path,
+    /// Query parameter `session_id`.
+    Query,
+    /// Header `X-Hotplex-Session`.
+    Header,
+    /// Affinity cookie `hotplex_affinity`.
+    Cookie,
+}
+
+impl KeySource {
+    /// Label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Path => "path",
+            KeySource::Query => "query",
+            KeySource::Header => "header",
+            KeySource::Cookie => "cookie",
+        }
+    }
+}
+
 /// `admin:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,7 +220,7 @@ impl Default for UpgradeFile {
 pub struct RoutingFile {
     /// Where to look for the routing key, first hit wins. Default: path, query, header, cookie.
     #[serde(default = "default_key_sources")]
-    pub key_sources: Vec<String>,
+    pub key_sources: Vec<KeySource>,
     /// HMAC secrets: the first signs, all verify (each minted id names its secret by a key
     /// id, so removing a secret revokes its ids). `env:NAME` / `file:PATH` read the secret
     /// from outside the config. Default: an insecure development secret.
@@ -446,8 +476,8 @@ fn default_weight() -> u32 {
 fn default_capacity() -> u64 {
     DEFAULT_CAPACITY
 }
-fn default_key_sources() -> Vec<String> {
-    DEFAULT_KEY_SOURCES.iter().map(|s| s.to_string()).collect()
+fn default_key_sources() -> Vec<KeySource> {
+    DEFAULT_KEY_SOURCES.to_vec()
 }
 fn default_secrets() -> Vec<String> {
     vec![DEFAULT_DEV_SECRET.to_string()]

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::config::runtime::jwt::Verified;
 pub use crate::config::runtime::jwt::{JwtIdentity, JwtSettings};
-use crate::config::security::ROUTE_LABELS;
+use crate::config::runtime::route_label::{HttpRouteName, RouteName};
 
 /// Longest token looked at, bytes (longer: `jwt_malformed`).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -134,10 +134,8 @@ fn tenant_of(v: Option<&Value>) -> Result<String, JwtError> {
 
 /// The route labels a routes claim names; anything else is dropped (the token then does
 /// not grant it).
-fn routes_of(v: Option<&Value>, http_routes: &[String]) -> Vec<String> {
-    let known = |s: &str| {
-        (ROUTE_LABELS.contains(&s) || http_routes.iter().any(|r| r == s)).then(|| s.to_string())
-    };
+fn routes_of(v: Option<&Value>, http_routes: &[HttpRouteName]) -> Vec<RouteName> {
+    let known = |s: &str| RouteName::resolve(s, http_routes);
     match v {
         Some(Value::Array(a)) => a
             .iter()
@@ -244,6 +242,7 @@ mod tests {
         default_algorithms, JwtFile, OneOrMany, DEFAULT_JWT_LEEWAY, DEFAULT_TENANT_CLAIM,
     };
     use crate::config::jwt::{pem_blocks, settings};
+    use crate::config::runtime::route_label::RouteLabel;
 
     #[test]
     fn jwt_shape() {
@@ -273,19 +272,29 @@ mod tests {
         assert_eq!(tenant_of(Some(&Value::from("a b"))), Err(JwtError::Tenant));
         assert_eq!(tenant_of(Some(&Value::from(""))), Err(JwtError::Tenant));
         assert_eq!(tenant_of(None), Err(JwtError::Tenant));
+        let names = |v: Vec<RouteName>| -> Vec<String> {
+            v.iter().map(|r| r.as_str().to_string()).collect()
+        };
         let v = serde_json::json!(["messages", "nope", "session"]);
-        assert_eq!(routes_of(Some(&v), &[]), vec!["messages", "session"]);
         assert_eq!(
-            routes_of(Some(&Value::from("websocket health")), &[]),
-            vec!["websocket", "health"]
+            routes_of(Some(&v), &[]),
+            [
+                RouteName::Api(RouteLabel::Messages),
+                RouteName::Api(RouteLabel::Session)
+            ]
+        );
+        assert_eq!(
+            names(routes_of(Some(&Value::from("websocket health")), &[])),
+            ["websocket", "health"]
         );
         // The name of an http route is a label only when the config has that route.
         let v = serde_json::json!(["docs", "session", "ui"]);
+        let docs = HttpRouteName::new("docs");
         assert_eq!(
-            routes_of(Some(&v), &["docs".to_string()]),
-            vec!["docs", "session"]
+            routes_of(Some(&v), std::slice::from_ref(&docs)),
+            [RouteName::Http(docs), RouteName::Api(RouteLabel::Session)]
         );
-        assert_eq!(routes_of(Some(&v), &[]), vec!["session"]);
+        assert_eq!(names(routes_of(Some(&v), &[])), ["session"]);
     }
 
     #[test]
@@ -346,7 +355,7 @@ mod tests {
             .verify(&sign(Algorithm::ES256, ES_PRIV, &good))
             .expect("ES256");
         assert_eq!(id.tenant, "acme");
-        assert_eq!(id.routes, Some(vec!["messages".to_string()]));
+        assert_eq!(id.routes, Some(vec![RouteName::Api(RouteLabel::Messages)]));
         let id = s
             .verify(&sign(Algorithm::RS256, RS_PRIV, &good))
             .expect("RS256");

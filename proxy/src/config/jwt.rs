@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Val
 
 use super::file::jwt::{JwtFile, MAX_JWT_LEEWAY, SUPPORTED_ALGORITHMS};
 use super::runtime::jwt::{JwtKey, JwtSettings};
+use super::runtime::route_label::HttpRouteName;
 use super::ConfigError;
 
 /// Splits a PEM file into its blocks (text from `-----BEGIN` to the matching `-----END ...-----`).
@@ -34,7 +35,11 @@ pub(crate) fn pem_blocks(text: &str) -> Vec<&str> {
 /// Validates `auth.jwt` and reads its keys file.
 /// `http_routes`: the names of the config's routes to `http` pools (see
 /// [`JwtSettings::http_routes`]).
-pub fn settings(file: &str, j: &JwtFile, http_routes: &[&str]) -> Result<JwtSettings, ConfigError> {
+pub fn settings(
+    file: &str,
+    j: &JwtFile,
+    http_routes: &[HttpRouteName],
+) -> Result<JwtSettings, ConfigError> {
     let err = |k: &str, r: String| ConfigError::new(file, format!("auth.jwt.{k}"), r);
     if j.issuer.trim().is_empty() {
         return Err(err("issuer", "must not be empty".into()));
@@ -170,7 +175,7 @@ pub fn settings(file: &str, j: &JwtFile, http_routes: &[&str]) -> Result<JwtSett
         leeway: j.leeway,
         tenant_claim: j.tenant_claim.clone(),
         routes_claim: j.routes_claim.clone(),
-        http_routes: http_routes.iter().map(|s| s.to_string()).collect(),
+        http_routes: http_routes.to_vec(),
         verified: Arc::default(),
     })
 }

@@ -383,7 +383,9 @@ pub fn validate(
                 ),
             ));
         }
-        if RESERVED_ROUTE_NAMES.contains(&r.name.as_str()) {
+        // The session API's route labels (metrics, `limits.routes`, `auth.keys[].routes`)
+        // are reserved: a route may not take one as its name.
+        if super::runtime::route_label::RouteLabel::parse(&r.name).is_some() {
             return Err(ConfigError::new(
                 file,
                 k,

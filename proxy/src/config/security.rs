@@ -10,16 +10,12 @@ pub use super::file::security::*;
 pub use super::runtime::security::*;
 pub use super::store::StoreSettings;
 
-/// A route label: the session API's, or the name of a route to an `http` pool.
-fn known_route(name: &str, http_routes: &[&str]) -> bool {
-    ROUTE_LABELS.contains(&name) || http_routes.contains(&name)
-}
-
 /// The valid route labels, for an error message.
-fn expected_routes(http_routes: &[&str]) -> String {
+fn expected_routes(http_routes: &[HttpRouteName]) -> String {
     let mut s = format!("expected one of {}", ROUTE_LABELS.join(", "));
     if !http_routes.is_empty() {
-        s.push_str(&format!(", or an http route: {}", http_routes.join(", ")));
+        let names: Vec<&str> = http_routes.iter().map(HttpRouteName::as_str).collect();
+        s.push_str(&format!(", or an http route: {}", names.join(", ")));
     }
     s
 }
@@ -41,7 +37,11 @@ fn valid_name(n: &str) -> bool {
 /// Validates `auth:` (reads `env`/`file` keys now: a reload re-reads them).
 /// `http_routes`: the names of the config's routes to `http` pools, route labels besides
 /// [`ROUTE_LABELS`].
-pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettings, ConfigError> {
+pub fn auth(
+    file: &str,
+    a: &AuthFile,
+    http_routes: &[HttpRouteName],
+) -> Result<AuthSettings, ConfigError> {
     let mut keys: Vec<ApiKey> = Vec::new();
     for (i, k) in a.keys.iter().enumerate() {
         let at = |f: &str| format!("auth.keys[{i}].{f}");
@@ -107,21 +107,27 @@ pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettin
                 format!("same key as auth.keys[{j}]"),
             ));
         }
-        if let Some(routes) = &k.routes {
-            for (j, r) in routes.iter().enumerate() {
-                if !known_route(r, http_routes) {
-                    return Err(ConfigError::new(
-                        file,
-                        format!("auth.keys[{i}].routes[{j}]"),
-                        format!("unknown route {r:?} ({})", expected_routes(http_routes)),
-                    ));
+        let routes = match &k.routes {
+            None => None,
+            Some(names) => {
+                let mut routes = Vec::with_capacity(names.len());
+                for (j, r) in names.iter().enumerate() {
+                    let name = RouteName::resolve(r, http_routes).ok_or_else(|| {
+                        ConfigError::new(
+                            file,
+                            format!("auth.keys[{i}].routes[{j}]"),
+                            format!("unknown route {r:?} ({})", expected_routes(http_routes)),
+                        )
+                    })?;
+                    routes.push(name);
                 }
+                Some(routes)
             }
-        }
+        };
         keys.push(ApiKey {
             name: k.name.clone(),
             hash,
-            routes: k.routes.clone(),
+            routes,
         });
     }
     let jwt = match &a.jwt {
@@ -180,7 +186,7 @@ fn rate(file: &str, key: &str, r: &RateFile) -> Result<RateFile, ConfigError> {
 pub fn limits(
     file: &str,
     l: &LimitsFile,
-    http_routes: &[&str],
+    http_routes: &[HttpRouteName],
 ) -> Result<LimitSettings, ConfigError> {
     let mut trusted = Vec::new();
     for (i, c) in l.trusted_proxies.iter().enumerate() {
@@ -204,17 +210,14 @@ pub fn limits(
         .transpose()?;
     let mut routes = std::collections::BTreeMap::new();
     for (name, r) in &l.routes {
-        if !known_route(name, http_routes) {
-            return Err(ConfigError::new(
+        let route = RouteName::resolve(name, http_routes).ok_or_else(|| {
+            ConfigError::new(
                 file,
                 format!("limits.routes.{name}"),
                 format!("unknown route ({})", expected_routes(http_routes)),
-            ));
-        }
-        routes.insert(
-            name.clone(),
-            rate(file, &format!("limits.routes.{name}"), r)?,
-        );
+            )
+        })?;
+        routes.insert(route, rate(file, &format!("limits.routes.{name}"), r)?);
     }
     if l.new_sessions_per_minute == Some(0) {
         return Err(ConfigError::new(

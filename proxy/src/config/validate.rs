@@ -217,7 +217,11 @@ impl RuntimeConfig {
 
         let routes = super::routes::validate(file, f.routes.as_deref(), f.pools.as_deref())?;
         // An http route's name is its route label in auth.keys[].routes and limits.routes.
-        let http_routes = routes.http_route_names();
+        let http_routes: Vec<_> = routes
+            .http_route_names()
+            .into_iter()
+            .map(super::runtime::route_label::HttpRouteName::new)
+            .collect();
         let auth = super::security::auth(file, &f.auth, &http_routes)?;
         let tls = super::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
         if !auth.enabled && !auth.allow_anonymous {

@@ -33,9 +33,6 @@ pub const DEFAULT_POOL_EJECT_FAILURES: u32 = 3;
 pub const DEFAULT_POOL_EJECT_COOLDOWN: Duration = Duration::from_secs(10);
 /// Longest route or pool name.
 pub const MAX_NAME_LEN: usize = 63;
-/// Route labels of the session API (metrics, `limits.routes`, `auth.keys[].routes`): a
-/// route may not take one of them as its name.
-pub const RESERVED_ROUTE_NAMES: &[&str] = crate::config::security::ROUTE_LABELS;
 
 /// One entry of `routes:`.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
+use super::route_label::{HttpRouteName, RouteName};
+
 /// A token already verified: its identity and time claims.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -37,7 +39,7 @@ pub struct JwtSettings {
     pub routes_claim: Option<String>,
     /// Names of the config's routes to `http` pools: route labels a token's routes claim
     /// may name besides the session API's ([`ROUTE_LABELS`]).
-    pub http_routes: Vec<String>,
+    pub http_routes: Vec<HttpRouteName>,
     /// Tokens already verified, by SHA-256 (see `crate::jwt`); new and empty per (re)load.
     pub verified: Arc<Mutex<HashMap<[u8; 32], Verified>>>,
 }
@@ -64,5 +66,5 @@ impl std::fmt::Debug for JwtSettings {
 pub struct JwtIdentity {
     pub tenant: String,
     /// Route labels from `routes_claim` (None: all).
-    pub routes: Option<Vec<String>>,
+    pub routes: Option<Vec<RouteName>>,
 }

@@ -2,6 +2,7 @@
 
 pub mod discovery;
 pub mod jwt;
+pub mod route_label;
 pub mod security;
 pub mod store;
 pub mod tls;

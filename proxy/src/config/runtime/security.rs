@@ -12,16 +12,7 @@ use crate::config::file::security::{
 };
 use crate::config::store::StoreSettings;
 
-/// Route labels (see `proxy::route_label`).
-pub const ROUTE_LABELS: &[&str] = &[
-    "create_session",
-    "list_sessions",
-    "session",
-    "messages",
-    "websocket",
-    "health",
-    "other",
-];
+pub use super::route_label::{HttpRouteName, RouteLabel, RouteName, ROUTE_LABELS};
 
 /// A validated API key.
 #[derive(Clone)]
@@ -29,7 +20,8 @@ pub struct ApiKey {
     pub name: String,
     /// SHA-256 of the key.
     pub hash: [u8; 32],
-    pub routes: Option<Vec<String>>,
+    /// `auth.keys[].routes`: the routes this key may use (`None`: all).
+    pub routes: Option<Vec<RouteName>>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -106,7 +98,7 @@ pub struct LimitSettings {
     pub trusted_proxies: Vec<Cidr>,
     pub per_ip: Option<RateFile>,
     pub per_key: Option<RateFile>,
-    pub routes: std::collections::BTreeMap<String, RateFile>,
+    pub routes: std::collections::BTreeMap<RouteName, RateFile>,
     pub new_sessions_per_minute: Option<u32>,
     pub max_websockets_per_key: Option<u32>,
     pub max_body_bytes: u64,

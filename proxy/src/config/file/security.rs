@@ -9,6 +9,9 @@ pub use crate::config::store::{StoreFile, DEFAULT_STORE_PREFIX, DEFAULT_STORE_TI
 
 /// Auth off unless `auth.enabled: true`.
 pub const DEFAULT_AUTH_ENABLED: bool = false;
+/// Anonymous clients on a non-loopback public listener with auth off: refused unless
+/// `auth.allow_anonymous: true`.
+pub const DEFAULT_ALLOW_ANONYMOUS: bool = false;
 /// Paths (prefixes) served without a key.
 pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
 /// Entries kept per limiter shard before idle eviction (16 shards).
@@ -34,12 +37,12 @@ pub const DEFAULT_AUTH_FAILURES: RateFile = RateFile {
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     /// Require an API key on every non-public path. Default [`DEFAULT_AUTH_ENABLED`].
-    #[serde(default)]
+    #[serde(default = "default_auth_enabled")]
     pub enabled: bool,
     /// Serve anonymous clients on a non-loopback public listener with auth off. Without
     /// it such a config is refused (`check` and start): anonymous public access must be
-    /// chosen, never inherited from a default. Default `false`.
-    #[serde(default)]
+    /// chosen, never inherited from a default. Default [`DEFAULT_ALLOW_ANONYMOUS`].
+    #[serde(default = "default_allow_anonymous")]
     pub allow_anonymous: bool,
     /// Path prefixes served without a key. Default [`DEFAULT_PUBLIC_PATHS`].
     #[serde(default = "default_public_paths")]
@@ -57,7 +60,7 @@ impl Default for AuthFile {
     fn default() -> Self {
         AuthFile {
             enabled: DEFAULT_AUTH_ENABLED,
-            allow_anonymous: false,
+            allow_anonymous: DEFAULT_ALLOW_ANONYMOUS,
             public_paths: default_public_paths(),
             keys: Vec::new(),
             jwt: None,
@@ -65,6 +68,15 @@ impl Default for AuthFile {
     }
 }
 
+fn default_auth_enabled() -> bool {
+    DEFAULT_AUTH_ENABLED
+}
+fn default_allow_anonymous() -> bool {
+    DEFAULT_ALLOW_ANONYMOUS
+}
+fn default_allow_streamed_bodies() -> bool {
+    DEFAULT_ALLOW_STREAMED_BODIES
+}
 fn default_public_paths() -> Vec<String> {
     DEFAULT_PUBLIC_PATHS.iter().map(|s| s.to_string()).collect()
 }
@@ -129,7 +141,7 @@ pub struct LimitsFile {
     /// Accept `max_body_bytes` over the 64 KiB the edge reads whole (or 0): such bodies
     /// are streamed to the worker as they arrive, within `body_read_timeout` in total.
     /// Default [`DEFAULT_ALLOW_STREAMED_BODIES`] (off).
-    #[serde(default)]
+    #[serde(default = "default_allow_streamed_bodies")]
     pub allow_streamed_bodies: bool,
     /// Limiter entries kept per shard (16 shards) before idle eviction.
     /// Default [`DEFAULT_MAX_TRACKED_KEYS`].

@@ -83,19 +83,18 @@ pub struct RouteFile {
     /// gzip/brotli of compressible responses (see [`crate::policy::compression`]).
     /// Default: none (responses as the upstream sent them).
     #[serde(default)]
-    pub compression: Option<crate::policy::compression::CompressionFile>,
+    pub compression: Option<CompressionFile>,
     /// Upstream timeouts of this route (see [`crate::policy::route_limits`]). Default:
     /// `timeouts.*`.
     #[serde(default)]
-    pub timeouts: Option<crate::policy::route_limits::RouteTimeoutsFile>,
+    pub timeouts: Option<RouteTimeoutsFile>,
     /// Largest request body of this route, bytes. Default: `limits.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
     /// Bodies of the edge's own error answers on this route, by status (see
     /// [`crate::policy::error_pages`]). Default: none (JSON).
     #[serde(default)]
-    pub error_pages:
-        Option<std::collections::BTreeMap<u16, crate::policy::error_pages::ErrorPageFile>>,
+    pub error_pages: Option<std::collections::BTreeMap<u16, ErrorPageFile>>,
     // --- end pol-comp ---
 }
 
@@ -292,4 +291,68 @@ fn default_keep_path() -> bool {
 }
 fn default_keep_query() -> bool {
     DEFAULT_REDIRECT_KEEP_QUERY
+}
+
+/// Compression level (gzip 1-9, brotli 1-11) when `level` is absent.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+/// Smallest `Content-Length` (bytes) compressed when `min_size` is absent.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: u64 = 1024;
+/// `routes[].compression` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionFile {
+    /// Offer gzip. Default `true`.
+    #[serde(default = "yes")]
+    pub gzip: bool,
+    /// Offer brotli (`br`, preferred when the client accepts both). Default `true`.
+    #[serde(default = "yes")]
+    pub brotli: bool,
+    /// 1-9. Default [`DEFAULT_COMPRESSION_LEVEL`].
+    #[serde(default = "default_compression_level")]
+    pub level: u32,
+    /// Bytes; a response with a smaller `Content-Length` is sent as is. Default
+    /// [`DEFAULT_COMPRESSION_MIN_SIZE`].
+    #[serde(default = "default_compression_min_size")]
+    pub min_size: u64,
+}
+
+fn default_compression_level() -> u32 {
+    DEFAULT_COMPRESSION_LEVEL
+}
+fn default_compression_min_size() -> u64 {
+    DEFAULT_COMPRESSION_MIN_SIZE
+}
+
+/// `routes[].timeouts` as written in the file: each absent one is the global value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeoutsFile {
+    /// Upstream connect. Default: `timeouts.connect`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    /// Upstream read of a plain (not streaming) request, each read. Default:
+    /// `timeouts.read`.
+    #[serde(default, with = "humantime_serde")]
+    pub read: Option<Duration>,
+    /// Silence allowed on a stream (SSE, WebSocket, both ways). Default:
+    /// `timeouts.stream_idle`.
+    #[serde(default, with = "humantime_serde")]
+    pub idle: Option<Duration>,
+}
+
+/// `content_type` when absent.
+pub const DEFAULT_ERROR_PAGE_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+/// One `routes[].error_pages.<status>` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorPageFile {
+    /// `Content-Type` of the page. Default [`DEFAULT_ERROR_PAGE_CONTENT_TYPE`].
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// A file read at load (at most [`crate::policy::error_pages::MAX_ERROR_PAGE_BYTES`]). One of `file`/`body`.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The page inline. One of `file`/`body`.
+    #[serde(default)]
+    pub body: Option<String>,
 }

@@ -1,6 +1,6 @@
 //! TLS termination and HTTP/2 at the edge, wiring `hotplex-tls` into the proxy.
 //!
-//! - [`validate`]: the `tls:` config section (key paths `tls.*`);
+//! - [`crate::config::tls::validate`]: the `tls:` config section (key paths `tls.*`), in config;
 //! - [`setup`]: at startup, the TLS listener on the proxy service (SNI certificate store,
 //!   hardened OpenSSL settings, ALPN `h2`/`http/1.1`, h2 limits), the certificate file
 //!   watcher and the optional plain-HTTP → HTTPS redirect service;

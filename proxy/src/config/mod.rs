@@ -1,7 +1,17 @@
-//! Proxy configuration, in two layers:
+//! Proxy configuration, in three steps:
 //!
-//! 1. [`file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations);
-//! 2. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on.
+//! 1. [`file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations,
+//!    enums for closed sets such as `routing.key_sources` and `limits.store.fail`), each
+//!    default one `DEFAULT_*` constant used by serde and named in `conf/hotplex.yaml`;
+//! 2. validation: [`validate`] (the whole document) and one module per section
+//!    ([`security`], [`routes`], [`route_policy`], [`discovery`], [`store`], [`jwt`],
+//!    [`tls`], [`tokens`]), file -> runtime;
+//! 3. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on (route labels as
+//!    [`runtime::route_label::RouteName`], JWT keys, worker TLS...).
+//!
+//! `config` sits below the modules that read it: it imports none of `jwt`, `tls`, `body`,
+//! `security` (`scripts/check-cycles.py`, run by `make lint`, keeps it so). The section
+//! modules re-export their types under their former paths (`config::security::AuthSettings`).
 //!
 //! Every error names the file, the key path (`workers[2].address`) and the reason, so
 //! `hotplex-proxy check FILE` reads like `nginx -t`. The running config is held in an

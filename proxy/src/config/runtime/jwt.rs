@@ -38,7 +38,7 @@ pub struct JwtSettings {
     pub tenant_claim: String,
     pub routes_claim: Option<String>,
     /// Names of the config's routes to `http` pools: route labels a token's routes claim
-    /// may name besides the session API's ([`ROUTE_LABELS`]).
+    /// may name besides the session API's ([`super::route_label::RouteLabel`]).
     pub http_routes: Vec<HttpRouteName>,
     /// Tokens already verified, by SHA-256 (see `crate::jwt`); new and empty per (re)load.
     pub verified: Arc<Mutex<HashMap<[u8; 32], Verified>>>,

@@ -155,13 +155,23 @@ pub fn parse(file: &str, text: &str) -> Result<RuntimeConfig, ConfigError> {
     let parsed: file::FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let mut reason = inner.to_string();
-        if let Some(loc) = inner.location() {
-            reason = format!("{reason} (line {}, column {})", loc.line(), loc.column());
-        }
-        ConfigError::new(file, key, reason)
+        ConfigError::new(file, key.as_str(), serde_reason(&key, &inner))
     })?;
     RuntimeConfig::from_file(file, text, parsed)
+}
+
+/// The reason of a serde error without what [`ConfigError`] already says: serde_yaml's
+/// message repeats the key path in front and the position at the end
+/// (`log.format: unknown variant ... at line 5 column 11`); the position is kept once.
+fn serde_reason(key: &str, e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    let mut reason = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text);
+    if let Some(loc) = e.location() {
+        let at = format!(" at line {} column {}", loc.line(), loc.column());
+        reason = reason.strip_suffix(&at).unwrap_or(reason);
+        return format!("{reason} (line {}, column {})", loc.line(), loc.column());
+    }
+    reason.to_string()
 }
 
 /// Reads, parses and validates a config file.
@@ -175,4 +185,38 @@ pub fn load(path: &std::path::Path) -> Result<RuntimeConfig, ConfigError> {
 /// The embedded default config.
 pub fn embedded_default() -> Result<RuntimeConfig, ConfigError> {
     parse(EMBEDDED_NAME, EMBEDDED_DEFAULT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    const MIN: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
+
+    #[test]
+    fn serde_errors_name_key_and_position_once() {
+        let e = parse("f.yaml", &format!("{MIN}log:\n  format: xml\n")).expect_err("enum");
+        assert_eq!(e.key, "log.format");
+        assert_eq!(
+            e.reason,
+            "unknown variant `xml`, expected `json` or `text` (line 5, column 11)"
+        );
+        let e = parse(
+            "f.yaml",
+            &format!("{MIN}routing:\n  key_sources: [path, body]\n"),
+        )
+        .expect_err("source");
+        assert_eq!(e.key, "routing.key_sources[1]");
+        assert!(
+            e.reason
+                .starts_with("unknown variant `body`, expected one of `path`"),
+            "{e}"
+        );
+        assert!(e.reason.ends_with("(line 5, column 23)"), "{e}");
+        let e = parse("f.yaml", &format!("{MIN}threads: abc\n")).expect_err("type");
+        assert_eq!(
+            e.to_string(),
+            "f.yaml: threads: invalid type: string \"abc\", expected usize (line 4, column 10)"
+        );
+    }
 }

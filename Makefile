@@ -22,6 +22,7 @@ test:
 lint: deps
 	$(CARGO) fmt --all -- --check
 	python3 scripts/check-tests.py tests
+	python3 scripts/test_check_cycles.py
 	python3 scripts/check-cycles.py proxy/src
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

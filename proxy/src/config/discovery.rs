@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Every key is hot-reloadable (the discovery loop reads the live config each round).
-//! The runtime side is [`crate::upstream::dns`].
+//! Validation of [`super::file::discovery`] into [`super::runtime::discovery`] (the types
+//! are re-exported here). The runtime side is [`crate::upstream::dns`].
 
 use std::net::{IpAddr, SocketAddr};
 

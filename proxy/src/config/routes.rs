@@ -1,5 +1,5 @@
-//! `routes:` and `pools:`: file types (serde, `deny_unknown_fields`) and their validation
-//! into the live [`RouteTable`] (see [`crate::routes`] and [`crate::pools`]). Every
+//! `routes:` and `pools:`: validation of the file types ([`super::file::routes`],
+//! re-exported here) into the live [`RouteTable`] (see [`crate::routes`] and [`crate::pools`]). Every
 //! key is documented with its unit and default in `conf/hotplex.yaml`.
 
 use std::net::SocketAddr;

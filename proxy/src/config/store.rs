@@ -1,4 +1,5 @@
-//! `limits.store`: the shared rate-limit store (Redis), file type and validated settings.
+//! `limits.store`: the shared rate-limit store (Redis): validation of
+//! [`super::file::store`] into [`super::runtime::store`] (the types are re-exported here).
 //!
 //! The address is a URL (`redis://host:port/db`, `rediss://host:port/db` for TLS) or a bare
 //! `host:port` (plain TCP, the form of earlier configs); hostnames are resolved when the

@@ -1,6 +1,6 @@
 //! Proxy configuration, in three steps:
 //!
-//! 1. [`file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations,
+//! 1. [`mod@file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations,
 //!    enums for closed sets such as `routing.key_sources` and `limits.store.fail`), each
 //!    default one `DEFAULT_*` constant used by serde and named in `conf/hotplex.yaml`;
 //! 2. validation: [`validate`] (the whole document) and one module per section

@@ -17,10 +17,13 @@ test:
 
 ## make lint: rustfmt and clippy, warnings are errors; the test-quality check of the
 ## end-to-end suites (scripts/check-tests.py: no /proc existence checks, no #[path], no
-## sleep over 100 ms without an `allow-sleep:` reason).
+## sleep over 100 ms without an `allow-sleep:` reason); the import cycles between the proxy's
+## top-level modules (scripts/check-cycles.py).
 lint: deps
 	$(CARGO) fmt --all -- --check
 	python3 scripts/check-tests.py tests
+	python3 scripts/test_check_cycles.py
+	python3 scripts/check-cycles.py proxy/src
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 build: deps

@@ -22,8 +22,8 @@ use std::time::Duration;
 use crate::errors::EdgeError;
 use pingora::proxy::Session;
 
-/// Largest body read whole at the edge: pingora's replay ("retry") buffer, bytes.
-pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
+/// Largest body read whole at the edge (defined in config, which validates limits against it).
+pub use crate::config::BUFFERED_BODY_MAX;
 
 /// The announced `Content-Length`, if any.
 pub fn announced(session: &Session) -> Option<u64> {

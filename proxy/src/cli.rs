@@ -58,9 +58,8 @@ pub enum Command {
 pub const EXIT_INVALID_CONFIG: u8 = 1;
 /// Exit code of a startup failure (busy port...).
 pub const EXIT_STARTUP: u8 = 2;
-/// Exit code after a SIGQUIT that handed the listening sockets to no new process (so that
-/// systemd's `Restart=on-failure` starts the proxy again).
-pub const EXIT_NO_HANDOVER: u8 = 3;
+/// Exit code after a SIGQUIT that handed the listening sockets to no new process.
+pub use crate::handover::EXIT_NO_HANDOVER;
 
 /// Entry point of both `hotplex-proxy` and the test launcher.
 pub fn main() -> ExitCode {

@@ -31,6 +31,10 @@ use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 
 use crate::upgrade_sock;
 
+/// Exit code after a SIGQUIT that handed the listening sockets to no new process (so that
+/// systemd's `Restart=on-failure` starts the proxy again).
+pub const EXIT_NO_HANDOVER: u8 = 3;
+
 /// How long a new process (`--upgrade`) waits for the old one's listeners (pingora's own
 /// wait was about 5 s; longer leaves an operator or a unit's `ExecReload` time for SIGQUIT).
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(15);

@@ -15,33 +15,17 @@
 //! The file is read when the config is loaded, so a reload (`SIGHUP`, `POST /admin/reload`)
 //! picks up a rotated key file.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Validation};
-use serde::Deserialize;
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use crate::config::security::ROUTE_LABELS;
-use crate::config::ConfigError;
+use crate::config::runtime::jwt::Verified;
+pub use crate::config::runtime::jwt::{JwtIdentity, JwtSettings};
+use crate::config::runtime::route_label::{HttpRouteName, RouteName};
 
-/// Clock skew tolerated on `exp` and `nbf`.
-pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
-/// Largest accepted `auth.jwt.leeway`.
-pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(600);
-/// Claim naming the tenant.
-pub const DEFAULT_TENANT_CLAIM: &str = "sub";
-/// Accepted signature algorithms.
-pub const DEFAULT_JWT_ALGORITHMS: &[&str] = &["ES256", "RS256"];
-/// Algorithms that may be configured (asymmetric only: no `none`, no HMAC).
-pub const SUPPORTED_ALGORITHMS: &[&str] = &[
-    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-];
 /// Longest token looked at, bytes (longer: `jwt_malformed`).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Longest tenant claim value, bytes.
@@ -50,118 +34,6 @@ pub const MAX_TENANT_BYTES: usize = 128;
 /// check; `exp`/`nbf` are still checked on every use. Emptied when full and on every config
 /// (re)load (new settings, new cache).
 pub const VERIFIED_CACHE_ENTRIES: usize = 10_000;
-
-/// A token already verified: its identity and time claims.
-#[derive(Debug, Clone)]
-struct Verified {
-    id: JwtIdentity,
-    exp: u64,
-    nbf: Option<u64>,
-}
-
-/// One string or a list of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn to_vec(&self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// `auth.jwt:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtFile {
-    /// Required `iss` value. Required.
-    pub issuer: String,
-    /// Accepted `aud` value(s): a string or a list; the token's `aud` must contain one.
-    /// Required.
-    pub audience: OneOrMany,
-    /// PEM file with one or more public keys (`PUBLIC KEY` for EC P-256 / P-384 or RSA,
-    /// `RSA PUBLIC KEY`). Required. Re-read on every config (re)load.
-    pub keys_file: PathBuf,
-    /// Clock skew tolerated on `exp` / `nbf`. Default [`DEFAULT_JWT_LEEWAY`], at most
-    /// [`MAX_JWT_LEEWAY`].
-    #[serde(default = "default_leeway", with = "humantime_serde")]
-    pub leeway: Duration,
-    /// Claim whose value is the tenant name. Default [`DEFAULT_TENANT_CLAIM`].
-    #[serde(default = "default_tenant_claim")]
-    pub tenant_claim: String,
-    /// Optional claim listing the route labels the token may use (JSON array or
-    /// space-separated string; unknown labels ignored). Not configured, or the claim absent
-    /// from a token: all routes.
-    #[serde(default)]
-    pub routes_claim: Option<String>,
-    /// Accepted `alg` values. Default [`DEFAULT_JWT_ALGORITHMS`]; any of
-    /// [`SUPPORTED_ALGORITHMS`].
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
-}
-
-fn default_leeway() -> Duration {
-    DEFAULT_JWT_LEEWAY
-}
-fn default_tenant_claim() -> String {
-    DEFAULT_TENANT_CLAIM.into()
-}
-fn default_algorithms() -> Vec<String> {
-    DEFAULT_JWT_ALGORITHMS
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-/// One verification key and the algorithms it may verify.
-#[derive(Clone)]
-pub struct JwtKey {
-    /// `keys_file[i]` (the i-th PEM block).
-    pub label: String,
-    pub algorithms: Vec<Algorithm>,
-    key: DecodingKey,
-    /// Claim checks with this key's algorithms (jsonwebtoken wants one family per check).
-    validation: Validation,
-}
-
-/// Validated `auth.jwt`.
-#[derive(Clone)]
-pub struct JwtSettings {
-    pub issuer: String,
-    pub audience: Vec<String>,
-    pub keys: Vec<JwtKey>,
-    pub algorithms: Vec<Algorithm>,
-    pub leeway: Duration,
-    pub tenant_claim: String,
-    pub routes_claim: Option<String>,
-    /// Names of the config's routes to `http` pools: route labels a token's routes claim
-    /// may name besides the session API's ([`ROUTE_LABELS`]).
-    pub http_routes: Vec<String>,
-    verified: Arc<Mutex<HashMap<[u8; 32], Verified>>>,
-}
-
-impl std::fmt::Debug for JwtSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSettings")
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field(
-                "keys",
-                &self.keys.iter().map(|k| &k.label).collect::<Vec<_>>(),
-            )
-            .field("algorithms", &self.algorithms)
-            .field("leeway", &self.leeway)
-            .field("tenant_claim", &self.tenant_claim)
-            .field("routes_claim", &self.routes_claim)
-            .finish()
-    }
-}
 
 /// Why a token was refused; [`JwtError::reason`] is the `reason` label of
 /// `hotplex_proxy_auth_failures_total` and of the 401 body.
@@ -202,14 +74,6 @@ impl JwtError {
             JwtError::Tenant => "jwt_tenant",
         }
     }
-}
-
-/// What a valid token grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtIdentity {
-    pub tenant: String,
-    /// Route labels from `routes_claim` (None: all).
-    pub routes: Option<Vec<String>>,
 }
 
 /// Whether a bearer credential has the shape of a JWS compact token (3 base64url parts).
@@ -270,10 +134,8 @@ fn tenant_of(v: Option<&Value>) -> Result<String, JwtError> {
 
 /// The route labels a routes claim names; anything else is dropped (the token then does
 /// not grant it).
-fn routes_of(v: Option<&Value>, http_routes: &[String]) -> Vec<String> {
-    let known = |s: &str| {
-        (ROUTE_LABELS.contains(&s) || http_routes.iter().any(|r| r == s)).then(|| s.to_string())
-    };
+fn routes_of(v: Option<&Value>, http_routes: &[HttpRouteName]) -> Vec<RouteName> {
+    let known = |s: &str| RouteName::resolve(s, http_routes);
     match v {
         Some(Value::Array(a)) => a
             .iter()
@@ -369,173 +231,18 @@ impl JwtSettings {
     }
 }
 
-/// Splits a PEM file into its blocks (text from `-----BEGIN` to the matching `-----END ...-----`).
-fn pem_blocks(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let from = &rest[start..];
-        let Some(end) = from.find("-----END ") else {
-            break;
-        };
-        let after = &from[end + 9..];
-        let Some(close) = after.find("-----") else {
-            break;
-        };
-        let len = end + 9 + close + 5;
-        out.push(&from[..len]);
-        rest = &from[len..];
-    }
-    out
-}
-
-/// Validates `auth.jwt` and reads its keys file.
-/// `http_routes`: the names of the config's routes to `http` pools (see
-/// [`JwtSettings::http_routes`]).
-pub fn settings(file: &str, j: &JwtFile, http_routes: &[&str]) -> Result<JwtSettings, ConfigError> {
-    let err = |k: &str, r: String| ConfigError::new(file, format!("auth.jwt.{k}"), r);
-    if j.issuer.trim().is_empty() {
-        return Err(err("issuer", "must not be empty".into()));
-    }
-    let audience = j.audience.to_vec();
-    if audience.is_empty() || audience.iter().any(|a| a.trim().is_empty()) {
-        return Err(err(
-            "audience",
-            "must name at least one non-empty audience".into(),
-        ));
-    }
-    if j.leeway > MAX_JWT_LEEWAY {
-        return Err(err(
-            "leeway",
-            format!("must be at most {}s", MAX_JWT_LEEWAY.as_secs()),
-        ));
-    }
-    if j.tenant_claim.trim().is_empty() {
-        return Err(err("tenant_claim", "must not be empty".into()));
-    }
-    if j.routes_claim.as_ref().is_some_and(|c| c.trim().is_empty()) {
-        return Err(err(
-            "routes_claim",
-            "must not be empty (omit it instead)".into(),
-        ));
-    }
-    let mut algorithms = Vec::new();
-    for (i, a) in j.algorithms.iter().enumerate() {
-        if !SUPPORTED_ALGORITHMS.contains(&a.as_str()) {
-            return Err(err(
-                &format!("algorithms[{i}]"),
-                format!(
-                    "{a:?} is not supported (expected one of {})",
-                    SUPPORTED_ALGORITHMS.join(", ")
-                ),
-            ));
-        }
-        let alg = Algorithm::from_str(a)
-            .map_err(|_| err(&format!("algorithms[{i}]"), format!("{a:?} is unknown")))?;
-        if !algorithms.contains(&alg) {
-            algorithms.push(alg);
-        }
-    }
-    if algorithms.is_empty() {
-        return Err(err("algorithms", "must list at least one algorithm".into()));
-    }
-    let text = std::fs::read_to_string(&j.keys_file).map_err(|e| {
-        err(
-            "keys_file",
-            format!("cannot read {}: {e}", j.keys_file.display()),
-        )
-    })?;
-    let mut keys = Vec::new();
-    for (i, block) in pem_blocks(&text).into_iter().enumerate() {
-        let label = format!("keys_file[{i}]");
-        let (key, algs): (DecodingKey, Vec<Algorithm>) =
-            if let Ok(k) = DecodingKey::from_ec_pem(block.as_bytes()) {
-                let alg = match k.kind() {
-                    DecodingKeyKind::SecretOrDer(p) if p.len() == 65 => Algorithm::ES256,
-                    DecodingKeyKind::SecretOrDer(p) if p.len() == 97 => Algorithm::ES384,
-                    _ => {
-                        return Err(err(
-                            "keys_file",
-                            format!("PEM block {i}: EC key is neither P-256 nor P-384"),
-                        ))
-                    }
-                };
-                (k, vec![alg])
-            } else if let Ok(k) = DecodingKey::from_rsa_pem(block.as_bytes()) {
-                let rsa = algorithms
-                    .iter()
-                    .copied()
-                    .filter(|a| a.family() == AlgorithmFamily::Rsa)
-                    .collect();
-                (k, rsa)
-            } else {
-                return Err(err(
-                    "keys_file",
-                    format!(
-                        "PEM block {i} of {} is not an EC (P-256/P-384) or RSA public key",
-                        j.keys_file.display()
-                    ),
-                ));
-            };
-        let algs: Vec<Algorithm> = algs
-            .into_iter()
-            .filter(|a| algorithms.contains(a))
-            .collect();
-        let Some(first) = algs.first().copied() else {
-            // A key for an algorithm not accepted: kept out (checked below that every
-            // accepted algorithm has a key).
-            continue;
-        };
-        let mut validation = Validation::new(first);
-        validation.algorithms = algs.clone();
-        validation.leeway = j.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = true;
-        validation.set_issuer(&[j.issuer.as_str()]);
-        validation.set_audience(&audience);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        keys.push(JwtKey {
-            label,
-            algorithms: algs,
-            key,
-            validation,
-        });
-    }
-    if keys.is_empty() {
-        return Err(err(
-            "keys_file",
-            format!(
-                "{} holds no PEM public key for {}",
-                j.keys_file.display(),
-                j.algorithms.join(", ")
-            ),
-        ));
-    }
-    for (i, a) in algorithms.iter().enumerate() {
-        if !keys.iter().any(|k| k.algorithms.contains(a)) {
-            return Err(err(
-                &format!("algorithms[{i}]"),
-                format!("no key in {} can verify {a:?}", j.keys_file.display()),
-            ));
-        }
-    }
-    Ok(JwtSettings {
-        issuer: j.issuer.clone(),
-        audience,
-        keys,
-        algorithms,
-        leeway: j.leeway,
-        tenant_claim: j.tenant_claim.clone(),
-        routes_claim: j.routes_claim.clone(),
-        http_routes: http_routes.iter().map(|s| s.to_string()).collect(),
-        verified: Arc::default(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use jsonwebtoken::AlgorithmFamily;
+
+    use crate::config::file::jwt::{
+        default_algorithms, JwtFile, OneOrMany, DEFAULT_JWT_LEEWAY, DEFAULT_TENANT_CLAIM,
+    };
+    use crate::config::jwt::{pem_blocks, settings};
+    use crate::config::runtime::route_label::RouteLabel;
 
     #[test]
     fn jwt_shape() {
@@ -565,19 +272,29 @@ mod tests {
         assert_eq!(tenant_of(Some(&Value::from("a b"))), Err(JwtError::Tenant));
         assert_eq!(tenant_of(Some(&Value::from(""))), Err(JwtError::Tenant));
         assert_eq!(tenant_of(None), Err(JwtError::Tenant));
+        let names = |v: Vec<RouteName>| -> Vec<String> {
+            v.iter().map(|r| r.as_str().to_string()).collect()
+        };
         let v = serde_json::json!(["messages", "nope", "session"]);
-        assert_eq!(routes_of(Some(&v), &[]), vec!["messages", "session"]);
         assert_eq!(
-            routes_of(Some(&Value::from("websocket health")), &[]),
-            vec!["websocket", "health"]
+            routes_of(Some(&v), &[]),
+            [
+                RouteName::Api(RouteLabel::Messages),
+                RouteName::Api(RouteLabel::Session)
+            ]
+        );
+        assert_eq!(
+            names(routes_of(Some(&Value::from("websocket health")), &[])),
+            ["websocket", "health"]
         );
         // The name of an http route is a label only when the config has that route.
         let v = serde_json::json!(["docs", "session", "ui"]);
+        let docs = HttpRouteName::new("docs");
         assert_eq!(
-            routes_of(Some(&v), &["docs".to_string()]),
-            vec!["docs", "session"]
+            routes_of(Some(&v), std::slice::from_ref(&docs)),
+            [RouteName::Http(docs), RouteName::Api(RouteLabel::Session)]
         );
-        assert_eq!(routes_of(Some(&v), &[]), vec!["session"]);
+        assert_eq!(names(routes_of(Some(&v), &[])), ["session"]);
     }
 
     #[test]
@@ -638,7 +355,7 @@ mod tests {
             .verify(&sign(Algorithm::ES256, ES_PRIV, &good))
             .expect("ES256");
         assert_eq!(id.tenant, "acme");
-        assert_eq!(id.routes, Some(vec!["messages".to_string()]));
+        assert_eq!(id.routes, Some(vec![RouteName::Api(RouteLabel::Messages)]));
         let id = s
             .verify(&sign(Algorithm::RS256, RS_PRIV, &good))
             .expect("RS256");

@@ -247,7 +247,7 @@ pub fn run_reporting(
     hotplex_common::telemetry::shutdown();
     // A SIGQUIT that handed nothing over is a failure (systemd's Restart=on-failure).
     std::process::exit(if crate::handover::handover_failed() {
-        i32::from(crate::cli::EXIT_NO_HANDOVER)
+        i32::from(crate::handover::EXIT_NO_HANDOVER)
     } else {
         0
     })

@@ -1,6 +1,6 @@
 //! TLS termination and HTTP/2 at the edge, wiring `hotplex-tls` into the proxy.
 //!
-//! - [`validate`]: the `tls:` config section (key paths `tls.*`);
+//! - [`crate::config::tls::validate`]: the `tls:` config section (key paths `tls.*`), in config;
 //! - [`setup`]: at startup, the TLS listener on the proxy service (SNI certificate store,
 //!   hardened OpenSSL settings, ALPN `h2`/`http/1.1`, h2 limits), the certificate file
 //!   watcher and the optional plain-HTTP → HTTPS redirect service;
@@ -29,40 +29,10 @@ use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminService;
+pub use crate::config::runtime::tls::WorkerTls;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::metrics::{ProxyMetrics, TlsMetrics};
 use crate::upstream::health::FetchError;
-
-/// Validates the `tls:` section; `taken` are the other listen addresses.
-pub fn validate(
-    file: &str,
-    tls: Option<&hotplex_tls::TlsFile>,
-    taken: &[SocketAddr],
-) -> Result<Option<TlsConfig>, ConfigError> {
-    let Some(t) = tls else {
-        return Ok(None);
-    };
-    let c = t
-        .validate()
-        .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
-    if c.listen.port() != 0 && taken.contains(&c.listen) {
-        return Err(ConfigError::new(
-            file,
-            "tls.listen",
-            "must differ from listen and admin.listen",
-        ));
-    }
-    if let Some(r) = c.redirect_http {
-        if taken.contains(&r) {
-            return Err(ConfigError::new(
-                file,
-                "tls.redirect_http",
-                "must differ from listen and admin.listen",
-            ));
-        }
-    }
-    Ok(Some(c))
-}
 
 /// Updates of the TLS metrics (the struct: [`crate::metrics::TlsMetrics`]).
 impl TlsMetrics {
@@ -456,33 +426,6 @@ mod tests {
         .await;
         assert_eq!(r.status(), 400);
     }
-}
-
-/// TLS to the workers (`upstream_tls:`), with the CA loaded once per (re)load.
-#[derive(Debug, Clone)]
-pub struct WorkerTls {
-    pub cfg: hotplex_tls::UpstreamTls,
-    pub ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
-}
-
-/// Validates `upstream_tls:`; `None` when absent or `enabled: false`.
-pub fn validate_upstream(
-    file: &str,
-    u: Option<&hotplex_tls::UpstreamTlsFile>,
-) -> Result<Option<WorkerTls>, ConfigError> {
-    let Some(u) = u else {
-        return Ok(None);
-    };
-    let cfg = u
-        .validate()
-        .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
-    if !cfg.enabled {
-        return Ok(None);
-    }
-    let ca = cfg
-        .load_ca()
-        .map_err(|e| ConfigError::new(file, e.path, e.reason))?;
-    Ok(Some(WorkerTls { cfg, ca }))
 }
 
 /// The name a TLS connection to a worker checks.

@@ -1,7 +1,17 @@
-//! Proxy configuration, in two layers:
+//! Proxy configuration, in three steps:
 //!
-//! 1. [`file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations);
-//! 2. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on.
+//! 1. [`mod@file`]: serde types mirroring the YAML (`deny_unknown_fields`, humantime durations,
+//!    enums for closed sets such as `routing.key_sources` and `limits.store.fail`), each
+//!    default one `DEFAULT_*` constant used by serde and named in `conf/hotplex.yaml`;
+//! 2. validation: [`validate`] (the whole document) and one module per section
+//!    ([`security`], [`routes`], [`route_policy`], [`discovery`], [`store`], [`jwt`],
+//!    [`tls`], [`tokens`]), file -> runtime;
+//! 3. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on (route labels as
+//!    [`runtime::route_label::RouteName`], JWT keys, worker TLS...).
+//!
+//! `config` sits below the modules that read it: it imports none of `jwt`, `tls`, `body`,
+//! `security` (`scripts/check-cycles.py`, run by `make lint`, keeps it so). The section
+//! modules re-export their types under their former paths (`config::security::AuthSettings`).
 //!
 //! Every error names the file, the key path (`workers[2].address`) and the reason, so
 //! `hotplex-proxy check FILE` reads like `nginx -t`. The running config is held in an
@@ -14,6 +24,7 @@
 pub mod discovery;
 pub mod downgrade;
 pub mod file;
+pub mod jwt;
 pub mod route_policy;
 pub mod routes;
 pub mod runtime;
@@ -21,7 +32,9 @@ pub mod secret_files;
 pub mod secret_ref;
 pub mod security;
 pub mod store;
+pub mod tls;
 pub mod tokens;
+pub mod validate;
 
 use std::time::Duration;
 
@@ -50,12 +63,21 @@ pub const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024 + 5 + 256;
 pub const DEFAULT_WRITE_BUFFER: usize = 1460;
 /// Largest accepted `buffers.*` value, bytes.
 pub const MAX_BUFFER: usize = 1024 * 1024;
+/// Largest body read whole at the edge: pingora's replay ("retry") buffer, bytes
+/// (`limits.max_body_bytes` and `routes[].max_body_bytes` above it need
+/// `limits.allow_streamed_bodies`).
+pub const BUFFERED_BODY_MAX: u64 = 64 * 1024;
 /// Worker weight for hashing.
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Worker capacity (sessions).
 pub const DEFAULT_CAPACITY: u64 = 1000;
 /// Routing key sources, in order.
-pub const DEFAULT_KEY_SOURCES: &[&str] = &["path", "query", "header", "cookie"];
+pub const DEFAULT_KEY_SOURCES: &[KeySource] = &[
+    KeySource::Path,
+    KeySource::Query,
+    KeySource::Header,
+    KeySource::Cookie,
+];
 /// Development HMAC secret. INSECURE: it is public; set your own in production.
 pub const DEFAULT_DEV_SECRET: &str = "hotplex-dev-insecure-secret-change-me";
 /// Shortest accepted affinity secret, in bytes.
@@ -133,13 +155,23 @@ pub fn parse(file: &str, text: &str) -> Result<RuntimeConfig, ConfigError> {
     let parsed: file::FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let mut reason = inner.to_string();
-        if let Some(loc) = inner.location() {
-            reason = format!("{reason} (line {}, column {})", loc.line(), loc.column());
-        }
-        ConfigError::new(file, key, reason)
+        ConfigError::new(file, key.as_str(), serde_reason(&key, &inner))
     })?;
     RuntimeConfig::from_file(file, text, parsed)
+}
+
+/// The reason of a serde error without what [`ConfigError`] already says: serde_yaml's
+/// message repeats the key path in front and the position at the end
+/// (`log.format: unknown variant ... at line 5 column 11`); the position is kept once.
+fn serde_reason(key: &str, e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    let mut reason = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text);
+    if let Some(loc) = e.location() {
+        let at = format!(" at line {} column {}", loc.line(), loc.column());
+        reason = reason.strip_suffix(&at).unwrap_or(reason);
+        return format!("{reason} (line {}, column {})", loc.line(), loc.column());
+    }
+    reason.to_string()
 }
 
 /// Reads, parses and validates a config file.
@@ -153,4 +185,38 @@ pub fn load(path: &std::path::Path) -> Result<RuntimeConfig, ConfigError> {
 /// The embedded default config.
 pub fn embedded_default() -> Result<RuntimeConfig, ConfigError> {
     parse(EMBEDDED_NAME, EMBEDDED_DEFAULT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    const MIN: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
+
+    #[test]
+    fn serde_errors_name_key_and_position_once() {
+        let e = parse("f.yaml", &format!("{MIN}log:\n  format: xml\n")).expect_err("enum");
+        assert_eq!(e.key, "log.format");
+        assert_eq!(
+            e.reason,
+            "unknown variant `xml`, expected `json` or `text` (line 5, column 11)"
+        );
+        let e = parse(
+            "f.yaml",
+            &format!("{MIN}routing:\n  key_sources: [path, body]\n"),
+        )
+        .expect_err("source");
+        assert_eq!(e.key, "routing.key_sources[1]");
+        assert!(
+            e.reason
+                .starts_with("unknown variant `body`, expected one of `path`"),
+            "{e}"
+        );
+        assert!(e.reason.ends_with("(line 5, column 23)"), "{e}");
+        let e = parse("f.yaml", &format!("{MIN}threads: abc\n")).expect_err("type");
+        assert_eq!(
+            e.to_string(),
+            "f.yaml: threads: invalid type: string \"abc\", expected usize (line 4, column 10)"
+        );
+    }
 }

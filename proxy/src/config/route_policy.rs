@@ -2,50 +2,15 @@
 //! issue #19 (`routes[].allow`, `.deny`, `.redirect`) into [`crate::policy::RoutePolicy`].
 //! Every key is documented with its unit and default in `conf/hotplex.yaml`.
 
-use serde::Deserialize;
-
 use super::routes::RouteFile;
 use super::ConfigError;
-use std::collections::BTreeMap;
 
 use crate::policy::headers::{rule_name, HeaderRules, Template};
 use crate::policy::ip::IpRules;
-use crate::policy::redirect::{
-    Redirect, DEFAULT_REDIRECT_KEEP_PATH, DEFAULT_REDIRECT_KEEP_QUERY, DEFAULT_REDIRECT_STATUS,
-};
+use crate::policy::redirect::Redirect;
 use crate::policy::RoutePolicy;
 
-/// `routes[].redirect`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectFile {
-    /// Absolute `http(s)://host[:port][/path][?query]` target. Required.
-    pub to: String,
-    /// 301, 302, 307 or 308. Default 301.
-    #[serde(default = "default_status")]
-    pub status: u16,
-    /// Append the request path to `to`'s path. Default `true`.
-    #[serde(default = "default_keep_path")]
-    pub keep_path: bool,
-    /// Append the request query. Default `true`.
-    #[serde(default = "default_keep_query")]
-    pub keep_query: bool,
-}
-
-/// `routes[].request_headers` / `routes[].response_headers`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderRulesFile {
-    /// Header names removed. Default: none.
-    #[serde(default)]
-    pub remove: Vec<String>,
-    /// name: value, replacing any value (added when absent). Default: none.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// name: value, appended as another value. Default: none.
-    #[serde(default)]
-    pub add: BTreeMap<String, String>,
-}
+pub use super::file::routes::{HeaderRulesFile, RedirectFile};
 
 fn header_rules(file: &str, key: &str, h: &HeaderRulesFile) -> Result<HeaderRules, ConfigError> {
     let name = |k: String, n: &str| rule_name(n).map_err(|why| ConfigError::new(file, k, why));
@@ -73,16 +38,6 @@ fn header_rules(file: &str, key: &str, h: &HeaderRulesFile) -> Result<HeaderRule
         ));
     }
     Ok(rules)
-}
-
-fn default_status() -> u16 {
-    DEFAULT_REDIRECT_STATUS
-}
-fn default_keep_path() -> bool {
-    DEFAULT_REDIRECT_KEEP_PATH
-}
-fn default_keep_query() -> bool {
-    DEFAULT_REDIRECT_KEEP_QUERY
 }
 
 fn cidrs(

@@ -1,12 +1,10 @@
-//! `routes:` and `pools:`: file types (serde, `deny_unknown_fields`) and their validation
-//! into the live [`RouteTable`] (see [`crate::routes`] and [`crate::pools`]). Every
+//! `routes:` and `pools:`: validation of the file types ([`super::file::routes`],
+//! re-exported here) into the live [`RouteTable`] (see [`crate::routes`] and [`crate::pools`]). Every
 //! key is documented with its unit and default in `conf/hotplex.yaml`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use super::ConfigError;
 use crate::pools::balance::{Balance, HashOn};
@@ -14,165 +12,7 @@ use crate::pools::{EjectSpec, HealthSpec, HttpPool};
 use crate::routes::matcher::{valid_path, HostPattern, Matcher, PathPattern};
 use crate::routes::{AuthMode, PoolRef, Route, RouteTable, SESSIONS_POOL};
 
-/// Path probed by an `http` pool's health check.
-pub const DEFAULT_POOL_HEALTH_PATH: &str = "/";
-/// `Host` header of an `http` pool's health probe.
-pub const DEFAULT_POOL_HEALTH_HOST: &str = "localhost";
-/// Time between two probes of one upstream.
-pub const DEFAULT_POOL_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-/// Connect and read timeout of one probe.
-pub const DEFAULT_POOL_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// The status of a healthy upstream.
-pub const DEFAULT_POOL_HEALTH_EXPECT_STATUS: u16 = 200;
-/// Failed probes in a row that mark an upstream down.
-pub const DEFAULT_POOL_HEALTH_FAILURES: usize = 2;
-/// Good probes in a row that mark it up again.
-pub const DEFAULT_POOL_HEALTH_SUCCESSES: usize = 1;
-/// Connect/proxy failures in a row that eject an upstream.
-pub const DEFAULT_POOL_EJECT_FAILURES: u32 = 3;
-/// How long an ejected upstream gets no requests.
-pub const DEFAULT_POOL_EJECT_COOLDOWN: Duration = Duration::from_secs(10);
-/// Longest route or pool name.
-pub const MAX_NAME_LEN: usize = 63;
-/// Route labels of the session API (metrics, `limits.routes`, `auth.keys[].routes`): a
-/// route may not take one of them as its name.
-pub const RESERVED_ROUTE_NAMES: &[&str] = crate::config::security::ROUTE_LABELS;
-
-/// One entry of `routes:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteFile {
-    /// Unique name, `[a-z0-9_-]`, 1-63 characters (metric label). Required.
-    pub name: String,
-    /// Host names (`api.example.com`, `*.example.com`). Default: any host.
-    #[serde(default)]
-    pub hosts: Option<Vec<String>>,
-    /// The path (see `path_match`). Required.
-    pub path: String,
-    /// `prefix` (on segment boundaries) or `exact`. Default `prefix`.
-    #[serde(default)]
-    pub path_match: PathMatch,
-    /// Methods (`GET`, `POST`...). Default: any method.
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    /// `sessions` or the name of an `http` pool of `pools:`. Required, except on a
-    /// `redirect` route (which has none).
-    #[serde(default)]
-    pub pool: String,
-    /// `required` (the edge's `auth:` applies) or `off`. Default `required`.
-    #[serde(default)]
-    pub auth: AuthFile,
-    /// Pass the client's `Authorization` and `X-API-Key` on to the upstream (a service
-    /// with its own authentication). Only with `auth: off`. Default `false`: stripped.
-    #[serde(default)]
-    pub forward_credentials: bool,
-    // -- Per-route policies, part "IP rules, header rules, redirect" (issue #19):
-    // validated in `crate::config::route_policy`, enforced by `crate::policy`.
-    /// CIDRs (v4/v6) that may use the route; absent: every address not denied.
-    #[serde(default)]
-    pub allow: Option<Vec<String>>,
-    /// CIDRs refused (checked before `allow`). Default: none.
-    #[serde(default)]
-    pub deny: Option<Vec<String>>,
-    /// Answer every request with a redirect (no pool then). Default: none.
-    #[serde(default)]
-    pub redirect: Option<crate::config::route_policy::RedirectFile>,
-    /// Header rules on the request to the upstream (`http` routes). Default: none.
-    #[serde(default)]
-    pub request_headers: Option<crate::config::route_policy::HeaderRulesFile>,
-    /// Header rules on the upstream's response. Default: none.
-    #[serde(default)]
-    pub response_headers: Option<crate::config::route_policy::HeaderRulesFile>,
-    // --- per-route policies: response compression (issue #19, pol-comp) ---
-    /// gzip/brotli of compressible responses (see [`crate::policy::compression`]).
-    /// Default: none (responses as the upstream sent them).
-    #[serde(default)]
-    pub compression: Option<crate::policy::compression::CompressionFile>,
-    /// Upstream timeouts of this route (see [`crate::policy::route_limits`]). Default:
-    /// `timeouts.*`.
-    #[serde(default)]
-    pub timeouts: Option<crate::policy::route_limits::RouteTimeoutsFile>,
-    /// Largest request body of this route, bytes. Default: `limits.max_body_bytes`.
-    #[serde(default)]
-    pub max_body_bytes: Option<u64>,
-    /// Bodies of the edge's own error answers on this route, by status (see
-    /// [`crate::policy::error_pages`]). Default: none (JSON).
-    #[serde(default)]
-    pub error_pages:
-        Option<std::collections::BTreeMap<u16, crate::policy::error_pages::ErrorPageFile>>,
-    // --- end pol-comp ---
-}
-
-/// `routes[].path_match`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PathMatch {
-    #[default]
-    Prefix,
-    Exact,
-}
-
-/// `routes[].auth`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthFile {
-    #[default]
-    Required,
-    /// Credentials, when presented, are checked as with `required`; none: anonymous.
-    Optional,
-    Off,
-}
-
-/// `pools[].balance`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum BalanceFile {
-    #[default]
-    RoundRobin,
-    LeastConn,
-    Hash,
-}
-
-/// One entry of `pools:` (an `http` pool).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolFile {
-    /// Unique name, `[a-z0-9_-]`, 1-63 characters, not `sessions`. Required.
-    pub name: String,
-    /// `ip:port` of each upstream; at least one unless `discovery` finds them.
-    #[serde(default)]
-    pub upstreams: Vec<String>,
-    /// Upstreams found by DNS (see [`super::discovery::PoolDiscoveryFile`]).
-    #[serde(default)]
-    pub discovery: Option<super::discovery::PoolDiscoveryFile>,
-    /// Default `round_robin`.
-    #[serde(default)]
-    pub balance: BalanceFile,
-    /// With `balance: hash`: `header:<name>` or `cookie:<name>`. Required for `hash`.
-    #[serde(default)]
-    pub hash_on: Option<String>,
-    #[serde(default)]
-    pub health_check: PoolHealthFile,
-    #[serde(default)]
-    pub ejection: PoolEjectionFile,
-    /// TLS to the upstreams (requests and probes). Absent: plain HTTP.
-    #[serde(default)]
-    pub tls: Option<PoolTlsFile>,
-}
-
-/// `pools[].tls`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolTlsFile {
-    /// Name sent as SNI and required in the upstream's certificate. Required.
-    pub sni: String,
-    /// PEM bundle of the CA(s) the upstream certificates chain to. Default: the system roots.
-    #[serde(default)]
-    pub ca_file: Option<String>,
-    /// Verify the chain and the name. `false` is insecure (tests, migrations). Default `true`.
-    #[serde(default = "yes")]
-    pub verify: bool,
-}
+pub use super::file::routes::*;
 
 fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<crate::pools::PoolTls, ConfigError> {
     let sni = t.sni.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -208,94 +48,6 @@ fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<crate::pools::PoolT
         ca_file: t.ca_file.clone(),
         ca,
     })
-}
-
-/// `pools[].health_check`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolHealthFile {
-    /// Default `true`.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default = "default_health_path")]
-    pub path: String,
-    #[serde(default = "default_health_host")]
-    pub host: String,
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    #[serde(default = "default_health_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_expect_status")]
-    pub expect_status: u16,
-    #[serde(default = "default_health_failures")]
-    pub failures: usize,
-    #[serde(default = "default_health_successes")]
-    pub successes: usize,
-}
-
-impl Default for PoolHealthFile {
-    fn default() -> Self {
-        PoolHealthFile {
-            enabled: true,
-            path: default_health_path(),
-            host: default_health_host(),
-            interval: DEFAULT_POOL_HEALTH_INTERVAL,
-            timeout: DEFAULT_POOL_HEALTH_TIMEOUT,
-            expect_status: DEFAULT_POOL_HEALTH_EXPECT_STATUS,
-            failures: DEFAULT_POOL_HEALTH_FAILURES,
-            successes: DEFAULT_POOL_HEALTH_SUCCESSES,
-        }
-    }
-}
-
-/// `pools[].ejection`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolEjectionFile {
-    #[serde(default = "default_eject_failures")]
-    pub failures: u32,
-    #[serde(default = "default_eject_cooldown", with = "humantime_serde")]
-    pub cooldown: Duration,
-}
-
-impl Default for PoolEjectionFile {
-    fn default() -> Self {
-        PoolEjectionFile {
-            failures: DEFAULT_POOL_EJECT_FAILURES,
-            cooldown: DEFAULT_POOL_EJECT_COOLDOWN,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_health_path() -> String {
-    DEFAULT_POOL_HEALTH_PATH.into()
-}
-fn default_health_host() -> String {
-    DEFAULT_POOL_HEALTH_HOST.into()
-}
-fn default_health_interval() -> Duration {
-    DEFAULT_POOL_HEALTH_INTERVAL
-}
-fn default_health_timeout() -> Duration {
-    DEFAULT_POOL_HEALTH_TIMEOUT
-}
-fn default_expect_status() -> u16 {
-    DEFAULT_POOL_HEALTH_EXPECT_STATUS
-}
-fn default_health_failures() -> usize {
-    DEFAULT_POOL_HEALTH_FAILURES
-}
-fn default_health_successes() -> usize {
-    DEFAULT_POOL_HEALTH_SUCCESSES
-}
-fn default_eject_failures() -> u32 {
-    DEFAULT_POOL_EJECT_FAILURES
-}
-fn default_eject_cooldown() -> Duration {
-    DEFAULT_POOL_EJECT_COOLDOWN
 }
 
 fn valid_name(s: &str) -> bool {
@@ -641,7 +393,9 @@ pub fn validate(
                 ),
             ));
         }
-        if RESERVED_ROUTE_NAMES.contains(&r.name.as_str()) {
+        // The session API's route labels (metrics, `limits.routes`, `auth.keys[].routes`)
+        // are reserved: a route may not take one as its name.
+        if super::runtime::route_label::RouteLabel::parse(&r.name).is_some() {
             return Err(ConfigError::new(
                 file,
                 k,

@@ -1,391 +1,23 @@
-//! `auth:` and `limits:` sections: file layer (serde, `deny_unknown_fields`) and their
-//! validated runtime form. Read per request from the live config, so a hot reload changes
-//! keys and limits at once (bucket state is kept; see [`crate::security`]).
-
-use std::net::IpAddr;
-use std::path::PathBuf;
-
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+//! Validation of `auth:` and `limits:`: file layer [`super::file::security`] -> runtime
+//! [`super::runtime::security`] (read per request from the live config, so a hot reload
+//! changes keys and limits at once; bucket state is kept, see [`crate::security`]).
+//!
+//! The types are re-exported here under their former paths (`config::security::AuthSettings`).
 
 use super::ConfigError;
 
-/// Auth off unless `auth.enabled: true`.
-pub const DEFAULT_AUTH_ENABLED: bool = false;
-/// Paths (prefixes) served without a key.
-pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/health/"];
-/// Entries kept per limiter shard before idle eviction (16 shards).
-pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
-/// Largest accepted request body, bytes: what the edge reads whole before routing
-/// (pingora's replay buffer, [`crate::body::BUFFERED_BODY_MAX`]). 0 = no limit.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
-/// Bodies over the edge buffer are refused unless `limits.allow_streamed_bodies: true`.
-pub const DEFAULT_ALLOW_STREAMED_BODIES: bool = false;
-/// Idle time after which an HTTP/2 connection without open streams is closed.
-pub const DEFAULT_H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-/// Time to receive a whole request body at the edge.
-pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Failed authentications allowed per client IP: a bucket of 20, refilled at 20 a minute.
-/// Past it: 429 before any key or signature work.
-pub const DEFAULT_AUTH_FAILURES: RateFile = RateFile {
-    rate: 20.0 / 60.0,
-    burst: 20,
-};
-
-/// `auth:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthFile {
-    /// Require an API key on every non-public path. Default [`DEFAULT_AUTH_ENABLED`].
-    #[serde(default)]
-    pub enabled: bool,
-    /// Serve anonymous clients on a non-loopback public listener with auth off. Without
-    /// it such a config is refused (`check` and start): anonymous public access must be
-    /// chosen, never inherited from a default. Default `false`.
-    #[serde(default)]
-    pub allow_anonymous: bool,
-    /// Path prefixes served without a key. Default [`DEFAULT_PUBLIC_PATHS`].
-    #[serde(default = "default_public_paths")]
-    pub public_paths: Vec<String>,
-    /// The API keys.
-    #[serde(default)]
-    pub keys: Vec<ApiKeyFile>,
-    /// JWT validation of `Authorization: Bearer` tokens that are not API keys
-    /// (see [`crate::jwt`]). Absent: no JWT accepted.
-    #[serde(default)]
-    pub jwt: Option<crate::jwt::JwtFile>,
-}
-
-impl Default for AuthFile {
-    fn default() -> Self {
-        AuthFile {
-            enabled: DEFAULT_AUTH_ENABLED,
-            allow_anonymous: false,
-            public_paths: default_public_paths(),
-            keys: Vec::new(),
-            jwt: None,
-        }
-    }
-}
-
-fn default_public_paths() -> Vec<String> {
-    DEFAULT_PUBLIC_PATHS.iter().map(|s| s.to_string()).collect()
-}
-
-/// One entry of `auth.keys`: exactly one of `hash`, `env`, `file`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyFile {
-    /// Tenant name (limits, logs, metrics), `[A-Za-z0-9._-]`, 1-64 bytes, unique.
-    pub name: String,
-    /// `sha256:<64 hex>` of the key.
-    #[serde(default)]
-    pub hash: Option<String>,
-    /// Environment variable holding the key in clear (hashed at load).
-    #[serde(default)]
-    pub env: Option<String>,
-    /// File holding the key in clear (trimmed; hashed at load).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// Route labels this key may use (`create_session`, `list_sessions`, `session`,
-    /// `messages`, `websocket`, `health`, `other`). Absent: all. Others get 403.
-    #[serde(default)]
-    pub routes: Option<Vec<String>>,
-}
-
-/// A token bucket: `rate` tokens per second, at most `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateFile {
-    /// Requests per second (sustained), > 0.
-    pub rate: f64,
-    /// Bucket size (requests allowed at once), >= 1.
-    pub burst: u32,
-}
-
-/// `limits:` section. Every limit is off when absent.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsFile {
-    /// CIDRs of proxies whose `X-Forwarded-For` is believed. Default: none.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    /// Per client IP.
-    #[serde(default)]
-    pub per_ip: Option<RateFile>,
-    /// Per API key (tenant); keyless requests: per client IP.
-    #[serde(default)]
-    pub per_key: Option<RateFile>,
-    /// Per route label and tenant (or IP), e.g. `messages: {rate: 2, burst: 4}`.
-    #[serde(default)]
-    pub routes: std::collections::BTreeMap<String, RateFile>,
-    /// New sessions (`POST /sessions`) per minute per tenant (or IP); burst = the same number.
-    #[serde(default)]
-    pub new_sessions_per_minute: Option<u32>,
-    /// Concurrent WebSockets per tenant (or IP).
-    #[serde(default)]
-    pub max_websockets_per_key: Option<u32>,
-    /// Largest request body by `Content-Length`, bytes (413 above). 0: no limit.
-    /// Default [`DEFAULT_MAX_BODY_BYTES`].
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: u64,
-    /// Accept `max_body_bytes` over the 64 KiB the edge reads whole (or 0): such bodies
-    /// are streamed to the worker as they arrive, within `body_read_timeout` in total.
-    /// Default [`DEFAULT_ALLOW_STREAMED_BODIES`] (off).
-    #[serde(default)]
-    pub allow_streamed_bodies: bool,
-    /// Limiter entries kept per shard (16 shards) before idle eviction.
-    /// Default [`DEFAULT_MAX_TRACKED_KEYS`].
-    #[serde(default = "default_max_tracked")]
-    pub max_tracked_keys: usize,
-    /// Shared store (Redis) for the token buckets, so limits hold across proxy nodes.
-    /// Absent: per-process buckets.
-    #[serde(default)]
-    pub store: Option<StoreFile>,
-    /// Longest time to receive a request body whole (bodies are read at the edge before
-    /// routing, see `crate::body`); over it: 408 `body_timeout`. Default
-    /// [`DEFAULT_BODY_READ_TIMEOUT`].
-    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
-    pub body_read_timeout: std::time::Duration,
-    /// An HTTP/2 connection with no stream open for this long is closed (its
-    /// `max_connections` slot freed). Applies from the end of the preface (a connection that
-    /// never opens a stream is closed after it too); the preface itself must arrive within
-    /// `header_read_timeout`. Not reloadable. Default [`DEFAULT_H2_IDLE_TIMEOUT`].
-    #[serde(default = "default_h2_idle_timeout", with = "humantime_serde")]
-    pub h2_idle_timeout: std::time::Duration,
-    /// Failed authentications (401) per client IP, a token bucket (`rate` per second,
-    /// `burst`). An IP whose bucket is empty gets 429 `too_many_auth_failures` +
-    /// `Retry-After` before any key hashing or JWT signature check, and its audit lines are
-    /// folded (one per IP a minute). Always on (per process). Default
-    /// [`DEFAULT_AUTH_FAILURES`] (20 a minute, burst 20).
-    #[serde(default = "default_auth_failures")]
-    pub auth_failures: RateFile,
-    /// Open downstream connections (HTTP/1, HTTP/2, TLS; all listeners) at once; more are
-    /// refused. 0: no limit. Default [`DEFAULT_MAX_CONNECTIONS`].
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
-    /// Open connections per client IP (the TCP peer; peers in `trusted_proxies` are
-    /// exempt). Absent: no limit (the default).
-    #[serde(default)]
-    pub max_connections_per_ip: Option<u32>,
-    /// Time allowed to receive a complete HTTP/1 request head: from the connection's start
-    /// for its first request, from the first byte for later keep-alive requests. Not applied
-    /// to bodies, WebSocket tunnels, SSE responses or HTTP/2. 0s: off.
-    /// Default [`DEFAULT_HEADER_READ_TIMEOUT`].
-    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
-    pub header_read_timeout: std::time::Duration,
-}
-
-/// Open downstream connections allowed at once (0: no limit).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
-/// Time allowed for a complete HTTP/1 request head (slowloris protection).
-pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Longest accepted `limits.header_read_timeout`.
-pub const MAX_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-fn default_max_connections() -> u32 {
-    DEFAULT_MAX_CONNECTIONS
-}
-fn default_header_read_timeout() -> std::time::Duration {
-    DEFAULT_HEADER_READ_TIMEOUT
-}
-
-pub use super::store::{StoreFile, StoreSettings, DEFAULT_STORE_PREFIX, DEFAULT_STORE_TIMEOUT};
-
-impl Default for LimitsFile {
-    fn default() -> Self {
-        LimitsFile {
-            trusted_proxies: Vec::new(),
-            per_ip: None,
-            per_key: None,
-            routes: Default::default(),
-            new_sessions_per_minute: None,
-            max_websockets_per_key: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            allow_streamed_bodies: DEFAULT_ALLOW_STREAMED_BODIES,
-            max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
-            store: None,
-            auth_failures: DEFAULT_AUTH_FAILURES,
-            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
-            h2_idle_timeout: DEFAULT_H2_IDLE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: None,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-        }
-    }
-}
-
-fn default_h2_idle_timeout() -> std::time::Duration {
-    DEFAULT_H2_IDLE_TIMEOUT
-}
-fn default_body_read_timeout() -> std::time::Duration {
-    DEFAULT_BODY_READ_TIMEOUT
-}
-fn default_auth_failures() -> RateFile {
-    DEFAULT_AUTH_FAILURES
-}
-fn default_max_body() -> u64 {
-    DEFAULT_MAX_BODY_BYTES
-}
-fn default_max_tracked() -> usize {
-    DEFAULT_MAX_TRACKED_KEYS
-}
-
-/// Route labels (see `proxy::route_label`).
-pub const ROUTE_LABELS: &[&str] = &[
-    "create_session",
-    "list_sessions",
-    "session",
-    "messages",
-    "websocket",
-    "health",
-    "other",
-];
-
-/// A route label: the session API's, or the name of a route to an `http` pool.
-fn known_route(name: &str, http_routes: &[&str]) -> bool {
-    ROUTE_LABELS.contains(&name) || http_routes.contains(&name)
-}
+pub use super::file::security::*;
+pub use super::runtime::security::*;
+pub use super::store::StoreSettings;
 
 /// The valid route labels, for an error message.
-fn expected_routes(http_routes: &[&str]) -> String {
+fn expected_routes(http_routes: &[HttpRouteName]) -> String {
     let mut s = format!("expected one of {}", ROUTE_LABELS.join(", "));
     if !http_routes.is_empty() {
-        s.push_str(&format!(", or an http route: {}", http_routes.join(", ")));
+        let names: Vec<&str> = http_routes.iter().map(HttpRouteName::as_str).collect();
+        s.push_str(&format!(", or an http route: {}", names.join(", ")));
     }
     s
-}
-
-/// A validated API key.
-#[derive(Clone)]
-pub struct ApiKey {
-    pub name: String,
-    /// SHA-256 of the key.
-    pub hash: [u8; 32],
-    pub routes: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field("name", &self.name)
-            .field("routes", &self.routes)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Validated `auth:`.
-#[derive(Debug, Clone, Default)]
-pub struct AuthSettings {
-    pub enabled: bool,
-    /// `auth.allow_anonymous`.
-    pub allow_anonymous: bool,
-    pub public_paths: Vec<String>,
-    pub keys: Vec<ApiKey>,
-    /// Validated `auth.jwt` (keys read at load).
-    pub jwt: Option<std::sync::Arc<crate::jwt::JwtSettings>>,
-}
-
-/// A CIDR block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `10.0.0.0/8`, `::1/128` or a bare address (full length).
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
-            None => max,
-        };
-        Some(Cidr { addr, prefix })
-    }
-
-    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Validated `limits:`.
-#[derive(Debug, Clone)]
-pub struct LimitSettings {
-    pub trusted_proxies: Vec<Cidr>,
-    pub per_ip: Option<RateFile>,
-    pub per_key: Option<RateFile>,
-    pub routes: std::collections::BTreeMap<String, RateFile>,
-    pub new_sessions_per_minute: Option<u32>,
-    pub max_websockets_per_key: Option<u32>,
-    pub max_body_bytes: u64,
-    /// `limits.allow_streamed_bodies`.
-    pub allow_streamed_bodies: bool,
-    pub max_tracked_keys: usize,
-    pub store: Option<StoreSettings>,
-    /// `limits.auth_failures`.
-    pub auth_failures: RateFile,
-    /// `limits.body_read_timeout`.
-    pub body_read_timeout: std::time::Duration,
-    /// `limits.h2_idle_timeout`.
-    pub h2_idle_timeout: std::time::Duration,
-    /// 0: no limit.
-    pub max_connections: u32,
-    pub max_connections_per_ip: Option<u32>,
-    /// Zero: off.
-    pub header_read_timeout: std::time::Duration,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            trusted_proxies: Vec::new(),
-            per_ip: None,
-            per_key: None,
-            routes: Default::default(),
-            new_sessions_per_minute: None,
-            max_websockets_per_key: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            allow_streamed_bodies: DEFAULT_ALLOW_STREAMED_BODIES,
-            max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
-            store: None,
-            auth_failures: DEFAULT_AUTH_FAILURES,
-            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
-            h2_idle_timeout: DEFAULT_H2_IDLE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: None,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-        }
-    }
-}
-
-/// SHA-256 of a key.
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Parses `sha256:<64 hex>`.
@@ -405,7 +37,11 @@ fn valid_name(n: &str) -> bool {
 /// Validates `auth:` (reads `env`/`file` keys now: a reload re-reads them).
 /// `http_routes`: the names of the config's routes to `http` pools, route labels besides
 /// [`ROUTE_LABELS`].
-pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettings, ConfigError> {
+pub fn auth(
+    file: &str,
+    a: &AuthFile,
+    http_routes: &[HttpRouteName],
+) -> Result<AuthSettings, ConfigError> {
     let mut keys: Vec<ApiKey> = Vec::new();
     for (i, k) in a.keys.iter().enumerate() {
         let at = |f: &str| format!("auth.keys[{i}].{f}");
@@ -471,25 +107,31 @@ pub fn auth(file: &str, a: &AuthFile, http_routes: &[&str]) -> Result<AuthSettin
                 format!("same key as auth.keys[{j}]"),
             ));
         }
-        if let Some(routes) = &k.routes {
-            for (j, r) in routes.iter().enumerate() {
-                if !known_route(r, http_routes) {
-                    return Err(ConfigError::new(
-                        file,
-                        format!("auth.keys[{i}].routes[{j}]"),
-                        format!("unknown route {r:?} ({})", expected_routes(http_routes)),
-                    ));
+        let routes = match &k.routes {
+            None => None,
+            Some(names) => {
+                let mut routes = Vec::with_capacity(names.len());
+                for (j, r) in names.iter().enumerate() {
+                    let name = RouteName::resolve(r, http_routes).ok_or_else(|| {
+                        ConfigError::new(
+                            file,
+                            format!("auth.keys[{i}].routes[{j}]"),
+                            format!("unknown route {r:?} ({})", expected_routes(http_routes)),
+                        )
+                    })?;
+                    routes.push(name);
                 }
+                Some(routes)
             }
-        }
+        };
         keys.push(ApiKey {
             name: k.name.clone(),
             hash,
-            routes: k.routes.clone(),
+            routes,
         });
     }
     let jwt = match &a.jwt {
-        Some(j) => Some(std::sync::Arc::new(crate::jwt::settings(
+        Some(j) => Some(std::sync::Arc::new(super::jwt::settings(
             file,
             j,
             http_routes,
@@ -544,7 +186,7 @@ fn rate(file: &str, key: &str, r: &RateFile) -> Result<RateFile, ConfigError> {
 pub fn limits(
     file: &str,
     l: &LimitsFile,
-    http_routes: &[&str],
+    http_routes: &[HttpRouteName],
 ) -> Result<LimitSettings, ConfigError> {
     let mut trusted = Vec::new();
     for (i, c) in l.trusted_proxies.iter().enumerate() {
@@ -568,17 +210,14 @@ pub fn limits(
         .transpose()?;
     let mut routes = std::collections::BTreeMap::new();
     for (name, r) in &l.routes {
-        if !known_route(name, http_routes) {
-            return Err(ConfigError::new(
+        let route = RouteName::resolve(name, http_routes).ok_or_else(|| {
+            ConfigError::new(
                 file,
                 format!("limits.routes.{name}"),
                 format!("unknown route ({})", expected_routes(http_routes)),
-            ));
-        }
-        routes.insert(
-            name.clone(),
-            rate(file, &format!("limits.routes.{name}"), r)?,
-        );
+            )
+        })?;
+        routes.insert(route, rate(file, &format!("limits.routes.{name}"), r)?);
     }
     if l.new_sessions_per_minute == Some(0) {
         return Err(ConfigError::new(
@@ -631,7 +270,7 @@ pub fn limits(
         new_sessions_per_minute: l.new_sessions_per_minute,
         max_websockets_per_key: l.max_websockets_per_key,
         max_body_bytes: if !l.allow_streamed_bodies
-            && (l.max_body_bytes == 0 || l.max_body_bytes > crate::body::BUFFERED_BODY_MAX)
+            && (l.max_body_bytes == 0 || l.max_body_bytes > super::BUFFERED_BODY_MAX)
         {
             return Err(ConfigError::new(
                 file,
@@ -639,7 +278,7 @@ pub fn limits(
                 format!(
                     "{} is over the {} bytes the edge reads whole before routing (0: unlimited); larger bodies would reach a worker as they arrive: set limits.allow_streamed_bodies: true to accept that",
                     l.max_body_bytes,
-                    crate::body::BUFFERED_BODY_MAX
+                    super::BUFFERED_BODY_MAX
                 ),
             ));
         } else {
@@ -713,9 +352,9 @@ mod tests {
         let mut l = LimitsFile::default();
         assert_eq!(
             limits("f", &l, &[]).expect("default").max_body_bytes,
-            crate::body::BUFFERED_BODY_MAX
+            crate::config::BUFFERED_BODY_MAX
         );
-        for n in [crate::body::BUFFERED_BODY_MAX + 1, 0] {
+        for n in [crate::config::BUFFERED_BODY_MAX + 1, 0] {
             l.max_body_bytes = n;
             let e = limits("f", &l, &[]).expect_err("over the buffer");
             assert_eq!(e.key, "limits.max_body_bytes");

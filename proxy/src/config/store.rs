@@ -1,4 +1,5 @@
-//! `limits.store`: the shared rate-limit store (Redis), file type and validated settings.
+//! `limits.store`: the shared rate-limit store (Redis): validation of
+//! [`super::file::store`] into [`super::runtime::store`] (the types are re-exported here).
 //!
 //! The address is a URL (`redis://host:port/db`, `rediss://host:port/db` for TLS) or a bare
 //! `host:port` (plain TCP, the form of earlier configs); hostnames are resolved when the
@@ -6,115 +7,10 @@
 //! `username` is a plain key, `password` must be a reference (`file:/path` or `env:NAME`,
 //! see [`super::secret_ref`]), read when the config is loaded (a reload re-reads it).
 
-use serde::Deserialize;
-
 use super::ConfigError;
 
-/// Longest wait for Redis per check (connecting included).
-pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
-/// Key prefix in Redis.
-pub const DEFAULT_STORE_PREFIX: &str = "hotplex:rl:";
-/// Redis port when the address names none.
-pub const DEFAULT_REDIS_PORT: u16 = 6379;
-/// What a check does when Redis does not answer in time.
-pub const DEFAULT_STORE_FAIL: &str = "open";
-
-/// `limits.store:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreFile {
-    /// `redis://host[:port][/db]`, `rediss://host[:port][/db]` (TLS) or `host:port`.
-    pub redis: String,
-    /// ACL user (`AUTH username password`). Absent: `AUTH password` (the default user).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password reference: `file:/path` or `env:NAME`. Absent: no AUTH.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// PEM file of the CA(s) that sign the Redis server certificate (`rediss://` only).
-    /// Absent: the built-in web PKI roots.
-    #[serde(default)]
-    pub tls_ca_file: Option<std::path::PathBuf>,
-    /// `open` (admit when Redis is down) or `closed` (503). Default [`DEFAULT_STORE_FAIL`].
-    #[serde(default = "default_fail")]
-    pub fail: String,
-    /// Longest wait for Redis per check. Default [`DEFAULT_STORE_TIMEOUT`].
-    #[serde(default = "default_store_timeout", with = "humantime_serde")]
-    pub timeout: std::time::Duration,
-    /// Key prefix. Default [`DEFAULT_STORE_PREFIX`].
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-}
-
-fn default_fail() -> String {
-    DEFAULT_STORE_FAIL.into()
-}
-fn default_store_timeout() -> std::time::Duration {
-    DEFAULT_STORE_TIMEOUT
-}
-fn default_prefix() -> String {
-    DEFAULT_STORE_PREFIX.into()
-}
-
-/// A secret read from a reference; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// A CA bundle read from `tls_ca_file` (printed as its path).
-#[derive(Clone, PartialEq, Eq)]
-pub struct CaBundle {
-    pub path: std::path::PathBuf,
-    pub pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for CaBundle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.path)
-    }
-}
-
-/// Validated `limits.store`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// Hostname or IP address (IPv6 without brackets).
-    pub host: String,
-    pub port: u16,
-    /// `rediss://`: TLS, the certificate checked against `host`.
-    pub tls: bool,
-    /// Database number (`SELECT`).
-    pub db: i64,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub tls_ca: Option<CaBundle>,
-    pub fail_open: bool,
-    pub timeout: std::time::Duration,
-    pub prefix: String,
-}
-
-impl StoreSettings {
-    /// The address for logs: `redis[s]://host:port/db`, no credentials.
-    pub fn display_url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("{scheme}://{host}:{}/{}", self.port, self.db)
-    }
-}
+pub use super::file::store::*;
+pub use super::runtime::store::*;
 
 /// Validates `limits.store` of `file`.
 pub fn store(file: &str, s: &StoreFile) -> Result<StoreSettings, ConfigError> {
@@ -222,16 +118,7 @@ pub fn store(file: &str, s: &StoreFile) -> Result<StoreSettings, ConfigError> {
             })
         }
     };
-    let fail_open = match s.fail.as_str() {
-        "open" => true,
-        "closed" => false,
-        o => {
-            return Err(err(
-                "limits.store.fail",
-                format!("{o:?}: expected open or closed"),
-            ))
-        }
-    };
+    let fail_open = s.fail == FailMode::Open;
     if s.timeout.is_zero() {
         return Err(err("limits.store.timeout", "must be greater than 0".into()));
     }
@@ -259,7 +146,7 @@ mod tests {
             username: None,
             password: None,
             tls_ca_file: None,
-            fail: "closed".into(),
+            fail: FailMode::Closed,
             timeout: DEFAULT_STORE_TIMEOUT,
             prefix: DEFAULT_STORE_PREFIX.into(),
         }
@@ -367,9 +254,7 @@ mod tests {
         );
 
         let mut f = file("localhost:6379");
-        f.fail = "maybe".into();
-        assert_eq!(store("f", &f).expect_err("fail").key, "limits.store.fail");
-        f.fail = "open".into();
+        f.fail = FailMode::Open;
         assert!(store("f", &f).expect("open").fail_open);
         f.timeout = std::time::Duration::ZERO;
         assert_eq!(
@@ -383,5 +268,35 @@ mod tests {
         let e = serde_yaml::from_str::<StoreFile>("redis: localhost:6379\npasword: env:X\n")
             .expect_err("typo");
         assert!(e.to_string().contains("pasword"), "{e}");
+    }
+
+    #[test]
+    fn fail_mode_is_open_or_closed() {
+        let cfg = |fail: &str| {
+            format!(
+                "workers:\n  - id: w1\n    address: 127.0.0.1:8081\nlimits:\n  store:\n    \
+                 redis: 127.0.0.1:6379\n    fail: {fail}\n"
+            )
+        };
+        let e = crate::config::parse("f.yaml", &cfg("maybe")).expect_err("unknown mode");
+        assert_eq!(
+            (e.file.as_str(), e.key.as_str()),
+            ("f.yaml", "limits.store.fail")
+        );
+        assert!(
+            e.reason.contains("open") && e.reason.contains("closed"),
+            "{e}"
+        );
+        let store = |fail| {
+            crate::config::parse("f.yaml", &cfg(fail))
+                .expect("valid")
+                .limits
+                .store
+                .expect("store")
+        };
+        assert!(store("open").fail_open);
+        assert!(!store("closed").fail_open);
+        let d: StoreFile = serde_yaml::from_str("redis: localhost\n").expect("yaml");
+        assert_eq!(d.fail, DEFAULT_STORE_FAIL);
     }
 }

@@ -18,45 +18,14 @@ use std::io::Write;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
-use serde::Deserialize;
 
+pub use crate::config::file::routes::{
+    CompressionFile, DEFAULT_COMPRESSION_LEVEL, DEFAULT_COMPRESSION_MIN_SIZE,
+};
 use crate::config::ConfigError;
 
-/// Compression level (gzip 1-9, brotli 1-11) when `level` is absent.
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
-/// Smallest `Content-Length` (bytes) compressed when `min_size` is absent.
-pub const DEFAULT_COMPRESSION_MIN_SIZE: u64 = 1024;
 /// Highest level accepted (gzip's maximum; brotli would go to 11 at a large CPU cost).
 pub const MAX_COMPRESSION_LEVEL: u32 = 9;
-
-/// `routes[].compression` as written in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompressionFile {
-    /// Offer gzip. Default `true`.
-    #[serde(default = "yes")]
-    pub gzip: bool,
-    /// Offer brotli (`br`, preferred when the client accepts both). Default `true`.
-    #[serde(default = "yes")]
-    pub brotli: bool,
-    /// 1-9. Default [`DEFAULT_COMPRESSION_LEVEL`].
-    #[serde(default = "default_level")]
-    pub level: u32,
-    /// Bytes; a response with a smaller `Content-Length` is sent as is. Default
-    /// [`DEFAULT_COMPRESSION_MIN_SIZE`].
-    #[serde(default = "default_min_size")]
-    pub min_size: u64,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_level() -> u32 {
-    DEFAULT_COMPRESSION_LEVEL
-}
-fn default_min_size() -> u64 {
-    DEFAULT_COMPRESSION_MIN_SIZE
-}
 
 /// A route's validated compression policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

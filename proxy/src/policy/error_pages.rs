@@ -8,31 +8,14 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use serde::Deserialize;
 
+pub use crate::config::file::routes::{ErrorPageFile, DEFAULT_ERROR_PAGE_CONTENT_TYPE};
 use crate::config::ConfigError;
 
 /// Largest error page (file or inline), bytes.
 pub const MAX_ERROR_PAGE_BYTES: usize = 64 * 1024;
-/// `content_type` when absent.
-pub const DEFAULT_ERROR_PAGE_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 /// The statuses the edge itself answers with on a route.
 pub const ERROR_PAGE_STATUSES: &[u16] = &[401, 403, 404, 408, 413, 429, 502, 503, 504];
-
-/// One `routes[].error_pages.<status>` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorPageFile {
-    /// `Content-Type` of the page. Default [`DEFAULT_ERROR_PAGE_CONTENT_TYPE`].
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// A file read at load (at most [`MAX_ERROR_PAGE_BYTES`]). One of `file`/`body`.
-    #[serde(default)]
-    pub file: Option<String>,
-    /// The page inline. One of `file`/`body`.
-    #[serde(default)]
-    pub body: Option<String>,
-}
 
 /// One validated page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,12 +4,9 @@
 //! query is appended (after `to`'s own, joined with `&`). The answer is
 //! [`crate::errors::EdgeError::Redirect`] (`Location` and `{"redirect":"<location>"}`).
 
-/// Default `routes[].redirect.status`.
-pub const DEFAULT_REDIRECT_STATUS: u16 = 301;
-/// Default `routes[].redirect.keep_path`.
-pub const DEFAULT_REDIRECT_KEEP_PATH: bool = true;
-/// Default `routes[].redirect.keep_query`.
-pub const DEFAULT_REDIRECT_KEEP_QUERY: bool = true;
+pub use crate::config::file::routes::{
+    DEFAULT_REDIRECT_KEEP_PATH, DEFAULT_REDIRECT_KEEP_QUERY, DEFAULT_REDIRECT_STATUS,
+};
 /// The statuses a redirect may use.
 pub const REDIRECT_STATUSES: &[u16] = &[301, 302, 307, 308];
 

@@ -6,26 +6,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
+pub use crate::config::file::routes::RouteTimeoutsFile;
 use crate::config::ConfigError;
-
-/// `routes[].timeouts` as written in the file: each absent one is the global value.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteTimeoutsFile {
-    /// Upstream connect. Default: `timeouts.connect`.
-    #[serde(default, with = "humantime_serde")]
-    pub connect: Option<Duration>,
-    /// Upstream read of a plain (not streaming) request, each read. Default:
-    /// `timeouts.read`.
-    #[serde(default, with = "humantime_serde")]
-    pub read: Option<Duration>,
-    /// Silence allowed on a stream (SSE, WebSocket, both ways). Default:
-    /// `timeouts.stream_idle`.
-    #[serde(default, with = "humantime_serde")]
-    pub idle: Option<Duration>,
-}
 
 /// A route's validated timeouts (`None`: the global one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,6 +5,12 @@
 //! Defaults live in the `DEFAULT_*` constants of [`super`]; validation (ranges, uniqueness,
 //! address syntax) happens when converting to [`super::RuntimeConfig`].
 
+pub mod discovery;
+pub mod jwt;
+pub mod routes;
+pub mod security;
+pub mod store;
+
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -103,6 +109,32 @@ pub struct FileConfig {
     pub telemetry: hotplex_common::telemetry::TelemetryFile,
 }
 
+/// Where a routing key may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    /// `/sessions/{id}` or `/sessions/{id}/...`.
+    Path,
+    /// Query parameter `session_id`.
+    Query,
+    /// Header `X-Hotplex-Session`.
+    Header,
+    /// Affinity cookie `hotplex_affinity`.
+    Cookie,
+}
+
+impl KeySource {
+    /// Label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Path => "path",
+            KeySource::Query => "query",
+            KeySource::Header => "header",
+            KeySource::Cookie => "cookie",
+        }
+    }
+}
+
 /// `admin:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +220,7 @@ impl Default for UpgradeFile {
 pub struct RoutingFile {
     /// Where to look for the routing key, first hit wins. Default: path, query, header, cookie.
     #[serde(default = "default_key_sources")]
-    pub key_sources: Vec<String>,
+    pub key_sources: Vec<KeySource>,
     /// HMAC secrets: the first signs, all verify (each minted id names its secret by a key
     /// id, so removing a secret revokes its ids). `env:NAME` / `file:PATH` read the secret
     /// from outside the config. Default: an insecure development secret.
@@ -373,14 +405,26 @@ impl Default for UpstreamFile {
 }
 
 /// `security:` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityFile {
     /// Refuse the config (at start and on reload) when a private key or secret file it names
     /// is readable by group or others; `false`: a warning. Default
     /// [`hotplex_common::secrets::DEFAULT_REFUSE_READABLE_SECRETS`].
-    #[serde(default)]
+    #[serde(default = "default_refuse_readable_secrets")]
     pub refuse_readable_secrets: bool,
+}
+
+impl Default for SecurityFile {
+    fn default() -> Self {
+        SecurityFile {
+            refuse_readable_secrets: default_refuse_readable_secrets(),
+        }
+    }
+}
+
+fn default_refuse_readable_secrets() -> bool {
+    hotplex_common::secrets::DEFAULT_REFUSE_READABLE_SECRETS
 }
 
 /// `audit:` section: where audit lines (target `audit`) go, at any log level. Default:
@@ -444,8 +488,8 @@ fn default_weight() -> u32 {
 fn default_capacity() -> u64 {
     DEFAULT_CAPACITY
 }
-fn default_key_sources() -> Vec<String> {
-    DEFAULT_KEY_SOURCES.iter().map(|s| s.to_string()).collect()
+fn default_key_sources() -> Vec<KeySource> {
+    DEFAULT_KEY_SOURCES.to_vec()
 }
 fn default_secrets() -> Vec<String> {
     vec![DEFAULT_DEV_SECRET.to_string()]
@@ -501,3 +545,6 @@ fn default_shutdown_timeout() -> Duration {
 fn default_level() -> String {
     DEFAULT_LOG_LEVEL.to_string()
 }
+
+#[cfg(test)]
+mod defaults_tests;

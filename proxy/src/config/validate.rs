@@ -1,170 +1,19 @@
-//! The validated runtime config.
+//! Validation: the file layer ([`super::file::FileConfig`]) -> the runtime layer
+//! ([`RuntimeConfig`]). Each section's own validation lives beside it ([`super::security`],
+//! [`super::routes`], [`super::discovery`], [`super::store`], [`super::jwt`], [`super::tls`],
+//! [`super::tokens`]); every error names the file, the key path and the reason.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hotplex_common::logging::LogFormat;
 use sha2::{Digest, Sha256};
 
 use super::file::FileConfig;
+use super::runtime::{
+    valid_worker_id, EjectionSettings, KeySource, ListenerBuffers, RuntimeConfig, Timeouts,
+    WorkerSpec,
+};
 use super::{ConfigError, MIN_SECRET_LEN};
-
-/// Where a routing key may come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeySource {
-    /// `/sessions/{id}` or `/sessions/{id}/...`.
-    Path,
-    /// Query parameter `session_id`.
-    Query,
-    /// Header `X-Hotplex-Session`.
-    Header,
-    /// Affinity cookie `hotplex_affinity`.
-    Cookie,
-}
-
-impl KeySource {
-    /// Label value used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeySource::Path => "path",
-            KeySource::Query => "query",
-            KeySource::Header => "header",
-            KeySource::Cookie => "cookie",
-        }
-    }
-
-    fn parse(s: &str) -> Option<KeySource> {
-        match s {
-            "path" => Some(KeySource::Path),
-            "query" => Some(KeySource::Query),
-            "header" => Some(KeySource::Header),
-            "cookie" => Some(KeySource::Cookie),
-            _ => None,
-        }
-    }
-}
-
-/// One worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerSpec {
-    pub id: String,
-    pub address: SocketAddr,
-    pub weight: u32,
-    pub capacity: u64,
-    /// `workers[].drain`: no new sessions.
-    pub drain: bool,
-}
-
-/// Health-check settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthSettings {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub failures: usize,
-    pub successes: usize,
-}
-
-/// Passive-ejection settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EjectionSettings {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-/// Validated `buffers:` (bytes; 0 = unbuffered), applied to every accepted client socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerBuffers {
-    /// Plain-HTTP listener read buffer.
-    pub read: usize,
-    /// TLS listener read buffer.
-    pub tls_read: usize,
-    /// Write buffer (both listeners).
-    pub write: usize,
-}
-
-/// Upstream timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub read: Duration,
-    pub write: Duration,
-    pub stream_idle: Duration,
-}
-
-/// The validated config the proxy runs on.
-#[derive(Debug, Clone)]
-pub struct RuntimeConfig {
-    /// File it came from (for messages).
-    pub source: String,
-    /// First 16 hex chars of the SHA-256 of the config text.
-    pub hash: String,
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub threads: usize,
-    /// `work_stealing`: one shared runtime (true) or one runtime per thread.
-    pub work_stealing: bool,
-    /// `buffers:`: client-socket buffer sizes.
-    pub buffers: ListenerBuffers,
-    pub workers: Vec<WorkerSpec>,
-    /// `discovery.dns`: workers found by DNS (see [`crate::upstream::dns`]).
-    pub discovery: Option<super::discovery::DnsDiscovery>,
-    pub key_sources: Vec<KeySource>,
-    /// HMAC secrets; the first signs, all verify.
-    pub affinity_secrets: Vec<Vec<u8>>,
-    /// True when the public development secret is in use.
-    pub insecure_secret: bool,
-    pub health: HealthSettings,
-    pub ejection: EjectionSettings,
-    pub timeouts: Timeouts,
-    pub keepalive_pool_size: usize,
-    pub keepalive_idle: Duration,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    /// Secret files readable by group or others (`key: reason`), logged as warnings at start
-    /// and on reload (with `security.refuse_readable_secrets` the config is refused instead).
-    pub secret_warnings: Vec<String>,
-    /// `audit.file` / `audit.stream`: the audit lines' own sink.
-    pub audit_sink: hotplex_common::logging::AuditSink,
-    /// SHA-256 digests of the admin bearer tokens (empty: admin API open, loopback only).
-    pub admin_tokens: Vec<[u8; 32]>,
-    /// Grace of a worker removed from the config.
-    pub workers_removal_grace: Duration,
-    /// `upgrade.sock`: the graceful-upgrade socket path (configured, or the private runtime
-    /// directory's: see [`crate::upgrade_sock`]); `None`: upgrades are disabled.
-    pub upgrade_sock: Option<std::path::PathBuf>,
-    /// Whether `upgrade.sock` was set in the file (else the default is used).
-    pub upgrade_sock_configured: bool,
-    /// `upgrade.grace_period`.
-    pub upgrade_grace: Duration,
-    /// `upgrade.shutdown_timeout`.
-    pub shutdown_timeout: Duration,
-    /// Validated `tls:` section (see [`crate::tls`]).
-    pub tls: Option<hotplex_tls::TlsConfig>,
-    /// TLS to the workers (`upstream_tls:` enabled), see [`crate::tls::worker_peer`].
-    pub upstream_tls: Option<crate::tls::WorkerTls>,
-    /// Validated `auth:` (see [`crate::security`]).
-    pub auth: super::security::AuthSettings,
-    /// `allow_security_downgrade` (reloads only).
-    pub allow_security_downgrade: bool,
-    /// `admin.hosts`, lower-cased.
-    pub admin_hosts: Vec<String>,
-    /// Lifetime of minted session ids (`routing.session_lifetime`).
-    pub session_lifetime: Option<Duration>,
-    /// `X-Hotplex-Proxy-Auth` value sent to the workers (`worker_auth.key`).
-    pub worker_key: Option<http::HeaderValue>,
-    /// `worker_auth.allow_address_translation`: identity proofs need not name the address
-    /// dialled.
-    pub worker_address_translation: bool,
-    /// Validated `limits:` (see [`crate::security`]).
-    pub limits: super::security::LimitSettings,
-    /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
-    pub telemetry: hotplex_common::telemetry::TelemetrySettings,
-    /// `routes:` and `pools:` with the pools' live state (see [`crate::routes`]).
-    pub routes: std::sync::Arc<crate::routes::RouteTable>,
-}
-
-pub use hotplex_common::session_id::valid_worker_id;
 
 fn addr(file: &str, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.parse::<SocketAddr>().map_err(|_| {
@@ -274,23 +123,16 @@ impl RuntimeConfig {
                 "list at least one of path, query, header, cookie",
             ));
         }
-        let mut key_sources = Vec::new();
-        for (i, s) in f.routing.key_sources.iter().enumerate() {
-            let k = KeySource::parse(s).ok_or_else(|| {
-                ConfigError::new(
-                    file,
-                    format!("routing.key_sources[{i}]"),
-                    format!("unknown source {s:?} (expected path, query, header or cookie)"),
-                )
-            })?;
-            if key_sources.contains(&k) {
+        let mut key_sources: Vec<KeySource> = Vec::new();
+        for (i, k) in f.routing.key_sources.iter().enumerate() {
+            if key_sources.contains(k) {
                 return Err(ConfigError::new(
                     file,
                     format!("routing.key_sources[{i}]"),
-                    format!("{s:?} is listed twice"),
+                    format!("{:?} is listed twice", k.as_str()),
                 ));
             }
-            key_sources.push(k);
+            key_sources.push(*k);
         }
         if f.routing.affinity_secrets.is_empty() {
             return Err(ConfigError::new(
@@ -375,9 +217,13 @@ impl RuntimeConfig {
 
         let routes = super::routes::validate(file, f.routes.as_deref(), f.pools.as_deref())?;
         // An http route's name is its route label in auth.keys[].routes and limits.routes.
-        let http_routes = routes.http_route_names();
+        let http_routes: Vec<_> = routes
+            .http_route_names()
+            .into_iter()
+            .map(super::runtime::route_label::HttpRouteName::new)
+            .collect();
         let auth = super::security::auth(file, &f.auth, &http_routes)?;
-        let tls = crate::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
+        let tls = super::tls::validate(file, f.tls.as_ref(), &[listen, admin_listen])?;
         if !auth.enabled && !auth.allow_anonymous {
             // Anonymous public access is a conscious choice, never a default.
             let public = std::iter::once(listen)
@@ -479,7 +325,7 @@ impl RuntimeConfig {
                 f.upgrade.shutdown_timeout,
             )?,
             tls,
-            upstream_tls: crate::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
+            upstream_tls: super::tls::validate_upstream(file, f.upstream_tls.as_ref())?,
             auth,
             session_lifetime: f.routing.session_lifetime,
             allow_security_downgrade: f.allow_security_downgrade,
@@ -498,46 +344,6 @@ impl RuntimeConfig {
                 .map_err(|e| ConfigError::new(file, e.key, e.reason))?,
             routes: std::sync::Arc::new(routes),
         })
-    }
-
-    /// One-paragraph summary for `check`.
-    pub fn summary(&self) -> String {
-        let workers: Vec<String> = self
-            .workers
-            .iter()
-            .map(|w| {
-                format!(
-                    "{}={} (weight {}, capacity {})",
-                    w.id, w.address, w.weight, w.capacity
-                )
-            })
-            .collect();
-        let sources: Vec<&str> = self.key_sources.iter().map(|k| k.as_str()).collect();
-        format!(
-            "config {} is valid (hash {})\n  listen {}, admin {}\n  workers: {}{}\n  key sources: {}\n  affinity secrets: {}{}\n  {}",
-            self.source,
-            self.hash,
-            self.listen,
-            self.admin_listen,
-            workers.join(", "),
-            self.discovery
-                .as_ref()
-                .map(|d| format!("\n  discovery: {}", d.summary()))
-                .unwrap_or_default(),
-            sources.join(", "),
-            self.affinity_secrets.len(),
-            if self.insecure_secret {
-                " (WARNING: the public development secret is in use)"
-            } else {
-                ""
-            },
-            self.routes.summary()
-        )
-    }
-
-    /// Position of a worker id in the config.
-    pub fn worker(&self, id: &str) -> Option<&WorkerSpec> {
-        self.workers.iter().find(|w| w.id == id)
     }
 }
 
@@ -560,6 +366,7 @@ fn tracing_level_invalid(s: &str) -> bool {
 mod tests {
     use super::super::{embedded_default, parse};
     use super::*;
+    use hotplex_common::logging::LogFormat;
 
     const MIN: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
 

@@ -1,0 +1,148 @@
+//! Validated `auth:` and `limits:` (built by [`crate::config::security`]), read per request
+//! from the live config, so a hot reload changes keys and limits at once.
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::file::security::{
+    RateFile, DEFAULT_ALLOW_STREAMED_BODIES, DEFAULT_AUTH_FAILURES, DEFAULT_BODY_READ_TIMEOUT,
+    DEFAULT_H2_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TRACKED_KEYS,
+};
+use crate::config::store::StoreSettings;
+
+pub use super::route_label::{HttpRouteName, RouteLabel, RouteName, ROUTE_LABELS};
+
+/// A validated API key.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub name: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// `auth.keys[].routes`: the routes this key may use (`None`: all).
+    pub routes: Option<Vec<RouteName>>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validated `auth:`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// `auth.allow_anonymous`.
+    pub allow_anonymous: bool,
+    pub public_paths: Vec<String>,
+    pub keys: Vec<ApiKey>,
+    /// Validated `auth.jwt` (keys read at load).
+    pub jwt: Option<std::sync::Arc<super::jwt::JwtSettings>>,
+}
+
+/// A CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `::1/128` or a bare address (full length).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Validated `limits:`.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub trusted_proxies: Vec<Cidr>,
+    pub per_ip: Option<RateFile>,
+    pub per_key: Option<RateFile>,
+    pub routes: std::collections::BTreeMap<RouteName, RateFile>,
+    pub new_sessions_per_minute: Option<u32>,
+    pub max_websockets_per_key: Option<u32>,
+    pub max_body_bytes: u64,
+    /// `limits.allow_streamed_bodies`.
+    pub allow_streamed_bodies: bool,
+    pub max_tracked_keys: usize,
+    pub store: Option<StoreSettings>,
+    /// `limits.auth_failures`.
+    pub auth_failures: RateFile,
+    /// `limits.body_read_timeout`.
+    pub body_read_timeout: std::time::Duration,
+    /// `limits.h2_idle_timeout`.
+    pub h2_idle_timeout: std::time::Duration,
+    /// 0: no limit.
+    pub max_connections: u32,
+    pub max_connections_per_ip: Option<u32>,
+    /// Zero: off.
+    pub header_read_timeout: std::time::Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            trusted_proxies: Vec::new(),
+            per_ip: None,
+            per_key: None,
+            routes: Default::default(),
+            new_sessions_per_minute: None,
+            max_websockets_per_key: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            allow_streamed_bodies: DEFAULT_ALLOW_STREAMED_BODIES,
+            max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
+            store: None,
+            auth_failures: DEFAULT_AUTH_FAILURES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            h2_idle_timeout: DEFAULT_H2_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// SHA-256 of a key.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}

@@ -24,6 +24,7 @@ pub mod affinity;
 pub mod hrw;
 pub mod key;
 pub mod placement;
+pub mod reservation;
 
 use std::sync::Arc;
 use std::time::Instant;

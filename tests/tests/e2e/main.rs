@@ -29,6 +29,7 @@ mod proxy_jwt;
 mod proxy_limits_redis;
 mod proxy_limits_redis_auth;
 mod proxy_reload;
+mod proxy_reservations;
 mod proxy_route_compression;
 mod proxy_route_error_pages;
 mod proxy_route_limits;

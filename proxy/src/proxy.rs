@@ -11,9 +11,10 @@
 //! - **forward**: the pingora hooks below.
 //!
 //! Each step of `request_filter` passes or stops the request with the answer the edge
-//! writes itself (400 / 404 / 410 / 503 JSON...). `upstream_peer` builds the peer with the configured timeouts (the long
-//! `stream_idle` read/write timeout for WebSocket upgrades and SSE turns, so pingora's
-//! defaults never cut a quiet stream); `upstream_request_filter` sets `X-Forwarded-For`,
+//! writes itself (400 / 404 / 410 / 503 JSON...). `upstream_peer` builds the peer with
+//! the configured timeouts (the long `stream_idle` read/write timeout for WebSocket
+//! upgrades and SSE turns, so pingora's defaults never cut a quiet stream);
+//! `upstream_request_filter` sets `X-Forwarded-For`,
 //! `X-Forwarded-Proto`, `Forwarded`, `X-Request-Id` and, for a new session, the minted
 //! `X-Hotplex-Session`; `response_filter` adds `X-Hotplex-Worker`, `X-Request-Id` and the
 //! affinity cookie. Hop-by-hop headers are stripped by pingora's standard upstream request

@@ -199,13 +199,27 @@ impl ProxyHttp for HotplexProxy {
         self.classify(session, ctx);
         let label = ctx.kind.label();
         ctx.trace = crate::telemetry::start(session.req_header(), label, &ctx.request_id);
-        match self.pipeline(session, ctx).await {
-            Ok(()) => Ok(false),
-            Err(stop) => {
-                self.stop(session, ctx, stop).await;
-                Ok(true)
-            }
+        // One step: its value, or its answer written and the request done. (A macro, not
+        // a nested `async fn`: no extra future to move per request.)
+        macro_rules! step {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(stop) => {
+                        self.stop(session, ctx, stop).await;
+                        return Ok(true);
+                    }
+                }
+            };
         }
+        step!(admit::screen(session));
+        step!(self.route_policies(session, ctx));
+        step!(admit::surface(ctx));
+        step!(self.admit(session, ctx).await);
+        step!(self.read_body(session, ctx).await);
+        self.stream_timeouts(session, ctx);
+        step!(self.choose(session, ctx));
+        Ok(false)
     }
 
     /// Forward: the chosen upstream's peer (a new session is first placed again when its

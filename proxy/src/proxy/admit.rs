@@ -1,4 +1,5 @@
-//! The pipeline's steps between classify and forward, as `request_filter` runs them:
+//! The pipeline's steps between classify and forward, as `request_filter` runs them (in
+//! this order):
 //! [`screen`] (a head that must never be forwarded), the route's own policies (IP rules,
 //! redirect), [`surface`] (what the edge answers itself), [`HotplexProxy::admit`] (auth,
 //! limits), [`HotplexProxy::read_body`], [`HotplexProxy::stream_timeouts`], then
@@ -66,17 +67,6 @@ pub(super) fn surface(ctx: &Ctx) -> Result<(), Stop> {
 }
 
 impl HotplexProxy {
-    /// The steps after classify, in order; `Err`: stopped, with the answer to write.
-    pub(super) async fn pipeline(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Stop> {
-        screen(session)?;
-        self.route_policies(session, ctx)?;
-        surface(ctx)?;
-        self.admit(session, ctx).await?;
-        self.read_body(session, ctx).await?;
-        self.stream_timeouts(session, ctx);
-        self.choose(session, ctx)
-    }
-
     /// Auth and limits ([`crate::security`]) under the request's route label (an http
     /// route's name) and the route's auth mode.
     pub(super) async fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Stop> {

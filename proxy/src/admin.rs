@@ -372,6 +372,8 @@ pub fn workers_json(registry: &Registry) -> Value {
                 }),
                 "full": s.full,
                 "sessions": Worker::sessions_of(&s),
+                // Creates (slot reservations) and deletes sent and not answered yet.
+                "in_flight": s.in_flight,
                 "capacity": w.capacity_of(&s),
                 "available": w.available(now),
                 "placeable": w.placeable_of(&s, now),

@@ -1,9 +1,20 @@
-//! The Pingora `ProxyHttp` implementation.
+//! The Pingora `ProxyHttp` implementation: the request path as a pipeline,
+//! classify → admit → choose → forward.
 //!
-//! Per request: `request_filter` routes (see [`crate::routing`]) or answers itself (400 /
-//! 410 / 503 JSON); `upstream_peer` builds the peer with the configured timeouts (the long
-//! `stream_idle` read/write timeout for WebSocket upgrades and SSE turns, so pingora's
-//! defaults never cut a quiet stream); `upstream_request_filter` sets `X-Forwarded-For`,
+//! - **classify** ([`classify`]): the route table's match and the session pool's declared
+//!   surface give one [`RequestKind`] (a session operation, an `http` pool's request, the
+//!   proxy's own health, or a 404), decided once; later steps match on it.
+//! - **admit** ([`admit`]): a head never forwarded (smuggling, size), the route's IP rules
+//!   and redirect, the surface, auth and limits, the body read whole at the edge.
+//! - **choose**: an `http` upstream, or a session worker (see [`crate::routing`]); a new
+//!   session's slot is a guard that gives itself back unless the create succeeds.
+//! - **forward**: the pingora hooks below.
+//!
+//! Each step of `request_filter` passes or stops the request with the answer the edge
+//! writes itself (400 / 404 / 410 / 503 JSON...). `upstream_peer` builds the peer with
+//! the configured timeouts (the long `stream_idle` read/write timeout for WebSocket
+//! upgrades and SSE turns, so pingora's defaults never cut a quiet stream);
+//! `upstream_request_filter` sets `X-Forwarded-For`,
 //! `X-Forwarded-Proto`, `Forwarded`, `X-Request-Id` and, for a new session, the minted
 //! `X-Hotplex-Session`; `response_filter` adds `X-Hotplex-Worker`, `X-Request-Id` and the
 //! affinity cookie. Hop-by-hop headers are stripped by pingora's standard upstream request
@@ -15,8 +26,9 @@
 //! another worker (up to [`MAX_PLACEMENT_TRIES`]); a pinned or hashed session is never
 //! rerouted and gets 503 `worker_unavailable`. `fail_to_proxy` writes JSON errors.
 //!
-//! Child modules: `head` (checks of a request head before routing), `sessions` (the
-//! session pool's routing decisions, ejection and session-count settling), `routes` (the
+//! Child modules: `classify` (the [`RequestKind`]), `admit` (the steps up to choose),
+//! `head` (checks of a request head before routing), `sessions` (the session pool's
+//! routing decisions, ejection, re-placement and session-count settling), `routes` (the
 //! route table and `http` pools, per-route policies).
 
 use std::sync::Arc;
@@ -32,13 +44,17 @@ use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::errors::{self, EdgeError};
 use crate::metrics::ProxyMetrics;
-use crate::routing::{affinity, Route, RouteError};
-use crate::surface::RouteKind;
+use crate::routing::affinity;
 use crate::upstream::Registry;
 
+mod admit;
+mod classify;
 mod head;
 mod routes;
 mod sessions;
+
+pub use classify::{RequestKind, SessionOp};
+use sessions::Replace;
 
 /// Workers tried for one new session before giving up.
 pub const MAX_PLACEMENT_TRIES: usize = 3;
@@ -66,31 +82,29 @@ impl HotplexProxy {
 
 /// Per-request state.
 pub struct Ctx {
+    /// When the request arrived (request duration, access log).
     start: Instant,
+    /// `X-Request-Id`: the client's when valid, else a fresh v4 UUID.
     request_id: String,
-    route_label: &'static str,
-    /// The declared route (`None`: outside the public surface, answered 404).
-    kind: Option<RouteKind>,
-    create: bool,
-    delete: bool,
-    websocket: bool,
-    stream: bool,
-    route: Option<Route>,
-    /// Routing failure to answer (also on a failed re-placement).
-    route_error: Option<RouteError>,
-    /// Workers that failed to connect (new sessions only).
-    excluded: Vec<String>,
-    reroute: bool,
-    /// The worker refused a new session with 503 and it is being re-placed.
-    refused_by_worker: bool,
+    /// What the request is (classify), with its pool's per-request state: the chosen
+    /// worker and its slot guards, or the chosen `http` upstream.
+    kind: RequestKind,
+    /// The route of `routes:` that matched (its policies), `None` without `routes:` or
+    /// when none matched.
+    matched: Option<crate::routes::Matched>,
+    /// The client accepts `text/event-stream` (the answer may stream).
+    accepts_sse: bool,
+    /// When the upstream attempt started (upstream duration).
     upstream_start: Option<Instant>,
+    /// Time to the response head (request duration; `Some`: a head arrived).
     head_elapsed: Option<Duration>,
+    /// Time from the upstream attempt's start to the response head.
+    upstream_elapsed: Option<Duration>,
+    /// This tunnel is counted in `websockets_active` (decremented in `logging`).
     ws_counted: bool,
-    /// The session count of the worker was settled for this request's final status
-    /// (see [`HotplexProxy::settle_session`]).
-    settled: bool,
     /// Status of an answer written by the proxy itself.
     own_status: u16,
+    /// Counted in `requests_in_flight` (decremented in `logging`).
     in_flight: bool,
     /// Auth/limit state (tenant, client IP, RateLimit headers, WebSocket slot).
     security: crate::security::ReqState,
@@ -98,15 +112,18 @@ pub struct Ctx {
     body: crate::body::Counted,
     /// Trace spans (`None` when tracing is off), see [`crate::telemetry`].
     trace: Option<crate::telemetry::ReqTrace>,
-    /// Time from the upstream attempt's start to the response head.
-    upstream_elapsed: Option<Duration>,
-    /// The route table's decision (see [`crate::routes`]).
-    routed: crate::pools::http::Routed,
     /// The response encoder of a route with `compression:` (see [`crate::policy`]).
     compress: Option<Box<crate::policy::compression::Encoder>>,
 }
 
-use head::{error_kind, oversized_head, valid_request_id};
+impl Ctx {
+    /// Whether the answer may stream for long (see [`RequestKind::streams`]).
+    fn streams(&self) -> bool {
+        self.kind.streams(self.accepts_sse)
+    }
+}
+
+use head::{error_kind, request_id};
 pub use head::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 
 impl HotplexProxy {
@@ -138,181 +155,63 @@ impl ProxyHttp for HotplexProxy {
         Ctx {
             start: Instant::now(),
             request_id: String::new(),
-            route_label: crate::surface::UNDECLARED_LABEL,
-            kind: None,
-            create: false,
-            delete: false,
-            websocket: false,
-            stream: false,
-            route: None,
-            route_error: None,
-            excluded: Vec::new(),
-            reroute: false,
-            refused_by_worker: false,
+            kind: RequestKind::Undeclared,
+            matched: None,
+            accepts_sse: false,
             upstream_start: None,
             head_elapsed: None,
+            upstream_elapsed: None,
             ws_counted: false,
-            settled: false,
             own_status: 0,
             in_flight: false,
             security: Default::default(),
             body: Default::default(),
             trace: None,
-            upstream_elapsed: None,
-            routed: crate::pools::http::Routed::Default,
             compress: None,
         }
     }
 
+    /// classify → admit → choose; forwarded when every step passes, else the step's
+    /// answer is written (`Ok(true)`).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.metrics.requests_in_flight.inc();
         ctx.in_flight = true;
-        {
-            let req = session.req_header();
-            ctx.request_id = req
-                .headers
-                .get(h::X_REQUEST_ID)
-                .map(|v| v.as_bytes())
-                .filter(|v| valid_request_id(v))
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string)
-                // A v4 UUID from the thread-local RNG (`Uuid::new_v4` makes a getrandom
-                // syscall per request).
-                .unwrap_or_else(|| {
-                    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-                    id.hyphenated().encode_lower(&mut buf).to_owned()
-                });
-            let upgrade = session.is_upgrade_req();
-            ctx.kind = self
-                .route_request(session, ctx)
-                .then(|| crate::surface::classify(&req.method, req.uri.path(), upgrade))
-                .flatten();
-            ctx.route_label = ctx.kind.map_or(Self::unrouted_label(ctx), RouteKind::label);
-            ctx.create = ctx.kind == Some(RouteKind::CreateSession);
-            ctx.delete = ctx.kind == Some(RouteKind::Session) && req.method == http::Method::DELETE;
-            let sse_accept = req
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/event-stream"));
-            ctx.websocket |= ctx.kind == Some(RouteKind::WebSocket);
-            ctx.stream = ctx.websocket || sse_accept || ctx.kind == Some(RouteKind::Messages);
-        }
-        ctx.trace = crate::telemetry::start(session.req_header(), ctx.route_label, &ctx.request_id);
-        if let Some(anomaly) = crate::hostile::check_session(session) {
-            // Refused before routing: a head other parsers would frame differently must
-            // never reach a worker (request smuggling); see `crate::hostile`.
-            tracing::debug!(%anomaly, "malformed HTTP/1 request head");
-            self.answer(session, ctx, &EdgeError::MalformedHead, true)
-                .await;
-            return Ok(true);
-        }
-        if let Some(answer) = oversized_head(session.req_header()) {
-            // Answered here: forwarded, a worker rejecting a huge head would look like a
-            // failing worker (reset -> 503 + ejection) to the proxy.
-            self.answer(session, ctx, &answer, true).await;
-            return Ok(true);
-        }
-        if self.route_policies(session, ctx).await {
-            return Ok(true); // IP rules / redirect of the route (`crate::policy`)
-        }
-        match ctx.kind {
-            // The declared surface: nothing else reaches a worker (see `crate::surface`).
-            None if ctx.http().is_some() => {}
-            None => {
-                let answer = Self::unrouted_answer(ctx);
-                self.answer(session, ctx, &answer, false).await;
-                return Ok(true);
-            }
-            Some(kind) if !kind.forwarded() => {
-                self.answer(session, ctx, &EdgeError::Live, false).await;
-                return Ok(true);
-            }
-            Some(_) => {}
-        }
-        let cfg = self.registry.config();
-        let (http_route, auth) = routes::admit_route(&ctx.routed);
-        let route = http_route.unwrap_or(ctx.route_label);
-        let (create, ws) = (ctx.create, ctx.websocket);
-        let st = &mut ctx.security;
-        st.auth = auth;
-        let admitted = (self.security).admit(session, &cfg, &self.metrics, route, create, ws, st);
-        if let Err(r) = admitted.await {
-            self.answer(session, ctx, &r, false).await;
-            return Ok(true);
-        }
-        if !ctx.websocket {
-            // The body, whole, before routing: a slow body never reaches a worker.
-            let (max, timeout) = (routes::max_body(ctx, &cfg), cfg.limits.body_read_timeout);
-            match crate::body::buffer(session, ctx.create, max, timeout).await {
-                Ok(true) => {}
-                // Announced over the edge buffer (`limits.allow_streamed_bodies`): it must
-                // arrive whole within the body timeout, each read and in total.
-                Ok(false) => ctx.body.start_streaming(timeout),
-                Err(a) => {
-                    self.answer(session, ctx, &a, true).await;
-                    return Ok(true);
+        ctx.request_id = request_id(session.req_header());
+        self.classify(session, ctx);
+        let label = ctx.kind.label();
+        ctx.trace = crate::telemetry::start(session.req_header(), label, &ctx.request_id);
+        // One step: its value, or its answer written and the request done. (A macro, not
+        // a nested `async fn`: no extra future to move per request.)
+        macro_rules! step {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(stop) => {
+                        self.stop(session, ctx, stop).await;
+                        return Ok(true);
+                    }
                 }
-            }
-        }
-        if ctx.stream {
-            // pingora's downstream HTTP/1 read timeout (60 s) would otherwise end a quiet
-            // WebSocket (client silent) or a long request (pingora issue 255).
-            let idle = routes::timeouts(ctx, &cfg).idle;
-            let read = if ctx.body.streaming() {
-                cfg.limits.body_read_timeout
-            } else {
-                idle
             };
-            session.set_read_timeout(Some(read));
-            session.set_write_timeout(Some(idle));
         }
-        if ctx.http().is_some() {
-            return self.choose_http(session, ctx).await;
-        }
-        let select = ctx.trace.as_ref().map(|t| t.select());
-        let decision = self.decide(session, ctx);
-        self.count_decision(&decision);
-        if let (Some(t), Some(sel)) = (ctx.trace.as_ref(), select) {
-            t.selected(sel, &decision);
-        }
-        match decision {
-            Ok(route) => {
-                if ctx.delete {
-                    route.worker.begin_delete();
-                }
-                ctx.route = Some(route);
-                Ok(false)
-            }
-            Err(e) => {
-                self.answer(session, ctx, &EdgeError::from(&e), false).await;
-                Ok(true)
-            }
-        }
+        step!(admit::screen(session));
+        step!(self.route_policies(session, ctx));
+        step!(admit::surface(ctx));
+        step!(self.admit(session, ctx).await);
+        step!(self.read_body(session, ctx).await);
+        self.stream_timeouts(session, ctx);
+        step!(self.choose(session, ctx));
+        Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    /// Forward: the chosen upstream's peer (a new session is first placed again when its
+    /// worker failed or refused it).
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         if ctx.http().is_some() {
             return self.http_peer(ctx);
         }
-        if ctx.reroute {
-            ctx.reroute = false;
-            let select = ctx.trace.as_ref().map(|t| t.select());
-            let decision = self.decide(_session, ctx);
-            self.count_decision(&decision);
-            if let (Some(t), Some(sel)) = (ctx.trace.as_ref(), select) {
-                t.selected(sel, &decision);
-            }
-            match decision {
-                Ok(r) => ctx.route = Some(r),
-                Err(e) => {
-                    ctx.route_error = Some(e);
-                    return Error::e_explain(ErrorType::HTTPStatus(503), "re-placement failed");
-                }
-            }
-        }
-        let Some(route) = ctx.route.as_ref() else {
+        self.replace_if_due(session, ctx)?;
+        let stream = ctx.streams();
+        let Some(route) = ctx.kind.route() else {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
         let cfg = self.registry.config();
@@ -323,7 +222,7 @@ impl ProxyHttp for HotplexProxy {
             &route.worker.spec.id,
         );
         peer.options.connection_timeout = Some(t.connect);
-        if ctx.stream {
+        if stream {
             peer.options.read_timeout = Some(t.idle);
             peer.options.write_timeout = Some(t.idle);
         } else {
@@ -392,11 +291,11 @@ impl ProxyHttp for HotplexProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // A WebSocket tunnel's frames are not a request body (the worker limits frames).
-        if let (Some(b), false) = (body.as_ref(), ctx.websocket) {
+        if let (Some(b), false) = (body.as_ref(), ctx.kind.tunnel()) {
             let max = routes::max_body(ctx, &self.registry.config());
             ctx.body.add(b.len(), max)?;
         }
-        if end_of_stream && ctx.body.streaming() && ctx.stream {
+        if end_of_stream && ctx.body.streaming() && ctx.streams() {
             // The streamed body is complete: the answer may stream for as long as streams do.
             session.set_read_timeout(Some(routes::timeouts(ctx, &self.registry.config()).idle));
         }
@@ -438,7 +337,7 @@ impl ProxyHttp for HotplexProxy {
             // Upgrade/stop in progress: move keep-alive clients to the new process.
             _session.set_keepalive(None);
         }
-        if let Some(route) = ctx.route.as_ref() {
+        if let Some(route) = ctx.kind.route() {
             if let Some(t) = ctx.upstream_start {
                 let up = t.elapsed();
                 ctx.upstream_elapsed = Some(up);
@@ -466,7 +365,9 @@ impl ProxyHttp for HotplexProxy {
         crate::security::on_response(resp, &ctx.security)?;
         self.header_rules(_session, ctx, false, resp);
         routes::compress_start(_session, resp, ctx);
-        if ctx.websocket && resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.ws_counted
+        if ctx.kind.tunnel()
+            && resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !ctx.ws_counted
         {
             ctx.ws_counted = true;
             self.metrics.websockets_active.inc();
@@ -484,17 +385,16 @@ impl ProxyHttp for HotplexProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if !ctx.create
+        if !ctx.kind.creates()
             || resp.status != http::StatusCode::SERVICE_UNAVAILABLE
             || session.as_ref().retry_buffer_truncated()
         {
             return Ok(());
         }
-        let Some(worker) = self.replace_elsewhere(ctx) else {
+        let Some(worker) = self.replace_elsewhere(ctx, Replace::Refused) else {
             return Ok(());
         };
         worker.mark_refusing();
-        ctx.refused_by_worker = true;
         self.metrics
             .sessions_replaced
             .with_label_values(&[&worker.spec.id])
@@ -530,16 +430,17 @@ impl ProxyHttp for HotplexProxy {
         if ctx.http().is_some() {
             return self.http_connect_failed(_session, ctx, e);
         }
-        let Some(route) = ctx.route.as_ref() else {
+        let Some(route) = ctx.route() else {
             return e;
         };
-        let worker = route.worker.spec.id.clone();
         self.metrics
             .upstream_errors
-            .with_label_values(&[&worker, error_kind(&e)])
+            .with_label_values(&[&route.worker.spec.id, error_kind(&e)])
             .inc();
         self.eject(ctx, "connect failure");
-        let retry = self.replace_elsewhere(ctx).is_some();
+        let retry = self
+            .replace_elsewhere(ctx, Replace::ConnectFailed)
+            .is_some();
         e.set_retry(retry);
         e
     }
@@ -553,7 +454,10 @@ impl ProxyHttp for HotplexProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if std::mem::take(&mut ctx.refused_by_worker) {
+        if ctx
+            .pick()
+            .is_some_and(|p| p.replace == Some(Replace::Refused))
+        {
             // Not a failure of the worker: re-placed (see `upstream_response_filter`).
             e.set_retry(true);
             return e;
@@ -562,7 +466,7 @@ impl ProxyHttp for HotplexProxy {
             t.upstream_failed(error_kind(&e), &e);
         }
         if *e.esource() == ErrorSource::Upstream {
-            if let Some(route) = ctx.route.as_ref() {
+            if let Some(route) = ctx.route() {
                 self.metrics
                     .upstream_errors
                     .with_label_values(&[&route.worker.spec.id, error_kind(&e)])
@@ -577,7 +481,7 @@ impl ProxyHttp for HotplexProxy {
             e.set_retry(false);
             self.http_proxy_failed(ctx, &e);
             if *e.esource() == ErrorSource::Upstream
-                && !ctx.stream
+                && !ctx.streams()
                 && matches!(
                     e.etype(),
                     ErrorType::ReadTimedout
@@ -596,7 +500,11 @@ impl ProxyHttp for HotplexProxy {
         if session.response_written().is_some() {
             // The client already has its head (a 101 tunnel, an SSE 200): nothing can be
             // answered any more, and this is a broken stream, not a rejection.
-            let kind = if ctx.websocket { "websocket" } else { "stream" };
+            let kind = if ctx.kind.tunnel() {
+                "websocket"
+            } else {
+                "stream"
+            };
             self.metrics.stream_errors.with_label_values(&[kind]).inc();
             tracing::debug!(error = %e, kind, "stream broken after its response head");
             return FailToProxy {
@@ -606,40 +514,37 @@ impl ProxyHttp for HotplexProxy {
         }
         let answer = if let Some(a) = ctx.take_http_answer() {
             Some(a)
-        } else if let Some(re) = ctx.route_error.take() {
+        } else if let Some(re) = ctx.pick_mut().and_then(|p| p.error.take()) {
             Some(EdgeError::from(&re))
         } else {
             match (e.esource(), e.etype()) {
                 (_, ErrorType::HTTPStatus(code)) => Some(EdgeError::from_status(*code)),
-                (ErrorSource::Upstream, etype) => {
-                    let route = ctx.route.as_ref();
-                    match (route, error_kind(e)) {
-                        (Some(r), "connect") | (Some(r), "io") | (Some(r), "timeout")
-                            if ctx.head_elapsed.is_none()
-                                && !matches!(etype, ErrorType::ReadTimedout) =>
-                        {
-                            let key = r.key.as_ref().map(|k| k.as_str());
-                            let retry_after = match r.worker.snapshot().ejected_until {
-                                Some(until) => {
-                                    let secs = until
-                                        .saturating_duration_since(Instant::now())
-                                        .as_secs_f64();
-                                    secs.ceil().max(1.0) as u64
-                                }
-                                None => errors::UNAVAILABLE_RETRY_AFTER_SECS,
-                            };
-                            Some(EdgeError::WorkerUnavailable {
-                                session: key.map(str::to_string),
-                                worker: r.worker.spec.id.clone(),
-                                retry_after,
-                            })
-                        }
-                        (_, _) if matches!(etype, ErrorType::ReadTimedout) => {
-                            Some(EdgeError::UpstreamTimeout)
-                        }
-                        _ => Some(EdgeError::BadGateway),
+                (ErrorSource::Upstream, etype) => match (ctx.route(), error_kind(e)) {
+                    (Some(r), "connect") | (Some(r), "io") | (Some(r), "timeout")
+                        if ctx.head_elapsed.is_none()
+                            && !matches!(etype, ErrorType::ReadTimedout) =>
+                    {
+                        let key = r.key.as_ref().map(|k| k.as_str());
+                        let retry_after = match r.worker.snapshot().ejected_until {
+                            Some(until) => {
+                                let secs = until
+                                    .saturating_duration_since(Instant::now())
+                                    .as_secs_f64();
+                                secs.ceil().max(1.0) as u64
+                            }
+                            None => errors::UNAVAILABLE_RETRY_AFTER_SECS,
+                        };
+                        Some(EdgeError::WorkerUnavailable {
+                            session: key.map(str::to_string),
+                            worker: r.worker.spec.id.clone(),
+                            retry_after,
+                        })
                     }
-                }
+                    (_, _) if matches!(etype, ErrorType::ReadTimedout) => {
+                        Some(EdgeError::UpstreamTimeout)
+                    }
+                    _ => Some(EdgeError::BadGateway),
+                },
                 (ErrorSource::Downstream, ErrorType::ReadError)
                 | (ErrorSource::Downstream, ErrorType::WriteError)
                 | (ErrorSource::Downstream, ErrorType::ConnectionClosed) => None,
@@ -677,20 +582,22 @@ impl ProxyHttp for HotplexProxy {
         let status_s = hotplex_common::metrics::status_label(status, &mut status_buf);
         let method = session.req_header().method.as_str();
         let method_l = hotplex_common::metrics::method_label(method);
+        let label = ctx.kind.label();
         self.metrics
             .requests_total
-            .with_label_values(&[ctx.route_label, status_s])
+            .with_label_values(&[label, status_s])
             .inc();
         self.count_route(ctx, status_s);
         let elapsed = ctx.head_elapsed.unwrap_or_else(|| ctx.start.elapsed());
         self.metrics
             .request_duration
-            .with_label_values(&[ctx.route_label, method_l, status_s])
+            .with_label_values(&[label, method_l, status_s])
             .observe(elapsed.as_secs_f64());
-        // No worker answer (proxy error, failed connect): settled here.
+        // No worker answer (proxy error, failed connect, client gone): settled here (the
+        // guards would give the slot back when `ctx` drops anyway).
         self.settle_session(ctx, status);
-        let route = ctx.route.as_ref();
-        let worker = route.map_or(routes::upstream_of(&ctx.routed), |r| {
+        let route = ctx.kind.route();
+        let worker = route.map_or(routes::upstream_of(&ctx.kind), |r| {
             r.worker.spec.id.as_str()
         });
         let session_id = route

@@ -28,6 +28,23 @@ pub(super) fn oversized_head(req: &RequestHeader) -> Option<EdgeError> {
     }
 }
 
+/// The request's id: the client's `X-Request-Id` when valid, else a fresh v4 UUID.
+pub(super) fn request_id(req: &RequestHeader) -> String {
+    req.headers
+        .get(hotplex_common::headers::X_REQUEST_ID)
+        .map(|v| v.as_bytes())
+        .filter(|v| valid_request_id(v))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+        // A v4 UUID from the thread-local RNG (`Uuid::new_v4` makes a getrandom syscall
+        // per request).
+        .unwrap_or_else(|| {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+            id.hyphenated().encode_lower(&mut buf).to_owned()
+        })
+}
+
 pub(super) fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b))
 }

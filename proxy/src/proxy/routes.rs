@@ -10,23 +10,25 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use super::admit::Stop;
+use super::classify::RequestKind;
 use super::{Ctx, HotplexProxy};
 use crate::errors::EdgeError;
-use crate::pools::http::{self, HttpState, Routed};
+use crate::pools::http::HttpState;
 use crate::routes::AuthMode;
 
 impl Ctx {
     /// The `http` pool state of an `http` route's request.
     pub(super) fn http(&self) -> Option<&HttpState> {
-        match &self.routed {
-            Routed::Http(_, h) => Some(h),
+        match &self.kind {
+            RequestKind::Http { pool, .. } => Some(pool),
             _ => None,
         }
     }
 
     fn http_mut(&mut self) -> Option<&mut HttpState> {
-        match &mut self.routed {
-            Routed::Http(_, h) => Some(h),
+        match &mut self.kind {
+            RequestKind::Http { pool, .. } => Some(pool),
             _ => None,
         }
     }
@@ -38,25 +40,39 @@ impl Ctx {
     }
 }
 
+/// The matched route of an `http` pool's request.
+fn http_route<'a>(
+    kind: &RequestKind,
+    matched: &'a Option<crate::routes::Matched>,
+) -> Option<&'a crate::routes::Route> {
+    match (kind, matched) {
+        (RequestKind::Http { .. }, Some(m)) => Some(m.route()),
+        _ => None,
+    }
+}
+
 /// The label `admit` uses for limits, key route restrictions and metrics (an http
 /// route's name), and the route's authentication (the session pool's: required).
-pub(super) fn admit_route(routed: &Routed) -> (Option<&str>, AuthMode) {
-    match routed {
-        Routed::Http(m, _) => (Some(m.route().name.as_str()), m.route().auth),
-        _ => (None, AuthMode::Required),
+pub(super) fn admit_route<'a>(
+    kind: &RequestKind,
+    matched: &'a Option<crate::routes::Matched>,
+) -> (Option<&'a str>, AuthMode) {
+    match http_route(kind, matched) {
+        Some(r) => (Some(r.name.as_str()), r.auth),
+        None => (None, AuthMode::Required),
     }
 }
 
 /// Whether the matched `http` route passes the client's credentials on
 /// (`forward_credentials`, only with `auth: off`).
-fn forwards_credentials(routed: &Routed) -> bool {
-    matches!(routed, Routed::Http(m, _) if m.route().forward_credentials)
+fn forwards_credentials(ctx: &Ctx) -> bool {
+    http_route(&ctx.kind, &ctx.matched).is_some_and(|r| r.forward_credentials)
 }
 
 /// The picked `http` upstream (access log), or "".
-pub(super) fn upstream_of(routed: &Routed) -> &str {
-    match routed {
-        Routed::Http(_, h) => h.upstream_id(),
+pub(super) fn upstream_of(kind: &RequestKind) -> &str {
+    match kind {
+        RequestKind::Http { pool, .. } => pool.upstream_id(),
         _ => "",
     }
 }
@@ -70,62 +86,15 @@ impl HotplexProxy {
     /// The trust headers of a forwarded request: a worker's (see [`crate::trust`]), or an
     /// `http` service's.
     pub(super) fn trust_headers(&self, req: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        match admit_route(&ctx.routed) {
-            (Some(_), _) => crate::trust::to_service(req, !forwards_credentials(&ctx.routed)),
+        match admit_route(&ctx.kind, &ctx.matched) {
+            (Some(_), _) => crate::trust::to_service(req, !forwards_credentials(ctx)),
             (None, _) => crate::trust::to_worker(
                 req,
-                ctx.route.as_ref(),
+                ctx.route(),
                 ctx.security.tenant.as_deref(),
                 &self.registry.config(),
             ),
         }
-    }
-
-    /// Matches the request against the route table (one `ArcSwap` load and, without
-    /// `routes:`, nothing else). Returns whether the session pool's surface applies.
-    pub(super) fn route_request(&self, session: &Session, ctx: &mut Ctx) -> bool {
-        let table = &self.registry.config().routes;
-        ctx.routed = http::classify(table, session.req_header());
-        let sessions = matches!(ctx.routed, Routed::Default | Routed::Sessions(_));
-        if !sessions && session.is_upgrade_req() && ctx.http().is_some() {
-            // A WebSocket (or other upgrade) to an http service: a tunnel, long idle.
-            ctx.websocket = true;
-        }
-        sessions
-    }
-
-    /// The request-metric label of a request outside the session surface.
-    pub(super) fn unrouted_label(ctx: &Ctx) -> &'static str {
-        if ctx.http().is_some() {
-            http::HTTP_ROUTE_LABEL
-        } else {
-            crate::surface::UNDECLARED_LABEL
-        }
-    }
-
-    /// The answer for a request outside the session surface that no http route takes.
-    pub(super) fn unrouted_answer(ctx: &Ctx) -> EdgeError {
-        if matches!(ctx.routed, Routed::NoMatch) {
-            EdgeError::NoRoute
-        } else {
-            EdgeError::Undeclared
-        }
-    }
-
-    /// Picks the upstream of an http route's request; answers 503 `no_healthy_upstream`
-    /// when the pool has none. Returns `request_filter`'s result.
-    pub(super) async fn choose_http(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let chosen = match ctx.http_mut() {
-            Some(h) => h.choose(&session.req_header().headers),
-            None => return Ok(false),
-        };
-        if chosen {
-            return Ok(false);
-        }
-        let pool = ctx.http().map(|h| h.pool.name.clone()).unwrap_or_default();
-        self.answer(session, ctx, &EdgeError::NoHealthyUpstream { pool }, false)
-            .await;
-        Ok(true)
     }
 
     /// The peer of an http route's request, with the configured upstream timeouts.
@@ -136,7 +105,7 @@ impl HotplexProxy {
         let cfg = self.registry.config();
         let t = &timeouts(ctx, &cfg);
         peer.options.connection_timeout = Some(t.connect);
-        let (read, write) = if ctx.stream {
+        let (read, write) = if ctx.streams() {
             (t.idle, t.idle)
         } else {
             (t.read, t.write)
@@ -190,12 +159,12 @@ impl HotplexProxy {
         }
     }
 
-    /// The matched route's IP rules, then its redirect (see [`crate::policy`]): `true`
-    /// when the edge answered. A route without them costs one test, no clone.
-    pub(super) async fn route_policies(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
-        let m = match &ctx.routed {
-            Routed::Sessions(m) | Routed::Http(m, _) if m.route().policy.admits() => m.clone(),
-            _ => return false,
+    /// Admit: the matched route's IP rules, then its redirect (see [`crate::policy`]).
+    /// A route without them costs one test, no clone.
+    pub(super) fn route_policies(&self, session: &Session, ctx: &Ctx) -> Result<(), Stop> {
+        let m = match &ctx.matched {
+            Some(m) if m.route().policy.admits() => m,
+            _ => return Ok(()),
         };
         let p = &m.route().policy;
         if let Some(rules) = &p.ip {
@@ -211,18 +180,13 @@ impl HotplexProxy {
                 .map(|a| crate::security::client_ip(a.ip(), xff, &cfg.limits.trusted_proxies));
             if !rules.permits(ip) {
                 tracing::debug!(route = %m.route().name, client_ip = ?ip, "client IP refused by the route's rules");
-                self.answer(session, ctx, &EdgeError::IpDenied, false).await;
-                return true;
+                return Err(Stop::answer(EdgeError::IpDenied));
             }
         }
-        if let Some(r) = &p.redirect {
-            let req = session.req_header();
-            let location = r.location(req.uri.path(), req.uri.query());
-            let answer = EdgeError::redirect(r.status, location);
-            self.answer(session, ctx, &answer, false).await;
-            return true;
+        if p.redirect.is_some() {
+            return Err(Stop::Redirect(m.clone()));
         }
-        false
+        Ok(())
     }
 
     /// The matched route's header rules on one direction (see
@@ -234,17 +198,14 @@ impl HotplexProxy {
         request: bool,
         target: &mut impl crate::policy::headers::HeaderEdit,
     ) {
-        let rules = match &ctx.routed {
-            Routed::Sessions(m) | Routed::Http(m, _) => {
-                let p = &m.route().policy;
-                if request {
-                    p.request_headers.as_ref()
-                } else {
-                    p.response_headers.as_ref()
-                }
+        let rules = ctx.matched.as_ref().and_then(|m| {
+            let p = &m.route().policy;
+            if request {
+                p.request_headers.as_ref()
+            } else {
+                p.response_headers.as_ref()
             }
-            _ => None,
-        };
+        });
         let Some(rules) = rules else {
             return;
         };
@@ -259,9 +220,8 @@ impl HotplexProxy {
 
     /// `hotplex_proxy_route_requests_total` (only with `routes:`).
     pub(super) fn count_route(&self, ctx: &Ctx, status: &str) {
-        let m = match &ctx.routed {
-            Routed::Sessions(m) | Routed::Http(m, _) => m,
-            Routed::Default | Routed::NoMatch => return,
+        let Some(m) = ctx.matched.as_ref() else {
+            return;
         };
         self.pool_metrics
             .route_requests
@@ -275,14 +235,13 @@ impl HotplexProxy {
 /// At the response head: starts the route's compression, if it has one (never for an
 /// upgrade, see [`crate::policy::compression`]). No route policy: one match, nothing else.
 pub(super) fn compress_start(session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) {
-    let m = match &ctx.routed {
-        Routed::Sessions(m) | Routed::Http(m, _) => m,
-        Routed::Default | Routed::NoMatch => return,
+    let Some(m) = ctx.matched.as_ref() else {
+        return;
     };
     let Some(policy) = m.route().compression.as_ref() else {
         return;
     };
-    if ctx.websocket || ctx.compress.is_some() {
+    if ctx.kind.tunnel() || ctx.compress.is_some() {
         return;
     }
     ctx.compress = policy.start(session.req_header(), resp);
@@ -308,10 +267,7 @@ pub(super) struct Timeouts {
 }
 
 fn matched_route(ctx: &Ctx) -> Option<&crate::routes::Route> {
-    match &ctx.routed {
-        Routed::Sessions(m) | Routed::Http(m, _) => Some(m.route()),
-        Routed::Default | Routed::NoMatch => None,
-    }
+    ctx.matched.as_ref().map(|m| m.route())
 }
 
 /// `routes[].timeouts` over `timeouts.*` (a copy of four durations, no allocation).

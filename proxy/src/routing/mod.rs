@@ -19,11 +19,15 @@
 //!    keyless WebSocket get a minted, tenant-bound id (sent to the worker in
 //!    `X-Hotplex-Session`), and every keyless response sets the signed affinity cookie.
 //!    No worker with room: 503 `no_capacity`.
+//!
+//! A create's slot on the chosen worker is held by a [`reservation::SlotReservation`] in
+//! the [`Route`]: given back when the route is dropped, unless the create succeeded.
 
 pub mod affinity;
 pub mod hrw;
 pub mod key;
 pub mod placement;
+pub mod reservation;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +38,7 @@ use crate::config::KeySource;
 use crate::upstream::{Registry, Worker};
 use key::KeyInput;
 use placement::Candidate;
+use reservation::SlotReservation;
 
 /// How the worker was chosen (metric label `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +59,7 @@ impl Outcome {
 }
 
 /// A routing decision.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Route {
     pub worker: Arc<Worker>,
     pub outcome: Outcome,
@@ -67,8 +72,9 @@ pub struct Route {
     pub minted: Option<SessionId>,
     /// Affinity cookie value to set on the response.
     pub cookie: Option<Arc<str>>,
-    /// The route counted a new session on the worker (undo if the create fails).
-    pub counted: bool,
+    /// The slot a create counted on the worker: released when the route drops, unless
+    /// settled with the worker's answer first.
+    pub reservation: Option<SlotReservation>,
 }
 
 /// Why no worker was chosen.
@@ -231,9 +237,7 @@ fn keyed(
     }
     let minted =
         (key.is_none() && req.mints()).then(|| signer.mint_session(&worker.spec.id, req.tenant));
-    if req.create {
-        worker.add_session();
-    }
+    let reservation = req.create.then(|| SlotReservation::count(worker));
     Ok(Route {
         worker: worker.clone(),
         outcome,
@@ -241,7 +245,7 @@ fn keyed(
         key,
         minted,
         cookie: None,
-        counted: req.create,
+        reservation,
     })
 }
 
@@ -273,18 +277,22 @@ fn place(
     }
     let r: u64 = rand::random();
     // Only creates reserve; other keyless requests (WebSocket, lists) just go there.
-    let mut chosen = placement::first(&cands, r)
-        .map(|i| placeable[i])
-        .filter(|w| !req.create || w.try_reserve(now));
-    if chosen.is_none() && req.create && cands.len() > 1 {
-        // The best candidate filled up between the snapshot and the reservation.
-        chosen = placement::rank(&cands, r)
-            .into_iter()
-            .skip(1)
-            .map(|i| placeable[i])
-            .find(|w| w.try_reserve(now));
-    }
-    let worker = chosen.ok_or(RouteError::NoCapacity)?.clone();
+    let first = placement::first(&cands, r).map(|i| placeable[i]);
+    let (worker, reservation) = if !req.create {
+        (first.ok_or(RouteError::NoCapacity)?.clone(), None)
+    } else {
+        let mut chosen = first.and_then(|w| SlotReservation::try_reserve(w, now).map(|s| (w, s)));
+        if chosen.is_none() && cands.len() > 1 {
+            // The best candidate filled up between the snapshot and the reservation.
+            chosen = placement::rank(&cands, r)
+                .into_iter()
+                .skip(1)
+                .map(|i| placeable[i])
+                .find_map(|w| SlotReservation::try_reserve(w, now).map(|s| (w, s)));
+        }
+        let (w, s) = chosen.ok_or(RouteError::NoCapacity)?;
+        (w.clone(), Some(s))
+    };
     Ok(Route {
         minted: req
             .mints()
@@ -294,7 +302,7 @@ fn place(
         outcome: Outcome::Placed,
         source: None,
         key: None,
-        counted: req.create,
+        reservation,
     })
 }
 
@@ -482,7 +490,7 @@ mod tests {
         for _ in 0..10 {
             let r = route(&reg, &req(b"/sessions", None, true), &[]).expect("placed");
             assert_eq!(r.worker.spec.id, "w2");
-            r.worker.settle_create(true);
+            r.reservation.expect("a create reserves").commit();
         }
         ws.get("w2").expect("w2").observe_ready(report(100, false));
         assert_eq!(

@@ -32,6 +32,7 @@ mod proxy_limits_redis;
 mod proxy_limits_redis_auth;
 mod proxy_pool_dns;
 mod proxy_reload;
+mod proxy_reservations;
 mod proxy_route_auth;
 mod proxy_route_compression;
 mod proxy_route_error_pages;

@@ -89,12 +89,20 @@ pub async fn buffer(
 pub struct Counted {
     bytes: u64,
     deadline: Option<std::time::Instant>,
+    /// `limits.body_read_timeout` of a streamed body (for its 408 answer).
+    timeout: Option<Duration>,
 }
 
 impl Counted {
     /// The body is streamed from now on: it must be complete within `timeout`.
     pub fn start_streaming(&mut self, timeout: Duration) {
         self.deadline = Some(std::time::Instant::now() + timeout);
+        self.timeout = Some(timeout);
+    }
+
+    /// The answer to the 408 [`Counted::add`] ends a late streamed body with.
+    pub fn late_answer(&self) -> Option<crate::errors::EdgeError> {
+        (self.timeout).map(|timeout| crate::errors::EdgeError::BodyTimeout { timeout })
     }
 
     /// Whether the body is streamed (not read whole before routing).

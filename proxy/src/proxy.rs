@@ -518,6 +518,9 @@ impl ProxyHttp for HotplexProxy {
             Some(EdgeError::from(&re))
         } else {
             match (e.esource(), e.etype()) {
+                (_, ErrorType::HTTPStatus(408)) if ctx.body.late_answer().is_some() => {
+                    ctx.body.late_answer()
+                }
                 (_, ErrorType::HTTPStatus(code)) => Some(EdgeError::from_status(*code)),
                 (ErrorSource::Upstream, etype) => match (ctx.route(), error_kind(e)) {
                     (Some(r), "connect") | (Some(r), "io") | (Some(r), "timeout")

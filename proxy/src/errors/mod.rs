@@ -26,7 +26,7 @@
 //! | 403 | `forbidden` | `auth` | | the key or token may not use this route (`auth.keys[].routes`, the JWT routes claim) |
 //! | 429 | `too_many_auth_failures` | `auth_rate_limit` | `Retry-After` | the client IP failed authentication `limits.auth_failures` times: refused before any key or signature work |
 //! | 413 | `payload_too_large` | `too_large` | | `Content-Length` over `limits.max_body_bytes` (or the route's), or a buffered body over its cap ([`crate::body`]) |
-//! | 408 | `body_timeout` | `body_timeout` | | a request body did not arrive whole within `limits.body_read_timeout` |
+//! | 408 | `body_timeout` | `body_timeout` | | a request body (buffered or streamed) did not arrive whole within `limits.body_read_timeout` |
 //! | 400 | `bad_request` | `bad_request` | | the request body could not be read |
 //! | 429 | `rate_limited` | `rate_limit` | `Retry-After`, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` | a token bucket (`per_ip`, `per_key`, `route`, `new_sessions`) is empty |
 //! | 503 | `rate_limit_unavailable` | `rate_limit_store` | `Retry-After: 1` | the shared rate-limit store is unreachable and `fail_open` is off |
@@ -37,7 +37,7 @@
 //! | 502 | `bad_gateway` | `bad_gateway` | | the upstream broke the exchange |
 //! | 504 | `upstream_timeout` | `upstream_timeout` | | the upstream did not answer in `timeouts.read` |
 //! | 500 | `internal` | `internal` | | the proxy failed (a bug) |
-//! | other | `error` | `error` | | any other status pingora ends a request with (a streamed body late: 408) |
+//! | other | `error` | `error` | | any other status pingora ends a request with |
 //! | 200 | - | - | | `GET /health/live` on a public listener: `{"status":"live"}`, not an error |
 //! | 301, 302, 307, 308 | - | - | `Location` | a route's `redirect`: `{"redirect":"<location>"}`, not an error |
 //!

@@ -67,7 +67,7 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "jwt_tenant",
 ];
 
-/// `route` labels of the proxy's request metrics (`proxy::route_label`), with the method
+/// `route` labels of the proxy's request metrics (`RequestKind::label`), with the method
 /// and status of the route's usual answer: the `(route, method, status)` series of
 /// `hotplex_request_duration_seconds` and `(route, status)` of
 /// `hotplex_proxy_requests_total` that exist at 0 from the start.
@@ -85,7 +85,7 @@ pub const ROUTE_ANSWERS: &[(&str, &str, &str)] = &[
 /// limited request.
 pub const RATE_LIMITED_KEYS: &[&str] = &["-"];
 
-/// `route` values of `hotplex_proxy_rate_limited_total` (`proxy::route_label`).
+/// `route` values of `hotplex_proxy_rate_limited_total` (`RequestKind::label`).
 pub const RATE_LIMITED_ROUTES: &[&str] = crate::config::security::ROUTE_LABELS;
 
 /// `source` values of `hotplex_proxy_routing_decisions_total`.

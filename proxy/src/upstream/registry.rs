@@ -184,7 +184,7 @@ impl Worker {
     }
 
     /// Reserves room for a new session if placeable (settled by [`Worker::settle_create`]).
-    pub fn try_reserve(&self, now: Instant) -> bool {
+    pub(crate) fn try_reserve(&self, now: Instant) -> bool {
         let mut s = self.lock();
         if self.placeable_of(&s, now) {
             s.pending += 1;
@@ -197,14 +197,14 @@ impl Worker {
 
     /// Counts a session created without a capacity check (cookie / foreign key creates;
     /// settled by [`Worker::settle_create`]).
-    pub fn add_session(&self) {
+    pub(crate) fn add_session(&self) {
         let mut s = self.lock();
         s.pending += 1;
         start_op(&mut s);
     }
 
     /// A counted create was answered: a failed one gives its slot back.
-    pub fn settle_create(&self, ok: bool) {
+    pub(crate) fn settle_create(&self, ok: bool) {
         let mut s = self.lock();
         end_op(&mut s);
         if !ok && Self::sessions_of(&s) > 0 {
@@ -219,12 +219,12 @@ impl Worker {
     }
 
     /// A DELETE is sent to the worker (settled by [`Worker::settle_delete`]).
-    pub fn begin_delete(&self) {
+    pub(crate) fn begin_delete(&self) {
         start_op(&mut self.lock());
     }
 
     /// A DELETE was answered: a successful one frees its slot.
-    pub fn settle_delete(&self, ok: bool) {
+    pub(crate) fn settle_delete(&self, ok: bool) {
         let mut s = self.lock();
         end_op(&mut s);
         if ok {

@@ -247,6 +247,17 @@ async fn raw_status(
     chunks: Vec<Vec<u8>>,
     pause: std::time::Duration,
 ) -> String {
+    let answer = raw_answer(addr, head, chunks, pause).await;
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// The whole answer (head and body) to `head` then `chunks`, `pause` apart.
+async fn raw_answer(
+    addr: std::net::SocketAddr,
+    head: String,
+    chunks: Vec<Vec<u8>>,
+    pause: std::time::Duration,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(head.as_bytes()).await.expect("head");
@@ -259,11 +270,7 @@ async fn raw_status(
     }
     let mut out = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -440,16 +447,23 @@ async fn bodies_over_the_edge_buffer_need_the_opt_in_and_a_deadline() {
         .map(<[u8]>::to_vec)
         .collect();
     let started = std::time::Instant::now();
-    let status = raw_status(
+    let answer = raw_answer(
         p.listen,
         big(&id, prompt.len()),
         chunks,
         std::time::Duration::from_millis(100),
     )
     .await;
+    let status = answer.lines().next().unwrap_or_default();
     assert!(
         status.contains(" 408 "),
         "a trickle past the deadline: {status}"
+    );
+    // The same answer as a buffered body late (the catalogue's `body_timeout`), not a
+    // bare status.
+    assert!(
+        answer.contains(r#""error":"body_timeout""#),
+        "a streamed body late gets body_timeout: {answer}"
     );
     let took = started.elapsed();
     assert!(

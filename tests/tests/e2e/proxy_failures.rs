@@ -183,48 +183,6 @@ async fn all_full_gives_503_no_capacity() {
     );
 }
 
-/// Two proxies place on the same workers, each with its own estimate: proxy B (only w1)
-/// fills w1; proxy A, whose probes are minutes apart, still thinks w1 is empty. A worker's
-/// 503 to a new session must not reach the client: A places it on w2 instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_full_by_another_proxy_gets_the_session_placed_elsewhere() {
-    let opts = WorkerOpts {
-        max_sessions: 2,
-        light: true,
-    };
-    let workers = spawn_workers(2, opts).await;
-    let slow_probes =
-        "health_check:\n  interval: 600s\n  timeout: 500ms\n  failures: 1\n  successes: 1\n";
-    let a = spawn_proxy(&proxy_yaml(&worker_list(&workers), slow_probes)).await;
-    let b = spawn_proxy(&proxy_yaml(&worker_list(&workers)[..1], "")).await;
-    let c = client();
-    for _ in 0..2 {
-        let (_, node) = create(&c, &b.base()).await;
-        assert_eq!(node, "w1");
-    }
-    // A's estimate: both empty. Its second placement (at the latest) goes to w1, the
-    // less loaded in its eyes: refused there, placed on w2.
-    for _ in 0..2 {
-        let (_, node) = create(&c, &a.base()).await;
-        assert_eq!(node, "w2", "the only worker with room");
-    }
-    let text = metrics(&c, &a).await;
-    let replaced = metric_value(&text, names::proxy::SESSIONS_REPLACED, &["worker=\"w1\""]);
-    assert!(
-        replaced >= Some(1.0),
-        "w1 refused at least once: {replaced:?}"
-    );
-    assert_eq!(
-        metric_value(&text, names::proxy::REJECTIONS, &["reason=\"no_capacity\""]).unwrap_or(0.0),
-        0.0
-    );
-    // The fleet is now full: the next create is A's own 503, with both workers tried.
-    let r = send(c.post(format!("{}/sessions", a.base()))).await;
-    assert_eq!(r.status, 503, "{r:?}");
-    assert!(r.worker.is_none(), "answered by the proxy: {r:?}");
-    assert_eq!(r.body["error"], "no_capacity");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_worker_keeps_its_sessions_but_gets_no_new_ones() {
     let workers = spawn_workers(2, WorkerOpts::default()).await;

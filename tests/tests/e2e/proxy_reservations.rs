@@ -171,9 +171,11 @@ async fn a_create_whose_client_goes_away_gives_its_slot_back() {
     settles_to(&c, &p, "w1", (0, 2), "a create after it").await;
 }
 
-/// Proxy B (only w1) fills w1; proxy A, whose probes are minutes apart, still thinks w1 is
-/// empty: w1's 503 `full` to A's new session is re-placed on w2, and the slot A reserved on
-/// w1 is given back (once: A's estimate of w1 stays at 0, not below what it committed).
+/// Two proxies place on the same workers, each with its own estimate. Proxy B (only w1)
+/// fills w1; proxy A, whose probes are minutes apart, still thinks w1 is empty: w1's 503
+/// `full` to A's new session must not reach the client, it is re-placed on w2, and the slot
+/// A reserved on w1 is given back (once: A's estimate of w1 stays at 0, not below what it
+/// committed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_replaced_after_a_503_gives_the_refused_slot_back() {
     let opts = WorkerOpts {
@@ -198,11 +200,17 @@ async fn a_create_replaced_after_a_503_gives_the_refused_slot_back() {
         replaced >= Some(1.0),
         "w1 refused at least once: {replaced:?}"
     );
+    assert_eq!(
+        metric_value(&text, names::proxy::REJECTIONS, &["reason=\"no_capacity\""]).unwrap_or(0.0),
+        0.0,
+        "the refusal never reached a client"
+    );
     settles_to(&c, &a, "w1", (0, 0), "A placed nothing on w1").await;
     settles_to(&c, &a, "w2", (0, 2), "A placed two on w2").await;
     // The fleet is full: A's own 503 after trying both, and still nothing reserved.
     let r = send(c.post(format!("{}/sessions", a.base()))).await;
     assert_eq!((r.status, r.worker.as_deref()), (503, None), "{r:?}");
+    assert_eq!(r.body["error"], "no_capacity");
     settles_to(&c, &a, "w1", (0, 0), "after a refused create").await;
     settles_to(&c, &a, "w2", (0, 2), "after a refused create").await;
 }

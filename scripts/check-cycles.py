@@ -38,8 +38,6 @@ ALLOWED_PAIRS = {
     "matches requests with routes' helpers (health scope)",
     ("routing", "upstream"): "placement reads upstream::Registry; the registry holds "
     "routing's affinity Signer (pipeline scope)",
-    ("tls", "upstream"): "tls::connect_worker returns upstream::health::FetchError and the "
-    "hand-written health probe dials through it (health scope replaces that probe)",
 }
 
 # What `config` may import, each with the reason (anything else fails).

@@ -28,8 +28,6 @@ ALLOWED_PAIRS = {
     ("config", "pools"): "RuntimeConfig.routes holds the http pools with their live state "
     "(health, ejection), types of pools/, built by config's validation "
     "(pools -> config: its unit tests parse configs)",
-    ("metrics", "security"): "metrics names security's AUTH_RATE_LIMITED label; security "
-    "records into ProxyMetrics (metrics scope: one metrics module)",
     ("metrics", "upstream"): "the worker gauges read upstream::Registry; the health checker "
     "records into ProxyMetrics (metrics scope)",
     ("policy", "routes"): "routes::Route carries policy::RoutePolicy; policy::ip and "

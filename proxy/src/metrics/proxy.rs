@@ -50,9 +50,13 @@ pub const REJECTION_REASONS: &[&str] = &[
 /// `kind` values of `hotplex_proxy_stream_errors_total`.
 pub const STREAM_ERROR_KINDS: &[&str] = &["websocket", "stream"];
 
+/// `reason` of `hotplex_proxy_auth_failures_total` for attempts refused by the
+/// failed-authentication budget (`security.rs`).
+pub const AUTH_RATE_LIMITED: &str = "rate_limited";
+
 /// `reason` values of `hotplex_proxy_auth_failures_total` (`security.rs`, `jwt::JwtError`).
 pub const AUTH_FAILURE_REASONS: &[&str] = &[
-    crate::security::AUTH_RATE_LIMITED,
+    AUTH_RATE_LIMITED,
     "missing_key",
     "invalid_key",
     "forbidden_route",

@@ -32,8 +32,6 @@ ALLOWED_PAIRS = {
     "policy::route_limits check route tables (pipeline scope)",
     ("pools", "routes"): "routes::RouteTable owns its pools::HttpPool; pools::http "
     "matches requests with routes' helpers (health scope)",
-    ("routing", "upstream"): "placement reads upstream::Registry; the registry holds "
-    "routing's affinity Signer (pipeline scope)",
 }
 
 # What `config` may import, each with the reason (anything else fails).

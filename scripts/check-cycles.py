@@ -28,10 +28,6 @@ ALLOWED_PAIRS = {
     ("config", "pools"): "RuntimeConfig.routes holds the http pools with their live state "
     "(health, ejection), types of pools/, built by config's validation "
     "(pools -> config: its unit tests parse configs)",
-    ("policy", "routes"): "routes::Route carries policy::RoutePolicy; policy::ip and "
-    "policy::route_limits check route tables (pipeline scope)",
-    ("pools", "routes"): "routes::RouteTable owns its pools::HttpPool; pools::http "
-    "matches requests with routes' helpers (health scope)",
 }
 
 # What `config` may import, each with the reason (anything else fails).

@@ -28,18 +28,6 @@ ALLOWED_PAIRS = {
     ("config", "pools"): "RuntimeConfig.routes holds the http pools with their live state "
     "(health, ejection), types of pools/, built by config's validation "
     "(pools -> config: its unit tests parse configs)",
-    ("metrics", "security"): "metrics names security's AUTH_RATE_LIMITED label; security "
-    "records into ProxyMetrics (metrics scope: one metrics module)",
-    ("metrics", "upstream"): "the worker gauges read upstream::Registry; the health checker "
-    "records into ProxyMetrics (metrics scope)",
-    ("policy", "routes"): "routes::Route carries policy::RoutePolicy; policy::ip and "
-    "policy::route_limits check route tables (pipeline scope)",
-    ("pools", "routes"): "routes::RouteTable owns its pools::HttpPool; pools::http "
-    "matches requests with routes' helpers (health scope)",
-    ("routing", "upstream"): "placement reads upstream::Registry; the registry holds "
-    "routing's affinity Signer (pipeline scope)",
-    ("tls", "upstream"): "tls::connect_worker returns upstream::health::FetchError and the "
-    "hand-written health probe dials through it (health scope replaces that probe)",
 }
 
 # What `config` may import, each with the reason (anything else fails).

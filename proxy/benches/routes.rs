@@ -1,4 +1,4 @@
-//! Criterion: the route-table match of one request (`pools::http::classify`): without
+//! Criterion: the route-table match of one request (`routes::classify`): without
 //! `routes:` (the session API as before: one check, no allocation) and with the four routes
 //! of `conf/examples/nginx-replacement.yaml` (first route, last route, no match).
 //!
@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hotplex_proxy::config::parse;
-use hotplex_proxy::pools::http::{classify, Routed};
+use hotplex_proxy::routes::{classify, Routed};
 use pingora::http::RequestHeader;
 
 fn req(host: &str, method: &str, path: &str) -> RequestHeader {

@@ -36,6 +36,7 @@
 //! gets a signed id, and the response sets a signed affinity cookie.
 
 pub mod admin;
+pub mod affinity;
 pub mod audit;
 pub mod body;
 pub mod cli;

@@ -27,11 +27,8 @@ use crate::errors::{ratelimit_values, EdgeError};
 pub use crate::errors::{RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
 use crate::limit_store::{RedisStore, StoreError};
 use crate::limits::{Buckets, CounterGuard, Counters, Decision};
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ProxyMetrics, AUTH_RATE_LIMITED};
 
-/// `reason` of `hotplex_proxy_auth_failures_total` for attempts refused by the
-/// failed-authentication budget.
-pub const AUTH_RATE_LIMITED: &str = "rate_limited";
 /// Tracked keys per shard of the audit-folding buckets.
 const DEFAULT_FOLDED_AUDIT_KEYS: usize = 10_000;
 

@@ -32,7 +32,6 @@ use crate::admin::AdminService;
 pub use crate::config::runtime::tls::WorkerTls;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::metrics::{ProxyMetrics, TlsMetrics};
-use crate::upstream::health::FetchError;
 
 /// Updates of the TLS metrics (the struct: [`crate::metrics::TlsMetrics`]).
 impl TlsMetrics {
@@ -473,6 +472,30 @@ fn tls_peer(
     peer.options.verify_hostname = t.cfg.verify && check_name;
     peer.options.ca = t.ca.clone();
     peer
+}
+
+/// Why a probe got no answer (from [`connect_worker`] or the probe reading the answer;
+/// defined here so that `tls` does not import `upstream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The worker's TLS certificate was refused (chain or name).
+    Certificate(String),
+    /// Connect, I/O, timeout, unparsable or oversized answer.
+    Other(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Certificate(e) | FetchError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for FetchError {
+    fn from(e: String) -> FetchError {
+        FetchError::Other(e)
+    }
 }
 
 /// A byte stream to a worker (plain TCP or TLS).

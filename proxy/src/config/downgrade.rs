@@ -148,7 +148,7 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
         );
     }
     // A route's IP rules (issue #19 policies) dropped or widened opens it to more clients.
-    if let Some((key, what)) = crate::policy::ip::widened(&old.routes.routes, &new.routes.routes) {
+    if let Some((key, what)) = ip_widened(&old.routes.routes, &new.routes.routes) {
         return refuse(&key, what);
     }
     Ok(())
@@ -211,7 +211,7 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
             o.public_routes, n.public_routes
         ));
     }
-    if let Some((_, what)) = crate::policy::ip::widened(&old.routes.routes, &new.routes.routes) {
+    if let Some((_, what)) = ip_widened(&old.routes.routes, &new.routes.routes) {
         out.push(what);
     }
     if o.trusted_proxies != n.trusted_proxies {
@@ -221,6 +221,43 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
         ));
     }
     out.join("; ")
+}
+
+/// The first route with IP rules in `old` that a reload
+/// to `new` opens, as (key path, what). A route of that name that is gone counts (its
+/// requests fall through to another route). Here, not in `policy::ip`, so that `policy`
+/// does not import `routes`.
+fn ip_widened(
+    old: &[crate::routes::Route],
+    new: &[crate::routes::Route],
+) -> Option<(String, String)> {
+    for o in old {
+        let Some(rules) = &o.policy.ip else {
+            continue;
+        };
+        match new.iter().position(|n| n.name == o.name) {
+            None => {
+                return Some((
+                    "routes".into(),
+                    format!(
+                        "the reload removes route {:?} and its allow/deny rules",
+                        o.name
+                    ),
+                ))
+            }
+            Some(i) if crate::policy::ip::widens(rules, new[i].policy.ip.as_ref()) => {
+                return Some((
+                    format!("routes[{i}].allow"),
+                    format!(
+                        "the reload widens the allow/deny rules of route {:?}",
+                        o.name
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ impl RuntimeConfig {
 
         let limits = super::security::limits(file, &f.limits, &http_routes)?;
         // pol-comp: routes[].max_body_bytes obeys limits' streamed-body rule.
-        crate::policy::route_limits::check_body_limits(file, &routes, &limits)?;
+        check_body_limits(file, &routes, &limits)?;
         let secret_warnings = super::secret_files::readable_secrets(file, &f)?;
         let digest = Sha256::digest(text.as_bytes());
         Ok(RuntimeConfig {
@@ -345,6 +345,35 @@ impl RuntimeConfig {
             routes: std::sync::Arc::new(routes),
         })
     }
+}
+
+/// Every route's `max_body_bytes` against the global streamed-body rule (run once the
+/// whole file is validated: the rule is in `limits:`). Here, not in `policy::route_limits`,
+/// so that `policy` does not import `routes`.
+fn check_body_limits(
+    file: &str,
+    routes: &crate::routes::RouteTable,
+    limits: &super::security::LimitSettings,
+) -> Result<(), ConfigError> {
+    if limits.allow_streamed_bodies {
+        return Ok(());
+    }
+    for (i, r) in routes.routes.iter().enumerate() {
+        if let Some(max) = r.max_body_bytes {
+            if max == 0 || max > super::BUFFERED_BODY_MAX {
+                return Err(ConfigError::new(
+                    file,
+                    format!("routes[{i}].max_body_bytes"),
+                    format!(
+                        "{max} is over the {} bytes the edge reads whole before routing (0: unlimited); \
+                         like limits.max_body_bytes, only with limits.allow_streamed_bodies: true",
+                        super::BUFFERED_BODY_MAX
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rough check of an `EnvFilter`-style directive (`info`, `warn,hotplex_proxy=debug`).

@@ -2,7 +2,7 @@
 //! metrics, and the registry (`component="proxy"`) every other proxy metric struct
 //! registers in.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hotplex_common::names::{self, config as cfgn, proxy as n, shared};
 use prometheus::{
@@ -10,8 +10,6 @@ use prometheus::{
 };
 
 use super::{counter_vec, gauge, gauge_vec, histogram_vec, int_gauge, int_gauge_vec};
-
-use crate::upstream::{Registry, Worker};
 
 /// `kind` values of `hotplex_proxy_upstream_errors_total` (see `proxy::error_kind`).
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "io", "http"];
@@ -50,9 +48,13 @@ pub const REJECTION_REASONS: &[&str] = &[
 /// `kind` values of `hotplex_proxy_stream_errors_total`.
 pub const STREAM_ERROR_KINDS: &[&str] = &["websocket", "stream"];
 
+/// `reason` of `hotplex_proxy_auth_failures_total` for attempts refused by the
+/// failed-authentication budget (`security.rs`).
+pub const AUTH_RATE_LIMITED: &str = "rate_limited";
+
 /// `reason` values of `hotplex_proxy_auth_failures_total` (`security.rs`, `jwt::JwtError`).
 pub const AUTH_FAILURE_REASONS: &[&str] = &[
-    crate::security::AUTH_RATE_LIMITED,
+    AUTH_RATE_LIMITED,
     "missing_key",
     "invalid_key",
     "forbidden_route",
@@ -334,37 +336,6 @@ impl ProxyMetrics {
         self.config_active.with_label_values(&[hash]).set(1.0);
     }
 
-    /// Sets the per-worker gauges from the registry.
-    pub fn refresh_worker_gauges(&self, reg: &Registry) {
-        let now = Instant::now();
-        for w in reg.workers().live() {
-            let s = w.snapshot();
-            let id = w.spec.id.as_str();
-            let up = s.healthy && s.ejected_until.is_none_or(|t| t <= now) && w.identity_ok_of(&s);
-            self.worker_sessions
-                .with_label_values(&[id])
-                .set(Worker::sessions_of(&s) as i64);
-            self.worker_capacity
-                .with_label_values(&[id])
-                .set(w.capacity_of(&s) as i64);
-            self.worker_healthy
-                .with_label_values(&[id])
-                .set(i64::from(up));
-            self.worker_draining
-                .with_label_values(&[id])
-                .set(i64::from(w.draining_of(&s)));
-            // Per-worker counters exist at 0 from the start, so dashboards and
-            // `increase()` see them before the first event.
-            self.worker_ejections.with_label_values(&[id]);
-            self.sessions_placed.with_label_values(&[id]);
-            self.sessions_replaced.with_label_values(&[id]);
-            self.upstream_duration.with_label_values(&[id]);
-            for kind in UPSTREAM_ERROR_KINDS {
-                self.upstream_errors.with_label_values(&[id, kind]);
-            }
-        }
-    }
-
     /// Drops every per-worker series (after a reload removed workers); the next refresh
     /// re-creates those of the configured workers.
     pub fn forget_workers(&self) {
@@ -372,13 +343,5 @@ impl ProxyMetrics {
         self.worker_capacity.reset();
         self.worker_healthy.reset();
         self.worker_draining.reset();
-    }
-
-    /// Renders the text exposition (refreshing worker gauges first).
-    pub fn render(&self, reg: &Registry) -> String {
-        // Reset first: workers whose removal grace ended lose their series.
-        self.forget_workers();
-        self.refresh_worker_gauges(reg);
-        hotplex_common::metrics::render(&self.registry)
     }
 }

@@ -70,42 +70,6 @@ pub fn widens(old: &IpRules, new: Option<&IpRules>) -> bool {
             && (new.allow.is_empty() || new.allow.iter().any(|a| !old.allow.contains(a))))
 }
 
-/// For [`crate::config::downgrade`]: the first route with IP rules in `old` that a reload
-/// to `new` opens, as (key path, what). A route of that name that is gone counts (its
-/// requests fall through to another route).
-pub fn widened(
-    old: &[crate::routes::Route],
-    new: &[crate::routes::Route],
-) -> Option<(String, String)> {
-    for o in old {
-        let Some(rules) = &o.policy.ip else {
-            continue;
-        };
-        match new.iter().position(|n| n.name == o.name) {
-            None => {
-                return Some((
-                    "routes".into(),
-                    format!(
-                        "the reload removes route {:?} and its allow/deny rules",
-                        o.name
-                    ),
-                ))
-            }
-            Some(i) if widens(rules, new[i].policy.ip.as_ref()) => {
-                return Some((
-                    format!("routes[{i}].allow"),
-                    format!(
-                        "the reload widens the allow/deny rules of route {:?}",
-                        o.name
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    None
-}
-
 /// Whether no bit past the prefix is set (`10.0.0.0/8`, not `10.1.0.0/8`).
 fn is_network(c: &Cidr) -> bool {
     let host_bits = |width: u32| u32::from(c.prefix) < width;

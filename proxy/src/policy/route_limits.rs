@@ -41,34 +41,6 @@ impl RouteTimeoutsFile {
     }
 }
 
-/// Every route's `max_body_bytes` against the global streamed-body rule (run once the
-/// whole file is validated: the rule is in `limits:`).
-pub fn check_body_limits(
-    file: &str,
-    routes: &crate::routes::RouteTable,
-    limits: &crate::config::security::LimitSettings,
-) -> Result<(), ConfigError> {
-    if limits.allow_streamed_bodies {
-        return Ok(());
-    }
-    for (i, r) in routes.routes.iter().enumerate() {
-        if let Some(max) = r.max_body_bytes {
-            if max == 0 || max > crate::body::BUFFERED_BODY_MAX {
-                return Err(ConfigError::new(
-                    file,
-                    format!("routes[{i}].max_body_bytes"),
-                    format!(
-                        "{max} is over the {} bytes the edge reads whole before routing (0: unlimited); \
-                         like limits.max_body_bytes, only with limits.allow_streamed_bodies: true",
-                        crate::body::BUFFERED_BODY_MAX
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use crate::config::parse;

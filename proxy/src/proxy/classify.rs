@@ -9,8 +9,8 @@ use pingora::proxy::Session;
 
 use super::sessions::SessionPick;
 use super::{Ctx, HotplexProxy};
-use crate::pools::http::{self, HttpState, Routed};
-use crate::routes::{Matched, RouteTable};
+use crate::pools::http::{self, HttpState};
+use crate::routes::{self, Matched, RouteTable, Routed};
 use crate::surface::{self, RouteKind};
 
 /// What a request of the session pool's public API does.
@@ -110,7 +110,7 @@ pub fn classify(
     req: &RequestHeader,
     upgrade: bool,
 ) -> (Option<Matched>, RequestKind) {
-    let matched = match http::classify(table, req) {
+    let matched = match routes::classify(table, req) {
         Routed::Default => None,
         Routed::Sessions(m) => Some(m),
         Routed::Http(m, pool) => return (Some(m), RequestKind::Http { pool, upgrade }),

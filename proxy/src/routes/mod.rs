@@ -18,11 +18,13 @@
 //! The table is part of the config snapshot: it swaps atomically with the rest on reload,
 //! and a request holds the table it matched (`Arc`) until it ends.
 
+pub mod classify;
 pub mod matcher;
 
 use std::sync::Arc;
 
 use crate::pools::HttpPool;
+pub use classify::{classify, Routed};
 use matcher::{strip_port, Matcher};
 
 /// The name of the session pool in `routes[].pool`.

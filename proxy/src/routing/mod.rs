@@ -23,7 +23,9 @@
 //! A create's slot on the chosen worker is held by a [`reservation::SlotReservation`] in
 //! the [`Route`]: given back when the route is dropped, unless the create succeeded.
 
-pub mod affinity;
+/// Re-exported: the signer lives in the leaf module [`crate::affinity`] (the registry holds it,
+/// so `upstream` imports it without importing `routing`).
+pub use crate::affinity;
 pub mod hrw;
 pub mod key;
 pub mod placement;

@@ -31,7 +31,7 @@ use super::discovery::WorkerId;
 use super::identity::{check_answer, Failure, ProofCheck};
 use super::{ReadyReport, Registry};
 use crate::metrics::ProxyMetrics;
-pub use crate::tls::TlsName;
+pub use crate::tls::{FetchError, TlsName};
 
 /// Largest probe answer body read: a bigger one fails the probe (a hostile worker cannot
 /// make the proxy buffer more).
@@ -171,29 +171,6 @@ impl HealthCheck for ReadyCheck {
         } else {
             cfg.health.failures
         }
-    }
-}
-
-/// Why a probe got no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
-    /// The worker's TLS certificate was refused (chain or name).
-    Certificate(String),
-    /// Connect, I/O, timeout, unparsable or oversized answer.
-    Other(String),
-}
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FetchError::Certificate(e) | FetchError::Other(e) => f.write_str(e),
-        }
-    }
-}
-
-impl From<String> for FetchError {
-    fn from(e: String) -> FetchError {
-        FetchError::Other(e)
     }
 }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::affinity::Signer;
 use crate::config::runtime::EjectionSettings;
 use crate::config::{RuntimeConfig, WorkerSpec};
-use crate::routing::affinity::Signer;
 
 /// What the last readiness probe reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 #   bash benches/instr_count.sh BIN [BIN...]        # prints "BIN  shape  Ir/request  top symbols"
 #   env: SHAPES (proxy configs measured per build, default "bare full": full = the
 #        production shape of benches/hotplex-full.yaml, bare = the feature-less shape of
-#        s1_proxy_yaml; the table gives full/bare, the price of the features),
+#        s1_proxy_yaml; the table gives full/bare, the price of the features; variants
+#        full-spans and full-nolog are described below),
 #        N (requests measured, default 4000), TOP (symbols shown per build, default 15),
 #        KEEP_DIR (where callgrind.<bin>.out is kept for callgrind_annotate, default /tmp),
 #        LIMITS_EXTRA (a line added to the bare shape's `limits:` map), EXTRA_YAML
@@ -30,6 +31,12 @@ s1_backend
 KEY=$(s1_signed_key w2)
 s1_proxy_yaml "${LIMITS_EXTRA:-}" "${EXTRA_YAML:-}" >"$DIR/bare.yaml"
 s1_full_yaml "${EXTRA_YAML:-}" >"$DIR/full.yaml"
+# Variants of the full shape, to split its price (SHAPES="bare full full-spans full-nolog"):
+# full-spans: sampling_ratio 1e-9 (every request still creates its OpenTelemetry spans,
+# the SDK samples them out: what a sampled-out request cost before the shortcut);
+# full-nolog: log.level warn (no access log).
+sed 's/^  sampling_ratio: 0.0$/  sampling_ratio: 0.000000001/' "$DIR/full.yaml" >"$DIR/full-spans.yaml"
+sed 's/^  level: info$/  level: warn/' "$DIR/full.yaml" >"$DIR/full-nolog.yaml"
 SHAPES=${SHAPES:-bare full}
 load() { h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
   "http://127.0.0.1:$P/sessions/$KEY" 2>&1 | awk '/^status codes:/ { print $3 }'; }
@@ -52,7 +59,7 @@ for shape in $SHAPES; do
   [ -n "$f" ] || f=$(ls -t "$out".* | head -1)
   ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
   per=$(awk -v a="$ir" -v n="$N" 'BEGIN { printf "%.0f", a / n }')
-  eval "per_$shape=$per"
+  eval "per_${shape//-/_}=$per"
   vs=$(awk -v a="$per" -v b="${per_bare:-}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "—" }')
   [ "$shape" != bare ] || vs=1.000
   echo "| $bin | $shape | $per | $vs | $ok/$N |" >>"$DIR/table"

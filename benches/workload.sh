@@ -21,7 +21,8 @@
 #   options: --sessions N --duration S --turns K --think-ms MS --events N --interval-ms MS
 #            --arrival-rate R --targets hotplex,direct,nginx --out FILE
 #   env: PROFILE (cargo profile, default release; --quick: dev), CARGO_TARGET_DIR, BASE_PORT
-#        (default 18600), SKIP_BUILD=1 (use the binaries already built), KEEP=1 (keep logs)
+#        (default 18600), SKIP_BUILD=1 (use the binaries already built), KEEP=1 (keep logs),
+#        PROXY_BIN (the hotplex-proxy binary, default the one just built)
 #
 # Figures per target (the window only): turns and new sessions per second; latency of the
 # first event of a turn (request sent -> first event) and of every event (the agent's
@@ -170,7 +171,7 @@ for p in "${W[@]}"; do wait_ok "http://127.0.0.1:$p/health/ready" worker; done
 source benches/scenario1.sh # s1_full_yaml
 P=${PORT[hotplex]} A=$ADMIN W1=${W[0]} W2=${W[1]} W3=${W[2]} STATIC=${W[0]} MAXCONN=$(( SESSIONS * 4 + 1000 )) \
   s1_full_yaml >"$DIR/hotplex.yaml"
-(unset RUST_LOG; exec "$BIN/hotplex-proxy" --config "$DIR/hotplex.yaml" >"$DIR/hotplex.log" 2>"$DIR/hotplex.access.log") &
+(unset RUST_LOG; exec "${PROXY_BIN:-$BIN/hotplex-proxy}" --config "$DIR/hotplex.yaml" >"$DIR/hotplex.log" 2>"$DIR/hotplex.access.log") &
 HPID=$!; PIDS+=($!)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \

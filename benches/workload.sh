@@ -146,6 +146,7 @@ max_sessions: $SESSIONS
 idle_timeout: 10m
 execution_timeout: 60s
 retry_after_secs: 1
+shutdown_grace: 1s
 log_level: warn
 tenant_quotas:
   max_sessions: $SESSIONS

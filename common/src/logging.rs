@@ -156,6 +156,9 @@ pub fn init_with(
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The most verbose level the operator asked for, before the always-on span and audit
+    // directives below (audit=trace makes the whole filter's level TRACE).
+    let log_records = filter.max_level_hint();
     // HotPlex spans are always enabled (for trace export and the span fields of log
     // lines), whatever the log level; they produce no output of their own.
     let filter = match format!("{SPAN_TARGET}=info").parse() {
@@ -197,10 +200,32 @@ pub fn init_with(
             ))
             .try_init(),
     };
+    // `log` records (pingora and other dependencies log through the `log` crate) more
+    // verbose than the operator's level are dropped by the `log` macros themselves. The
+    // bridge `try_init` installs takes the whole filter's level (TRACE, for the audit
+    // directive), so every debug!/trace! record of a dependency was turned into a tracing
+    // event and refused by the filter only then: ~6.5k instructions per proxied request
+    // (benches/RESULTS.md, 2026-12-02). Audit lines are tracing events, never `log` records.
+    if let Some(level) = log_records {
+        log::set_max_level(log_level_filter(level));
+    }
     if let Err(e) = &result {
         tracing::error!(error = %e, "traces are off: the exporter did not start");
     }
     result
+}
+
+/// The `log` crate's filter for a tracing level filter.
+fn log_level_filter(l: tracing_subscriber::filter::LevelFilter) -> log::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter as L;
+    match l {
+        L::OFF => log::LevelFilter::Off,
+        L::ERROR => log::LevelFilter::Error,
+        L::WARN => log::LevelFilter::Warn,
+        L::INFO => log::LevelFilter::Info,
+        L::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 /// Span fields copied onto the log lines of events inside the span.
@@ -650,6 +675,19 @@ mod tests {
         let (text, quoted) = ("x\u{202e}", "q");
         let _ = write!(EscapeBuf(&mut b), "{text}{quoted:?}");
         assert_eq!(String::from_utf8(b).expect("utf8"), "x\\u202e\\\"q\\\"");
+    }
+
+    #[test]
+    fn log_record_levels_follow_the_operators_level() {
+        use tracing_subscriber::filter::LevelFilter as L;
+        assert_eq!(log_level_filter(L::WARN), log::LevelFilter::Warn);
+        assert_eq!(log_level_filter(L::INFO), log::LevelFilter::Info);
+        assert_eq!(log_level_filter(L::TRACE), log::LevelFilter::Trace);
+        assert_eq!(log_level_filter(L::OFF), log::LevelFilter::Off);
+        // The hint is the operator's most verbose directive, not the audit one's.
+        let f = EnvFilter::new("warn,pingora_core=debug");
+        assert_eq!(f.max_level_hint(), Some(L::DEBUG));
+        assert_eq!(EnvFilter::new("info").max_level_hint(), Some(L::INFO));
     }
 
     #[test]

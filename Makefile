@@ -1,5 +1,5 @@
 # HotPlex Edge — the two commands: `make run` and `make test`.
-.PHONY: run test lint deps build fmt clean conf-check k8s-check systemd-check systemd-e2e obs-e2e bench bench-micro bench-quick
+.PHONY: run test lint deps build fmt clean conf-check k8s-check systemd-check systemd-e2e obs-e2e bench bench-micro bench-quick bench-workload
 
 CARGO ?= cargo
 
@@ -86,6 +86,15 @@ bench: deps bench-micro
 bench-micro: deps
 	$(CARGO) bench -p hotplex-proxy --benches -- --warm-up-time 1 --measurement-time 2
 
-## make bench-quick: every load-bench scenario for ~2 s on debug binaries (a smoke run for CI).
+## make bench-quick: every load-bench scenario for ~2 s on debug binaries, then the workload
+## scenario with 200 sessions for 10 s per target (a smoke run for CI).
 bench-quick: deps
 	bash benches/load_bench.sh --quick
+	bash benches/workload.sh --quick
+
+## make bench-workload: the workload our users run (benches/workload.sh): 2000 sessions doing
+## SSE and WebSocket turns (49 events each) on 3 real workers with a fast fake agent, new
+## sessions arriving steadily, through hotplex-proxy, directly and through nginx in one run
+## (release build; ~2 min ramp + 60 s window per target).
+bench-workload: deps
+	bash benches/workload.sh

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Instructions per request of one or more hotplex-proxy builds (valgrind --tool=callgrind),
-# for the request of scenario 1 of benches/load_bench.sh: HTTP/1.1 keep-alive GET with an
+# for the request of scenario 1 of benches/load_bench.sh: HTTP/1.1 keep-alive GET /sessions/<id> with an
 # API key and a signed session id, nginx backend on 3 ports. Counting instructions is
 # deterministic, so builds can be compared on a busy machine where requests/s are noisy.
 #
-#   bash benches/instr_count.sh BIN [BIN...]        # prints "BIN  Ir/request  top symbols"
-#   env: N (requests measured, default 4000), TOP (symbols shown per build, default 15),
+#   bash benches/instr_count.sh BIN [BIN...]        # prints "BIN  shape  Ir/request  top symbols"
+#   env: SHAPES (proxy configs measured per build, default "bare full": full = the
+#        production shape of benches/hotplex-full.yaml, bare = the feature-less shape of
+#        s1_proxy_yaml; the table gives full/bare, the price of the features; variants
+#        full-spans and full-nolog are described below),
+#        N (requests measured, default 4000), TOP (symbols shown per build, default 15),
 #        KEEP_DIR (where callgrind.<bin>.out is kept for callgrind_annotate, default /tmp),
-#        LIMITS_EXTRA (a line added to the `limits:` map), EXTRA_YAML (top-level lines),
+#        LIMITS_EXTRA (a line added to the bare shape's `limits:` map), EXTRA_YAML
+#        (top-level lines, both shapes; the full shape's access log goes to a file),
 #        MALLOC_CONF (jemalloc options, e.g. prof_active:false)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,14 +29,25 @@ trap cleanup EXIT
 source benches/scenario1.sh
 s1_backend
 KEY=$(s1_signed_key w2)
-s1_proxy_yaml "${LIMITS_EXTRA:-}" "${EXTRA_YAML:-}" >"$DIR/proxy.yaml"
+s1_proxy_yaml "${LIMITS_EXTRA:-}" "${EXTRA_YAML:-}" >"$DIR/bare.yaml"
+s1_full_yaml "${EXTRA_YAML:-}" >"$DIR/full.yaml"
+# Variants of the full shape, to split its price (SHAPES="bare full full-spans full-nolog"):
+# full-spans: sampling_ratio 1e-9 (every request still creates its OpenTelemetry spans,
+# the SDK samples them out: what a sampled-out request cost before the shortcut);
+# full-nolog: log.level warn (no access log).
+sed 's/^  sampling_ratio: 0.0$/  sampling_ratio: 0.000000001/' "$DIR/full.yaml" >"$DIR/full-spans.yaml"
+sed 's/^  level: info$/  level: warn/' "$DIR/full.yaml" >"$DIR/full-nolog.yaml"
+SHAPES=${SHAPES:-bare full}
 load() { h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
-  "http://127.0.0.1:$P/" 2>&1 | awk '/^status codes:/ { print $3 }'; }
-printf '| build | Ir/request | 2xx |\n|---|---:|---:|\n' >"$DIR/table"
+  "http://127.0.0.1:$P/sessions/$KEY" 2>&1 | awk '/^status codes:/ { print $3 }'; }
+printf '| build | shape | Ir/request | vs bare | 2xx |\n|---|---|---:|---:|---:|\n' >"$DIR/table"
 for bin in "$@"; do
-  out="$DIR/cg.$(basename "$bin").out"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$bin" --config "$DIR/proxy.yaml" \
-    >"$DIR/proxy.log" 2>"$DIR/valgrind.log" &
+for shape in $SHAPES; do
+  out="$DIR/cg.$(basename "$bin").$shape.out"
+  # RUST_LOG would override log.level: the full shape's access log stays on.
+  if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
+  valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$bin" --config "$DIR/$shape.yaml" \
+    >"$DIR/proxy.$shape.log" 2>"$DIR/valgrind.log" &
   vp=$!
   for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$P/health/live" && break; sleep 0.2; done
   load 500 >/dev/null                       # warm-up: pools, lazy statics
@@ -43,10 +59,15 @@ for bin in "$@"; do
   [ -n "$f" ] || f=$(ls -t "$out".* | head -1)
   ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
   per=$(awk -v a="$ir" -v n="$N" 'BEGIN { printf "%.0f", a / n }')
-  echo "| $bin | $per | $ok/$N |" >>"$DIR/table"
-  echo "== $bin: $per instructions per request ($ok/$N 2xx); top symbols (self, % of Ir):" >&2
-  cp "$f" "${KEEP_DIR:-/tmp}/callgrind.$(basename "$bin").out"
+  eval "per_${shape//-/_}=$per"
+  vs=$(awk -v a="$per" -v b="${per_bare:-}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "—" }')
+  [ "$shape" != bare ] || vs=1.000
+  echo "| $bin | $shape | $per | $vs | $ok/$N |" >>"$DIR/table"
+  echo "== $bin ($shape): $per instructions per request ($ok/$N 2xx); top symbols (self, % of Ir):" >&2
+  cp "$f" "${KEEP_DIR:-/tmp}/callgrind.$(basename "$bin").$shape.out"
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ +\(' | grep -v 'PROGRAM TOTALS' |
     head -n "$TOP" | sed "s/^/   /" >&2 || true  # head may close the pipe early (SIGPIPE)
+done
+unset per_bare per_full
 done
 cat "$DIR/table"

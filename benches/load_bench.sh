@@ -10,9 +10,13 @@
 #        PROXY_BIN (the hotplex-proxy binary to test, default: the one just built),
 #        PROXY_BIN_B (optional second build, target "hotplex-b": before/after in one run),
 #        SKIP_BUILD=1 (use the binaries already in the target dir),
-#        PINGORA_MIN=0 (leave out the pingora-min target)
+#        PINGORA_MIN=0 (leave out the pingora-min target), BARE=0 (leave out hotplex-bare)
 #
-# Targets: hotplex (hotplex-proxy), pingora-min (benches/src/bin/pingora-min.rs: a minimal
+# Targets: hotplex (hotplex-proxy in the production shape of benches/hotplex-full.yaml:
+# auth, limits, routes with the session pool and an http pool, tenant-bound ids, access
+# log on, tracing sampled out; PROXY_BIN_B's "hotplex-b" too), hotplex-bare (the same
+# binary, feature-less: API key + one per-key limit, warn log, no routes, no tracing:
+# hotplex / hotplex-bare is the price of the features), pingora-min (benches/src/bin/pingora-min.rs: a minimal
 # pingora proxy with the same build and allocator, API key + header hash only: the framework
 # floor, so hotplex - pingora-min is what our hooks cost), nginx, HAProxy.
 # Scenarios (each target alternately, the order rotated every round; fresh proxies per scenario):
@@ -50,7 +54,7 @@ while [ $# -gt 0 ]; do
     --sse) SSE_N=$2; shift ;;
     --scenarios) SCENARIOS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -125,11 +129,12 @@ trap cleanup EXIT
 # --- ports, keys, certificate ------------------------------------------------------------
 NB1=$((BASE + 1)); NB2=$((BASE + 2)); NB3=$((BASE + 3))      # nginx backend (18-byte answers)
 SB1=$((BASE + 11)); SB2=$((BASE + 12)); SB3=$((BASE + 13))   # bench-backend (SSE, WebSocket)
-declare -A HTTP_PORT=([hotplex]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [hotplex-b]=$((BASE + 50)) [pingora-min]=$((BASE + 60)))
-declare -A TLS_PORT=([hotplex]=$((BASE + 22)) [nginx]=$((BASE + 32)) [haproxy]=$((BASE + 42)) [hotplex-b]=$((BASE + 52)) [pingora-min]=$((BASE + 62)))
-declare -A ADMIN=([hotplex]=$((BASE + 21)) [hotplex-b]=$((BASE + 51)))
+declare -A HTTP_PORT=([hotplex]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [hotplex-b]=$((BASE + 50)) [pingora-min]=$((BASE + 60)) [hotplex-bare]=$((BASE + 70)))
+declare -A TLS_PORT=([hotplex]=$((BASE + 22)) [nginx]=$((BASE + 32)) [haproxy]=$((BASE + 42)) [hotplex-b]=$((BASE + 52)) [pingora-min]=$((BASE + 62)) [hotplex-bare]=$((BASE + 72)))
+declare -A ADMIN=([hotplex]=$((BASE + 21)) [hotplex-b]=$((BASE + 51)) [hotplex-bare]=$((BASE + 71)))
 declare -A PBIN=([hotplex]=${PROXY_BIN:-$BIN/hotplex-proxy})
 PROXIES=(hotplex)
+if [ "${BARE:-1}" = 1 ]; then PBIN[hotplex-bare]=${PBIN[hotplex]}; PROXIES+=(hotplex-bare); fi
 if [ "${PINGORA_MIN:-1}" = 1 ]; then PROXIES+=(pingora-min); fi
 PROXIES+=(nginx haproxy)
 if [ -n "${PROXY_BIN_B:-}" ]; then PBIN[hotplex-b]=$PROXY_BIN_B; PROXIES+=(hotplex-b); fi
@@ -196,7 +201,16 @@ start_backends() {
 
 start_hotplex() { # name w1 w2 w3
   local t=$1 w1=$2 w2=$3 w3=$4
-  cat >"$DIR/$t.yaml" <<YAML
+  local tls_yaml="upgrade:
+  sock: $DIR/$t-upgrade.sock
+tls:
+  listen: 127.0.0.1:${TLS_PORT[$t]}
+  certificates:
+    - server_names: [localhost]
+      cert: $DIR/cert.pem
+      key: $DIR/key.pem"
+  if [ "$t" = hotplex-bare ]; then
+    cat >"$DIR/$t.yaml" <<YAML
 listen: 127.0.0.1:${HTTP_PORT[$t]}
 threads: 1
 admin:
@@ -215,16 +229,16 @@ auth:
     - {name: bench, hash: "sha256:$API_HASH"}
 limits:
   per_key: {rate: $RATE, burst: $RATE}
-upgrade:
-  sock: $DIR/$t-upgrade.sock
-tls:
-  listen: 127.0.0.1:${TLS_PORT[$t]}
-  certificates:
-    - server_names: [localhost]
-      cert: $DIR/cert.pem
-      key: $DIR/key.pem
+$tls_yaml
 YAML
-  RUST_LOG=warn "${PIN_PROXY[@]}" "${PBIN[$t]}" --config "$DIR/$t.yaml" >>"$DIR/$t.log" 2>&1 &
+    RUST_LOG=warn "${PIN_PROXY[@]}" "${PBIN[$t]}" --config "$DIR/$t.yaml" >>"$DIR/$t.log" 2>&1 &
+  else
+    # The production shape (benches/hotplex-full.yaml): access log on, into $t.access.log.
+    P=${HTTP_PORT[$t]} A=${ADMIN[$t]} W1=$w1 W2=$w2 W3=$w3 STATIC=$w1 MAXCONN=$MAXCONN \
+      s1_full_yaml "$tls_yaml" >"$DIR/$t.yaml"
+    (unset RUST_LOG; exec "${PIN_PROXY[@]}" "${PBIN[$t]}" --config "$DIR/$t.yaml" \
+      >>"$DIR/$t.log" 2>>"$DIR/$t.access.log") &
+  fi
   PID[$t]=$!
 }
 
@@ -232,6 +246,7 @@ YAML
 start_proxies() {
   local w1=$1 w2=$2 w3=$3 t
   start_hotplex hotplex "$w1" "$w2" "$w3"
+  [ -z "${PBIN[hotplex-bare]:-}" ] || start_hotplex hotplex-bare "$w1" "$w2" "$w3"
   [ -z "${PBIN[hotplex-b]:-}" ] || start_hotplex hotplex-b "$w1" "$w2" "$w3"
   if [ "${PINGORA_MIN:-1}" = 1 ]; then
     # Same allocator options as hotplex-proxy's built-in malloc_conf (thread cache up to 128 KiB).
@@ -447,6 +462,7 @@ label() {
 {
   echo "Load benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), profile $PROFILE;"
   echo "$("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(h2load --version 2>&1 | head -1);"
+  echo "hotplex = production shape (benches/hotplex-full.yaml), hotplex-bare = feature-less shape, same binary;"
   echo "$PINNING; proxies: hotplex and pingora-min threads 1, nginx worker_processes 1, HAProxy nbthread 1;"
   echo "${DURATION}s per run, $ROUNDS round(s), median round shown; wrk -t1 -c$CONNS."
   [ "$WS_N" = "$WS_REQ" ] || echo "WebSocket sessions capped at $WS_N (of $WS_REQ): open-file hard limit $NOFILE cannot be raised here (2 descriptors per proxied session)."

@@ -8,6 +8,8 @@
 #
 # Same pinning as the load bench: wrk + backend on CPU 0, the proxy on CPU 1.
 # CALLGRAPH=dwarf FREQ=499 for callers through Rust code (release builds have no frame pointers).
+# SHAPE=full (default: the production shape of benches/hotplex-full.yaml, access log into
+# $OUT_DIR/access.log) or SHAPE=bare (the feature-less shape).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROXY_BIN=${1:-${CARGO_TARGET_DIR:-target}/perf/hotplex-proxy}
@@ -24,8 +26,13 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 source benches/scenario1.sh
 s1_backend taskset -c 0
-s1_proxy_yaml >"$DIR/proxy.yaml"
-RUST_LOG=warn taskset -c 1 "$PROXY_BIN" --config "$DIR/proxy.yaml" >"$DIR/proxy.log" 2>&1 &
+if [ "${SHAPE:-full}" = bare ]; then
+  s1_proxy_yaml >"$DIR/proxy.yaml"
+  RUST_LOG=warn taskset -c 1 "$PROXY_BIN" --config "$DIR/proxy.yaml" >"$DIR/proxy.log" 2>&1 &
+else
+  s1_full_yaml >"$DIR/proxy.yaml"
+  (unset RUST_LOG; exec taskset -c 1 "$PROXY_BIN" --config "$DIR/proxy.yaml" >"$DIR/proxy.log" 2>"$OUT_DIR/access.log") &
+fi
 PROXY=$!
 PIDS+=($PROXY)
 KEYS=()

@@ -16,7 +16,21 @@ s1_backend() {
   PIDS+=($!)
 }
 
-# s1_proxy_yaml [LIMITS_LINE] [TOP_LEVEL_LINES]: the proxy config, on stdout.
+# s1_full_yaml [TOP_LEVEL_LINES]: the production shape (benches/hotplex-full.yaml: auth,
+# limits, routes with the session pool and an http pool, access log, tracing sampled out)
+# listening on P (admin A) in front of W1..W3; the http pool's upstream is STATIC (default
+# W1), the OTLP endpoint port OTLP (default BASE + 99, nothing listens there), the
+# connection caps MAXCONN (default 100000). The access log goes where the proxy's stdout goes.
+s1_full_yaml() {
+  sed -e "s|__LISTEN__|$P|g; s|__ADMIN__|$A|; s|__W1__|$W1|; s|__W2__|$W2|; s|__W3__|$W3|" \
+    -e "s|__STATIC__|${STATIC:-$W1}|; s|__SECRET__|$SECRET|; s|__OTLP__|${OTLP:-$((BASE + 99))}|" \
+    -e "s|__API_HASH__|$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)|; s|__MAXCONN__|${MAXCONN:-100000}|g" \
+    benches/hotplex-full.yaml
+  [ -z "${1:-}" ] || printf '%s\n' "$1"
+}
+
+# s1_proxy_yaml [LIMITS_LINE] [TOP_LEVEL_LINES]: the feature-less shape ("hotplex-bare":
+# API key, one per-key limit, no routes, warn log, no tracing), on stdout.
 s1_proxy_yaml() {
   cat <<YAML
 listen: 127.0.0.1:$P

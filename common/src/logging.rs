@@ -156,6 +156,9 @@ pub fn init_with(
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The most verbose level the operator asked for, before the always-on span and audit
+    // directives below (audit=trace makes the whole filter's level TRACE).
+    let log_records = filter.max_level_hint();
     // HotPlex spans are always enabled (for trace export and the span fields of log
     // lines), whatever the log level; they produce no output of their own.
     let filter = match format!("{SPAN_TARGET}=info").parse() {
@@ -197,10 +200,32 @@ pub fn init_with(
             ))
             .try_init(),
     };
+    // `log` records (pingora and other dependencies log through the `log` crate) more
+    // verbose than the operator's level are dropped by the `log` macros themselves. The
+    // bridge `try_init` installs takes the whole filter's level (TRACE, for the audit
+    // directive), so every debug!/trace! record of a dependency was turned into a tracing
+    // event and refused by the filter only then: ~6.5k instructions per proxied request
+    // (benches/RESULTS.md, 2026-12-02). Audit lines are tracing events, never `log` records.
+    if let Some(level) = log_records {
+        log::set_max_level(log_level_filter(level));
+    }
     if let Err(e) = &result {
         tracing::error!(error = %e, "traces are off: the exporter did not start");
     }
     result
+}
+
+/// The `log` crate's filter for a tracing level filter.
+fn log_level_filter(l: tracing_subscriber::filter::LevelFilter) -> log::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter as L;
+    match l {
+        L::OFF => log::LevelFilter::Off,
+        L::ERROR => log::LevelFilter::Error,
+        L::WARN => log::LevelFilter::Warn,
+        L::INFO => log::LevelFilter::Info,
+        L::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 /// Span fields copied onto the log lines of events inside the span.
@@ -208,11 +233,18 @@ pub fn init_with(
 struct SpanLogFields {
     session_id: Option<String>,
     node_id: Option<String>,
+    /// `trace_id` and `span_id` of a span that is not exported (a sampled-out request,
+    /// [`telemetry::IDS_TARGET`]): the log lines inside still name their trace.
+    trace_id: Option<String>,
+    span_id: Option<String>,
 }
 
 impl SpanLogFields {
     fn is_empty(&self) -> bool {
-        self.session_id.is_none() && self.node_id.is_none()
+        self.session_id.is_none()
+            && self.node_id.is_none()
+            && self.trace_id.is_none()
+            && self.span_id.is_none()
     }
 }
 
@@ -223,13 +255,15 @@ impl Visit for SpanLogFields {
                 self.session_id = Some(value.to_string())
             }
             "node_id" | "node.id" if !value.is_empty() => self.node_id = Some(value.to_string()),
+            "trace_id" if !value.is_empty() => self.trace_id = Some(value.to_string()),
+            "span_id" if !value.is_empty() => self.span_id = Some(value.to_string()),
             _ => {}
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if matches!(
             field.name(),
-            "session_id" | "session.id" | "node_id" | "node.id"
+            "session_id" | "session.id" | "node_id" | "node.id" | "trace_id" | "span_id"
         ) {
             let mut s = String::new();
             let _ = write!(s, "{value:?}");
@@ -256,7 +290,7 @@ impl JsonFields<'_> {
             self.seen[i] = true;
         }
         self.buf.push(b',');
-        let _ = serde_json::to_writer(&mut *self.buf, name);
+        escape_json_str(self.buf, name);
         self.buf.push(b':');
     }
 
@@ -304,9 +338,12 @@ impl Visit for JsonFields<'_> {
         self.string(f.name(), &v.to_string());
     }
     fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
-        let mut s = String::new();
-        let _ = write!(s, "{v:?}");
-        self.string(f.name(), &s);
+        // Formatted straight into the line, escaped piece by piece (no String per field:
+        // `%` fields such as the access log's method, path and request id come here).
+        self.key(f.name());
+        self.buf.push(b'"');
+        let _ = write!(EscapeBuf(self.buf), "{v:?}");
+        self.buf.push(b'"');
     }
 }
 
@@ -318,22 +355,64 @@ fn log_unsafe(c: char) -> bool {
 /// Writes `s` as a JSON string: JSON's escapes (quote, backslash, C0 controls) plus
 /// `\uXXXX` for C1 and bidirectional controls.
 pub fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.reserve(s.len() + 2);
     buf.push(b'"');
-    let mut tmp = [0u8; 4];
-    for c in s.chars() {
-        match c {
-            '"' => buf.extend_from_slice(b"\\\""),
-            '\\' => buf.extend_from_slice(b"\\\\"),
-            '\n' => buf.extend_from_slice(b"\\n"),
-            '\r' => buf.extend_from_slice(b"\\r"),
-            '\t' => buf.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 || log_unsafe(c) => {
-                let _ = write!(WriteBuf(buf), "\\u{:04x}", c as u32);
-            }
-            c => buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes()),
+    escape_json_body(buf, s);
+    buf.push(b'"');
+}
+
+/// [`escape_json_str`] without the quotes. Runs of printable ASCII (all of most log
+/// values) are copied whole; only other bytes are looked at one character at a time.
+fn escape_json_body(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let (mut run, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (0x20..0x80).contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
+            continue;
         }
+        buf.extend_from_slice(&bytes[run..i]);
+        if b < 0x80 {
+            match b {
+                b'"' => buf.extend_from_slice(b"\\\""),
+                b'\\' => buf.extend_from_slice(b"\\\\"),
+                b'\n' => buf.extend_from_slice(b"\\n"),
+                b'\r' => buf.extend_from_slice(b"\\r"),
+                b'\t' => buf.extend_from_slice(b"\\t"),
+                _ => {
+                    let _ = write!(WriteBuf(buf), "\\u{b:04x}");
+                }
+            }
+            i += 1;
+        } else {
+            // `i` is a character boundary: it only ever advances by whole characters.
+            let Some(c) = s.get(i..).and_then(|t| t.chars().next()) else {
+                run = bytes.len();
+                break;
+            };
+            let n = c.len_utf8();
+            if log_unsafe(c) {
+                let _ = write!(WriteBuf(buf), "\\u{:04x}", c as u32);
+            } else {
+                buf.extend_from_slice(&bytes[i..i + n]);
+            }
+            i += n;
+        }
+        run = i;
     }
-    buf.push(b'"');
+    buf.extend_from_slice(&bytes[run.min(bytes.len())..]);
+}
+
+/// `fmt::Write` into a byte buffer, escaping as [`escape_json_str`] does (for values
+/// formatted straight into a JSON string).
+struct EscapeBuf<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for EscapeBuf<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        escape_json_body(self.0, s);
+        Ok(())
+    }
 }
 
 /// `fmt::Write` into a byte buffer.
@@ -378,11 +457,10 @@ impl JsonLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let meta = event.metadata();
-        let mut ts = String::with_capacity(32);
-        let _ = fmt::time::SystemTime.format_time(&mut Writer::new(&mut ts));
-        buf.extend_from_slice(b"{\"timestamp\":");
-        let _ = serde_json::to_writer(&mut *buf, &ts);
-        buf.extend_from_slice(b",\"level\":\"");
+        // RFC 3339 (digits, '-', ':', '.', 'T', 'Z'): nothing to escape.
+        buf.extend_from_slice(b"{\"timestamp\":\"");
+        let _ = fmt::time::SystemTime.format_time(&mut Writer::new(&mut EscapeBuf(buf)));
+        buf.extend_from_slice(b"\",\"level\":\"");
         buf.extend_from_slice(meta.level().as_str().as_bytes());
         buf.extend_from_slice(b"\",\"target\":");
         let _ = serde_json::to_writer(&mut *buf, meta.target());
@@ -392,7 +470,7 @@ impl JsonLayer {
         };
         event.record(&mut f);
         let mut leaf: Option<Id> = None;
-        let (mut session, mut node) = (None, None);
+        let (mut session, mut node, mut ids) = (None, None, None);
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if leaf.is_none() {
@@ -404,6 +482,9 @@ impl JsonLayer {
                 if let Some(l) = span.extensions().get::<SpanLogFields>() {
                     session = session.or_else(|| l.session_id.clone());
                     node = node.or_else(|| l.node_id.clone());
+                    if ids.is_none() {
+                        ids = l.trace_id.clone().zip(l.span_id.clone());
+                    }
                 }
             }
         }
@@ -420,11 +501,18 @@ impl JsonLayer {
                     let span = cx.span();
                     let sc = span.span_context();
                     if sc.is_valid() && !f.has("trace_id") {
-                        f.value("trace_id", &sc.trace_id().to_string());
-                        f.value("span_id", &sc.span_id().to_string());
+                        // Lower-case hex, written in place.
+                        f.key("trace_id");
+                        let _ = write!(WriteBuf(f.buf), "\"{}\"", sc.trace_id());
+                        f.key("span_id");
+                        let _ = write!(WriteBuf(f.buf), "\"{}\"", sc.span_id());
                     }
                 }
             }
+        }
+        if let (Some((trace, span)), false) = (ids, f.has("trace_id")) {
+            f.value("trace_id", &trace);
+            f.value("span_id", &span);
         }
         for (k, v) in &self.static_fields {
             if !f.has(k) {
@@ -478,14 +566,35 @@ where
         if is_audit != self.audit.is_some() {
             return;
         }
-        let mut buf = Vec::with_capacity(512);
-        self.write_line(event, &ctx, &mut buf);
-        buf.push(b'\n');
-        match &self.audit {
-            Some(out) => out.write_line(&buf),
-            None => {
-                let _ = std::io::stderr().lock().write_all(&buf);
+        // One line buffer per thread, reused (the access log writes a line per request).
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
+        }
+        let write = |buf: &mut Vec<u8>| {
+            buf.clear();
+            self.write_line(event, &ctx, buf);
+            buf.push(b'\n');
+            match &self.audit {
+                Some(out) => out.write_line(buf),
+                None => {
+                    let _ = std::io::stderr().lock().write_all(buf);
+                }
             }
+        };
+        let reused = LINE.try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                write(&mut buf);
+                // A huge line does not pin its memory on the thread.
+                if buf.capacity() > 64 * 1024 {
+                    *buf = Vec::with_capacity(1024);
+                }
+                true
+            }
+            // Re-entered (an event while writing one) or thread-local gone: a fresh buffer.
+            Err(_) => false,
+        });
+        if !matches!(reused, Ok(true)) {
+            write(&mut Vec::with_capacity(512));
         }
     }
 }
@@ -537,6 +646,48 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "one\ntwo\n");
         let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn escaping_matches_serde_json_for_plain_and_mixed_text() {
+        // The fast path (runs of printable ASCII) and the slow path agree with serde_json
+        // wherever serde_json's escapes are ours (everything but C1/bidi controls).
+        for s in [
+            "",
+            "GET",
+            "/sessions/w1.abc.v2-123456.mac",
+            "a\"b",
+            "tab\there",
+            "\u{7f}del",
+            "caf\u{e9} \u{1f600} \u{4e2d}\u{6587}",
+            "end\\",
+            "\u{1}\u{1f}",
+        ] {
+            let mut ours = Vec::new();
+            escape_json_str(&mut ours, s);
+            let ours = String::from_utf8(ours).expect("utf8");
+            let back: String = serde_json::from_str(&ours).expect("json");
+            assert_eq!(back, s, "round trip of {s:?}");
+            assert_eq!(ours, serde_json::to_string(s).expect("json"), "{s:?}");
+        }
+        // Formatted values are escaped piece by piece.
+        let mut b = Vec::new();
+        let (text, quoted) = ("x\u{202e}", "q");
+        let _ = write!(EscapeBuf(&mut b), "{text}{quoted:?}");
+        assert_eq!(String::from_utf8(b).expect("utf8"), "x\\u202e\\\"q\\\"");
+    }
+
+    #[test]
+    fn log_record_levels_follow_the_operators_level() {
+        use tracing_subscriber::filter::LevelFilter as L;
+        assert_eq!(log_level_filter(L::WARN), log::LevelFilter::Warn);
+        assert_eq!(log_level_filter(L::INFO), log::LevelFilter::Info);
+        assert_eq!(log_level_filter(L::TRACE), log::LevelFilter::Trace);
+        assert_eq!(log_level_filter(L::OFF), log::LevelFilter::Off);
+        // The hint is the operator's most verbose directive, not the audit one's.
+        let f = EnvFilter::new("warn,pingora_core=debug");
+        assert_eq!(f.max_level_hint(), Some(L::DEBUG));
+        assert_eq!(EnvFilter::new("info").max_level_hint(), Some(L::INFO));
     }
 
     #[test]
@@ -600,5 +751,34 @@ mod tests {
         assert_eq!(lines[1]["ok"], true);
         // Traces are off in unit tests: no ids.
         assert!(lines[1].get("trace_id").is_none());
+    }
+
+    #[test]
+    fn lines_in_a_sampled_out_request_carry_its_ids() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let layer = Capture {
+            inner: JsonLayer::new(vec![]),
+            out: out.clone(),
+        };
+        let sub = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!(
+                target: crate::telemetry::IDS_TARGET,
+                "proxy.request",
+                trace_id = %"4bf92f3577b34da6a3ce929d0e0e4736",
+                span_id = "00f067aa0ba902b7",
+            );
+            tracing::info!(target: "access", parent: span.id(), path = %"/a\"b\u{202e}", status = 200u64);
+            let _g = span.enter();
+            tracing::info!(trace_id = "mine", "an event's own ids win");
+        });
+        let lines = out.lock().expect("lock").clone();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(lines[0]["path"], "/a\"b\u{202e}");
+        assert_eq!(lines[0]["status"], 200);
+        assert_eq!(lines[1]["trace_id"], "mine");
+        assert!(lines[1].get("span_id").is_none());
     }
 }

@@ -16,7 +16,7 @@
 //! `OTEL_TRACES_SAMPLER_ARG` (ratio), `OTEL_SDK_DISABLED=true` (off);
 //! `OTEL_EXPORTER_OTLP_HEADERS` is read by the exporter itself.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Target of every HotPlex span; the filters enable it whatever the log level.
 pub const SPAN_TARGET: &str = "hotplex_span";
+/// Target of the plain (not exported) request span of a sampled-out request: it only
+/// carries `trace_id` and `span_id` for the log lines inside it (see [`sampled_out`]).
+pub const IDS_TARGET: &str = "hotplex_ids";
 /// Sampling ratio (0..=1) for traces that arrive without a sampled parent.
 pub const DEFAULT_SAMPLING_RATIO: f64 = 1.0;
 /// Longest time a finished span waits in the queue before it is exported.
@@ -247,6 +250,8 @@ impl TelemetrySettings {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// `sampling_ratio` of the running exporter (f64 bits).
+static ROOT_RATIO: AtomicU64 = AtomicU64::new(0);
 static ACTIVE: Mutex<Option<Exporting>> = Mutex::new(None);
 
 /// Whether spans are exported (an endpoint is configured and the exporter started).
@@ -377,6 +382,7 @@ where
     if let Some(old) = active.replace(Exporting { provider, runtime }) {
         stop(old);
     }
+    ROOT_RATIO.store(s.sampling_ratio.to_bits(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok(Some(Box::new(layer)))
 }
@@ -437,6 +443,59 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// when `cx` has no valid span.
 pub fn inject(cx: &Context, set: impl FnMut(&'static str, String)) {
     TraceContextPropagator::new().inject_context(cx, &mut HeaderSet(set));
+}
+
+/// A trace that is sampled out before any span exists (see [`sampled_out`]): the ids the
+/// request's `traceparent` carries on, and the parent's `tracestate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampledOut {
+    pub trace_id: opentelemetry::trace::TraceId,
+    pub span_id: opentelemetry::trace::SpanId,
+    pub trace_state: Option<String>,
+}
+
+impl SampledOut {
+    /// The W3C `traceparent` value: version 00, these ids, flags 00 (not sampled).
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-00", self.trace_id, self.span_id)
+    }
+}
+
+/// The sampler's decision taken before creating spans, where it is certain: the exporter
+/// samples with ParentBased(TraceIdRatioBased(sampling_ratio)), so a remote parent that is
+/// not sampled, or no parent while the ratio is 0, is never recorded. Then no span needs to
+/// exist (creating OpenTelemetry spans, their attributes and their context costs several
+/// thousand instructions per request): `Some` with the parent's trace id (or a new one) and
+/// a new span id, to send on in `traceparent` so the next hop samples it out too. `None`:
+/// the trace may be recorded (create the spans; the SDK decides).
+pub fn sampled_out(parent: &Context) -> Option<SampledOut> {
+    sampled_out_with(parent, f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed)))
+}
+
+fn sampled_out_with(parent: &Context, ratio: f64) -> Option<SampledOut> {
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    let span = parent.span();
+    let psc = span.span_context();
+    if psc.is_valid() {
+        if psc.is_sampled() {
+            return None;
+        }
+        let ts = psc.trace_state().header();
+        return Some(SampledOut {
+            trace_id: psc.trace_id(),
+            span_id: ids.new_span_id(),
+            trace_state: (!ts.is_empty()).then_some(ts),
+        });
+    }
+    if ratio > 0.0 {
+        return None;
+    }
+    Some(SampledOut {
+        trace_id: ids.new_trace_id(),
+        span_id: ids.new_span_id(),
+        trace_state: None,
+    })
 }
 
 /// Makes `parent` (extracted from a request) the parent of `span`. Call it right after
@@ -625,6 +684,63 @@ mod tests {
         let mut out = Vec::new();
         inject(&extract(&h), |k, v| out.push((k, v)));
         assert!(out.is_empty());
+    }
+
+    /// The shortcut decides exactly as the SDK's sampler would, where it decides at all.
+    #[test]
+    fn sampled_out_agrees_with_the_sdk_sampler() {
+        use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+        let ctx_of = |tp: Option<&'static str>, state: Option<&'static str>| {
+            let mut h = http::HeaderMap::new();
+            if let Some(tp) = tp {
+                h.insert("traceparent", http::HeaderValue::from_static(tp));
+            }
+            if let Some(st) = state {
+                h.insert("tracestate", http::HeaderValue::from_static(st));
+            }
+            extract(&h)
+        };
+        const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        for ratio in [0.0, 0.5, 1.0] {
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    ratio,
+                ))))
+                .build();
+            let tracer = provider.tracer("t");
+            for tp in [None, Some(SAMPLED), Some(UNSAMPLED)] {
+                let cx = ctx_of(tp, Some("k=v"));
+                let ours = sampled_out_with(&cx, ratio);
+                let sdk = tracer.start_with_context("s", &cx);
+                let sdk_sampled = sdk.span_context().is_sampled();
+                match &ours {
+                    Some(out) => {
+                        assert!(
+                            !sdk_sampled,
+                            "ratio {ratio}, parent {tp:?}: the SDK samples it"
+                        );
+                        let tp_out = out.traceparent();
+                        assert!(
+                            tp_out.starts_with("00-") && tp_out.ends_with("-00"),
+                            "{tp_out}"
+                        );
+                        assert_eq!(tp_out.len(), 55);
+                        if tp.is_some() {
+                            assert_eq!(out.trace_id, cx.span().span_context().trace_id());
+                            assert_eq!(out.trace_state.as_deref(), Some("k=v"));
+                            assert_ne!(out.span_id, cx.span().span_context().span_id());
+                        } else {
+                            assert!(out.trace_id != opentelemetry::trace::TraceId::INVALID);
+                            assert_eq!(out.trace_state, None);
+                        }
+                    }
+                    // Undecided only where the SDK may record: a sampled parent, or a
+                    // new trace with a ratio above 0.
+                    None => assert!(tp == Some(SAMPLED) || (tp.is_none() && ratio > 0.0)),
+                }
+            }
+        }
     }
 
     /// The exporter really POSTs protobuf spans to `<endpoint>/v1/traces`.

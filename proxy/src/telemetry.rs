@@ -25,12 +25,31 @@ use crate::routing::{Route, RouteError};
 pub struct ReqTrace {
     request: Span,
     upstream: Option<Span>,
+    /// Sampled out before any span was created ([`telemetry::sampled_out`]): `request` is
+    /// then a plain span (not exported) carrying the ids for the request's log lines, and
+    /// only `traceparent` travels on.
+    out: Option<telemetry::SampledOut>,
 }
 
 /// Starts the request span; `None` when tracing is off.
 pub fn start(req: &RequestHeader, route: &'static str, request_id: &str) -> Option<ReqTrace> {
     if !telemetry::enabled() {
         return None;
+    }
+    let parent = telemetry::extract(&req.headers);
+    if let Some(out) = telemetry::sampled_out(&parent) {
+        let request = tracing::info_span!(
+            target: telemetry::IDS_TARGET,
+            parent: None,
+            "proxy.request",
+            trace_id = %out.trace_id,
+            span_id = %out.span_id,
+        );
+        return Some(ReqTrace {
+            request,
+            upstream: None,
+            out: Some(out),
+        });
     }
     let method = req.method.as_str();
     let request = tracing::info_span!(
@@ -51,16 +70,20 @@ pub fn start(req: &RequestHeader, route: &'static str, request_id: &str) -> Opti
         hotplex.route_outcome = Empty,
         hotplex.request_id = %request_id,
     );
-    telemetry::set_parent(&request, telemetry::extract(&req.headers));
+    telemetry::set_parent(&request, parent);
     Some(ReqTrace {
         request,
         upstream: None,
+        out: None,
     })
 }
 
 impl ReqTrace {
     /// The span of the routing decision (ended by [`Self::selected`]).
     pub fn select(&self) -> Span {
+        if self.out.is_some() {
+            return Span::none();
+        }
         tracing::info_span!(
             target: SPAN_TARGET,
             parent: &self.request,
@@ -74,6 +97,9 @@ impl ReqTrace {
 
     /// Records the decision on the select span and the request span, ending the former.
     pub fn selected(&self, select: Span, decision: &Result<Route, RouteError>) {
+        if self.out.is_some() {
+            return;
+        }
         let (source, outcome) = match decision {
             Ok(r) => (r.source.map_or("none", |s| s.as_str()), r.outcome.as_str()),
             Err(e) => e.labels(),
@@ -98,6 +124,9 @@ impl ReqTrace {
 
     /// Starts the span of one upstream attempt (a previous one ends as failed).
     pub fn upstream_start(&mut self, route: &Route, addr: &std::net::SocketAddr) {
+        if self.out.is_some() {
+            return;
+        }
         if let Some(old) = self.upstream.take() {
             telemetry::set_error(&old, "retried");
         }
@@ -118,6 +147,13 @@ impl ReqTrace {
 
     /// Writes `traceparent` for the current upstream attempt into the upstream request.
     pub fn inject(&self, req: &mut RequestHeader) {
+        if let Some(out) = &self.out {
+            let _ = req.insert_header("traceparent", out.traceparent());
+            if let Some(ts) = &out.trace_state {
+                let _ = req.insert_header("tracestate", ts.as_str());
+            }
+            return;
+        }
         let Some(up) = self.upstream.as_ref() else {
             return;
         };
@@ -153,6 +189,9 @@ impl ReqTrace {
 
     /// Ends every span (from the `logging` hook).
     pub fn finish(mut self, status: u16, bytes: usize, error: Option<&pingora::Error>) {
+        if self.out.is_some() {
+            return;
+        }
         let r = &self.request;
         r.record("http.response.status_code", status);
         r.record("http.response.body.size", bytes as u64);
@@ -242,5 +281,41 @@ mod tests {
     fn no_spans_when_tracing_is_off() {
         let req = RequestHeader::build("GET", b"/sessions", None).expect("request");
         assert!(start(&req, "list_sessions", "r1").is_none());
+    }
+
+    #[test]
+    fn a_sampled_out_request_sends_an_unsampled_traceparent_on() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
+        );
+        h.insert("tracestate", http::HeaderValue::from_static("k=v"));
+        let out = telemetry::sampled_out(&telemetry::extract(&h)).expect("parent not sampled");
+        let trace = ReqTrace {
+            request: Span::none(),
+            upstream: None,
+            out: Some(out.clone()),
+        };
+        // The client's own header is replaced, as on the recording path.
+        let mut req = RequestHeader::build("GET", b"/sessions/x", None).expect("request");
+        req.insert_header(
+            "traceparent",
+            "00-11111111111111111111111111111111-2222222222222222-01",
+        )
+        .expect("header");
+        assert!(trace.select().is_none());
+        trace.inject(&mut req);
+        let tp = req.headers.get("traceparent").expect("traceparent");
+        assert_eq!(tp.to_str().expect("ascii"), out.traceparent());
+        assert!(out
+            .traceparent()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(out.traceparent().ends_with("-00"));
+        assert_eq!(req.headers.get_all("traceparent").iter().count(), 1);
+        assert_eq!(req.headers.get("tracestate").expect("tracestate"), "k=v");
+        trace.finish(200, 0, None);
     }
 }

@@ -58,9 +58,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::metrics::{ConnMetrics, ProxyMetrics, CONN_REFUSAL_REASONS};
 use crate::upstream::Registry;
 
-/// The proxy service's app: [`crate::proxy::HotplexProxy`] in pingora's HTTP proxy, guarded.
-pub type GuardedProxy = GuardedApp<pingora::proxy::HttpProxy<crate::proxy::HotplexProxy>>;
-
 const SHARDS: usize = 16;
 /// Longest wait to write the 503 of a refused connection.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -20,6 +20,11 @@ use crate::upstream::discovery::ConfigDiscovery;
 use crate::upstream::health::ReadyCheck;
 use crate::upstream::Registry;
 
+/// The proxy service's app: [`crate::proxy::HotplexProxy`] in pingora's HTTP proxy,
+/// guarded ([`crate::conn_guard`]).
+pub type GuardedProxy =
+    crate::conn_guard::GuardedApp<pingora::proxy::HttpProxy<crate::proxy::HotplexProxy>>;
+
 /// Errors at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -180,7 +185,29 @@ pub fn run_reporting(
         ListenerConfig::tcp(bound.listen.to_string())
             .l4_buffer(L4BufferSettings::new(b.read, b.write)),
     );
-    let https_redirect = crate::tls::setup(&bound, &mut proxy, &metrics, upgrade)?;
+    let https_redirect = match crate::tls::setup(&bound, &metrics, upgrade)? {
+        Some(t) => {
+            proxy.add_listener(
+                ListenerConfig::tcp(t.listen.to_string())
+                    .tls(t.settings)
+                    .l4_buffer(L4BufferSettings::new(b.tls_read, b.write)),
+            );
+            if let Some(app) = proxy.app_logic_mut().and_then(|a| a.inner_mut()) {
+                app.h2_options = Some(t.h2_options);
+            }
+            t.redirect.map(|(l, addr)| {
+                background_service(
+                    "https redirect",
+                    AdminService::new_or_deferred(
+                        l,
+                        addr,
+                        crate::tls::redirect_router(t.listen.port()),
+                    ),
+                )
+            })
+        }
+        None => None,
+    };
 
     let mut backends = Backends::new(ConfigDiscovery::new(registry.clone()));
     crate::metrics::IdentityMetrics::register(&metrics.registry);

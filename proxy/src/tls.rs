@@ -21,14 +21,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use hotplex_tls::{CertStore, CertWatcher, ReloadReport, SniResolver, StoreError, TlsConfig};
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{L4BufferSettings, ListenerConfig, TlsAccept};
+use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::ALPN;
 use pingora::proxy::Session;
-use pingora::services::background::{background_service, GenBackgroundService};
-use pingora::services::listening::Service;
 
-use crate::admin::AdminService;
 pub use crate::config::runtime::tls::WorkerTls;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::metrics::{ProxyMetrics, TlsMetrics};
@@ -127,16 +124,29 @@ pub enum TlsStartError {
     },
 }
 
-/// Adds the TLS listener to `proxy` (when `cfg.tls` is set) and returns the redirect
-/// service to add to the server, if `tls.redirect_http` is set. `upgrade`: the old process
-/// still holds the ports (the TLS listener comes with the handover; the redirect listener
-/// is bound once the old process lets it go), so nothing is test-bound.
+/// The TLS listener of the proxy service, ready to add (see [`crate::server`]).
+pub struct TlsListener {
+    /// `tls.listen`.
+    pub listen: SocketAddr,
+    /// The acceptor settings (SNI certificate store, hardened, ALPN).
+    pub settings: TlsSettings,
+    /// The HTTP/2 limits of `tls:`, for the proxy app.
+    pub h2_options: pingora::protocols::http::v2::server::H2Options,
+    /// `tls.redirect_http`: the plain-HTTP redirect listener (`None` inside when the old
+    /// process still holds it) and its address.
+    pub redirect: Option<(Option<std::net::TcpListener>, SocketAddr)>,
+}
+
+/// Builds the TLS listener's settings (when `cfg.tls` is set), the certificate state and
+/// its file watcher; the caller adds the listener to the proxy service and runs the
+/// redirect service ([`redirect_router`]), if `tls.redirect_http` is set. `upgrade`: the
+/// old process still holds the ports (the TLS listener comes with the handover; the
+/// redirect listener is bound once the old process lets it go), so nothing is test-bound.
 pub fn setup(
     cfg: &RuntimeConfig,
-    proxy: &mut Service<crate::conn_guard::GuardedProxy>,
     metrics: &ProxyMetrics,
     upgrade: bool,
-) -> Result<Option<GenBackgroundService<AdminService>>, TlsStartError> {
+) -> Result<Option<TlsListener>, TlsStartError> {
     let Some(tls) = cfg.tls.as_ref() else {
         return Ok(None);
     };
@@ -173,15 +183,6 @@ pub fn setup(
     } else {
         settings.set_alpn(ALPN::H1);
     }
-    let b = cfg.buffers;
-    proxy.add_listener(
-        ListenerConfig::tcp(tls.listen.to_string())
-            .tls(settings)
-            .l4_buffer(L4BufferSettings::new(b.tls_read, b.write)),
-    );
-    if let Some(app) = proxy.app_logic_mut().and_then(|a| a.inner_mut()) {
-        app.h2_options = Some(tls.h2_options());
-    }
     let state = Arc::new(TlsState {
         store,
         metrics: tm,
@@ -192,11 +193,11 @@ pub fn setup(
         tracing::warn!("TLS state already initialised in this process");
     }
     tracing::info!(listen = %tls.listen, h2 = tls.h2, redirect_http = ?tls.redirect_http, "TLS listener configured");
-    Ok(redirect.map(|(l, addr)| {
-        background_service(
-            "https redirect",
-            AdminService::new_or_deferred(l, addr, redirect_router(tls.listen.port())),
-        )
+    Ok(Some(TlsListener {
+        listen: tls.listen,
+        settings,
+        h2_options: tls.h2_options(),
+        redirect,
     }))
 }
 

@@ -53,7 +53,6 @@ use hotplex_common::headers as h;
 use serde_json::{json, Value};
 
 use crate::limits::Decision;
-use crate::routing::RouteError;
 
 mod write;
 
@@ -380,34 +379,6 @@ pub fn ratelimit_values(d: &Decision) -> [(&'static str, u64); 3] {
         (RATELIMIT_REMAINING, u64::from(d.remaining)),
         (RATELIMIT_RESET, d.reset_secs),
     ]
-}
-
-impl From<&RouteError> for EdgeError {
-    fn from(e: &RouteError) -> EdgeError {
-        match e {
-            RouteError::Invalid { source, error } => EdgeError::InvalidSessionId {
-                source: source.as_str(),
-                message: error.to_string(),
-            },
-            RouteError::Gone {
-                session, worker, ..
-            } => EdgeError::SessionWorkerGone {
-                session: session.clone(),
-                worker: worker.clone(),
-            },
-            RouteError::Unavailable {
-                session, worker, ..
-            } => EdgeError::WorkerUnavailable {
-                session: session.clone(),
-                worker: worker.clone(),
-                retry_after: UNAVAILABLE_RETRY_AFTER_SECS,
-            },
-            RouteError::NotFound { session, .. } => EdgeError::SessionNotFound {
-                session: session.clone(),
-            },
-            RouteError::NoCapacity => EdgeError::NoCapacity,
-        }
-    }
 }
 
 #[cfg(test)]

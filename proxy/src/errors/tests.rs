@@ -429,39 +429,6 @@ fn pingora_statuses_map_to_the_catalogue() {
 }
 
 #[test]
-fn route_errors_map_to_the_catalogue() {
-    use crate::config::KeySource;
-    let e = EdgeError::from(&RouteError::NotFound {
-        session: "w1.r.v2-k.mac".into(),
-        source: KeySource::Path,
-        why: crate::routing::affinity::Refused::BadMac,
-    });
-    assert_eq!(
-        e,
-        EdgeError::SessionNotFound {
-            session: "w1.r.v2-k.mac".into()
-        }
-    );
-    let e = EdgeError::from(&RouteError::Unavailable {
-        session: Some("s".into()),
-        worker: "w2".into(),
-        source: None,
-    });
-    assert_eq!(e.headers(), vec![(h::RETRY_AFTER, "1".to_string())]);
-    assert_eq!(e.body()["worker"], "w2");
-    let e = EdgeError::from(&RouteError::Invalid {
-        source: KeySource::Header,
-        error: hotplex_common::session_id::SessionIdError::TooLong,
-    });
-    assert_eq!(e.status(), 400);
-    assert_eq!(e.body()["source"], "header");
-    assert_eq!(
-        EdgeError::from(&RouteError::NoCapacity),
-        EdgeError::NoCapacity
-    );
-}
-
-#[test]
 fn a_location_that_cannot_be_a_header_is_an_internal_error() {
     assert_eq!(
         EdgeError::redirect(301, "https://a.example/\n".into()),

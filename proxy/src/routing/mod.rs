@@ -37,6 +37,7 @@ use std::time::Instant;
 use hotplex_common::{SessionId, SessionIdError};
 
 use crate::config::KeySource;
+use crate::errors::EdgeError;
 use crate::upstream::{Registry, Worker};
 use key::KeyInput;
 use placement::Candidate;
@@ -117,6 +118,35 @@ impl RouteError {
             }
             RouteError::NoCapacity => ("none", "no_capacity"),
             RouteError::NotFound { source, .. } => (source.as_str(), "not_found"),
+        }
+    }
+}
+
+/// The edge's answer to a routing refusal (the catalogue: [`crate::errors`]).
+impl From<&RouteError> for EdgeError {
+    fn from(e: &RouteError) -> EdgeError {
+        match e {
+            RouteError::Invalid { source, error } => EdgeError::InvalidSessionId {
+                source: source.as_str(),
+                message: error.to_string(),
+            },
+            RouteError::Gone {
+                session, worker, ..
+            } => EdgeError::SessionWorkerGone {
+                session: session.clone(),
+                worker: worker.clone(),
+            },
+            RouteError::Unavailable {
+                session, worker, ..
+            } => EdgeError::WorkerUnavailable {
+                session: session.clone(),
+                worker: worker.clone(),
+                retry_after: crate::errors::UNAVAILABLE_RETRY_AFTER_SECS,
+            },
+            RouteError::NotFound { session, .. } => EdgeError::SessionNotFound {
+                session: session.clone(),
+            },
+            RouteError::NoCapacity => EdgeError::NoCapacity,
         }
     }
 }
@@ -502,5 +532,40 @@ mod tests {
         ws.get("w1").expect("w1").observe_ready(report(0, false));
         let r = route(&reg, &req(b"/sessions", None, true), &["w1".to_string()]);
         assert_eq!(r.err(), Some(RouteError::NoCapacity), "w1 excluded");
+    }
+
+    #[test]
+    fn route_errors_map_to_the_catalogue() {
+        let e = EdgeError::from(&RouteError::NotFound {
+            session: "w1.r.v2-k.mac".into(),
+            source: KeySource::Path,
+            why: affinity::Refused::BadMac,
+        });
+        assert_eq!(
+            e,
+            EdgeError::SessionNotFound {
+                session: "w1.r.v2-k.mac".into()
+            }
+        );
+        let e = EdgeError::from(&RouteError::Unavailable {
+            session: Some("s".into()),
+            worker: "w2".into(),
+            source: None,
+        });
+        assert_eq!(
+            e.headers(),
+            vec![(hotplex_common::headers::RETRY_AFTER, "1".to_string())]
+        );
+        assert_eq!(e.body()["worker"], "w2");
+        let e = EdgeError::from(&RouteError::Invalid {
+            source: KeySource::Header,
+            error: SessionIdError::TooLong,
+        });
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.body()["source"], "header");
+        assert_eq!(
+            EdgeError::from(&RouteError::NoCapacity),
+            EdgeError::NoCapacity
+        );
     }
 }

@@ -4,8 +4,8 @@
 //!    enums for closed sets such as `routing.key_sources` and `limits.store.fail`), each
 //!    default one `DEFAULT_*` constant used by serde and named in `conf/hotplex.yaml`;
 //! 2. validation: [`validate`] (the whole document) and one module per section
-//!    ([`security`], [`routes`], [`route_policy`], [`discovery`], [`store`], [`jwt`],
-//!    [`tls`], [`tokens`]), file -> runtime;
+//!    ([`security`], [`routes`], [`route_policy`], [`route_options`], [`discovery`],
+//!    [`store`], [`jwt`], [`tls`], [`tokens`]), file -> runtime;
 //! 3. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on (route labels as
 //!    [`runtime::route_label::RouteName`], JWT keys, worker TLS...).
 //!
@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod downgrade;
 pub mod file;
 pub mod jwt;
+pub mod route_options;
 pub mod route_policy;
 pub mod routes;
 pub mod runtime;

@@ -314,7 +314,7 @@ fn route(file: &str, i: usize, r: &RouteFile, pools: &[PoolFile]) -> Result<Rout
         error_pages: r
             .error_pages
             .as_ref()
-            .map(|p| crate::policy::error_pages::validate(file, &key("error_pages"), p))
+            .map(|p| super::route_options::error_pages(file, &key("error_pages"), p))
             .transpose()?
             .unwrap_or_default(),
     })

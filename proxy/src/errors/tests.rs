@@ -463,7 +463,8 @@ fn the_head_carries_status_type_length_request_id_and_headers() {
 
 #[test]
 fn route_pages_replace_the_body_of_their_status_only() {
-    use crate::policy::error_pages::{validate, ErrorPageFile};
+    use crate::config::file::routes::ErrorPageFile;
+    use crate::config::route_options::error_pages as validate;
     let mut files = std::collections::BTreeMap::new();
     files.insert(
         429,

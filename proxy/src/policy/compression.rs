@@ -19,11 +19,6 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 
-pub use crate::config::file::routes::{
-    CompressionFile, DEFAULT_COMPRESSION_LEVEL, DEFAULT_COMPRESSION_MIN_SIZE,
-};
-use crate::config::ConfigError;
-
 /// Highest level accepted (gzip's maximum; brotli would go to 11 at a large CPU cost).
 pub const MAX_COMPRESSION_LEVEL: u32 = 9;
 
@@ -34,32 +29,6 @@ pub struct Compression {
     pub brotli: bool,
     pub level: u32,
     pub min_size: u64,
-}
-
-impl CompressionFile {
-    /// Validates `key` (`routes[i].compression`) of `file`.
-    pub fn validate(&self, file: &str, key: &str) -> Result<Compression, ConfigError> {
-        if !self.gzip && !self.brotli {
-            return Err(ConfigError::new(
-                file,
-                format!("{key}.gzip"),
-                "gzip and brotli both false: leave compression out to send responses as is",
-            ));
-        }
-        if !(1..=MAX_COMPRESSION_LEVEL).contains(&self.level) {
-            return Err(ConfigError::new(
-                file,
-                format!("{key}.level"),
-                format!("{} is not a level 1..={MAX_COMPRESSION_LEVEL}", self.level),
-            ));
-        }
-        Ok(Compression {
-            gzip: self.gzip,
-            brotli: self.brotli,
-            level: self.level,
-            min_size: self.min_size,
-        })
-    }
 }
 
 /// Whether a q parameter says "not acceptable" (`q=0`, `q=0.0`, `q=0.000`).
@@ -276,14 +245,12 @@ mod tests {
     use super::*;
 
     fn policy() -> Compression {
-        CompressionFile {
+        Compression {
             gzip: true,
             brotli: true,
-            level: DEFAULT_COMPRESSION_LEVEL,
+            level: 6,
             min_size: 100,
         }
-        .validate("f", "routes[0].compression")
-        .expect("valid")
     }
 
     fn hv(s: &str) -> HeaderValue {
@@ -448,76 +415,6 @@ mod tests {
                 "{:?}",
                 r.headers
             );
-        }
-    }
-
-    #[test]
-    fn a_route_with_compression_in_the_config() {
-        let base = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\nroutes:\n  - name: api\n    path: /\n    pool: sessions\n";
-        let c = crate::config::parse(
-            "c.yaml",
-            &format!("{base}    compression: {{gzip: true}}\n"),
-        )
-        .expect("valid");
-        let got = c.routes.routes[0].compression.clone().expect("on");
-        assert_eq!(
-            got,
-            Compression {
-                gzip: true,
-                brotli: true,
-                level: DEFAULT_COMPRESSION_LEVEL,
-                min_size: DEFAULT_COMPRESSION_MIN_SIZE
-            }
-        );
-        assert!(crate::config::parse("c.yaml", base)
-            .expect("valid")
-            .routes
-            .routes[0]
-            .compression
-            .is_none());
-        for (extra, key) in [
-            (
-                "    compression: {level: 12}\n",
-                "routes[0].compression.level",
-            ),
-            (
-                "    compression: {gzip: false, brotli: false}\n",
-                "routes[0].compression.gzip",
-            ),
-        ] {
-            let e = crate::config::parse("c.yaml", &format!("{base}{extra}")).expect_err(extra);
-            assert_eq!((e.file.as_str(), e.key.as_str()), ("c.yaml", key), "{e}");
-        }
-        let e = crate::config::parse(
-            "c.yaml",
-            &format!("{base}    compression: {{zstd: true}}\n"),
-        )
-        .expect_err("unknown key");
-        assert!(e.key.starts_with("routes[0]"), "{e}");
-        assert!(e.reason.contains("zstd"), "{e}");
-    }
-
-    #[test]
-    fn validation_names_the_key() {
-        let f = |gzip, brotli, level| CompressionFile {
-            gzip,
-            brotli,
-            level,
-            min_size: 0,
-        };
-        let e = f(false, false, 6)
-            .validate("x.yaml", "routes[2].compression")
-            .expect_err("none");
-        assert_eq!(
-            (e.file.as_str(), e.key.as_str()),
-            ("x.yaml", "routes[2].compression.gzip")
-        );
-        for l in [0, 10] {
-            let e = f(true, true, l)
-                .validate("x.yaml", "routes[2].compression")
-                .expect_err("level");
-            assert_eq!(e.key, "routes[2].compression.level");
-            assert!(e.reason.contains("1..=9"), "{}", e.reason);
         }
     }
 }

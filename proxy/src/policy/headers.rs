@@ -116,7 +116,7 @@ impl Template {
         for p in &self.0 {
             match p {
                 Part::Text(t) => s.push_str(t),
-                Part::Var(Var::ClientIp) => s.push_str(&crate::security::ip_text(v.client_ip?)),
+                Part::Var(Var::ClientIp) => s.push_str(&super::ip::ip_text(v.client_ip?)),
                 Part::Var(Var::RequestId) => s.push_str(v.request_id),
                 Part::Var(Var::Host) => s.push_str(v.host?),
                 Part::Var(Var::Scheme) => s.push_str(v.scheme),

@@ -4,9 +4,6 @@
 //! query is appended (after `to`'s own, joined with `&`). The answer is
 //! [`crate::errors::EdgeError::Redirect`] (`Location` and `{"redirect":"<location>"}`).
 
-pub use crate::config::file::routes::{
-    DEFAULT_REDIRECT_KEEP_PATH, DEFAULT_REDIRECT_KEEP_QUERY, DEFAULT_REDIRECT_STATUS,
-};
 /// The statuses a redirect may use.
 pub const REDIRECT_STATUSES: &[u16] = &[301, 302, 307, 308];
 

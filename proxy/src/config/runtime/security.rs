@@ -1,8 +1,6 @@
 //! Validated `auth:` and `limits:` (built by [`crate::config::security`]), read per request
 //! from the live config, so a hot reload changes keys and limits at once.
 
-use std::net::IpAddr;
-
 use sha2::{Digest, Sha256};
 
 use crate::config::file::security::{
@@ -45,52 +43,8 @@ pub struct AuthSettings {
     pub jwt: Option<std::sync::Arc<super::jwt::JwtSettings>>,
 }
 
-/// A CIDR block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `10.0.0.0/8`, `::1/128` or a bare address (full length).
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
-            None => max,
-        };
-        Some(Cidr { addr, prefix })
-    }
-
-    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
+/// A CIDR block (the type is [`crate::policy::ip::Cidr`]: route rules use it too).
+pub use crate::policy::ip::Cidr;
 
 /// Validated `limits:`.
 #[derive(Debug, Clone)]

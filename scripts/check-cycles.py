@@ -22,18 +22,12 @@ import sys
 
 # Pairs of modules that still import each other, each with the reason. Keep it short: a new
 # entry needs a reason a reviewer accepts.
-ALLOWED_PAIRS = {
-    ("config", "pools"): "RuntimeConfig.routes holds the http pools with their live state "
-    "(health, ejection), types of pools/, built by config's validation "
-    "(pools -> config: its unit tests parse configs)",
-}
+ALLOWED_PAIRS = {}
 
 # What `config` may import, each with the reason (anything else fails).
 CONFIG_MAY_IMPORT = {
     "policy": "the route policies' runtime types held by the route table; policy imports "
     "nothing of the crate (their validation, with the key paths, is in config)",
-    "pools": ALLOWED_PAIRS[("config", "pools")],
-    "routes": "RuntimeConfig.routes is the live routes::RouteTable (see policy, pools)",
     "upgrade_sock": "the default upgrade socket path (upgrade_sock imports nothing)",
 }
 

@@ -57,7 +57,7 @@ pub struct ReqState {
     pub ratelimit: Option<Decision>,
     /// The route's `auth` (see [`crate::routes`]): `off`, no authentication; `optional`,
     /// only when credentials are presented.
-    pub auth: crate::routes::AuthMode,
+    pub auth: crate::config::runtime::routes::AuthMode,
     _ws: Option<CounterGuard>,
 }
 

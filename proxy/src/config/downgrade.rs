@@ -28,7 +28,7 @@ struct Facts {
     address_translation: bool,
     trusted_proxies: usize,
     /// Routes that serve anonymous clients (`routes[].auth: off` or `optional`).
-    public_routes: Vec<(String, crate::routes::AuthMode)>,
+    public_routes: Vec<(String, super::runtime::routes::AuthMode)>,
 }
 
 fn facts(c: &RuntimeConfig) -> Facts {
@@ -131,7 +131,7 @@ pub fn check(old: &RuntimeConfig, new: &RuntimeConfig) -> Result<(), ConfigError
     }
     // A new or widened `auth: off` or `optional` route, or one whose auth got weaker
     // (required -> optional -> off), opens a path to anonymous clients.
-    use crate::routes::AuthMode;
+    use super::runtime::routes::AuthMode;
     let opened = new.routes.public_routes().into_iter().find(|(_, r, mode)| {
         !o.public_routes
             .iter()
@@ -228,8 +228,8 @@ pub fn diff(old: &RuntimeConfig, new: &RuntimeConfig) -> String {
 /// requests fall through to another route). Here, not in `policy::ip`, so that `policy`
 /// does not import `routes`.
 fn ip_widened(
-    old: &[crate::routes::Route],
-    new: &[crate::routes::Route],
+    old: &[super::runtime::routes::Route],
+    new: &[super::runtime::routes::Route],
 ) -> Option<(String, String)> {
     for o in old {
         let Some(rules) = &o.policy.ip else {

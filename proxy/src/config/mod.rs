@@ -7,10 +7,14 @@
 //!    ([`security`], [`routes`], [`route_policy`], [`route_options`], [`discovery`],
 //!    [`store`], [`jwt`], [`tls`], [`tokens`]), file -> runtime;
 //! 3. [`runtime`]: the validated [`RuntimeConfig`] the proxy runs on (route labels as
-//!    [`runtime::route_label::RouteName`], JWT keys, worker TLS...).
+//!    [`runtime::route_label::RouteName`], JWT keys, worker TLS, the route table
+//!    [`runtime::routes::RouteTable`] with its matchers and `http` pools
+//!    [`runtime::pools::HttpPool`], whose upstreams' live state a reload carries over).
 //!
-//! `config` sits below the modules that read it: it imports none of `jwt`, `tls`, `body`,
-//! `security` (`scripts/check-cycles.py`, run by `make lint`, keeps it so). The section
+//! `config` sits below every module that reads it: it imports only the leaves `policy`
+//! (the route policies' runtime types) and `upgrade_sock` (`scripts/check-cycles.py`, run by
+//! `make lint`, keeps it so). The per-request side of the route table is in
+//! [`crate::routes`] and [`crate::pools`], which re-export the table's types. The section
 //! modules re-export their types under their former paths (`config::security::AuthSettings`).
 //!
 //! Every error names the file, the key path (`workers[2].address`) and the reason, so

@@ -108,7 +108,7 @@ pub fn validate(file: &str, i: usize, r: &RouteFile) -> Result<RoutePolicy, Conf
             "a redirect route forwards nothing: header rules do not apply",
         ));
     }
-    if request_headers.is_some() && r.pool == crate::routes::SESSIONS_POOL {
+    if request_headers.is_some() && r.pool == super::runtime::routes::SESSIONS_POOL {
         return Err(ConfigError::new(
             file,
             format!("routes[{i}].request_headers"),

@@ -6,15 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::runtime::matcher::{valid_path, HostPattern, Matcher, PathPattern};
+use super::runtime::pools::{Balance, EjectSpec, HashOn, HealthSpec, HttpPool, PoolTls};
+use super::runtime::routes::{AuthMode, PoolRef, Route, RouteTable, SESSIONS_POOL};
 use super::ConfigError;
-use crate::pools::balance::{Balance, HashOn};
-use crate::pools::{EjectSpec, HealthSpec, HttpPool};
-use crate::routes::matcher::{valid_path, HostPattern, Matcher, PathPattern};
-use crate::routes::{AuthMode, PoolRef, Route, RouteTable, SESSIONS_POOL};
 
 pub use super::file::routes::*;
 
-fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<crate::pools::PoolTls, ConfigError> {
+fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<PoolTls, ConfigError> {
     let sni = t.sni.trim().trim_end_matches('.').to_ascii_lowercase();
     let exact = HostPattern::parse(&sni).is_some_and(|p| matches!(p, HostPattern::Exact(_)));
     if !exact {
@@ -42,7 +41,7 @@ fn pool_tls(file: &str, i: usize, t: &PoolTlsFile) -> Result<crate::pools::PoolT
             Some(Arc::new(certs.into_boxed_slice()))
         }
     };
-    Ok(crate::pools::PoolTls {
+    Ok(PoolTls {
         sni,
         verify: t.verify,
         ca_file: t.ca_file.clone(),
@@ -453,7 +452,7 @@ mod tests {
         assert_eq!(h.interval, super::DEFAULT_POOL_HEALTH_INTERVAL);
         assert_eq!(h.expect_status, 200);
         assert_eq!(p.eject.failures, super::DEFAULT_POOL_EJECT_FAILURES);
-        assert_eq!(t.routes[0].auth, crate::routes::AuthMode::Required);
+        assert_eq!(t.routes[0].auth, super::AuthMode::Required);
         assert!(
             c.summary().contains("ui: host * path / (prefix) -> ui"),
             "{}",
@@ -559,11 +558,8 @@ mod tests {
         assert_eq!(t.pools[0].members()[0].id, "127.0.0.1:8090");
         let last = t.routes.last().expect("routes");
         assert_eq!(last.matcher.path.as_str(), "/");
-        assert_eq!(last.pool, crate::routes::PoolRef::Http(0));
-        assert!(t
-            .routes
-            .iter()
-            .any(|r| r.pool == crate::routes::PoolRef::Sessions));
+        assert_eq!(last.pool, super::PoolRef::Http(0));
+        assert!(t.routes.iter().any(|r| r.pool == super::PoolRef::Sessions));
         // At least one IP rule and one header rule (issue #19), and a redirect.
         let admin = t
             .routes
@@ -575,79 +571,5 @@ mod tests {
         assert!(!ip.permits(Some("192.0.2.1".parse().expect("ip"))));
         assert!(last.policy.response_headers.is_some());
         assert!(t.routes.iter().any(|r| r.policy.redirect.is_some()));
-    }
-
-    /// `crate::routes::classify` on tables validated from config text.
-    mod classify_requests {
-        use std::sync::Arc;
-
-        use pingora::http::RequestHeader;
-
-        use crate::config::parse;
-        use crate::routes::{classify, RouteTable, Routed};
-
-        const BASE: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
-
-        fn table(extra: &str) -> Arc<RouteTable> {
-            parse("t.yaml", &format!("{BASE}{extra}"))
-                .expect("valid")
-                .routes
-                .clone()
-        }
-
-        fn req(host: &str, method: &str, path: &str) -> RequestHeader {
-            let mut r = RequestHeader::build(method, path.as_bytes(), None).expect("req");
-            r.insert_header("host", host).expect("host");
-            r
-        }
-
-        fn name(r: &Routed) -> &str {
-            match r {
-                Routed::Default => "<default>",
-                Routed::Sessions(m) | Routed::Http(m, _) => m.route().name.as_str(),
-                Routed::NoMatch => "<none>",
-            }
-        }
-
-        #[test]
-        fn no_routes_is_the_session_pool() {
-            let t = table("");
-            assert!(matches!(
-                classify(&t, &req("x", "GET", "/anything")),
-                Routed::Default
-            ));
-        }
-
-        #[test]
-        fn first_match_wins_by_host_path_and_method() {
-            let t = table(
-                "pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:9001\"]\n  - name: docs\n    upstreams: [\"127.0.0.1:9002\"]\n\
-                 routes:\n  - name: docs\n    hosts: [\"docs.example.com\"]\n    path: /\n    pool: docs\n    auth: off\n\
-                 \x20 - name: api\n    path: /sessions\n    pool: sessions\n\
-                 \x20 - name: ws\n    path: /ws/v1/agent\n    path_match: exact\n    methods: [GET]\n    pool: sessions\n\
-                 \x20 - name: ui\n    hosts: [\"*.example.com\", \"example.com\"]\n    path: /\n    pool: ui\n    auth: off\n",
-            );
-            let cases = [
-                ("docs.example.com:8000", "GET", "/sessions", "docs"),
-                ("example.com", "POST", "/sessions", "api"),
-                ("EXAMPLE.com", "GET", "/sessions/abc/messages", "api"),
-                ("example.com", "GET", "/sessionsx", "ui"),
-                ("a.example.com", "GET", "/ws/v1/agent", "ws"),
-                ("a.example.com", "POST", "/ws/v1/agent", "ui"),
-                ("a.example.com", "GET", "/ws/v1/agent/x", "ui"),
-                ("other.org", "GET", "/", "<none>"),
-                ("other.org", "GET", "/sessions", "api"),
-            ];
-            for (host, m, p, want) in cases {
-                assert_eq!(name(&classify(&t, &req(host, m, p))), want, "{m} {host}{p}");
-            }
-            match classify(&t, &req("ui.example.com", "GET", "/app.js")) {
-                Routed::Http(m, h) => {
-                    assert_eq!(m.pool_name(), "ui");
-                    assert_eq!(h.pool.name, "ui");
-                }
-                _ => panic!("expected the ui pool"),
-            }
-        }
     }
 }

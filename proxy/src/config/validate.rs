@@ -352,7 +352,7 @@ impl RuntimeConfig {
 /// so that `policy` does not import `routes`.
 fn check_body_limits(
     file: &str,
-    routes: &crate::routes::RouteTable,
+    routes: &super::runtime::routes::RouteTable,
     limits: &super::security::LimitSettings,
 ) -> Result<(), ConfigError> {
     if limits.allow_streamed_bodies {

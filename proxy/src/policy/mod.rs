@@ -1,6 +1,10 @@
 //! Per-route policies (issue #19): each lives in the route's validated struct
 //! ([`crate::routes::Route`]), so a reload swaps it atomically with the route table. A
 //! route without them costs one `Option` test per hook.
+//!
+//! `policy` imports nothing of the crate: the route table ([`crate::config`]) holds these
+//! types, and their validation from the file types, with the key paths of the errors, is
+//! in `config::route_policy` and `config::route_options`.
 
 pub mod compression;
 pub mod error_pages;

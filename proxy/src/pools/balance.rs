@@ -10,35 +10,9 @@
 
 use std::time::Instant;
 
+pub use crate::config::runtime::pools::{Balance, HashOn};
+
 use super::HttpPool;
-
-/// Where `hash` reads its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    /// A request header (lower-cased name).
-    Header(http::HeaderName),
-    /// A cookie of the `Cookie` header(s).
-    Cookie(String),
-}
-
-/// A pool's balancing policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
-    RoundRobin,
-    LeastConn,
-    Hash(HashOn),
-}
-
-impl Balance {
-    /// The policy name (`balance:` value).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastConn => "least_conn",
-            Balance::Hash(_) => "hash",
-        }
-    }
-}
 
 /// The value of cookie `name` in one `Cookie` header value.
 pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {

@@ -1,7 +1,7 @@
 //! The route table's match of one request: the session pool, an `http` pool (with the
 //! request's [`HttpState`]) or no route. Here, not in `pools::http`, so that `pools` does
-//! not import `routes` (routes sit above pools: a table owns its pools). Its unit tests are
-//! in `config::routes` (they build tables from config text; `routes` does not import `config`).
+//! not import `routes` (routes sit above pools). The table itself is a config type
+//! ([`crate::config::runtime::routes`]).
 
 use std::sync::Arc;
 
@@ -46,5 +46,80 @@ pub fn classify(table: &Arc<RouteTable>, req: &RequestHeader) -> Routed {
             Some(p) => Routed::Http(m.clone(), HttpState::new(p.clone())),
             None => Routed::NoMatch,
         },
+    }
+}
+
+/// [`classify`] on tables validated from config text.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pingora::http::RequestHeader;
+
+    use super::{classify, RouteTable, Routed};
+    use crate::config::parse;
+
+    const BASE: &str = "workers:\n  - id: w1\n    address: 127.0.0.1:8081\n";
+
+    fn table(extra: &str) -> Arc<RouteTable> {
+        parse("t.yaml", &format!("{BASE}{extra}"))
+            .expect("valid")
+            .routes
+            .clone()
+    }
+
+    fn req(host: &str, method: &str, path: &str) -> RequestHeader {
+        let mut r = RequestHeader::build(method, path.as_bytes(), None).expect("req");
+        r.insert_header("host", host).expect("host");
+        r
+    }
+
+    fn name(r: &Routed) -> &str {
+        match r {
+            Routed::Default => "<default>",
+            Routed::Sessions(m) | Routed::Http(m, _) => m.route().name.as_str(),
+            Routed::NoMatch => "<none>",
+        }
+    }
+
+    #[test]
+    fn no_routes_is_the_session_pool() {
+        let t = table("");
+        assert!(matches!(
+            classify(&t, &req("x", "GET", "/anything")),
+            Routed::Default
+        ));
+    }
+
+    #[test]
+    fn first_match_wins_by_host_path_and_method() {
+        let t = table(
+            "pools:\n  - name: ui\n    upstreams: [\"127.0.0.1:9001\"]\n  - name: docs\n    upstreams: [\"127.0.0.1:9002\"]\n\
+             routes:\n  - name: docs\n    hosts: [\"docs.example.com\"]\n    path: /\n    pool: docs\n    auth: off\n\
+             \x20 - name: api\n    path: /sessions\n    pool: sessions\n\
+             \x20 - name: ws\n    path: /ws/v1/agent\n    path_match: exact\n    methods: [GET]\n    pool: sessions\n\
+             \x20 - name: ui\n    hosts: [\"*.example.com\", \"example.com\"]\n    path: /\n    pool: ui\n    auth: off\n",
+        );
+        let cases = [
+            ("docs.example.com:8000", "GET", "/sessions", "docs"),
+            ("example.com", "POST", "/sessions", "api"),
+            ("EXAMPLE.com", "GET", "/sessions/abc/messages", "api"),
+            ("example.com", "GET", "/sessionsx", "ui"),
+            ("a.example.com", "GET", "/ws/v1/agent", "ws"),
+            ("a.example.com", "POST", "/ws/v1/agent", "ui"),
+            ("a.example.com", "GET", "/ws/v1/agent/x", "ui"),
+            ("other.org", "GET", "/", "<none>"),
+            ("other.org", "GET", "/sessions", "api"),
+        ];
+        for (host, m, p, want) in cases {
+            assert_eq!(name(&classify(&t, &req(host, m, p))), want, "{m} {host}{p}");
+        }
+        match classify(&t, &req("ui.example.com", "GET", "/app.js")) {
+            Routed::Http(m, h) => {
+                assert_eq!(m.pool_name(), "ui");
+                assert_eq!(h.pool.name, "ui");
+            }
+            _ => panic!("expected the ui pool"),
+        }
     }
 }

@@ -2,7 +2,10 @@
 
 pub mod discovery;
 pub mod jwt;
+pub mod matcher;
+pub mod pools;
 pub mod route_label;
+pub mod routes;
 pub mod security;
 pub mod store;
 pub mod tls;
@@ -131,7 +134,7 @@ pub struct RuntimeConfig {
     /// Validated `telemetry:` (the `OTEL_*` environment is applied at startup).
     pub telemetry: hotplex_common::telemetry::TelemetrySettings,
     /// `routes:` and `pools:` with the pools' live state (see [`crate::routes`]).
-    pub routes: std::sync::Arc<crate::routes::RouteTable>,
+    pub routes: std::sync::Arc<routes::RouteTable>,
 }
 
 pub use hotplex_common::session_id::valid_worker_id;

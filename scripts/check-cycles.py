@@ -2,31 +2,49 @@
 """Import cycles between the top-level modules of proxy/src (crate hotplex-proxy).
 
 A top-level module is `proxy/src/X.rs` together with `proxy/src/X/**.rs`. Module X depends on
-module Y when a file of X names `crate::Y` (in a `use` line or in a path such as
-`crate::Y::f()`; `super::` paths stay inside X's tree and are not followed). Comment lines
-(`//`, `///`, `//!`) are ignored, so doc links do not count.
+module Y when a file of X names `crate::Y` (in a `use` line, a `pub use` re-export, or in a
+path such as `crate::Y::f()`; `super::` paths stay inside X's tree and are not followed).
+Comment lines (`//`, `///`, `//!`) are ignored, so doc links do not count. Unit tests inside a
+module count as its imports.
 
 Fails (exit 1) on:
-  1. two modules that import each other (X -> Y and Y -> X) unless the pair is in
-     ALLOWED_PAIRS with its reason;
+  1. any cycle: a strongly connected component of more than one module (two modules that
+     import each other, or a longer loop), unless that exact set of modules is in
+     ALLOWED_CYCLES with its reason (empty since issue #19: keep it so);
   2. `config` importing a module outside CONFIG_MAY_IMPORT: config is the layer every
-     other module reads (file types -> validation -> runtime types), so it must sit below
-     them (`config` <-> `tls` and `config` <-> `jwt` were the cycles fixed for issue #19).
-Longer cycles (strongly connected components) are printed for information.
+     other module reads (file types -> validation -> runtime types, including the route
+     table and the http pools' live state), so only leaves may sit below it.
+
+The layering this enforces (bottom to top; a module imports only modules of lower layers),
+as of issue #19 (also at the top of proxy/src/lib.rs):
+  0. leaves: affinity, audit, hostile, policy, sd_notify, surface, upgrade, upgrade_sock
+  1. config (-> policy, upgrade_sock), handover
+  2. jwt, limits, metrics, upgrade_cmd
+  3. errors, limit_store, tls
+  4. body, security, upstream
+  5. conn_guard, reload, routing
+  6. admin, pools, telemetry, trust
+  7. routes
+  8. proxy
+  9. server
+ 10. cli
 
 Pure python, no dependencies: `python3 scripts/check-cycles.py [proxy/src]` (`make lint`).
 """
 import os
 import re
 import sys
+from collections import deque
 
-# Pairs of modules that still import each other, each with the reason. Keep it short: a new
-# entry needs a reason a reviewer accepts.
-ALLOWED_PAIRS = {}
+# Cycles that may stay, each as the sorted tuple of ALL the modules of the strongly connected
+# component, with the reason. Empty: a new entry needs a reason a reviewer accepts (a cycle
+# that truly cannot be broken by moving a type down or an impl up).
+ALLOWED_CYCLES = {}
 
-# What `config` may import, each with the reason (anything else fails).
+# What `config` may import, each with the reason (anything else fails). Both are leaves.
 CONFIG_MAY_IMPORT = {
-    "policy": "the route policies' runtime types held by the route table; policy imports "
+    "policy": "the route policies' runtime types (IP rules, header rules, redirects, "
+    "compression, route timeouts, error pages) held by the route table; policy imports "
     "nothing of the crate (their validation, with the key paths, is in config)",
     "upgrade_sock": "the default upgrade socket path (upgrade_sock imports nothing)",
 }
@@ -118,9 +136,32 @@ def sccs(graph):
     return out
 
 
+def cycle_in(comp, graph):
+    """A shortest loop through the component's first module, as a list of modules (the first
+    repeated at the end)."""
+    start = comp[0]
+    inside = set(comp)
+    prev = {start: None}
+    queue = deque([start])
+    while queue:
+        v = queue.popleft()
+        for w in sorted(graph[v] & inside):
+            if w == start:
+                path = [v]
+                while prev[path[-1]] is not None:
+                    path.append(prev[path[-1]])
+                return [start] + list(reversed(path))[1:] + [start]
+            if w not in prev:
+                prev[w] = v
+                queue.append(w)
+    return [start, start]
+
+
 def check(src, allowed=None, config_may_import=None):
-    """(problems, notes) for the tree at `src`; problems fail the check."""
-    allowed = ALLOWED_PAIRS if allowed is None else allowed
+    """(problems, notes, module count) for the tree at `src`; problems fail the check.
+    `allowed`: {modules of a component (any order): reason}, default ALLOWED_CYCLES."""
+    allowed = ALLOWED_CYCLES if allowed is None else allowed
+    allowed = {tuple(sorted(k)): v for k, v in allowed.items()}
     config_may_import = CONFIG_MAY_IMPORT if config_may_import is None else config_may_import
     mods = top_modules(src)
     graph, where = {}, {}
@@ -130,17 +171,27 @@ def check(src, allowed=None, config_may_import=None):
         for n, path in d.items():
             where[(m, n)] = path
     bad, notes = [], []
-    for a in sorted(graph):
-        for b in sorted(graph[a]):
-            if a < b and a in graph[b]:
-                reason = allowed.get((a, b)) or allowed.get((b, a))
-                if reason:
-                    notes.append(f"allowed: {a} <-> {b}: {reason}")
-                else:
-                    bad.append(
-                        f"cycle: {a} <-> {b} ({where[(a, b)]} imports crate::{b}, "
-                        f"{where[(b, a)]} imports crate::{a})"
-                    )
+    comps = [c for c in sccs(graph) if len(c) > 1]
+    for comp in sorted(comps):
+        reason = allowed.get(tuple(comp))
+        if reason:
+            notes.append(f"allowed: cycle {', '.join(comp)}: {reason}")
+            continue
+        if len(comp) == 2:
+            a, b = comp
+            bad.append(
+                f"cycle: {a} <-> {b} ({where[(a, b)]} imports crate::{b}, "
+                f"{where[(b, a)]} imports crate::{a})"
+            )
+            continue
+        loop = cycle_in(comp, graph)
+        edges = "; ".join(
+            f"{where[(x, y)]} imports crate::{y}" for x, y in zip(loop, loop[1:])
+        )
+        bad.append(
+            f"cycle: {len(comp)} modules reach each other ({', '.join(comp)}), e.g. "
+            f"{' -> '.join(loop)} ({edges})"
+        )
     for n in sorted(graph.get("config", ())):
         if n not in config_may_import:
             bad.append(
@@ -148,12 +199,12 @@ def check(src, allowed=None, config_may_import=None):
                 f"depend on {n} (move the type it needs into config, or list it in "
                 "CONFIG_MAY_IMPORT with a reason)"
             )
-    for a, b in allowed:
-        if not (b in graph.get(a, ()) and a in graph.get(b, ())):
-            notes.append(f"note: {a} <-> {b} no longer a cycle: remove it from ALLOWED_PAIRS")
-    for comp in sccs(graph):
-        if len(comp) > 1:
-            notes.append(f"info: {len(comp)} modules reach each other: {', '.join(comp)}")
+    live = {tuple(c) for c in comps}
+    for k in sorted(allowed):
+        if k not in live:
+            notes.append(
+                f"note: {', '.join(k)} no longer a cycle: remove it from ALLOWED_CYCLES"
+            )
     return bad, notes, len(mods)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tests of scripts/check-cycles.py (`make lint` runs them): the proxy's tree passes, and a
-mutual import, an import of `config` above itself, and an allowed pair are told apart on
-small trees written to a temporary directory."""
+mutual import, a longer loop (a strongly connected component of three modules), an import of
+`config` above itself, and an allowed cycle are told apart on small trees written to a
+temporary directory."""
 
 import importlib.util
 import os
@@ -45,7 +46,32 @@ class CheckCycles(unittest.TestCase):
         self.assertIn("b/inner.rs", bad[0])
         bad, notes, _ = chk.check(d, allowed={("b", "a"): "why"}, config_may_import={})
         self.assertEqual(bad, [])
-        self.assertTrue(any("allowed: a <-> b: why" in n for n in notes))
+        self.assertTrue(any("allowed: cycle a, b: why" in n for n in notes))
+
+    def test_a_longer_loop_fails_without_any_mutual_pair(self):
+        d = tree({
+            "lib.rs": "pub mod a; pub mod b; pub mod c; pub mod d;",
+            "a.rs": "use crate::b::B;\nuse crate::d;\n",
+            "b.rs": "pub use crate::c::C;\n",
+            "c/mod.rs": "pub mod deep;\n",
+            "c/deep.rs": "fn f() { crate::a::g(); }\n",
+            "d.rs": "",
+        })
+        bad, _, _ = chk.check(d, allowed={}, config_may_import={})
+        self.assertEqual(len(bad), 1, bad)
+        self.assertIn("cycle: 3 modules reach each other (a, b, c)", bad[0])
+        self.assertIn("a -> b -> c -> a", bad[0])
+        self.assertIn("c/deep.rs imports crate::a", bad[0])
+        self.assertNotIn("d", bad[0].split("(")[1].split(")")[0])
+        # Only the exact set of the component is allowed, not a part of it.
+        bad, _, _ = chk.check(d, allowed={("a", "b"): "why"}, config_may_import={})
+        self.assertEqual(len(bad), 1)
+        bad, notes, _ = chk.check(d, allowed={("c", "a", "b"): "why"}, config_may_import={})
+        self.assertEqual(bad, [])
+        self.assertTrue(any("allowed: cycle a, b, c: why" in n for n in notes))
+        self.assertTrue(any("note: a, b no longer a cycle" in n for n in
+                            chk.check(d, allowed={("a", "b"): "x", ("a", "b", "c"): "y"},
+                                      config_may_import={})[1]))
 
     def test_comments_and_grouped_uses(self):
         d = tree({

@@ -28,6 +28,20 @@
 //! - [`routes`], [`pools`]: ordered routes (host, path, method) to the session pool or to
 //!   `http` pools (round robin, least connections, hash; health checks; passive ejection);
 //!
+//! Layers (bottom to top; a module imports only modules of lower layers, no import cycle
+//! between top-level modules: `scripts/check-cycles.py`, run by `make lint`, issue #19):
+//!
+//! 0. leaves: [`affinity`], [`audit`], [`hostile`], [`policy`], [`sd_notify`], [`surface`],
+//!    [`upgrade`], [`upgrade_sock`];
+//! 1. [`config`] (the runtime config with its route table and the http pools' live state),
+//!    [`handover`];
+//! 2. [`jwt`], [`limits`], [`metrics`], [`upgrade_cmd`];
+//! 3. [`errors`], [`limit_store`], [`tls`];
+//! 4. [`body`], [`security`], [`upstream`];
+//! 5. [`conn_guard`], [`reload`], [`routing`];
+//! 6. [`admin`], [`pools`], [`telemetry`], [`trust`];
+//! 7. [`routes`]; 8. [`proxy`]; 9. [`server`]; 10. [`cli`].
+//!
 //! Routing in one paragraph: a request's key comes from the path, query, header or cookie
 //! (configurable order). A key signed by this deployment names its worker and always goes
 //! there (410 if that worker was removed from the config, 503 if it is down: never

@@ -34,7 +34,8 @@ s1_full_yaml "${EXTRA_YAML:-}" >"$DIR/full.yaml"
 # Variants of the full shape, to split its price (SHAPES="bare full full-spans full-nolog"):
 # full-spans: sampling_ratio 1e-9 (every request still creates its OpenTelemetry spans,
 # the SDK samples them out: what a sampled-out request cost before the shortcut);
-# full-nolog: log.level warn (no access log).
+# full-nolog: log.level warn (no access log); floor: benches/src/bin/pingora-min (built in
+# the same target directory as BIN) under the same request, the framework's own price.
 sed 's/^  sampling_ratio: 0.0$/  sampling_ratio: 0.000000001/' "$DIR/full.yaml" >"$DIR/full-spans.yaml"
 sed 's/^  level: info$/  level: warn/' "$DIR/full.yaml" >"$DIR/full-nolog.yaml"
 SHAPES=${SHAPES:-bare full}
@@ -46,10 +47,22 @@ for shape in $SHAPES; do
   out="$DIR/cg.$(basename "$bin").$shape.out"
   # RUST_LOG would override log.level: the full shape's access log stays on.
   if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
-  valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$bin" --config "$DIR/$shape.yaml" \
+  if [ "$shape" = floor ]; then
+    # pingora-min (the framework floor of load_bench.sh), built beside BIN, same request.
+    cmd=("$(dirname "$bin")/pingora-min" --listen "127.0.0.1:$P" --api-key "$API_KEY"
+      --upstream "127.0.0.1:$W1" --upstream "127.0.0.1:$W2" --upstream "127.0.0.1:$W3")
+    ready="/sessions/$KEY"
+    # The allocator options load_bench.sh gives it (hotplex-proxy has them built in).
+    envs=(MALLOC_CONF="${MALLOC_CONF:-tcache_max:131072}")
+  else
+    envs=()
+    cmd=("$bin" --config "$DIR/$shape.yaml")
+    ready=/health/live
+  fi
+  env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" "${cmd[@]}" \
     >"$DIR/proxy.$shape.log" 2>"$DIR/valgrind.log" &
   vp=$!
-  for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$P/health/live" && break; sleep 0.2; done
+  for _ in $(seq 1 300); do curl -sf -o /dev/null -H "x-api-key: $API_KEY" "http://127.0.0.1:$P$ready" && break; sleep 0.2; done
   load 500 >/dev/null                       # warm-up: pools, lazy statics
   callgrind_control --zero "$vp" >/dev/null
   ok=$(load "$N")

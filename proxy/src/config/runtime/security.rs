@@ -3,11 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::file::security::{
-    RateFile, DEFAULT_ALLOW_STREAMED_BODIES, DEFAULT_AUTH_FAILURES, DEFAULT_BODY_READ_TIMEOUT,
-    DEFAULT_H2_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TRACKED_KEYS,
-};
+use crate::config::file::security::RateFile;
 use crate::config::store::StoreSettings;
 
 pub use super::route_label::{HttpRouteName, RouteLabel, RouteName, ROUTE_LABELS};
@@ -71,29 +67,6 @@ pub struct LimitSettings {
     pub max_connections_per_ip: Option<u32>,
     /// Zero: off.
     pub header_read_timeout: std::time::Duration,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            trusted_proxies: Vec::new(),
-            per_ip: None,
-            per_key: None,
-            routes: Default::default(),
-            new_sessions_per_minute: None,
-            max_websockets_per_key: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            allow_streamed_bodies: DEFAULT_ALLOW_STREAMED_BODIES,
-            max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
-            store: None,
-            auth_failures: DEFAULT_AUTH_FAILURES,
-            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
-            h2_idle_timeout: DEFAULT_H2_IDLE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: None,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-        }
-    }
 }
 
 /// SHA-256 of a key.

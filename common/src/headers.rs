@@ -61,6 +61,22 @@ pub const HEALTH_LIVE_PATH: &str = "/health/live";
 /// Prometheus text endpoint.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// The header names above that the proxy reads or removes on every request, parsed once:
+/// a lookup by `&str` parses the name on each call (~450 instructions, benches/RESULTS.md).
+pub mod name {
+    use http::HeaderName;
+
+    pub static X_HOTPLEX_SESSION: HeaderName = HeaderName::from_static(super::X_HOTPLEX_SESSION);
+    pub static X_HOTPLEX_WORKER: HeaderName = HeaderName::from_static(super::X_HOTPLEX_WORKER);
+    pub static X_HOTPLEX_TENANT: HeaderName = HeaderName::from_static(super::X_HOTPLEX_TENANT);
+    pub static X_HOTPLEX_PROXY_AUTH: HeaderName =
+        HeaderName::from_static(super::X_HOTPLEX_PROXY_AUTH);
+    pub static X_REQUEST_ID: HeaderName = HeaderName::from_static(super::X_REQUEST_ID);
+    pub static X_API_KEY: HeaderName = HeaderName::from_static(super::X_API_KEY);
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static(super::X_FORWARDED_FOR);
+    pub static FORWARDED: HeaderName = HeaderName::from_static(super::FORWARDED);
+}
+
 /// Extracts the API key from a `Sec-WebSocket-Protocol` header value
 /// (`hotplex, hotplex-api-<key>`). Returns `None` when no such entry is present.
 pub fn api_key_from_ws_protocols(value: &str) -> Option<&str> {
@@ -74,6 +90,33 @@ pub fn api_key_from_ws_protocols(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_names_are_the_names() {
+        assert_eq!(name::X_HOTPLEX_SESSION, X_HOTPLEX_SESSION);
+        assert_eq!(name::X_HOTPLEX_WORKER, X_HOTPLEX_WORKER);
+        assert_eq!(name::X_HOTPLEX_TENANT, X_HOTPLEX_TENANT);
+        assert_eq!(name::X_HOTPLEX_PROXY_AUTH, X_HOTPLEX_PROXY_AUTH);
+        assert_eq!(name::X_REQUEST_ID, X_REQUEST_ID);
+        assert_eq!(name::X_API_KEY, X_API_KEY);
+        assert_eq!(name::X_FORWARDED_FOR, X_FORWARDED_FOR);
+        assert_eq!(name::FORWARDED, FORWARDED);
+        // A value stored under the parsed name is found by the text, and back.
+        let mut m = http::HeaderMap::new();
+        m.insert(
+            &name::X_HOTPLEX_SESSION,
+            http::HeaderValue::from_static("s"),
+        );
+        assert_eq!(
+            m.get(X_HOTPLEX_SESSION).map(|v| v.as_bytes()),
+            Some(&b"s"[..])
+        );
+        m.insert(X_API_KEY, http::HeaderValue::from_static("k"));
+        assert_eq!(
+            m.get(&name::X_API_KEY).map(|v| v.as_bytes()),
+            Some(&b"k"[..])
+        );
+    }
 
     #[test]
     fn ws_protocol_key_is_extracted() {

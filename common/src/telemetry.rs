@@ -33,9 +33,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Target of every HotPlex span; the filters enable it whatever the log level.
 pub const SPAN_TARGET: &str = "hotplex_span";
-/// Target of the plain (not exported) request span of a sampled-out request: it only
-/// carries `trace_id` and `span_id` for the log lines inside it (see [`sampled_out`]).
-pub const IDS_TARGET: &str = "hotplex_ids";
 /// Sampling ratio (0..=1) for traces that arrive without a sampled parent.
 pub const DEFAULT_SAMPLING_RATIO: f64 = 1.0;
 /// Longest time a finished span waits in the queue before it is exported.
@@ -452,12 +449,48 @@ pub struct SampledOut {
     pub trace_id: opentelemetry::trace::TraceId,
     pub span_id: opentelemetry::trace::SpanId,
     pub trace_state: Option<String>,
+    /// `00-<trace_id>-<span_id>-00` in lower-case hex, written once (the access log line
+    /// and the upstream request read slices of it).
+    text: [u8; 55],
 }
 
 impl SampledOut {
+    /// The ids, and the parent's `tracestate` (sent on as is).
+    pub fn new(
+        trace_id: opentelemetry::trace::TraceId,
+        span_id: opentelemetry::trace::SpanId,
+        trace_state: Option<String>,
+    ) -> SampledOut {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let digits = trace_id.to_bytes().into_iter().chain(span_id.to_bytes());
+        let slots = (3..35).step_by(2).chain((36..52).step_by(2));
+        for (at, b) in slots.zip(digits) {
+            text[at] = HEX[usize::from(b >> 4)];
+            text[at + 1] = HEX[usize::from(b & 0xf)];
+        }
+        SampledOut {
+            trace_id,
+            span_id,
+            trace_state,
+            text,
+        }
+    }
+
     /// The W3C `traceparent` value: version 00, these ids, flags 00 (not sampled).
-    pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-00", self.trace_id, self.span_id)
+    pub fn traceparent(&self) -> &str {
+        // Only ASCII hex digits and '-' are ever written into `text`.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+
+    /// The trace id in hex (as the access log and exported spans write it).
+    pub fn trace_id_hex(&self) -> &str {
+        self.traceparent().get(3..35).unwrap_or_default()
+    }
+
+    /// The span id in hex.
+    pub fn span_id_hex(&self) -> &str {
+        self.traceparent().get(36..52).unwrap_or_default()
     }
 }
 
@@ -482,20 +515,16 @@ fn sampled_out_with(parent: &Context, ratio: f64) -> Option<SampledOut> {
             return None;
         }
         let ts = psc.trace_state().header();
-        return Some(SampledOut {
-            trace_id: psc.trace_id(),
-            span_id: ids.new_span_id(),
-            trace_state: (!ts.is_empty()).then_some(ts),
-        });
+        return Some(SampledOut::new(
+            psc.trace_id(),
+            ids.new_span_id(),
+            (!ts.is_empty()).then_some(ts),
+        ));
     }
     if ratio > 0.0 {
         return None;
     }
-    Some(SampledOut {
-        trace_id: ids.new_trace_id(),
-        span_id: ids.new_span_id(),
-        trace_state: None,
-    })
+    Some(SampledOut::new(ids.new_trace_id(), ids.new_span_id(), None))
 }
 
 /// Makes `parent` (extracted from a request) the parent of `span`. Call it right after
@@ -726,6 +755,10 @@ mod tests {
                             "{tp_out}"
                         );
                         assert_eq!(tp_out.len(), 55);
+                        // The hex the SDK's Display writes, in W3C's order.
+                        assert_eq!(tp_out, format!("00-{}-{}-00", out.trace_id, out.span_id));
+                        assert_eq!(out.trace_id_hex(), out.trace_id.to_string());
+                        assert_eq!(out.span_id_hex(), out.span_id.to_string());
                         if tp.is_some() {
                             assert_eq!(out.trace_id, cx.span().span_context().trace_id());
                             assert_eq!(out.trace_state.as_deref(), Some("k=v"));

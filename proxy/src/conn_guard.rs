@@ -217,15 +217,30 @@ struct HeadScan {
 }
 
 impl HeadScan {
-    /// Feeds bytes; true once the head is complete.
+    /// Feeds bytes; true once the head is complete. Between line ends it jumps to the next
+    /// LF (`memchr`): only the bytes right after an LF are looked at one by one.
     fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &b in bytes {
-            if !self.started {
-                if b == b'\r' || b == b'\n' {
-                    continue;
-                }
-                self.started = true;
+        let mut i = 0;
+        if !self.started {
+            let Some(first) = bytes.iter().position(|&b| b != b'\r' && b != b'\n') else {
+                return false;
+            };
+            self.started = true;
+            i = first;
+        }
+        loop {
+            if self.nl == 0 {
+                // Any byte but LF keeps the state at 0: skip to the next LF.
+                let Some(off) = bytes.get(i..).and_then(|rest| memchr::memchr(b'\n', rest)) else {
+                    return false;
+                };
+                i += off + 1;
+                self.nl = 1;
             }
+            let Some(&b) = bytes.get(i) else {
+                return false;
+            };
+            i += 1;
             self.nl = match (self.nl, b) {
                 (1 | 2, b'\n') => return true,
                 (_, b'\n') => 1,
@@ -233,7 +248,6 @@ impl HeadScan {
                 _ => 0,
             };
         }
-        false
     }
 }
 
@@ -244,6 +258,9 @@ pub struct HeadDeadline {
     state: Head,
     scan: HeadScan,
     deadline: Option<tokio::time::Instant>,
+    /// The timer of `deadline`, made only when a read waits while a head is incomplete
+    /// (most heads arrive whole in the read that starts them: no timer, no allocation),
+    /// then reset for later heads of the connection.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     expired: IntCounter,
 }
@@ -278,10 +295,25 @@ impl HeadDeadline {
     }
 
     fn arm(&mut self) {
-        let at = tokio::time::Instant::now() + self.timeout;
         self.state = Head::Armed;
-        self.deadline = Some(at);
-        self.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+        self.deadline = Some(tokio::time::Instant::now() + self.timeout);
+    }
+
+    /// Polls the timer of the running deadline (made or reset to it here).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.deadline else {
+            return Poll::Pending;
+        };
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                if s.deadline() != at {
+                    s.as_mut().reset(at);
+                }
+                s
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        sleep.as_mut().poll(cx)
     }
 
     /// Before the next keep-alive request: the deadline starts at its first byte.
@@ -289,7 +321,6 @@ impl HeadDeadline {
         self.timeout = timeout;
         self.scan = HeadScan::default();
         self.deadline = None;
-        self.sleep = None;
         self.state = if timeout.is_zero() {
             Head::Done
         } else {
@@ -299,7 +330,7 @@ impl HeadDeadline {
 
     fn expire(&mut self) -> Poll<std::io::Result<()>> {
         self.state = Head::Done;
-        self.sleep = None;
+        self.deadline = None;
         self.expired.inc();
         tracing::debug!(
             timeout_ms = self.timeout.as_millis() as u64,
@@ -331,7 +362,7 @@ impl AsyncRead for HeadDeadline {
                 }
                 if this.scan.feed(new) {
                     this.state = Head::Done;
-                    this.sleep = None;
+                    this.deadline = None;
                     return Poll::Ready(Ok(()));
                 }
                 if this
@@ -343,12 +374,8 @@ impl AsyncRead for HeadDeadline {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if this.state == Head::Armed {
-                    if let Some(s) = this.sleep.as_mut() {
-                        if s.as_mut().poll(cx).is_ready() {
-                            return this.expire();
-                        }
-                    }
+                if this.state == Head::Armed && this.poll_deadline(cx).is_ready() {
+                    return this.expire();
                 }
                 Poll::Pending
             }

@@ -253,7 +253,7 @@ impl ProxyHttp for HotplexProxy {
             let ip_s = crate::security::ip_text(ip);
             let xff = match req
                 .headers
-                .get(h::X_FORWARDED_FOR)
+                .get(&h::name::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prev) if !prev.trim().is_empty() => [prev, ", ", &ip_s].concat(),
@@ -266,7 +266,11 @@ impl ProxyHttp for HotplexProxy {
             } else {
                 ["for=", &ip_s, ";proto=", scheme].concat()
             };
-            let fwd = match req.headers.get(h::FORWARDED).and_then(|v| v.to_str().ok()) {
+            let fwd = match req
+                .headers
+                .get(&h::name::FORWARDED)
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) if !prev.trim().is_empty() => [prev, ", ", &fwd].concat(),
                 _ => fwd,
             };
@@ -609,11 +613,12 @@ impl ProxyHttp for HotplexProxy {
         // The access line is a child of the request span (trace_id/span_id in the log).
         let trace = ctx.trace.take();
         let parent = trace.as_ref().and_then(|t| t.span().id());
+        let ids = trace.as_ref().and_then(|t| t.log_ids());
         tracing::info!(
             target: "access",
             parent: parent,
-            method = %method,
-            path = %session.req_header().uri.path(),
+            method,
+            path = session.req_header().uri.path(),
             status,
             latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
             upstream_latency_ms = ctx.upstream_elapsed.map_or(-1.0, |d| d.as_secs_f64() * 1000.0),
@@ -624,9 +629,11 @@ impl ProxyHttp for HotplexProxy {
             session_id,
             key_source = route.and_then(|r| r.source).map_or("none", |s| s.as_str()),
             outcome = route.map_or("", |r| r.outcome.as_str()),
-            request_id = %ctx.request_id,
+            request_id = ctx.request_id.as_str(),
             tenant = ctx.security.tenant_label(),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
+            trace_id = ids.map(|i| i.0),
+            span_id = ids.map(|i| i.1),
         );
         if let Some(t) = trace {
             t.finish(status, session.body_bytes_sent(), e);

@@ -93,19 +93,27 @@ pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[Cidr]) -> IpAddr {
 
 /// The presented API key: `X-API-Key`, `Authorization: Bearer`, or the WebSocket subprotocol.
 pub fn presented_key(req: &pingora::http::RequestHeader) -> Option<&str> {
-    let hv = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(k) = hv(h::X_API_KEY).map(str::trim).filter(|k| !k.is_empty()) {
+    let hv = |n: &http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(k) = hv(&h::name::X_API_KEY)
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
         return Some(k);
     }
     if let Some(k) = bearer_token(req) {
         return Some(k);
     }
-    hv("sec-websocket-protocol").and_then(h::api_key_from_ws_protocols)
+    hv(&http::header::SEC_WEBSOCKET_PROTOCOL).and_then(h::api_key_from_ws_protocols)
 }
 
 /// The `Authorization: Bearer <token>` credential (API key or JWT).
 pub fn bearer_token(req: &pingora::http::RequestHeader) -> Option<&str> {
-    let a = req.headers.get("authorization")?.to_str().ok()?.trim();
+    let a = req
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
     if a.len() > 7 && a.is_char_boundary(7) && a[..7].eq_ignore_ascii_case("bearer ") {
         let k = a[7..].trim();
         if !k.is_empty() {
@@ -267,7 +275,7 @@ impl Security {
         let ip = peer.map(|p| {
             let xff = req
                 .headers
-                .get(h::X_FORWARDED_FOR)
+                .get(&h::name::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok());
             client_ip(p, xff, &l.trusted_proxies)
         });

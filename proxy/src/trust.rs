@@ -13,19 +13,20 @@
 //! subprotocol): the edge checked them; the worker gets the tenant instead.
 
 use hotplex_common::headers as h;
+use http::HeaderName;
 use pingora::http::RequestHeader;
 
 use crate::config::RuntimeConfig;
 use crate::routing::Route;
 
 /// Headers a client may never set on a forwarded request.
-pub const STRIPPED: &[&str] = &[
-    h::X_HOTPLEX_TENANT,
-    h::X_HOTPLEX_PROXY_AUTH,
-    h::X_HOTPLEX_WORKER,
-    h::X_HOTPLEX_SESSION,
-    h::X_API_KEY,
-    "authorization",
+pub static STRIPPED: [&HeaderName; 6] = [
+    &h::name::X_HOTPLEX_TENANT,
+    &h::name::X_HOTPLEX_PROXY_AUTH,
+    &h::name::X_HOTPLEX_WORKER,
+    &h::name::X_HOTPLEX_SESSION,
+    &h::name::X_API_KEY,
+    &http::header::AUTHORIZATION,
 ];
 
 /// Rewrites a forwarded request's trust headers (see the module docs).
@@ -36,7 +37,7 @@ pub fn to_worker(
     cfg: &RuntimeConfig,
 ) -> pingora::Result<()> {
     for name in STRIPPED {
-        req.remove_header(*name);
+        req.remove_header(name);
     }
     strip_key_protocol(req)?;
     if let Some(t) = tenant {
@@ -61,9 +62,9 @@ pub fn to_worker(
 /// (the service may run its own authentication).
 pub fn to_service(req: &mut RequestHeader, credentials: bool) -> pingora::Result<()> {
     for name in STRIPPED {
-        let credential = *name == h::X_API_KEY || *name == "authorization";
+        let credential = *name == h::X_API_KEY || *name == http::header::AUTHORIZATION;
         if credentials || !credential {
-            req.remove_header(*name);
+            req.remove_header(name);
         }
     }
     if credentials {
@@ -123,7 +124,7 @@ mod tests {
         }
         to_worker(&mut r, None, None, &cfg("")).expect("rewrite");
         for n in STRIPPED {
-            assert!(r.headers.get(*n).is_none(), "{n} passed");
+            assert!(r.headers.get(n).is_none(), "{n} passed");
         }
         assert_eq!(
             r.headers.get("sec-websocket-protocol").expect("kept"),

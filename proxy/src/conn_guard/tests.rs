@@ -22,6 +22,109 @@ fn head_scan_finds_the_empty_line() {
     assert!(HeadScan::default().feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
 }
 
+/// The byte-at-a-time state machine `HeadScan::feed` replaced: the reference it must
+/// agree with, whatever the input and however it is split into reads.
+#[derive(Default)]
+struct SlowScan {
+    started: bool,
+    nl: u8,
+}
+
+impl SlowScan {
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            if !self.started {
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                self.started = true;
+            }
+            self.nl = match (self.nl, b) {
+                (1 | 2, b'\n') => return true,
+                (_, b'\n') => 1,
+                (1, b'\r') => 2,
+                _ => 0,
+            };
+        }
+        false
+    }
+}
+
+#[test]
+fn head_scan_agrees_with_the_byte_loop_on_every_input_and_split() {
+    let alphabet = [b'\r', b'\n', b'a'];
+    let mut cases = 0;
+    for len in 0..=8u32 {
+        for code in 0..alphabet.len().pow(len) {
+            let mut c = code;
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    let b = alphabet[c % alphabet.len()];
+                    c /= alphabet.len();
+                    b
+                })
+                .collect();
+            // Whole, and split in two at every point.
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                let (mut fast, mut slow) = (HeadScan::default(), SlowScan::default());
+                let f = fast.feed(a) || fast.feed(b);
+                let s = slow.feed(a) || slow.feed(b);
+                assert_eq!(f, s, "{input:?} cut at {cut}");
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 50_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_head_makes_no_timer_and_a_reused_timer_still_fires() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(1024);
+    let c = counter();
+    let mut d = HeadDeadline::new(Box::new(server), Duration::from_secs(5), c.clone());
+    let mut buf = [0u8; 256];
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(d.read(&mut buf).await.expect("read") > 0);
+    assert!(
+        d.sleep.is_none(),
+        "a head that arrives whole needs no timer"
+    );
+    assert_eq!(d.state, Head::Done);
+    // A head in two pieces: the first wait makes the timer; the head completes in time.
+    d.rearm(Duration::from_secs(5));
+    client.write_all(b"GET / HT").await.expect("write");
+    assert_eq!(d.read(&mut buf).await.expect("read"), 8);
+    let reader = tokio::spawn(async move {
+        let r = d.read(&mut buf).await.map(|n| n > 0);
+        (d, r)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client
+        .write_all(b"TP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (mut d, r) = reader.await.expect("join");
+    assert!(r.expect("in time"));
+    assert!(d.sleep.is_some());
+    assert_eq!(d.state, Head::Done);
+    // The next head stalls: the same timer, reset to the new deadline, fires 5 s after
+    // that head's first byte (not at the old deadline).
+    d.rearm(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    client.write_all(b"GET").await.expect("write");
+    let start = tokio::time::Instant::now();
+    assert_eq!(d.read(&mut buf).await.expect("read"), 3);
+    let e = d.read(&mut buf).await.expect_err("timed out");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(c.get(), 1);
+}
+
 #[test]
 fn tracker_limits_and_releases() {
     let t = Arc::new(Tracker::default());

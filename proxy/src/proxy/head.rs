@@ -31,7 +31,7 @@ pub(super) fn oversized_head(req: &RequestHeader) -> Option<EdgeError> {
 /// The request's id: the client's `X-Request-Id` when valid, else a fresh v4 UUID.
 pub(super) fn request_id(req: &RequestHeader) -> String {
     req.headers
-        .get(hotplex_common::headers::X_REQUEST_ID)
+        .get(&hotplex_common::headers::name::X_REQUEST_ID)
         .map(|v| v.as_bytes())
         .filter(|v| valid_request_id(v))
         .and_then(|v| std::str::from_utf8(v).ok())

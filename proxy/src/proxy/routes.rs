@@ -172,7 +172,7 @@ impl HotplexProxy {
             let req = session.req_header();
             let xff = req
                 .headers
-                .get(hotplex_common::headers::X_FORWARDED_FOR)
+                .get(&hotplex_common::headers::name::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok());
             let ip = session
                 .client_addr()

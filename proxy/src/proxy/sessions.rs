@@ -107,7 +107,10 @@ impl HotplexProxy {
             keys: KeyInput {
                 path: req.uri.path().as_bytes(),
                 query: req.uri.query().map(str::as_bytes),
-                header: req.headers.get(h::X_HOTPLEX_SESSION).map(|v| v.as_bytes()),
+                header: req
+                    .headers
+                    .get(&h::name::X_HOTPLEX_SESSION)
+                    .map(|v| v.as_bytes()),
                 cookies: &cookies,
             },
             create: ctx.kind.creates(),

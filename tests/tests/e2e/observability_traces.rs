@@ -33,6 +33,9 @@ const TRACE: &str = "5b8efff798038103d269b633813fc60c";
 /// The client's span ids, one per request.
 const CLIENT_CREATE: &str = "eee19b7ec3c1b174";
 const CLIENT_TURN: &str = "eee19b7ec3c1b175";
+/// A client trace that is not sampled (flags 00): nothing of it is exported.
+const UNSAMPLED: &str = "6c9f00a1b2c3d4e5f60718293a4b5c6d";
+const CLIENT_UNSAMPLED: &str = "eee19b7ec3c1b176";
 
 /// SpanKind values of OTLP.
 const KIND_SERVER: i32 = 2;
@@ -332,6 +335,20 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
     assert!(names.contains(&"tool_use"), "{names:?}");
     assert_eq!(names.last(), Some(&"completed"), "{names:?}");
 
+    // A request of a trace the client did not sample: the proxy creates no span and sends
+    // an unsampled `traceparent` on, so neither it nor the worker exports anything of it
+    // (checked below: every exported span is in TRACE); its access line names the trace.
+    let r = c
+        .get(format!("http://{listen}/sessions/{session_id}"))
+        .header(
+            "traceparent",
+            format!("00-{UNSAMPLED}-{CLIENT_UNSAMPLED}-00"),
+        )
+        .send()
+        .await
+        .expect("GET session");
+    assert_eq!(r.status(), 200);
+
     // The proxy exports within its 100 ms batch delay, while still running.
     let is_turn_req = |s: &Rec| is_proxy_request(s) && s.parent == CLIENT_TURN;
     rx.wait_for("the proxy's spans", |s| {
@@ -503,6 +520,26 @@ async fn traces_and_logs_follow_a_request_through_proxy_and_worker() {
         a["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{a}"
     );
+    // The sampled-out request: its trace, and the new span id it sent on (not the
+    // client's), written by the access line itself (no span exists).
+    let unsampled: Vec<&Value> = plog
+        .iter()
+        .filter(|l| {
+            l["target"] == "access"
+                && l["method"] == "GET"
+                && l["path"] == format!("/sessions/{session_id}")
+        })
+        .collect();
+    assert_eq!(unsampled.len(), 1, "access lines: {plog:#?}");
+    let u = unsampled[0];
+    assert_eq!(u["trace_id"], UNSAMPLED, "{u}");
+    let sid = u["span_id"].as_str().unwrap_or_default();
+    assert!(
+        sid.len() == 16 && sid.bytes().all(|b| b.is_ascii_hexdigit()) && sid != CLIENT_UNSAMPLED,
+        "{u}"
+    );
+    assert_eq!(u["session_id"], session_id.as_str());
+    assert_eq!(u["status"], 200);
 
     // Worker: the turn's log line carries the turn span's ids, the session and the node.
     let wlog = json_lines(&worker_log);

@@ -11,13 +11,15 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+
+mod text;
 use std::sync::OnceLock;
+pub use text::escape_json_str;
+use text::{EscapeBuf, WriteBuf};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -233,8 +235,8 @@ fn log_level_filter(l: tracing_subscriber::filter::LevelFilter) -> log::LevelFil
 struct SpanLogFields {
     session_id: Option<String>,
     node_id: Option<String>,
-    /// `trace_id` and `span_id` of a span that is not exported (a sampled-out request,
-    /// [`telemetry::IDS_TARGET`]): the log lines inside still name their trace.
+    /// `trace_id` and `span_id` fields of a span that is not exported: the log lines
+    /// inside still name their trace.
     trace_id: Option<String>,
     span_id: Option<String>,
 }
@@ -286,12 +288,27 @@ struct JsonFields<'a> {
 
 impl JsonFields<'_> {
     fn key(&mut self, name: &str) {
-        if let Some(i) = RESERVED.iter().position(|r| *r == name) {
-            self.seen[i] = true;
+        // Every reserved key starts with 's', 'n' or 't': most keys skip the comparisons.
+        if matches!(name.as_bytes().first(), Some(b's' | b'n' | b't')) {
+            if let Some(i) = RESERVED.iter().position(|r| *r == name) {
+                self.seen[i] = true;
+            }
         }
-        self.buf.push(b',');
-        escape_json_str(self.buf, name);
-        self.buf.push(b':');
+        // Field names are identifiers of the code (letters, digits, '_' and '.'): copied
+        // as they are; anything else is escaped.
+        if name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            self.buf.reserve(name.len() + 4);
+            self.buf.extend_from_slice(b",\"");
+            self.buf.extend_from_slice(name.as_bytes());
+            self.buf.extend_from_slice(b"\":");
+        } else {
+            self.buf.push(b',');
+            escape_json_str(self.buf, name);
+            self.buf.push(b':');
+        }
     }
 
     fn value<T: serde::Serialize + ?Sized>(&mut self, name: &str, v: &T) {
@@ -347,84 +364,6 @@ impl Visit for JsonFields<'_> {
     }
 }
 
-/// Whether `c` is escaped in log strings beyond JSON's own rules (see [`escape_json_str`]).
-fn log_unsafe(c: char) -> bool {
-    matches!(c as u32, 0x80..=0x9f | 0x061c | 0x200e | 0x200f | 0x202a..=0x202e | 0x2066..=0x2069)
-}
-
-/// Writes `s` as a JSON string: JSON's escapes (quote, backslash, C0 controls) plus
-/// `\uXXXX` for C1 and bidirectional controls.
-pub fn escape_json_str(buf: &mut Vec<u8>, s: &str) {
-    buf.reserve(s.len() + 2);
-    buf.push(b'"');
-    escape_json_body(buf, s);
-    buf.push(b'"');
-}
-
-/// [`escape_json_str`] without the quotes. Runs of printable ASCII (all of most log
-/// values) are copied whole; only other bytes are looked at one character at a time.
-fn escape_json_body(buf: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let (mut run, mut i) = (0, 0);
-    while i < bytes.len() {
-        let b = bytes[i];
-        if (0x20..0x80).contains(&b) && b != b'"' && b != b'\\' {
-            i += 1;
-            continue;
-        }
-        buf.extend_from_slice(&bytes[run..i]);
-        if b < 0x80 {
-            match b {
-                b'"' => buf.extend_from_slice(b"\\\""),
-                b'\\' => buf.extend_from_slice(b"\\\\"),
-                b'\n' => buf.extend_from_slice(b"\\n"),
-                b'\r' => buf.extend_from_slice(b"\\r"),
-                b'\t' => buf.extend_from_slice(b"\\t"),
-                _ => {
-                    let _ = write!(WriteBuf(buf), "\\u{b:04x}");
-                }
-            }
-            i += 1;
-        } else {
-            // `i` is a character boundary: it only ever advances by whole characters.
-            let Some(c) = s.get(i..).and_then(|t| t.chars().next()) else {
-                run = bytes.len();
-                break;
-            };
-            let n = c.len_utf8();
-            if log_unsafe(c) {
-                let _ = write!(WriteBuf(buf), "\\u{:04x}", c as u32);
-            } else {
-                buf.extend_from_slice(&bytes[i..i + n]);
-            }
-            i += n;
-        }
-        run = i;
-    }
-    buf.extend_from_slice(&bytes[run.min(bytes.len())..]);
-}
-
-/// `fmt::Write` into a byte buffer, escaping as [`escape_json_str`] does (for values
-/// formatted straight into a JSON string).
-struct EscapeBuf<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for EscapeBuf<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        escape_json_body(self.0, s);
-        Ok(())
-    }
-}
-
-/// `fmt::Write` into a byte buffer.
-struct WriteBuf<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for WriteBuf<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// The JSON-lines layer: the main log (stderr, audit lines skipped) or the audit log (only
 /// audit lines, to an [`AuditOut`]).
 pub struct JsonLayer {
@@ -459,7 +398,7 @@ impl JsonLayer {
         let meta = event.metadata();
         // RFC 3339 (digits, '-', ':', '.', 'T', 'Z'): nothing to escape.
         buf.extend_from_slice(b"{\"timestamp\":\"");
-        let _ = fmt::time::SystemTime.format_time(&mut Writer::new(&mut EscapeBuf(buf)));
+        text::write_now(buf);
         buf.extend_from_slice(b"\",\"level\":\"");
         buf.extend_from_slice(meta.level().as_str().as_bytes());
         buf.extend_from_slice(b"\",\"target\":");
@@ -678,6 +617,28 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_copied_or_escaped_and_reserved_ones_are_seen() {
+        let mut buf = Vec::new();
+        let mut f = JsonFields {
+            buf: &mut buf,
+            seen: [false; RESERVED.len()],
+        };
+        f.value("http.route", "a");
+        f.value("session_id", "s");
+        f.value("we\"ird\u{202e}", &1);
+        f.value("trace_id", "t");
+        assert!(f.has("session_id") && f.has("trace_id"));
+        assert!(!f.has("span_id") && !f.has("node_id") && !f.has("span"));
+        f.buf.push(b'}');
+        let line = String::from_utf8(buf[1..].to_vec()).expect("utf8");
+        let v: serde_json::Value = serde_json::from_str(&format!("{{{line}")).expect("json");
+        assert_eq!(v["http.route"], "a");
+        assert_eq!(v["session_id"], "s");
+        assert_eq!(v["we\"ird\u{202e}"], 1);
+        assert!(line.contains("we\\\"ird\\u202e"), "{line}");
+    }
+
+    #[test]
     fn log_record_levels_follow_the_operators_level() {
         use tracing_subscriber::filter::LevelFilter as L;
         assert_eq!(log_level_filter(L::WARN), log::LevelFilter::Warn);
@@ -688,20 +649,6 @@ mod tests {
         let f = EnvFilter::new("warn,pingora_core=debug");
         assert_eq!(f.max_level_hint(), Some(L::DEBUG));
         assert_eq!(EnvFilter::new("info").max_level_hint(), Some(L::INFO));
-    }
-
-    #[test]
-    fn log_strings_escape_c1_and_bidi_controls() {
-        let mut b = Vec::new();
-        escape_json_str(&mut b, "a\"b\\c\nd\u{1}e\u{9b}f\u{202e}g\u{2067}h\u{e9}");
-        let text = String::from_utf8(b).expect("utf8");
-        assert_eq!(
-            text,
-            "\"a\\\"b\\\\c\\nd\\u0001e\\u009bf\\u202eg\\u2067h\u{e9}\""
-        );
-        // Still JSON, and it decodes to the original text.
-        let back: String = serde_json::from_str(&text).expect("json");
-        assert_eq!(back, "a\"b\\c\nd\u{1}e\u{9b}f\u{202e}g\u{2067}h\u{e9}");
     }
 
     #[test]
@@ -763,7 +710,6 @@ mod tests {
         let sub = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(sub, || {
             let span = tracing::info_span!(
-                target: crate::telemetry::IDS_TARGET,
                 "proxy.request",
                 trace_id = %"4bf92f3577b34da6a3ce929d0e0e4736",
                 span_id = "00f067aa0ba902b7",

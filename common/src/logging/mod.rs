@@ -177,30 +177,19 @@ pub fn init_with(
         opts.audit.unwrap_or(AuditOut::Stderr),
         opts.static_fields.clone(),
     );
-    type Base = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
-    let mut otel: Option<telemetry::OtelLayer<Base>> = None;
+    let mut otel: Option<telemetry::OtelLayer<Registry>> = None;
     let mut result = Ok(());
     if let Some(t) = opts.telemetry.as_ref() {
-        match telemetry::start::<Base>(t) {
+        match telemetry::start::<Registry>(t) {
             Ok(l) => otel = l,
             Err(e) => result = Err(e),
         }
     }
-    let base = tracing_subscriber::registry()
-        .with(filter)
-        .with(otel)
-        .with(audit);
-    // The output layer is outermost: JsonLayer needs `on_register_dispatch`, which
-    // `Option`/`Vec` layers do not forward.
     let _ = match format {
-        LogFormat::Json => base.with(JsonLayer::new(opts.static_fields)).try_init(),
-        LogFormat::Text => base
-            .with(fmt::layer().with_writer(std::io::stderr).with_filter(
-                tracing_subscriber::filter::filter_fn(|m| {
-                    m.target() != AUDIT_TARGET && (m.target() != SPAN_TARGET || !m.is_span())
-                }),
-            ))
-            .try_init(),
+        LogFormat::Json => {
+            json_stack(filter, otel, audit, JsonLayer::new(opts.static_fields)).try_init()
+        }
+        LogFormat::Text => stack(filter, otel, audit, text_layer()).try_init(),
     };
     // `log` records (pingora and other dependencies log through the `log` crate) more
     // verbose than the operator's level are dropped by the `log` macros themselves. The
@@ -215,6 +204,63 @@ pub fn init_with(
         tracing::error!(error = %e, "traces are off: the exporter did not start");
     }
     result
+}
+
+/// The subscriber: the registry, the trace exporter's layer (with its own per-layer
+/// filter), the audit layer, the output layer, and the operator's `EnvFilter` outermost.
+///
+/// The global filter must be the outermost layer. Under a layer that is interested in
+/// every callsite (the JSON layers are), an inner stack holding a per-layer filter turns
+/// the `EnvFilter`'s "never" into "sometimes" (tracing-subscriber's `Layered`), and every
+/// disabled callsite of every dependency is then filtered again at each call: the `h2`
+/// crate's `trace!` callsites cost ~23k instructions per HTTP/2 request that way
+/// (benches/RESULTS.md). Outermost, the filter's "never" is final and cached per callsite.
+fn stack<O, L>(
+    filter: EnvFilter,
+    otel: Option<O>,
+    audit: JsonLayer,
+    output: L,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
+where
+    O: Layer<Registry> + Send + Sync,
+    L: Layer<
+            tracing_subscriber::layer::Layered<
+                JsonLayer,
+                tracing_subscriber::layer::Layered<Option<O>, Registry>,
+            >,
+        > + Send
+        + Sync,
+{
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(audit)
+        .with(output)
+        .with(filter)
+}
+
+/// [`stack`] with the JSON output layer.
+fn json_stack<O>(
+    filter: EnvFilter,
+    otel: Option<O>,
+    audit: JsonLayer,
+    json: JsonLayer,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
+where
+    O: Layer<Registry> + Send + Sync,
+{
+    stack(filter, otel, audit, json)
+}
+
+/// The human-readable output layer (no audit lines, no span lines of the exporter's spans).
+fn text_layer<S>() -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() != AUDIT_TARGET && (m.target() != SPAN_TARGET || !m.is_span())
+        }))
 }
 
 /// The `log` crate's filter for a tracing level filter.
@@ -614,6 +660,70 @@ mod tests {
         let (text, quoted) = ("x\u{202e}", "q");
         let _ = write!(EscapeBuf(&mut b), "{text}{quoted:?}");
         assert_eq!(String::from_utf8(b).expect("utf8"), "x\\u202e\\\"q\\\"");
+    }
+
+    /// A callsite the operator's filter disables stays disabled for good (its interest is
+    /// "never", cached), even with the exporter's per-layer filter in the stack.
+    #[test]
+    fn disabled_callsites_are_never_reevaluated() {
+        use tracing::callsite::{Callsite, DefaultCallsite};
+        use tracing::field::FieldSet;
+        use tracing::metadata::Kind;
+        use tracing::{Level, Metadata};
+        macro_rules! callsite {
+            ($cs:ident, $meta:ident, $target:expr, $level:expr, $kind:expr) => {
+                static $meta: Metadata<'static> = Metadata::new(
+                    "probe",
+                    $target,
+                    $level,
+                    None,
+                    None,
+                    None,
+                    FieldSet::new(&[], tracing::callsite::Identifier(&$cs)),
+                    $kind,
+                );
+                static $cs: DefaultCallsite = DefaultCallsite::new(&$meta);
+            };
+        }
+        callsite!(
+            H2_TRACE,
+            H2_META,
+            "h2::proto::streams",
+            Level::TRACE,
+            Kind::EVENT
+        );
+        callsite!(OURS_INFO, OURS_META, "access", Level::INFO, Kind::EVENT);
+        callsite!(OUR_SPAN, SPAN_META, SPAN_TARGET, Level::INFO, Kind::SPAN);
+        // A stand-in for the exporter's layer: a per-layer filter taking only our spans.
+        let otel = tracing_subscriber::layer::Identity::new().with_filter(
+            tracing_subscriber::filter::filter_fn(|m| m.is_span() && m.target() == SPAN_TARGET),
+        );
+        let filter = EnvFilter::new("info")
+            .add_directive(format!("{SPAN_TARGET}=info").parse().expect("directive"))
+            .add_directive(format!("{AUDIT_TARGET}=trace").parse().expect("directive"));
+        let sub = json_stack(
+            filter,
+            Some(otel),
+            JsonLayer::audit(AuditOut::Stderr, vec![]),
+            JsonLayer::new(vec![]),
+        );
+        let d = tracing::Dispatch::new(sub);
+        let meta = |c: &'static DefaultCallsite| c.metadata();
+        assert!(d.register_callsite(meta(&H2_TRACE)).is_never());
+        assert!(!d.register_callsite(meta(&OURS_INFO)).is_never());
+        assert!(!d.register_callsite(meta(&OUR_SPAN)).is_never());
+        // The order this replaced (the filter innermost): the same callsite was
+        // "sometimes", i.e. filtered again at every call.
+        let old = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(
+                tracing_subscriber::layer::Identity::new()
+                    .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span())),
+            )
+            .with(JsonLayer::audit(AuditOut::Stderr, vec![]))
+            .with(JsonLayer::new(vec![]));
+        let old = tracing::Dispatch::new(old);
+        assert!(old.register_callsite(meta(&H2_TRACE)).is_sometimes());
     }
 
     #[test]

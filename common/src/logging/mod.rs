@@ -187,7 +187,7 @@ pub fn init_with(
     }
     let _ = match format {
         LogFormat::Json => {
-            json_stack(filter, otel, audit, JsonLayer::new(opts.static_fields)).try_init()
+            stack(filter, otel, audit, JsonLayer::new(opts.static_fields)).try_init()
         }
         LogFormat::Text => stack(filter, otel, audit, text_layer()).try_init(),
     };
@@ -213,7 +213,7 @@ pub fn init_with(
 /// every callsite (the JSON layers are), an inner stack holding a per-layer filter turns
 /// the `EnvFilter`'s "never" into "sometimes" (tracing-subscriber's `Layered`), and every
 /// disabled callsite of every dependency is then filtered again at each call: the `h2`
-/// crate's `trace!` callsites cost ~23k instructions per HTTP/2 request that way
+/// crate's `trace!` callsites cost ~24k instructions per HTTP/2 request that way
 /// (benches/RESULTS.md). Outermost, the filter's "never" is final and cached per callsite.
 fn stack<O, L>(
     filter: EnvFilter,
@@ -236,19 +236,6 @@ where
         .with(audit)
         .with(output)
         .with(filter)
-}
-
-/// [`stack`] with the JSON output layer.
-fn json_stack<O>(
-    filter: EnvFilter,
-    otel: Option<O>,
-    audit: JsonLayer,
-    json: JsonLayer,
-) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
-where
-    O: Layer<Registry> + Send + Sync,
-{
-    stack(filter, otel, audit, json)
 }
 
 /// The human-readable output layer (no audit lines, no span lines of the exporter's spans).
@@ -701,7 +688,7 @@ mod tests {
         let filter = EnvFilter::new("info")
             .add_directive(format!("{SPAN_TARGET}=info").parse().expect("directive"))
             .add_directive(format!("{AUDIT_TARGET}=trace").parse().expect("directive"));
-        let sub = json_stack(
+        let sub = stack(
             filter,
             Some(otel),
             JsonLayer::audit(AuditOut::Stderr, vec![]),

@@ -45,24 +45,9 @@ printf '| build | shape | Ir/request | vs bare | 2xx |\n|---|---|---:|---:|---:|
 for bin in "$@"; do
 for shape in $SHAPES; do
   out="$DIR/cg.$(basename "$bin").$shape.out"
-  # RUST_LOG would override log.level: the full shape's access log stays on.
-  if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
-  if [ "$shape" = floor ]; then
-    # pingora-min (the framework floor of load_bench.sh), built beside BIN, same request.
-    cmd=("$(dirname "$bin")/pingora-min" --listen "127.0.0.1:$P" --api-key "$API_KEY"
-      --upstream "127.0.0.1:$W1" --upstream "127.0.0.1:$W2" --upstream "127.0.0.1:$W3")
-    ready="/sessions/$KEY"
-    # The allocator options load_bench.sh gives it (hotplex-proxy has them built in).
-    envs=(MALLOC_CONF="${MALLOC_CONF:-tcache_max:131072}")
-  else
-    envs=()
-    cmd=("$bin" --config "$DIR/$shape.yaml")
-    ready=/health/live
-  fi
-  env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" "${cmd[@]}" \
-    >"$DIR/proxy.$shape.log" 2>"$DIR/valgrind.log" &
-  vp=$!
-  for _ in $(seq 1 300); do curl -sf -o /dev/null -H "x-api-key: $API_KEY" "http://127.0.0.1:$P$ready" && break; sleep 0.2; done
+  # The floor (pingora-min) forwards every path: it is ready when the backend answers.
+  if [ "$shape" = floor ]; then ready="/sessions/$KEY"; else ready=/health/live; fi
+  s1_callgrind "$shape" "$bin" "$out" "$ready"
   load 500 >/dev/null                       # warm-up: pools, lazy statics
   callgrind_control --zero "$vp" >/dev/null
   ok=$(load "$N")
@@ -70,7 +55,7 @@ for shape in $SHAPES; do
   kill "$vp"; wait "$vp" 2>/dev/null || true
   f=$(ls -t "$out".*.[0-9]* 2>/dev/null | head -1 || true)
   [ -n "$f" ] || f=$(ls -t "$out".* | head -1)
-  ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+  ir=$(s1_ir "$f")
   per=$(awk -v a="$ir" -v n="$N" 'BEGIN { printf "%.0f", a / n }')
   eval "per_${shape//-/_}=$per"
   vs=$(awk -v a="$per" -v b="${per_bare:-}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "—" }')

@@ -1,4 +1,4 @@
-# Shared setup of the scenario-1 tools (benches/profile.sh, benches/instr_count.sh): the
+# Shared setup of the scenario-1 tools (benches/profile.sh, instr_count.sh, sse_instr.sh): the
 # request of scenario 1 of benches/load_bench.sh (HTTP/1.1, API key, signed session id) to
 # hotplex-proxy in front of an nginx backend on 3 ports. Sourced, not run; expects BASE
 # (first port), and for s1_backend DIR (a scratch directory) and PIDS (an array the
@@ -65,3 +65,31 @@ s1_signed_key() {
   mac=$(printf 'bench\n%s' "$signed" | openssl dgst -sha256 -hmac "$SECRET" -binary | head -c 16 | base64 | tr '+/' '-_' | tr -d '=\n')
   echo "$signed.$mac"
 }
+
+# s1_callgrind SHAPE BIN OUT READY_PATH: starts SHAPE under valgrind's callgrind (dumps to
+# OUT.<pid>[.<n>]) listening on P, sets `vp` to its pid and waits until READY_PATH answers
+# (with the API key). SHAPE floor is pingora-min built beside BIN (the framework floor of
+# load_bench.sh, with the allocator options load_bench.sh gives it; hotplex-proxy has them
+# built in); any other shape is BIN --config "$DIR/SHAPE.yaml" (bare with RUST_LOG=warn,
+# the others with RUST_LOG unset: it would override log.level and the access log).
+s1_callgrind() {
+  local shape=$1 bin=$2 out=$3 ready=$4 cmd envs=()
+  if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
+  if [ "$shape" = floor ]; then
+    cmd=("$(dirname "$bin")/pingora-min" --listen "127.0.0.1:$P" --api-key "$API_KEY"
+      --upstream "127.0.0.1:$W1" --upstream "127.0.0.1:$W2" --upstream "127.0.0.1:$W3")
+    envs=(MALLOC_CONF="${MALLOC_CONF:-tcache_max:131072}")
+  else
+    cmd=("$bin" --config "$DIR/$shape.yaml")
+  fi
+  env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" "${cmd[@]}" \
+    >"$DIR/proxy.$shape.log" 2>"$DIR/valgrind.$shape.log" &
+  vp=$!
+  for _ in $(seq 1 300); do
+    curl -sf -o /dev/null -H "x-api-key: $API_KEY" "http://127.0.0.1:$P$ready" && break
+    sleep 0.2
+  done
+}
+
+# s1_ir FILE: the instructions (Ir) of one callgrind dump.
+s1_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'; }

@@ -51,28 +51,11 @@ streams() {
     --connections "$C" --duration "$SECS" -H "X-API-Key: $API_KEY" -H "X-Hotplex-Session: sse-%i" \
     2>>"$DIR/sse-load.log"
 }
-# ir FILE: the instructions of one callgrind dump.
-ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'; }
 
 printf '| build | shape | Ir/event | vs floor | streams x events (two runs) |\n|---|---|---:|---:|---|\n' >"$DIR/table"
 for shape in $SHAPES; do
   out="$DIR/cg.$shape.out"
-  if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
-  if [ "$shape" = floor ]; then
-    cmd=("$BIN_DIR/pingora-min" --listen "127.0.0.1:$P" --api-key "$API_KEY"
-      --upstream "127.0.0.1:$W1" --upstream "127.0.0.1:$W2" --upstream "127.0.0.1:$W3")
-    envs=(MALLOC_CONF="${MALLOC_CONF:-tcache_max:131072}")
-  else
-    cmd=("$bin" --config "$DIR/$shape.yaml")
-    envs=()
-  fi
-  env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" "${cmd[@]}" \
-    >"$DIR/proxy.$shape.log" 2>"$DIR/valgrind.$shape.log" &
-  vp=$!
-  for _ in $(seq 1 300); do
-    curl -sf -o /dev/null -H "x-api-key: $API_KEY" "http://127.0.0.1:$P/health/live" && break
-    sleep 0.2
-  done
+  s1_callgrind "$shape" "$bin" "$out" /health/live   # bench-backend answers it behind any shape
   SECS_RUN=$SECS; SECS=3; streams 5 >/dev/null; SECS=$SECS_RUN   # warm-up: pools, lazy statics
   callgrind_control --zero "$vp" >/dev/null
   r1=$(streams "$N1")
@@ -84,7 +67,7 @@ for shape in $SHAPES; do
   # The two dumps, in order (callgrind numbers them: <out>.<pid>.<n>).
   mapfile -t parts < <(ls "$out".*.[0-9]* 2>/dev/null | awk -F. '{ print $NF, $0 }' | sort -n | cut -d' ' -f2-)
   [ "${#parts[@]}" -ge 2 ] || { echo "no callgrind dumps for $shape" >&2; exit 1; }
-  a=$(ir "${parts[0]}"); b=$(ir "${parts[1]}")
+  a=$(s1_ir "${parts[0]}"); b=$(s1_ir "${parts[1]}")
   per=$(awk -v a="$a" -v b="$b" -v c="$C" -v n1="$N1" -v n2="$N2" 'BEGIN { printf "%.0f", (b - a) / (c * (n2 - n1)) }')
   eval "per_$shape=$per"
   vs=$(awk -v a="$per" -v f="${per_floor:-}" 'BEGIN { if (f > 0) printf "%.3f", a / f; else print "—" }')

@@ -17,7 +17,8 @@ Fails (exit 1) on:
 
 The layering this enforces (bottom to top; a module imports only modules of lower layers),
 as of issue #19 (also at the top of proxy/src/lib.rs):
-  0. leaves: affinity, audit, hostile, policy, sd_notify, surface, upgrade, upgrade_sock
+  0. leaves: affinity, audit, head_map, hostile, policy, sd_notify, surface, upgrade,
+     upgrade_sock
   1. config (-> policy, upgrade_sock), handover
   2. jwt, limits, metrics, upgrade_cmd
   3. errors, limit_store, tls

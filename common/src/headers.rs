@@ -61,7 +61,7 @@ pub const HEALTH_LIVE_PATH: &str = "/health/live";
 /// Prometheus text endpoint.
 pub const METRICS_PATH: &str = "/metrics";
 
-/// The header names above that the proxy reads or removes on every request, parsed once:
+/// The header names above that the proxy reads, sets or removes on every request, parsed once:
 /// a lookup by `&str` parses the name on each call (~450 instructions, benches/RESULTS.md).
 pub mod name {
     use http::HeaderName;
@@ -74,6 +74,7 @@ pub mod name {
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static(super::X_REQUEST_ID);
     pub static X_API_KEY: HeaderName = HeaderName::from_static(super::X_API_KEY);
     pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static(super::X_FORWARDED_FOR);
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(super::X_FORWARDED_PROTO);
     pub static FORWARDED: HeaderName = HeaderName::from_static(super::FORWARDED);
 }
 

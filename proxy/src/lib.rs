@@ -14,6 +14,7 @@
 //! - [`body`]: request bodies read whole at the edge before anything reaches a worker;
 //! - [`surface`]: the declared public surface (the only requests forwarded);
 //! - [`trust`]: the headers the edge sets for, and strips before, a worker;
+//! - [`head_map`]: pingora's heads edited as one plain header map on the hot path;
 //! - [`hostile`]: raw HTTP/1 head checks (bare LF/CR, NUL, missing `Host`: 400);
 //! - [`server`]: assembles the pingora server;
 //! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
@@ -31,8 +32,8 @@
 //! Layers (bottom to top; a module imports only modules of lower layers, no import cycle
 //! between top-level modules: `scripts/check-cycles.py`, run by `make lint`, issue #19):
 //!
-//! 0. leaves: [`affinity`], [`audit`], [`hostile`], [`policy`], [`sd_notify`], [`surface`],
-//!    [`upgrade`], [`upgrade_sock`];
+//! 0. leaves: [`affinity`], [`audit`], [`head_map`], [`hostile`], [`policy`], [`sd_notify`],
+//!    [`surface`], [`upgrade`], [`upgrade_sock`];
 //! 1. [`config`] (the runtime config with its route table and the http pools' live state),
 //!    [`handover`];
 //! 2. [`jwt`], [`limits`], [`metrics`], [`upgrade_cmd`];
@@ -58,6 +59,7 @@ pub mod config;
 pub mod conn_guard;
 pub mod errors;
 pub mod handover;
+pub mod head_map;
 pub mod hostile;
 pub mod jwt;
 pub mod limit_store;

@@ -58,6 +58,13 @@ use sessions::Replace;
 
 /// Workers tried for one new session before giving up.
 pub const MAX_PLACEMENT_TRIES: usize = 3;
+/// Headers the edge adds to a forwarded request (room reserved once, `crate::head_map`):
+/// `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Request-Id`, the tenant, worker,
+/// session and `traceparent`.
+const FORWARD_HEADERS: usize = 8;
+/// Headers the edge adds to a proxied answer: `X-Hotplex-Worker`, `X-Request-Id` and the
+/// three `RateLimit-*`.
+const ANSWER_HEADERS: usize = 5;
 
 /// The proxy.
 pub struct HotplexProxy {
@@ -243,48 +250,33 @@ impl ProxyHttp for HotplexProxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            // The address is formatted once, both values concatenated (no `format!`: this
-            // runs for every request).
-            let ip_s = crate::security::ip_text(ip);
-            let xff = match req
-                .headers
-                .get(&h::name::X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => [prev, ", ", &ip_s].concat(),
-                _ => ip_s.clone(),
-            };
-            req.insert_header(h::X_FORWARDED_FOR, xff)?;
+        // Eight headers are added below: one pass over pingora's head, not eight
+        // `insert_header`s (crate::head_map).
+        crate::head_map::edit_request(req, FORWARD_HEADERS, |headers| {
             let scheme = crate::tls::scheme(session);
-            let fwd = if ip.is_ipv6() {
-                ["for=\"[", &ip_s, "]\";proto=", scheme].concat()
-            } else {
-                ["for=", &ip_s, ";proto=", scheme].concat()
-            };
-            let fwd = match req
-                .headers
-                .get(&h::name::FORWARDED)
-                .and_then(|v| v.to_str().ok())
+            if let Some(ip) = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip())
             {
-                Some(prev) if !prev.trim().is_empty() => [prev, ", ", &fwd].concat(),
-                _ => fwd,
-            };
-            req.insert_header(h::FORWARDED, fwd)?;
-        }
-        // Always ours, never the client's.
-        req.insert_header(h::X_FORWARDED_PROTO, crate::tls::scheme(session))?;
-        req.insert_header(h::X_REQUEST_ID, ctx.request_id.as_str())?;
-        self.trust_headers(req, ctx)?;
-        self.header_rules(session, ctx, true, req);
-        if let Some(t) = ctx.trace.as_ref() {
-            t.inject(req);
-        }
-        Ok(())
+                crate::trust::forwarded(headers, ip, scheme)?;
+            }
+            // Always ours, never the client's.
+            headers.insert(
+                &h::name::X_FORWARDED_PROTO,
+                http::HeaderValue::from_static(scheme),
+            );
+            headers.insert(
+                &h::name::X_REQUEST_ID,
+                crate::trust::value(&ctx.request_id)?,
+            );
+            self.trust_headers(headers, ctx)?;
+            self.header_rules(session, ctx, true, headers);
+            if let Some(t) = ctx.trace.as_ref() {
+                t.inject(headers);
+            }
+            Ok(())
+        })
     }
 
     async fn request_body_filter(
@@ -353,21 +345,30 @@ impl ProxyHttp for HotplexProxy {
             if let Some(t) = ctx.trace.as_ref() {
                 t.upstream_response(resp.status.as_u16());
             }
-            resp.insert_header(h::X_HOTPLEX_WORKER, route.worker.spec.id.as_str())?;
-            if let Some(c) = route.cookie.as_ref() {
-                let secure = crate::tls::scheme(_session) == "https";
-                resp.append_header(
-                    http::header::SET_COOKIE,
-                    affinity::set_cookie_header(c, secure),
-                )?;
-            }
         }
-        let request_id = http::HeaderValue::from_str(&ctx.request_id)
-            .or_err(ErrorType::InvalidHTTPHeader, "request id")?;
-        resp.insert_header(h::X_REQUEST_ID, crate::security::unindexed(request_id))?;
-        crate::tls::on_response(_session, resp, &self.registry.config())?;
-        crate::security::on_response(resp, &ctx.security)?;
-        self.header_rules(_session, ctx, false, resp);
+        // Five or more headers are added: one pass over pingora's head (crate::head_map).
+        crate::head_map::edit_response(resp, ANSWER_HEADERS, |headers| {
+            if let Some(route) = ctx.kind.route() {
+                let worker = crate::trust::value(route.worker.spec.id.as_str())?;
+                headers.insert(&h::name::X_HOTPLEX_WORKER, worker);
+                if let Some(c) = route.cookie.as_ref() {
+                    let secure = crate::tls::scheme(_session) == "https";
+                    let cookie = affinity::set_cookie_header(c, secure);
+                    let cookie = http::HeaderValue::try_from(cookie)
+                        .or_err(ErrorType::InvalidHTTPHeader, "affinity cookie")?;
+                    headers.append(http::header::SET_COOKIE, cookie);
+                }
+            }
+            let request_id = crate::trust::value(&ctx.request_id)?;
+            headers.insert(
+                &h::name::X_REQUEST_ID,
+                crate::security::unindexed(request_id),
+            );
+            crate::tls::on_response(_session, headers, &self.registry.config())?;
+            crate::security::on_response(headers, &ctx.security);
+            self.header_rules(_session, ctx, false, headers);
+            Ok(())
+        })?;
         routes::compress_start(_session, resp, ctx);
         if ctx.kind.tunnel()
             && resp.status == http::StatusCode::SWITCHING_PROTOCOLS

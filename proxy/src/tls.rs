@@ -25,6 +25,7 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::ALPN;
 use pingora::proxy::Session;
+use pingora::OrErr;
 
 pub use crate::config::runtime::tls::WorkerTls;
 use crate::config::{ConfigError, RuntimeConfig};
@@ -312,12 +313,16 @@ pub fn scheme(session: &Session) -> &'static str {
 /// Response hook: `Strict-Transport-Security` on responses served over TLS.
 pub fn on_response(
     session: &Session,
-    resp: &mut pingora::http::ResponseHeader,
+    headers: &mut http::HeaderMap,
     cfg: &RuntimeConfig,
 ) -> pingora::Result<()> {
     if let Some(h) = cfg.tls.as_ref().and_then(|t| t.hsts.as_ref()) {
         if is_tls(session) {
-            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.header_value())?;
+            let v = http::HeaderValue::try_from(h.header_value()).or_err(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "Strict-Transport-Security",
+            )?;
+            headers.insert(http::header::STRICT_TRANSPORT_SECURITY, v);
         }
     }
     Ok(())

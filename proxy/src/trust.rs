@@ -12,9 +12,11 @@
 //! credentials (`X-API-Key`, `Authorization`, the `hotplex-api-<key>` WebSocket
 //! subprotocol): the edge checked them; the worker gets the tenant instead.
 
+use std::net::IpAddr;
+
 use hotplex_common::headers as h;
-use http::HeaderName;
-use pingora::http::RequestHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora::{ErrorType, OrErr};
 
 use crate::config::RuntimeConfig;
 use crate::routing::Route;
@@ -29,28 +31,36 @@ pub static STRIPPED: [&HeaderName; 6] = [
     &http::header::AUTHORIZATION,
 ];
 
+/// A header value from text the edge holds (a tenant, an id, a key).
+pub fn value(text: &str) -> pingora::Result<HeaderValue> {
+    HeaderValue::from_str(text).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
+}
+
 /// Rewrites a forwarded request's trust headers (see the module docs).
 pub fn to_worker(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     route: Option<&Route>,
     tenant: Option<&str>,
     cfg: &RuntimeConfig,
 ) -> pingora::Result<()> {
     for name in STRIPPED {
-        req.remove_header(name);
+        headers.remove(name);
     }
-    strip_key_protocol(req)?;
+    strip_key_protocol(headers)?;
     if let Some(t) = tenant {
-        req.insert_header(h::X_HOTPLEX_TENANT, t)?;
+        headers.insert(&h::name::X_HOTPLEX_TENANT, value(t)?);
     }
     if let Some(route) = route {
-        req.insert_header(h::X_HOTPLEX_WORKER, route.worker.spec.id.as_str())?;
+        headers.insert(
+            &h::name::X_HOTPLEX_WORKER,
+            value(route.worker.spec.id.as_str())?,
+        );
         if let Some(id) = route.minted.as_ref().or(route.key.as_ref()) {
-            req.insert_header(h::X_HOTPLEX_SESSION, id.as_str())?;
+            headers.insert(&h::name::X_HOTPLEX_SESSION, value(id.as_str())?);
         }
     }
     if let Some(k) = &cfg.worker_key {
-        req.insert_header(h::X_HOTPLEX_PROXY_AUTH, k.clone())?;
+        headers.insert(&h::name::X_HOTPLEX_PROXY_AUTH, k.clone());
     }
     Ok(())
 }
@@ -60,27 +70,57 @@ pub fn to_worker(
 /// worker key); with `credentials` (the route's `auth: required`) the client's credentials
 /// the edge checked are removed too, as for a worker. An `auth: off` route passes them on
 /// (the service may run its own authentication).
-pub fn to_service(req: &mut RequestHeader, credentials: bool) -> pingora::Result<()> {
+pub fn to_service(headers: &mut HeaderMap, credentials: bool) -> pingora::Result<()> {
     for name in STRIPPED {
         let credential = *name == h::X_API_KEY || *name == http::header::AUTHORIZATION;
         if credentials || !credential {
-            req.remove_header(name);
+            headers.remove(name);
         }
     }
     if credentials {
-        strip_key_protocol(req)?;
+        strip_key_protocol(headers)?;
     }
     Ok(())
 }
 
+/// Appends the client's address to `X-Forwarded-For` and a `for=...;proto=...` element to
+/// `Forwarded` (RFC 7239), after what earlier proxies wrote.
+pub fn forwarded(headers: &mut HeaderMap, ip: IpAddr, scheme: &str) -> pingora::Result<()> {
+    // The address is formatted once, both values concatenated (no `format!`: this runs for
+    // every request).
+    let ip_s = crate::security::ip_text(ip);
+    let xff = match earlier(headers, &h::name::X_FORWARDED_FOR) {
+        Some(prev) => [prev, ", ", &ip_s].concat(),
+        None => ip_s.clone(),
+    };
+    let fwd = if ip.is_ipv6() {
+        ["for=\"[", &ip_s, "]\";proto=", scheme].concat()
+    } else {
+        ["for=", &ip_s, ";proto=", scheme].concat()
+    };
+    let fwd = match earlier(headers, &h::name::FORWARDED) {
+        Some(prev) => [prev, ", ", &fwd].concat(),
+        None => fwd,
+    };
+    headers.insert(&h::name::X_FORWARDED_FOR, value(&xff)?);
+    headers.insert(&h::name::FORWARDED, value(&fwd)?);
+    Ok(())
+}
+
+/// An earlier proxy's non-blank value of `name`.
+fn earlier<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    let v = headers.get(name)?.to_str().ok()?;
+    (!v.trim().is_empty()).then_some(v)
+}
+
 /// Removes `hotplex-api-<key>` entries from `Sec-WebSocket-Protocol` (the header goes
 /// when nothing else is left).
-fn strip_key_protocol(req: &mut RequestHeader) -> pingora::Result<()> {
-    let Some(v) = req.headers.get(http::header::SEC_WEBSOCKET_PROTOCOL) else {
+fn strip_key_protocol(headers: &mut HeaderMap) -> pingora::Result<()> {
+    let Some(v) = headers.get(http::header::SEC_WEBSOCKET_PROTOCOL) else {
         return Ok(());
     };
     let Ok(text) = v.to_str() else {
-        req.remove_header(&http::header::SEC_WEBSOCKET_PROTOCOL);
+        headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
         return Ok(());
     };
     if !text.contains(h::WS_API_KEY_PROTOCOL_PREFIX) {
@@ -92,9 +132,10 @@ fn strip_key_protocol(req: &mut RequestHeader) -> pingora::Result<()> {
         .filter(|p| !p.is_empty() && !p.starts_with(h::WS_API_KEY_PROTOCOL_PREFIX))
         .collect();
     if kept.is_empty() {
-        req.remove_header(&http::header::SEC_WEBSOCKET_PROTOCOL);
+        headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
     } else {
-        req.insert_header(http::header::SEC_WEBSOCKET_PROTOCOL, kept.join(", "))?;
+        let v = value(&kept.join(", "))?;
+        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);
     }
     Ok(())
 }
@@ -108,43 +149,90 @@ mod tests {
         crate::config::parse("t", &y).expect("valid")
     }
 
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in pairs {
+            let n = HeaderName::from_bytes(n.as_bytes()).expect("name");
+            m.append(n, HeaderValue::from_str(v).expect("value"));
+        }
+        m
+    }
+
     #[test]
     fn client_trust_headers_and_credentials_never_pass() {
-        let mut r = RequestHeader::build("GET", b"/ws/v1/agent", None).expect("req");
-        for (n, v) in [
+        let mut r = map(&[
             (h::X_HOTPLEX_TENANT, "tenant-a"),
             (h::X_HOTPLEX_PROXY_AUTH, "guess"),
             (h::X_HOTPLEX_WORKER, "w9"),
             (h::X_HOTPLEX_SESSION, "demo-1"),
+            (h::X_HOTPLEX_SESSION, "demo-2"),
             (h::X_API_KEY, "k"),
             ("authorization", "Bearer k"),
             ("sec-websocket-protocol", "hotplex, hotplex-api-secret"),
-        ] {
-            r.insert_header(n, v).expect("header");
-        }
+        ]);
         to_worker(&mut r, None, None, &cfg("")).expect("rewrite");
         for n in STRIPPED {
-            assert!(r.headers.get(n).is_none(), "{n} passed");
+            assert!(r.get(n).is_none(), "{n} passed");
         }
-        assert_eq!(
-            r.headers.get("sec-websocket-protocol").expect("kept"),
-            "hotplex"
-        );
-        let mut r = RequestHeader::build("GET", b"/ws/v1/agent", None).expect("req");
-        r.insert_header("sec-websocket-protocol", "hotplex-api-secret")
-            .expect("header");
-        r.insert_header(h::X_HOTPLEX_TENANT, "forged")
-            .expect("header");
+        assert_eq!(r.get("sec-websocket-protocol").expect("kept"), "hotplex");
+        let mut r = map(&[
+            ("sec-websocket-protocol", "hotplex-api-secret"),
+            (h::X_HOTPLEX_TENANT, "forged"),
+            (h::X_HOTPLEX_TENANT, "forged-2"),
+        ]);
         let c = cfg("worker_auth:\n  key: 0123456789abcdef-worker-key\n");
         to_worker(&mut r, None, Some("tenant-b"), &c).expect("rewrite");
-        assert!(r.headers.get("sec-websocket-protocol").is_none());
+        assert!(r.get("sec-websocket-protocol").is_none());
+        let tenants: Vec<_> = r.get_all(h::X_HOTPLEX_TENANT).iter().collect();
+        assert_eq!(tenants, ["tenant-b"], "only the edge's tenant");
         assert_eq!(
-            r.headers.get(h::X_HOTPLEX_TENANT).expect("tenant"),
-            "tenant-b"
-        );
-        assert_eq!(
-            r.headers.get(h::X_HOTPLEX_PROXY_AUTH).expect("key"),
+            r.get(h::X_HOTPLEX_PROXY_AUTH).expect("key"),
             "0123456789abcdef-worker-key"
         );
+    }
+
+    #[test]
+    fn an_http_service_gets_credentials_only_on_an_auth_off_route() {
+        let pairs = [
+            (h::X_HOTPLEX_TENANT, "forged"),
+            (h::X_API_KEY, "k"),
+            ("authorization", "Bearer k"),
+            ("sec-websocket-protocol", "hotplex-api-secret"),
+        ];
+        let mut r = map(&pairs);
+        to_service(&mut r, true).expect("rewrite");
+        assert!(r.is_empty(), "left: {r:?}");
+        let mut r = map(&pairs);
+        to_service(&mut r, false).expect("rewrite");
+        assert!(r.get(h::X_HOTPLEX_TENANT).is_none());
+        assert_eq!(r.get(h::X_API_KEY).expect("key"), "k");
+        assert_eq!(r.get("authorization").expect("auth"), "Bearer k");
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client_after_earlier_proxies() {
+        let mut r = map(&[]);
+        forwarded(&mut r, "192.0.2.7".parse().expect("ip"), "https").expect("fwd");
+        assert_eq!(r.get(h::X_FORWARDED_FOR).expect("xff"), "192.0.2.7");
+        assert_eq!(
+            r.get(h::FORWARDED).expect("fwd"),
+            "for=192.0.2.7;proto=https"
+        );
+        let mut r = map(&[
+            (h::X_FORWARDED_FOR, "198.51.100.1"),
+            (h::FORWARDED, "for=198.51.100.1"),
+        ]);
+        forwarded(&mut r, "2001:db8::7".parse().expect("ip"), "http").expect("fwd");
+        assert_eq!(
+            r.get(h::X_FORWARDED_FOR).expect("xff"),
+            "198.51.100.1, 2001:db8::7"
+        );
+        assert_eq!(
+            r.get(h::FORWARDED).expect("fwd"),
+            "for=198.51.100.1, for=\"[2001:db8::7]\";proto=http"
+        );
+        let mut r = map(&[(h::X_FORWARDED_FOR, "  ")]);
+        forwarded(&mut r, "192.0.2.7".parse().expect("ip"), "http").expect("fwd");
+        assert_eq!(r.get(h::X_FORWARDED_FOR).expect("xff"), "192.0.2.7");
     }
 }

@@ -77,6 +77,13 @@ pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 pub const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
 /// `RateLimit-Reset` header.
 pub const RATELIMIT_RESET: &str = "ratelimit-reset";
+/// The three `RateLimit-*` names in [`ratelimit_values`]' order, parsed once (they go on
+/// every proxied answer).
+pub static RATELIMIT_NAMES: [http::HeaderName; 3] = [
+    http::HeaderName::from_static(RATELIMIT_LIMIT),
+    http::HeaderName::from_static(RATELIMIT_REMAINING),
+    http::HeaderName::from_static(RATELIMIT_RESET),
+];
 
 /// `WWW-Authenticate` of a refused API key (or none).
 const KEY_CHALLENGE: &str = "Bearer realm=\"hotplex\"";

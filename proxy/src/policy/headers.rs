@@ -152,7 +152,8 @@ pub fn rule_name(name: &str) -> Result<HeaderName, String> {
 }
 
 /// A header map a rule edits (pingora's request and response headers keep their own case
-/// maps, so they are edited through their own methods).
+/// maps, so they are edited through their own methods; a plain `HeaderMap` is the hot
+/// path's, see the proxy's `head_map`).
 pub trait HeaderEdit {
     fn remove(&mut self, n: &HeaderName);
     fn set(&mut self, n: HeaderName, v: HeaderValue);
@@ -176,6 +177,18 @@ macro_rules! header_edit {
 }
 header_edit!(pingora::http::RequestHeader);
 header_edit!(pingora::http::ResponseHeader);
+
+impl HeaderEdit for http::HeaderMap {
+    fn remove(&mut self, n: &HeaderName) {
+        http::HeaderMap::remove(self, n);
+    }
+    fn set(&mut self, n: HeaderName, v: HeaderValue) {
+        self.insert(n, v);
+    }
+    fn add(&mut self, n: HeaderName, v: HeaderValue) {
+        self.append(n, v);
+    }
+}
 
 /// Applies `rules`: remove, then set, then add.
 pub fn apply(rules: &HeaderRules, vars: &Vars<'_>, target: &mut impl HeaderEdit) {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -85,11 +85,11 @@ impl HotplexProxy {
 
     /// The trust headers of a forwarded request: a worker's (see [`crate::trust`]), or an
     /// `http` service's.
-    pub(super) fn trust_headers(&self, req: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    pub(super) fn trust_headers(&self, headers: &mut http::HeaderMap, ctx: &Ctx) -> Result<()> {
         match admit_route(&ctx.kind, &ctx.matched) {
-            (Some(_), _) => crate::trust::to_service(req, !forwards_credentials(ctx)),
+            (Some(_), _) => crate::trust::to_service(headers, !forwards_credentials(ctx)),
             (None, _) => crate::trust::to_worker(
-                req,
+                headers,
                 ctx.route(),
                 ctx.security.tenant.as_deref(),
                 &self.registry.config(),

@@ -135,7 +135,10 @@ fn sweep_own_uid(uid: u32) -> u8 {
                 return EXIT_SURVIVORS;
             }
         }
-        if pids_of_uid(uid).into_iter().all(|p| p == me) {
+        if pids_of_uid(uid, Scan::AfterKillAll)
+            .into_iter()
+            .all(|p| p == me)
+        {
             return EXIT_CLEAN;
         }
         if round > 0 {
@@ -194,13 +197,39 @@ pub fn kill_as(uid: u32) -> Result<(), String> {
     ))
 }
 
-/// Live (non-zombie) processes whose real, effective, saved or fs uid is `uid`.
-pub fn pids_of_uid(uid: u32) -> Vec<i32> {
+/// Which `/proc` entries a scan for a uid's processes reads (see [`pids_of_uid`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Every process's `status`: finds `uid` among any of its four uids. The kernel
+    /// formats a whole `status` per process (~30 µs each: a host of 2,000 agents makes
+    /// one scan ~60 ms), so this is the scan of a worker that could not `kill(-1)` first.
+    Full,
+    /// Right after a `kill(-1, SIGKILL)` sent as `uid`: only the entries owned by `uid` or
+    /// by root are read. `/proc/PID` belongs to the process's effective uid, or to root
+    /// while it is not dumpable, which every credential change (a setuid or setgid exec,
+    /// `setresuid`) makes it unless `fs.suid_dumpable` says otherwise (proc(5)). A process
+    /// of `uid` owned by anyone else therefore changed its effective uid and kept its real
+    /// or saved uid `uid` (an unprivileged process cannot drop them all without leaving
+    /// every trace of `uid`, which no scan can see either): the `kill(-1)` just sent
+    /// already killed it, as `kill` lets a sender whose uid is the target's real or saved
+    /// uid signal it. One `statx` per process instead of a `status`.
+    AfterKillAll,
+}
+
+/// Live (non-zombie) processes whose real, effective, saved or fs uid is `uid` (with
+/// [`Scan::AfterKillAll`]: among the entries owned by `uid` or root).
+pub fn pids_of_uid(uid: u32, scan: Scan) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let may_hold =
+                scan == Scan::Full || e.metadata().is_ok_and(|m| m.uid() == uid || m.uid() == 0);
+            may_hold.then_some(pid)
+        })
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .map(|s| status_matches(&s, uid))
@@ -227,22 +256,27 @@ fn status_matches(status: &str, uid: u32) -> bool {
 /// then through the worker's own view of `/proc` (a confirmation where it sees them; the
 /// only sweep of a worker embedded without the helper). `false`: not confirmed clean.
 pub fn sweep_session_uid(uid: u32) -> bool {
-    let helper = if helper_enabled() {
+    // `None`: no helper (an embedded worker), the scan below is the only sweep.
+    let helper = helper_enabled().then(|| {
         kill_as(uid)
             .map_err(|e| tracing::error!(uid, error = %e, "uid sweep helper failed"))
             .is_ok()
+    });
+    // After the helper's clean `kill(-1)` the worker's scan reads only the entries that
+    // can still hold a process of the uid; otherwise every one.
+    let scan = if helper == Some(true) {
+        Scan::AfterKillAll
     } else {
-        true
+        Scan::Full
     };
-    let visible = sweep_uid(uid);
-    helper && visible
+    sweep_uid(uid, scan) && helper != Some(false)
 }
 
 /// SIGKILLs every process of `uid` until a scan finds none (processes forking meanwhile
 /// are caught by the next round). `false`: some survived [`SWEEP_ROUNDS`] rounds.
-pub fn sweep_uid(uid: u32) -> bool {
+pub fn sweep_uid(uid: u32, scan: Scan) -> bool {
     for round in 0..SWEEP_ROUNDS {
-        let pids = pids_of_uid(uid);
+        let pids = pids_of_uid(uid, scan);
         if pids.is_empty() {
             return true;
         }
@@ -256,7 +290,7 @@ pub fn sweep_uid(uid: u32) -> bool {
             std::thread::sleep(SWEEP_PAUSE);
         }
     }
-    pids_of_uid(uid).is_empty()
+    pids_of_uid(uid, scan).is_empty()
 }
 
 /// Whether this process cannot see (all of) other uids' processes in `/proc`: `/proc` is
@@ -408,6 +442,40 @@ mod tests {
         }
         let elsewhere = "9 1 0:5 / /mnt/proc rw - proc proc rw,hidepid=2\n";
         assert!(!proc_mount_hides(elsewhere), "another mount point");
+    }
+
+    #[test]
+    fn both_scans_find_a_uids_process_and_the_sweep_kills_it() {
+        if nix::unistd::geteuid().as_raw() != 0 {
+            eprintln!("## SKIPPED uid scans: starting a process as another uid needs root");
+            return;
+        }
+        const UID: u32 = 1_950_777_001;
+        let spawn = |uid: u32| {
+            Command::new("sleep")
+                .arg("30")
+                .uid(uid)
+                .gid(uid)
+                .spawn()
+                .expect("sleep as a test uid")
+        };
+        let mut ours = spawn(UID);
+        let mut other = spawn(UID + 1);
+        let pid = ours.id() as i32;
+        for scan in [Scan::Full, Scan::AfterKillAll] {
+            assert_eq!(pids_of_uid(UID, scan), vec![pid], "{scan:?}");
+        }
+        assert!(sweep_uid(UID, Scan::AfterKillAll), "swept");
+        let st = ours.wait().expect("reaped");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(Signal::SIGKILL as i32), "killed: {st:?}");
+        assert!(
+            other.try_wait().expect("status").is_none(),
+            "another uid's process lives on"
+        );
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(pids_of_uid(UID + 1, Scan::Full).is_empty());
     }
 
     #[test]

@@ -28,7 +28,9 @@
 # first event of a turn (request sent -> first event) and of every event (the agent's
 # timestamp -> the client), p50/p99, and what the proxy adds to them over direct; the
 # proxy's CPU per turn (utime+stime of /proc/PID/stat over the window / turns) and memory
-# per session ((RSS mid-window - RSS before) / sessions). Not a test: figures depend on the
+# per session ((RSS mid-window - RSS before) / sessions); errors before the window ended (the
+# sessions still open at its end are deleted together, failures then are counted apart:
+# "(+N at teardown)"). Not a test: figures depend on the
 # machine (load average printed); compare the targets of one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -254,6 +256,6 @@ field() { tr ' ' '\n' <"$DIR/res/$1.out" | awk -F= -v k="$2" '$1 == k { print $2
       kib=$(awk -v a="$r0" -v b="$r1" -v n="$SESSIONS" 'BEGIN { printf "%.1f", (b - a) / n }')
     fi
     wcpu=$(awk -v c="$wc" -v k="$CLK_TCK" -v n="$turns" 'BEGIN { if (n > 0) printf "%.0f", c / k * 1e6 / n; else print "—" }')
-    echo "| $t | $(field "$t" holding) | $(field "$t" turns_per_s) ($(field "$t" sse_turns)+$(field "$t" ws_turns)) | $(field "$t" arrivals_per_s) | $(field "$t" first_p50_ms) / $(field "$t" first_p99_ms) | $ep50 / $ep99 | $added | $pcpu | $wcpu | $mem | $kib | $(field "$t" errors) |"
+    echo "| $t | $(field "$t" holding) | $(field "$t" turns_per_s) ($(field "$t" sse_turns)+$(field "$t" ws_turns)) | $(field "$t" arrivals_per_s) | $(field "$t" first_p50_ms) / $(field "$t" first_p99_ms) | $ep50 / $ep99 | $added | $pcpu | $wcpu | $mem | $kib | $(field "$t" errors)$(td=$(field "$t" teardown_errors); [ "${td:-0}" = 0 ] || echo " (+$td at teardown)") |"
   done
 } | tee ${OUT:+"$OUT"}

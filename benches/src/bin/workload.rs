@@ -117,13 +117,22 @@ struct Shared {
     targets: Vec<Target>,
     window: OnceCell<(Instant, Instant)>,
     holding: AtomicU64,
+    /// Failures before the window ended.
     errors: AtomicU64,
+    /// Failures after it: the sessions still open are deleted together then, a burst no
+    /// steady state has (reported apart).
+    teardown_errors: AtomicU64,
 }
 
 impl Shared {
     fn fail(&self, slot: usize, why: &str) {
-        if self.errors.fetch_add(1, Ordering::Relaxed) < 10 {
-            eprintln!("workload: slot {slot}: {why}");
+        let (count, when) = if self.over() {
+            (&self.teardown_errors, "teardown")
+        } else {
+            (&self.errors, "run")
+        };
+        if count.fetch_add(1, Ordering::Relaxed) < 10 {
+            eprintln!("workload: slot {slot} ({when}): {why}");
         }
     }
     /// Whether `t` is inside the window; `None` before it is set.
@@ -617,6 +626,7 @@ async fn main() {
         window: OnceCell::new(),
         holding: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        teardown_errors: AtomicU64::new(0),
     });
     let began = Instant::now();
     let mut tasks = Vec::with_capacity(sessions);
@@ -652,7 +662,7 @@ async fn main() {
     println!(
         "name={} sessions={sessions} holding={} ramp_s={:.1} window_s={secs:.0} turns={} sse_turns={} ws_turns={} \
          events={} created={} arrivals_per_s={:.1} turns_per_s={:.1} first_p50_ms={:.2} first_p99_ms={:.2} \
-         event_p50_ms={:.2} event_p99_ms={:.2} create_p50_ms={:.2} create_p99_ms={:.2} errors={}",
+         event_p50_ms={:.2} event_p99_ms={:.2} create_p50_ms={:.2} create_p99_ms={:.2} errors={} teardown_errors={}",
         sh.args.name,
         sh.holding.load(Ordering::Relaxed),
         ramp.as_secs_f64(),
@@ -670,6 +680,7 @@ async fn main() {
         ms(percentile(&st.create, 50.0)),
         ms(percentile(&st.create, 99.0)),
         sh.errors.load(Ordering::Relaxed),
+        sh.teardown_errors.load(Ordering::Relaxed),
     );
 }
 

@@ -95,6 +95,6 @@ bench-quick: deps
 ## make bench-workload: the workload our users run (benches/workload.sh): 2000 sessions doing
 ## SSE and WebSocket turns (49 events each) on 3 real workers with a fast fake agent, new
 ## sessions arriving steadily, through hotplex-proxy, directly and through nginx in one run
-## (release build; ~2 min ramp + 60 s window per target).
+## (release build; 20 s think time, ~110 s ramp + 60 s window per target, ~11 min).
 bench-workload: deps
 	bash benches/workload.sh

@@ -12,11 +12,15 @@
 #   nginx    benches/nginx-proxy.conf (API-key check, per-key limit_req, consistent `hash`
 #            of X-Hotplex-Session, buffering off), client-chosen ids as for direct.
 # Half the sessions do SSE turns, half WebSocket turns; a session lives --turns turns (think
-# time between them), then is deleted and a new one arrives: concurrency stays at
-# --sessions, new sessions arrive at a steady rate. Bounded: every target runs ramp +
-# --duration s + its last turns, then the script stops everything.
+# time between them: 20 s by default, a person reading an answer and typing the next
+# prompt), then is deleted and a new one arrives: concurrency stays at --sessions, new
+# sessions arrive at a steady rate. The sessions start at --arrival-rate per second, by
+# default sessions / lifetime (lifetime = turns x (think + a turn's events)): the ramp
+# lasts one lifetime, so the sessions it started end, and are replaced, at the same steady
+# rate inside the window. Bounded: every target runs ramp + --duration s + its last turns,
+# then the script stops everything.
 #
-#   bash benches/workload.sh              # full: 2000 sessions, 60 s window per target (make bench-workload)
+#   bash benches/workload.sh              # full: 2000 sessions, ~110 s ramp + 60 s window per target (make bench-workload)
 #   bash benches/workload.sh --quick      # smoke: 200 sessions, 10 s per target, dev build (< ~1 min)
 #   options: --sessions N --duration S --turns K --think-ms MS --events N --interval-ms MS
 #            --arrival-rate R --targets hotplex,direct,nginx --out FILE
@@ -39,15 +43,15 @@ QUICK=0
 SESSIONS=2000
 DURATION=60
 TURNS=5
-THINK_MS=1000
+THINK_MS=20000
 EVENTS=48
 INTERVAL_MS=50
-ARRIVAL=100
+ARRIVAL="" # default: sessions / lifetime (see above)
 TARGETS=hotplex,direct,nginx
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) QUICK=1; SESSIONS=200; DURATION=10; TURNS=3; THINK_MS=500 ;;
+    --quick) QUICK=1; SESSIONS=200; DURATION=10; TURNS=3; THINK_MS=500; ARRIVAL=100 ;;
     --sessions) SESSIONS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --turns) TURNS=$2; shift ;;
@@ -63,6 +67,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$QUICK" = 1 ]; then PROFILE=${PROFILE:-dev}; else PROFILE=${PROFILE:-release}; fi
+if [ -z "$ARRIVAL" ]; then
+  ARRIVAL=$(awk -v s="$SESSIONS" -v k="$TURNS" -v t="$THINK_MS" -v e="$EVENTS" -v i="$INTERVAL_MS" \
+    'BEGIN { printf "%.2f", s / (k * (t + e * i) / 1000) }')
+fi
 case "$PROFILE" in dev) PDIR=debug ;; *) PDIR=$PROFILE ;; esac
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/$PDIR
@@ -233,7 +241,7 @@ UPTIME_AFTER=$(uptime)
 field() { tr ' ' '\n' <"$DIR/res/$1.out" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 {
   echo "Workload benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), profile $PROFILE, commit $(git rev-parse --short HEAD 2>/dev/null || echo ?);"
-  echo "$SESSIONS sessions (half SSE, half WebSocket), $TURNS turns each then replaced, think ${THINK_MS} ms, $((EVENTS + 1)) events per turn ($EVENTS x ${INTERVAL_MS} ms + result), ${DURATION}s window per target;"
+  echo "$SESSIONS sessions (half SSE, half WebSocket) started at $ARRIVAL/s, $TURNS turns each then replaced, think ${THINK_MS} ms, $((EVENTS + 1)) events per turn ($EVENTS x ${INTERVAL_MS} ms + result), ${DURATION}s window per target;"
   echo "3 hotplex-worker (fake-agent), hotplex-proxy threads 1 (production shape), nginx worker_processes 1; not pinned."
   echo "load before: $UPTIME_BEFORE"
   echo "load after:  $UPTIME_AFTER"

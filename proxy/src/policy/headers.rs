@@ -151,58 +151,20 @@ pub fn rule_name(name: &str) -> Result<HeaderName, String> {
     Ok(n)
 }
 
-/// A header map a rule edits (pingora's request and response headers keep their own case
-/// maps, so they are edited through their own methods; a plain `HeaderMap` is the hot
-/// path's, see the proxy's `head_map`).
-pub trait HeaderEdit {
-    fn remove(&mut self, n: &HeaderName);
-    fn set(&mut self, n: HeaderName, v: HeaderValue);
-    fn add(&mut self, n: HeaderName, v: HeaderValue);
-}
-
-macro_rules! header_edit {
-    ($t:ty) => {
-        impl HeaderEdit for $t {
-            fn remove(&mut self, n: &HeaderName) {
-                self.remove_header(n);
-            }
-            fn set(&mut self, n: HeaderName, v: HeaderValue) {
-                let _ = self.insert_header(n, v);
-            }
-            fn add(&mut self, n: HeaderName, v: HeaderValue) {
-                let _ = self.append_header(n, v);
-            }
-        }
-    };
-}
-header_edit!(pingora::http::RequestHeader);
-header_edit!(pingora::http::ResponseHeader);
-
-impl HeaderEdit for http::HeaderMap {
-    fn remove(&mut self, n: &HeaderName) {
-        http::HeaderMap::remove(self, n);
-    }
-    fn set(&mut self, n: HeaderName, v: HeaderValue) {
-        self.insert(n, v);
-    }
-    fn add(&mut self, n: HeaderName, v: HeaderValue) {
-        self.append(n, v);
-    }
-}
-
-/// Applies `rules`: remove, then set, then add.
-pub fn apply(rules: &HeaderRules, vars: &Vars<'_>, target: &mut impl HeaderEdit) {
+/// Applies `rules` to a request's or answer's headers (the proxy edits pingora's heads as
+/// a plain `HeaderMap`, see its `head_map`): remove, then set, then add.
+pub fn apply(rules: &HeaderRules, vars: &Vars<'_>, target: &mut http::HeaderMap) {
     for n in &rules.remove {
         target.remove(n);
     }
     for (n, t) in &rules.set {
         if let Some(v) = t.expand(vars) {
-            target.set(n.clone(), v);
+            target.insert(n.clone(), v);
         }
     }
     for (n, t) in &rules.add {
         if let Some(v) = t.expand(vars) {
-            target.add(n.clone(), v);
+            target.append(n.clone(), v);
         }
     }
 }
@@ -239,6 +201,48 @@ mod tests {
             .expect("valid")
             .expand(&no_ip)
             .is_none());
+    }
+
+    #[test]
+    fn rules_remove_then_set_then_add() {
+        let name = |n: &str| rule_name(n).expect("name");
+        let rules = HeaderRules {
+            remove: vec![name("x-powered-by")],
+            set: vec![(name("x-frame-options"), Template::parse("DENY").expect("t"))],
+            add: vec![
+                (
+                    name("x-frame-options"),
+                    Template::parse("SAMEORIGIN").expect("t"),
+                ),
+                (
+                    name("x-client-ip"),
+                    Template::parse("$client_ip").expect("t"),
+                ),
+            ],
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert("x-powered-by", HeaderValue::from_static("php"));
+        h.insert("x-frame-options", HeaderValue::from_static("ALLOW"));
+        h.append("x-frame-options", HeaderValue::from_static("ALLOW-2"));
+        apply(&rules, &vars(), &mut h);
+        assert!(h.get("x-powered-by").is_none());
+        let frame: Vec<_> = h.get_all("x-frame-options").iter().collect();
+        assert_eq!(
+            frame,
+            ["DENY", "SAMEORIGIN"],
+            "set replaced both, add appended"
+        );
+        assert_eq!(h.get("x-client-ip").expect("ip"), "2001:db8::7");
+        let no_ip = Vars {
+            client_ip: None,
+            ..vars()
+        };
+        let mut h = http::HeaderMap::new();
+        apply(&rules, &no_ip, &mut h);
+        assert!(
+            h.get("x-client-ip").is_none(),
+            "a value without its variable is left out"
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl HotplexProxy {
         session: &Session,
         ctx: &Ctx,
         request: bool,
-        target: &mut impl crate::policy::headers::HeaderEdit,
+        target: &mut http::HeaderMap,
     ) {
         let rules = ctx.matched.as_ref().and_then(|m| {
             let p = &m.route().policy;

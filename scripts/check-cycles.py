@@ -17,9 +17,9 @@ Fails (exit 1) on:
 
 The layering this enforces (bottom to top; a module imports only modules of lower layers),
 as of issue #19 (also at the top of proxy/src/lib.rs):
-  0. leaves: affinity, audit, head_map, hostile, policy, sd_notify, surface, upgrade,
+  0. leaves: affinity, audit, head_map, hostile, policy, sd_notify, signals, surface,
      upgrade_sock
-  1. config (-> policy, upgrade_sock), handover
+  1. config (-> policy, upgrade_sock), handover, upgrade
   2. jwt, limits, metrics, upgrade_cmd
   3. errors, limit_store, tls
   4. body, security, upstream

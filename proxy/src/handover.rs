@@ -29,6 +29,7 @@ use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, Sock
 use pingora::server::{Fds, ListenFds, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
 
+use crate::signals::{Early, Stop};
 use crate::upgrade_sock;
 
 /// Exit code after a SIGQUIT that handed the listening sockets to no new process (so that
@@ -346,24 +347,18 @@ pub struct HandoverSignals {
     pub sock: Option<PathBuf>,
     /// The listener table of [`OwnFds`].
     pub fds: ListenFds,
+    /// The signals recorded since before the services started.
+    pub early: Early,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for HandoverSignals {
     async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::quit()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot observe SIGQUIT/SIGTERM/SIGINT: stop the proxy with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = quit.recv() => {}
-            _ = term.recv() => return ShutdownSignal::GracefulTerminate,
-            _ = int.recv() => return ShutdownSignal::FastShutdown,
+        match crate::signals::next_stop(&self.early).await {
+            None => return std::future::pending().await,
+            Some(Stop::Fast) => return ShutdownSignal::FastShutdown,
+            Some(Stop::Graceful) => return ShutdownSignal::GracefulTerminate,
+            Some(Stop::Upgrade) => {}
         }
         let result = match self.sock.clone() {
             None => Err("graceful upgrade is disabled (no upgrade.sock: set it, or RUNTIME_DIRECTORY / XDG_RUNTIME_DIR)".to_string()),

@@ -17,6 +17,7 @@
 //! - [`head_map`]: pingora's heads edited as one plain header map on the hot path;
 //! - [`hostile`]: raw HTTP/1 head checks (bare LF/CR, NUL, missing `Host`: 400);
 //! - [`server`]: assembles the pingora server;
+//! - [`signals`]: SIGHUP/SIGQUIT/SIGTERM/SIGINT recorded from before the services start;
 //! - [`upgrade`]: graceful upgrade/stop (`Connection: close` once SIGQUIT/SIGTERM arrived);
 //! - [`upgrade_sock`], [`handover`]: the private upgrade socket and the checked handover of
 //!   the listening sockets (peer uid, configured addresses only, non-zero exit without one);
@@ -33,9 +34,9 @@
 //! between top-level modules: `scripts/check-cycles.py`, run by `make lint`, issue #19):
 //!
 //! 0. leaves: [`affinity`], [`audit`], [`head_map`], [`hostile`], [`policy`], [`sd_notify`],
-//!    [`surface`], [`upgrade`], [`upgrade_sock`];
+//!    [`signals`], [`surface`], [`upgrade_sock`];
 //! 1. [`config`] (the runtime config with its route table and the http pools' live state),
-//!    [`handover`];
+//!    [`handover`], [`upgrade`];
 //! 2. [`jwt`], [`limits`], [`metrics`], [`upgrade_cmd`];
 //! 3. [`errors`], [`limit_store`], [`tls`];
 //! 4. [`body`], [`security`], [`upstream`];
@@ -74,6 +75,7 @@ pub mod routing;
 pub mod sd_notify;
 pub mod security;
 pub mod server;
+pub mod signals;
 pub mod surface;
 pub mod telemetry;
 pub mod tls;

@@ -30,6 +30,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::{self, ConfigError, RuntimeConfig};
 use crate::metrics::ProxyMetrics;
+use crate::signals::Early;
 use crate::upstream::Registry;
 
 /// Debounce of file-change events.
@@ -244,7 +245,13 @@ impl Reloader {
 }
 
 /// Background service reloading on `SIGHUP`.
-pub struct SighupService(pub Arc<Reloader>);
+pub struct SighupService {
+    /// The reloader SIGHUP drives.
+    pub reloader: Arc<Reloader>,
+    /// The signals recorded since before the services started (a SIGHUP before this
+    /// service made its stream is taken from here).
+    pub early: Early,
+}
 
 #[async_trait]
 impl BackgroundService for SighupService {
@@ -257,11 +264,19 @@ impl BackgroundService for SighupService {
                 return;
             }
         };
+        // The stream first, then the flag: a SIGHUP since the proxy started is not lost (one
+        // right between the two may reload twice, which changes nothing).
+        let mut pending = self.early.take_hup();
         loop {
+            if pending {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = self.reloader.reload_from("sighup").await;
+            }
             tokio::select! {
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the config");
-                    let _ = self.0.reload_from("sighup").await;
+                    // This delivery covers the flag the same signal set.
+                    self.early.take_hup();
+                    pending = true;
                 }
                 _ = shutdown.changed() => return,
             }

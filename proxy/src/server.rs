@@ -50,6 +50,9 @@ pub enum StartError {
     /// An invalid `OTEL_*` environment variable.
     #[error("invalid environment: {0}")]
     Telemetry(#[from] hotplex_common::telemetry::SettingError),
+    /// The signal handlers could not be installed.
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Runs the proxy until a shutdown signal; returns only on a startup error. `upgrade`: take
@@ -227,7 +230,16 @@ pub fn run_reporting(
 
     let reloader = Arc::new(Reloader::new(path, registry.clone(), metrics.clone()));
     reloader.add_hook(Arc::new(crate::telemetry::TelemetryReloadHook));
-    let sighup = background_service("sighup reload", SighupService(reloader.clone()));
+    // From here on SIGHUP/SIGQUIT/SIGTERM/SIGINT are recorded, so that one arriving before a
+    // watcher made its signal stream still reaches it (crate::signals).
+    let early = crate::signals::Early::install().map_err(StartError::Signals)?;
+    let sighup = background_service(
+        "sighup reload",
+        SighupService {
+            reloader: reloader.clone(),
+            early: early.clone(),
+        },
+    );
     let watch = background_service("config file watch", WatchService(reloader.clone()));
     let admin = background_service(
         "admin",
@@ -248,7 +260,7 @@ pub fn run_reporting(
     server.add_service(watch);
     server.add_service(background_service(
         "upgrade watch",
-        crate::upgrade::LeavingService,
+        crate::upgrade::LeavingService(early.clone()),
     ));
     server.add_service(background_service(
         "systemd notify",
@@ -268,6 +280,7 @@ pub fn run_reporting(
         shutdown_signal: Box::new(crate::handover::HandoverSignals {
             sock: upgrade_sock,
             fds: listen_fds,
+            early,
         }),
     });
     // Export the last spans before exiting (run_forever would exit without it).

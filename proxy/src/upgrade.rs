@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::signals::{next_stop, Early, Stop};
+
 static LEAVING: AtomicBool = AtomicBool::new(false);
 
 /// True once this process got SIGQUIT (upgrade) or SIGTERM (stop).
@@ -18,25 +20,20 @@ pub fn leaving() -> bool {
     LEAVING.load(Ordering::Relaxed)
 }
 
-/// Background service setting [`leaving`] on SIGQUIT / SIGTERM (pingora handles the
-/// signals themselves; this only observes them).
-pub struct LeavingService;
+/// Background service setting [`leaving`] on SIGQUIT / SIGTERM / SIGINT, also on one that
+/// arrived before it started (pingora acts on the signals themselves; this only observes
+/// them).
+pub struct LeavingService(pub Early);
 
 #[async_trait]
 impl BackgroundService for LeavingService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut quit, mut term) =
-            match (signal(SignalKind::quit()), signal(SignalKind::terminate())) {
-                (Ok(q), Ok(t)) => (q, t),
-                _ => {
-                    tracing::error!("cannot observe SIGQUIT/SIGTERM");
-                    return;
-                }
-            };
         tokio::select! {
-            _ = quit.recv() => tracing::info!("SIGQUIT: handing over; answering with Connection: close"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping; answering with Connection: close"),
+            stop = next_stop(&self.0) => match stop {
+                Some(Stop::Upgrade) => tracing::info!("SIGQUIT: handing over; answering with Connection: close"),
+                Some(_) => tracing::info!("stopping; answering with Connection: close"),
+                None => return,
+            },
             _ = shutdown.changed() => {}
         }
         LEAVING.store(true, Ordering::Relaxed);

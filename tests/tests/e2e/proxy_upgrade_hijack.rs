@@ -125,6 +125,27 @@ async fn start(dir: &Path, name: &str, yaml: &str, rt: &Path) -> Proc {
 }
 
 async fn start_env(dir: &Path, name: &str, yaml: &str, rt: &Path, env: &[(&str, &Path)]) -> Proc {
+    let (mut guard, bound, log) = launch(dir, name, yaml, rt, env).await;
+    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
+    hotplex_e2e::wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
+    guard.assert_alive();
+    Proc {
+        guard,
+        listen,
+        admin,
+        log,
+    }
+}
+
+/// Starts a proxy and returns as soon as it wrote its `--addr-file` (its listeners are
+/// bound and its signal handlers installed; its services may not have started yet).
+async fn launch(
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    rt: &Path,
+    env: &[(&str, &Path)],
+) -> (ChildGuard, serde_json::Value, PathBuf) {
     let config = dir.join(format!("{name}.yaml"));
     write_config_file(&config, ANY_PORT, ANY_PORT, "", yaml);
     let addr_path = dir.join(format!("{name}.addr.json"));
@@ -140,14 +161,7 @@ async fn start_env(dir: &Path, name: &str, yaml: &str, rt: &Path, env: &[(&str, 
         .stderr(std::fs::File::create(&log).expect("log"));
     let mut guard = ChildGuard::spawn_with_output(name, &mut cmd);
     let bound = addr_file(&addr_path, &mut guard).await;
-    let (listen, admin) = (addr_of(&bound, "listen"), addr_of(&bound, "admin"));
-    hotplex_e2e::wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
-    Proc {
-        guard,
-        listen,
-        admin,
-        log,
-    }
+    (guard, bound, log)
 }
 
 fn log_of(p: &Path) -> String {
@@ -288,6 +302,54 @@ async fn sigquit_without_a_new_process_exits_non_zero() {
     let mut b = start(dir.path(), "b", &base_yaml(), &rt).await;
     b.guard.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(exit_code(&mut b.guard, Duration::from_secs(30)), Some(0));
+}
+
+/// A SIGHUP or SIGTERM right after start (listeners bound, services maybe not started yet)
+/// is acted on, not lost. Before the handlers were installed ahead of the services, a SIGHUP
+/// in that window ended the proxy (the default action), and a SIGTERM seen only by the
+/// `Connection: close` watcher left it running and never stopping. The window is short on an
+/// idle machine (the old build usually passed here; it failed under CI load): the
+/// deterministic check is `proxy/tests/early_signals.rs`, which raises the signals before
+/// the watchers exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_stop_signals_right_after_start_are_not_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime_dir(dir.path());
+    for round in 0..3 {
+        let name = format!("hup{round}");
+        let (mut p, bound, log) = launch(dir.path(), &name, &base_yaml(), &rt, &[]).await;
+        p.signal(nix::sys::signal::Signal::SIGHUP);
+        let admin = addr_of(&bound, "admin");
+        hotplex_e2e::wait_until_http_ok(&format!("http://{admin}/health/live"), WAIT).await;
+        let reloaded = eventually(WAIT, || {
+            let text = log_of(&log);
+            async move { text.contains("config.reload") }
+        })
+        .await;
+        assert!(
+            reloaded,
+            "the early SIGHUP reloads the config; log:\n{}",
+            log_of(&log)
+        );
+        p.assert_alive();
+        p.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(
+            exit_code(&mut p, Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            log_of(&log)
+        );
+
+        let name = format!("term{round}");
+        let (mut p, _, log) = launch(dir.path(), &name, &base_yaml(), &rt, &[]).await;
+        p.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(
+            exit_code(&mut p, Duration::from_secs(30)),
+            Some(0),
+            "an early SIGTERM stops the proxy cleanly; log:\n{}",
+            log_of(&log)
+        );
+    }
 }
 
 /// Sends `fds` named `names` over `sock` as the test's own uid; returns the ack byte.

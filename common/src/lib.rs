@@ -10,6 +10,7 @@
 //! - [`logging`]: tracing setup (JSON or human-readable);
 //! - [`telemetry`]: OpenTelemetry traces (OTLP export, `traceparent` propagation).
 
+pub mod dirwatch;
 pub mod gcra;
 pub mod headers;
 pub mod identity;

@@ -292,52 +292,38 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// A Kubernetes ConfigMap/Secret volume update: the kubelet's atomic writer swaps the
 /// `..data` symlink (the config file itself, a symlink through it, sees no event).
-fn kubernetes_swap(p: &std::path::Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("..data"))
+fn kubernetes_swap(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with("..data"))
 }
 
-/// Background service reloading when the config file's content changes (notify on the
-/// parent directory, so editors that replace the file by rename are seen too, and so are
+/// Background service reloading when the config file's content changes (watching the
+/// parent directory, [`hotplex_common::dirwatch`], so editors that replace the file by rename are seen too, and so are
 /// Kubernetes ConfigMap updates, see [`kubernetes_swap`]).
 pub struct WatchService(pub Arc<Reloader>);
 
 #[async_trait]
 impl BackgroundService for WatchService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use notify::Watcher;
         let Some(path) = self.0.path().map(|p| p.to_path_buf()) else {
             return;
         };
         let file_name = path.file_name().map(|n| n.to_os_string());
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = hotplex_common::dirwatch::parent_of(&path);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let handler = move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev {
-                if ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == file_name.as_deref() || kubernetes_swap(p))
-                {
-                    let _ = tx.send(());
-                }
-            }
-        };
-        let mut watcher = match notify::recommended_watcher(handler) {
+        let _watch = match hotplex_common::dirwatch::watch(
+            std::slice::from_ref(&dir),
+            "config-file-events",
+            move |n| Some(n) == file_name.as_deref() || kubernetes_swap(n),
+            move || {
+                let _ = tx.send(());
+            },
+        ) {
             Ok(w) => w,
             Err(e) => {
-                tracing::error!(error = %e, "cannot watch the config file");
+                tracing::error!(error = %e, "cannot watch the config directory");
                 return;
             }
         };
-        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-            tracing::error!(error = %e, dir = %dir.display(), "cannot watch the config directory");
-            return;
-        }
         loop {
             tokio::select! {
                 ev = rx.recv() => {

@@ -1,17 +1,17 @@
 //! Debounced watching of certificate/key files. The parent directories are watched (not
-//! the files), so replacements by rename (editors, `mv`), and Kubernetes' `..data` symlink
-//! swap in Secret/ConfigMap volumes, are seen. Runs on its own thread: no async runtime
-//! needed, so it can be started before pingora's `run_forever`.
+//! the files, [`hotplex_common::dirwatch`]), so replacements by rename (editors, `mv`), and
+//! Kubernetes' `..data` symlink swap in Secret/ConfigMap volumes, are seen. Runs on threads
+//! of its own: no async runtime needed, so it can be started before pingora's `run_forever`.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher};
+use hotplex_common::dirwatch::{self, parent_of, DirWatch};
 
 use crate::store::{CertStore, ReloadReport, StoreError};
 
@@ -21,13 +21,13 @@ use crate::store::{CertStore, ReloadReport, StoreError};
 pub struct WatchError {
     /// Directory.
     pub path: PathBuf,
-    /// notify's message.
+    /// The reason.
     pub reason: String,
 }
 
 /// Keeps watching while alive; dropping it stops the watcher and its thread.
 pub struct CertWatcher {
-    watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<DirWatch>,
     stop: Arc<AtomicBool>,
     dirs: Vec<PathBuf>,
 }
@@ -51,13 +51,6 @@ impl Drop for CertWatcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.watcher.take();
-    }
-}
-
-fn parent_of(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -95,37 +88,18 @@ where
         });
     }
     let (tx, rx) = mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let ev = match res {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!("TLS certificate watcher error: {e}");
-                return;
-            }
-        };
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return;
-        }
-        let relevant = ev.paths.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| names.contains(n) || n.to_string_lossy().starts_with(".."))
-        });
-        if relevant {
+    let watcher = dirwatch::watch(
+        &dirs,
+        "tls-cert-events",
+        move |n| names.contains(n) || n.to_string_lossy().starts_with(".."),
+        move || {
             let _ = tx.send(());
-        }
-    })
+        },
+    )
     .map_err(|e| WatchError {
-        path: PathBuf::new(),
-        reason: e.to_string(),
+        reason: e.source.to_string(),
+        path: e.path,
     })?;
-    for d in &dirs {
-        watcher
-            .watch(d, RecursiveMode::NonRecursive)
-            .map_err(|e| WatchError {
-                path: d.clone(),
-                reason: e.to_string(),
-            })?;
-    }
     let stop2 = stop.clone();
     std::thread::Builder::new()
         .name("tls-cert-watch".into())

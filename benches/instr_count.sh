@@ -22,11 +22,8 @@ command -v h2load >/dev/null || { echo "h2load not installed (apt-get install ng
 N=${N:-4000}
 TOP=${TOP:-15}
 BASE=${BASE_PORT:-18400}
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
 source benches/scenario1.sh
+s1_scratch
 s1_backend
 KEY=$(s1_signed_key w2)
 s1_proxy_yaml "${LIMITS_EXTRA:-}" "${EXTRA_YAML:-}" >"$DIR/bare.yaml"

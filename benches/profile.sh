@@ -20,11 +20,8 @@ command -v perf >/dev/null || { echo "perf not installed (apt-get install linux-
 command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk)" >&2; exit 1; }
 [ -x "$PROXY_BIN" ] || { echo "no proxy binary at $PROXY_BIN" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
 source benches/scenario1.sh
+s1_scratch
 s1_backend taskset -c 0
 if [ "${SHAPE:-full}" = bare ]; then
   s1_proxy_yaml >"$DIR/proxy.yaml"

@@ -7,6 +7,15 @@ API_KEY=bench-api-key-0123456789
 SECRET=bench-affinity-secret-0123456789
 W1=$((BASE + 1)); W2=$((BASE + 2)); W3=$((BASE + 3)); P=$((BASE + 20)); A=$((BASE + 21))
 
+# s1_scratch: a scratch directory DIR, the array PIDS, and an EXIT trap that kills PIDS and
+# removes DIR (the common start of the scenario-1 tools).
+s1_scratch() {
+  DIR=$(mktemp -d)
+  PIDS=()
+  trap s1_cleanup EXIT
+}
+s1_cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+
 # s1_backend [PIN...]: starts the nginx backend (18-byte answers) on W1..W3.
 s1_backend() {
   mkdir -p "$DIR"/{backend-body,backend-proxy,backend-fastcgi,backend-uwsgi,backend-scgi}

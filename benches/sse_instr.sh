@@ -30,11 +30,8 @@ N2=${N2:-120}
 INTERVAL_MS=${INTERVAL_MS:-50}
 SHAPES=${SHAPES:-floor bare full}
 BASE=${BASE_PORT:-18500}
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
 source benches/scenario1.sh
+s1_scratch
 "$BIN_DIR/bench-backend" --listen "127.0.0.1:$W1" --listen "127.0.0.1:$W2" \
   --listen "127.0.0.1:$W3" >"$DIR/bench-backend.log" 2>&1 &
 PIDS+=($!)

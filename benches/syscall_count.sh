@@ -19,11 +19,8 @@ BIN=$1
 N=${N:-20000}
 TOP=${TOP:-6}
 BASE=${BASE_PORT:-18450}
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
 source benches/scenario1.sh
+s1_scratch
 s1_backend
 KEY=$(s1_signed_key w2)
 s1_proxy_yaml >"$DIR/bare.yaml"

@@ -268,7 +268,7 @@ impl BackgroundService for SighupService {
         // right between the two may reload twice, which changes nothing).
         let mut pending = self.early.take_hup();
         loop {
-            if pending {
+            if std::mem::take(&mut pending) {
                 tracing::info!("SIGHUP: reloading the config");
                 let _ = self.reloader.reload_from("sighup").await;
             }
@@ -297,8 +297,8 @@ fn kubernetes_swap(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Background service reloading when the config file's content changes (watching the
-/// parent directory, [`hotplex_common::dirwatch`], so editors that replace the file by rename are seen too, and so are
-/// Kubernetes ConfigMap updates, see [`kubernetes_swap`]).
+/// parent directory, [`hotplex_common::dirwatch`], so editors that replace the file by
+/// rename are seen too, and so are Kubernetes ConfigMap updates, see [`kubernetes_swap`]).
 pub struct WatchService(pub Arc<Reloader>);
 
 #[async_trait]

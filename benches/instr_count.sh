@@ -36,8 +36,6 @@ s1_full_yaml "${EXTRA_YAML:-}" >"$DIR/full.yaml"
 sed 's/^  sampling_ratio: 0.0$/  sampling_ratio: 0.000000001/' "$DIR/full.yaml" >"$DIR/full-spans.yaml"
 sed 's/^  level: info$/  level: warn/' "$DIR/full.yaml" >"$DIR/full-nolog.yaml"
 SHAPES=${SHAPES:-bare full}
-load() { h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
-  "http://127.0.0.1:$P/sessions/$KEY" 2>&1 | awk '/^status codes:/ { print $3 }'; }
 printf '| build | shape | Ir/request | vs bare | 2xx |\n|---|---|---:|---:|---:|\n' >"$DIR/table"
 for bin in "$@"; do
 for shape in $SHAPES; do
@@ -45,9 +43,9 @@ for shape in $SHAPES; do
   # The floor (pingora-min) forwards every path: it is ready when the backend answers.
   if [ "$shape" = floor ]; then ready="/sessions/$KEY"; else ready=/health/live; fi
   s1_callgrind "$shape" "$bin" "$out" "$ready"
-  load 500 >/dev/null                       # warm-up: pools, lazy statics
+  s1_load 500 >/dev/null                       # warm-up: pools, lazy statics
   callgrind_control --zero "$vp" >/dev/null
-  ok=$(load "$N")
+  ok=$(s1_load "$N")
   callgrind_control --dump=measured "$vp" >/dev/null
   kill "$vp"; wait "$vp" 2>/dev/null || true
   f=$(ls -t "$out".*.[0-9]* 2>/dev/null | head -1 || true)

@@ -75,14 +75,16 @@ s1_signed_key() {
   echo "$signed.$mac"
 }
 
-# s1_callgrind SHAPE BIN OUT READY_PATH: starts SHAPE under valgrind's callgrind (dumps to
-# OUT.<pid>[.<n>]) listening on P, sets `vp` to its pid and waits until READY_PATH answers
-# (with the API key). SHAPE floor is pingora-min built beside BIN (the framework floor of
-# load_bench.sh, with the allocator options load_bench.sh gives it; hotplex-proxy has them
-# built in); any other shape is BIN --config "$DIR/SHAPE.yaml" (bare with RUST_LOG=warn,
-# the others with RUST_LOG unset: it would override log.level and the access log).
-s1_callgrind() {
-  local shape=$1 bin=$2 out=$3 ready=$4 cmd envs=()
+# s1_start SHAPE BIN READY_PATH [WRAPPER...]: starts SHAPE (under WRAPPER, e.g. valgrind)
+# listening on P, its output in $DIR/proxy.SHAPE.log and $DIR/stderr.SHAPE.log (the full
+# shapes' access log), sets `vp` to its pid and waits until READY_PATH answers (with the API
+# key). SHAPE floor is pingora-min built beside BIN (the framework floor of load_bench.sh,
+# with the allocator options load_bench.sh gives it; hotplex-proxy has them built in); any
+# other shape is BIN --config "$DIR/SHAPE.yaml" (bare with RUST_LOG=warn, the others with
+# RUST_LOG unset: it would override log.level and the access log).
+s1_start() {
+  local shape=$1 bin=$2 ready=$3 cmd envs=()
+  shift 3
   if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
   if [ "$shape" = floor ]; then
     cmd=("$(dirname "$bin")/pingora-min" --listen "127.0.0.1:$P" --api-key "$API_KEY"
@@ -91,13 +93,24 @@ s1_callgrind() {
   else
     cmd=("$bin" --config "$DIR/$shape.yaml")
   fi
-  env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" "${cmd[@]}" \
-    >"$DIR/proxy.$shape.log" 2>"$DIR/valgrind.$shape.log" &
+  env "${envs[@]}" "$@" "${cmd[@]}" >"$DIR/proxy.$shape.log" 2>"$DIR/stderr.$shape.log" &
   vp=$!
+  PIDS+=("$vp")
   for _ in $(seq 1 300); do
     curl -sf -o /dev/null -H "x-api-key: $API_KEY" "http://127.0.0.1:$P$ready" && break
     sleep 0.2
   done
+}
+
+# s1_callgrind SHAPE BIN OUT READY_PATH: s1_start under valgrind's callgrind (dumps to
+# OUT.<pid>[.<n>]).
+s1_callgrind() { s1_start "$1" "$2" "$4" valgrind --tool=callgrind --callgrind-out-file="$3.%p"; }
+
+# s1_load N: N scenario-1 requests (h2load --h1 -c 10, the signed session KEY); prints the
+# number of 2xx answers.
+s1_load() {
+  h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
+    "http://127.0.0.1:$P/sessions/$KEY" 2>&1 | awk '/^status codes:/ { print $3 }'
 }
 
 # s1_ir FILE: the instructions (Ir) of one callgrind dump.

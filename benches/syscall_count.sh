@@ -26,31 +26,17 @@ KEY=$(s1_signed_key w2)
 s1_proxy_yaml >"$DIR/bare.yaml"
 s1_full_yaml >"$DIR/full.yaml"
 sed 's/^  level: info$/  level: warn/' "$DIR/full.yaml" >"$DIR/full-nolog.yaml"
-load() { h2load --h1 -n "$1" -c 10 -H "x-api-key: $API_KEY" -H "x-hotplex-session: $KEY" \
-  "http://127.0.0.1:$P/sessions/$KEY" 2>&1 | awk '/^status codes:/ { print $3 }'; }
 printf '| shape | syscalls/request | 2xx | top calls per request |\n|---|---:|---:|---|\n'
 for shape in ${SHAPES:-floor bare full full-nolog}; do
-  if [ "$shape" = floor ]; then
-    ready="/sessions/$KEY"
-    cmd=("$(dirname "$BIN")/pingora-min" --listen "127.0.0.1:$P" --api-key "$API_KEY"
-      --upstream "127.0.0.1:$W1" --upstream "127.0.0.1:$W2" --upstream "127.0.0.1:$W3")
-  else
-    ready=/health/live
-    cmd=("$BIN" --config "$DIR/$shape.yaml")
-  fi
-  if [ "$shape" = bare ]; then export RUST_LOG=warn; else unset RUST_LOG; fi
-  "${cmd[@]}" >"$DIR/proxy.$shape.log" 2>"$DIR/access.$shape.log" &
-  proxy=$!
-  PIDS+=("$proxy")
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null -H "x-api-key: $API_KEY" "http://127.0.0.1:$P$ready" && break
-    sleep 0.1
-  done
-  load 2000 >/dev/null # warm-up: connection pools, lazy statics
+  # The floor (pingora-min) forwards every path: it is ready when the backend answers.
+  if [ "$shape" = floor ]; then ready="/sessions/$KEY"; else ready=/health/live; fi
+  s1_start "$shape" "$BIN" "$ready"
+  proxy=$vp
+  s1_load 2000 >/dev/null # warm-up: connection pools, lazy statics
   strace -f -c -p "$proxy" -o "$DIR/strace.$shape" 2>/dev/null &
   st=$!
   sleep 1 # strace attaches to every thread
-  ok=$(load "$N")
+  ok=$(s1_load "$N")
   kill -INT "$st"; wait "$st" 2>/dev/null || true
   kill -INT "$proxy" 2>/dev/null || true; wait "$proxy" 2>/dev/null || true
   # strace -c columns: % time, seconds, usecs/call, calls, [errors], syscall.
